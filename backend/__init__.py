@@ -1,0 +1,1 @@
+"""The optimisation server: field, renderer, guidance, SDS trainer, mesh extraction, ZeroMQ service."""

@@ -1,0 +1,226 @@
+"""JobSpec: every user-facing knob of one generation, validated where it enters.
+
+Conventions (see DESIGN.md): Blender's world frame (Z up, metres), azimuth 0
+is the front view (camera on -Y looking toward +Y), elevation is positive
+above the XY plane, angles are degrees. The scene lives in the cube
+[-1, 1]^3 around the origin; the defaults frame an object of about half a
+metre radius.
+
+Defaults are the `standard` preset. Ranges are `(min, max)` tuples and are
+sampled uniformly by the backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .errors import SpecError
+from .knobs import Knob, knob, knobs_of
+
+MAX_PROMPT_CHARS = 500
+MAX_PATH_CHARS = 1024
+SEED_MAX = 2**32 - 1
+BUILTIN_MODELS = ("toy-shapes",)
+DEFAULT_MODEL = "toy-shapes"
+INIT_KINDS = ("blob", "mesh", "checkpoint")
+LIGHT_PLACEMENTS = ("near_camera", "random_elevation")
+
+# A Hugging Face repo id: `owner/name`, each part of letters, digits, - _ .
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9_.-]{1,96}$")
+# A local folder must say it is one: absolute (POSIX or Windows), ~, ./ or ../
+_LOCAL_PATH = re.compile(r"^(/|~|\./|\.\./|\.\\|\.\.\\|[A-Za-z]:[\\/]|\\\\)")
+
+MODEL_ALLOWED = (
+    f"'toy-shapes', a Hugging Face repo id like 'stabilityai/stable-diffusion-2-1-base', "
+    f"or a local folder path starting with /, ~, ./ or a drive letter (at most {MAX_PATH_CHARS} characters)"
+)
+
+
+def random_seed() -> int:
+    """A fresh seed; the spec records it so the run can be repeated."""
+    return random.SystemRandom().randint(0, SEED_MAX)
+
+
+def model_kind(model: str) -> str:
+    """'builtin', 'local' or 'hub' for a model string that passed validation."""
+    if model in BUILTIN_MODELS:
+        return "builtin"
+    if _LOCAL_PATH.match(model):
+        return "local"
+    return "hub"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One generation request. Construct it directly or with `from_dict`; both validate."""
+
+    # --- prompt -----------------------------------------------------------
+    prompt: str = knob(kind="text", max_len=MAX_PROMPT_CHARS, required=True, group="prompt",
+                       help="What to generate, e.g. 'a red cube'")
+    negative_prompt: str = knob("", kind="text", max_len=MAX_PROMPT_CHARS, group="prompt",
+                                help="What to steer away from")
+    seed: int = knob(factory=random_seed, kind="int", minimum=0, maximum=SEED_MAX, group="prompt",
+                     help="Random seed; the same seed, spec and machine give the same result")
+    steps: int = knob(5000, kind="int", minimum=1, maximum=200_000, group="prompt", unit="steps",
+                      help="Optimisation steps")
+    # --- guidance -----------------------------------------------------------
+    model: str = knob(DEFAULT_MODEL, kind="text", max_len=MAX_PATH_CHARS, group="guidance",
+                      help="Diffusion prior: 'toy-shapes', a diffusers repo id or a local folder")
+    guidance_scale: float = knob(100.0, kind="float", minimum=1.0, maximum=500.0, group="guidance",
+                                 help="Classifier-free guidance scale (DreamFusion uses 100)")
+    t_range: tuple[float, float] = knob((0.02, 0.98), kind="range", minimum=0.0, maximum=1.0,
+                                        group="guidance",
+                                        help="Diffusion noise levels sampled for SDS, as fractions of the schedule")
+    view_dependent: bool = knob(True, kind="bool", group="guidance",
+                                help="Append front/side/back/overhead view text to the prompt")
+    # --- camera -----------------------------------------------------------
+    camera_radius: tuple[float, float] = knob((1.5, 2.0), kind="range", minimum=0.5, maximum=20.0,
+                                              unit="m", group="camera",
+                                              help="Camera distance from the origin")
+    camera_elevation: tuple[float, float] = knob((-10.0, 90.0), kind="range", minimum=-90.0, maximum=90.0,
+                                                 unit="deg", group="camera",
+                                                 help="Camera height angle above the XY plane")
+    camera_azimuth: tuple[float, float] = knob((-180.0, 180.0), kind="range", minimum=-360.0, maximum=360.0,
+                                               max_span=360.0, unit="deg", group="camera",
+                                               help="Camera angle around Z; 0 is the front view (camera on -Y)")
+    camera_fov: tuple[float, float] = knob((40.0, 70.0), kind="range", minimum=5.0, maximum=120.0,
+                                           unit="deg", group="camera",
+                                           help="Vertical field of view")
+    # --- light ------------------------------------------------------------
+    light_placement: str = knob("near_camera", kind="choice", choices=LIGHT_PLACEMENTS, group="light",
+                                help="near_camera: around the camera direction (DreamFusion); "
+                                     "random_elevation: any azimuth within light_elevation")
+    light_distance: tuple[float, float] = knob((1.5, 3.0), kind="range", minimum=0.1, maximum=100.0,
+                                               unit="m", group="light",
+                                               help="Point light distance from the origin")
+    light_offset: float = knob(45.0, kind="float", minimum=0.0, maximum=180.0, unit="deg", group="light",
+                               help="near_camera: largest angle between light and camera directions")
+    light_elevation: tuple[float, float] = knob((10.0, 80.0), kind="range", minimum=-90.0, maximum=90.0,
+                                                unit="deg", group="light",
+                                                help="random_elevation: light height angle")
+    ambient: tuple[float, float] = knob((0.1, 0.3), kind="range", minimum=0.0, maximum=1.0, group="light",
+                                        help="Ambient share a of lambertian shading a + (1-a) max(0, n.l)")
+    # --- shading mix (relative weights, normalised by the backend) ---------
+    shading_albedo: float = knob(0.2, kind="float", minimum=0.0, maximum=1.0, group="light",
+                                 help="Relative weight of albedo-only renders")
+    shading_lambertian: float = knob(0.6, kind="float", minimum=0.0, maximum=1.0, group="light",
+                                     help="Relative weight of lambertian-shaded renders")
+    shading_textureless: float = knob(0.2, kind="float", minimum=0.0, maximum=1.0, group="light",
+                                      help="Relative weight of shaded white (textureless) renders")
+    # --- optimisation -------------------------------------------------------
+    render_resolution: int = knob(64, kind="int", minimum=16, maximum=1024, unit="px", group="optimiser",
+                                  help="Side of the square training render")
+    learning_rate: float = knob(0.01, kind="float", minimum=1e-6, maximum=1.0, group="optimiser",
+                                help="Adam learning rate of the field")
+    orientation_weight: float = knob(0.01, kind="float", minimum=0.0, maximum=10_000.0, group="optimiser",
+                                     help="Orientation loss: penalises normals facing away from the camera")
+    opacity_weight: float = knob(0.0, kind="float", minimum=0.0, maximum=10_000.0, group="optimiser",
+                                 help="Sparsity: penalises total opacity")
+    entropy_weight: float = knob(0.001, kind="float", minimum=0.0, maximum=10_000.0, group="optimiser",
+                                 help="Pushes each ray's opacity toward 0 or 1")
+    init: str = knob("blob", kind="choice", choices=INIT_KINDS, group="optimiser",
+                     help="Start from the density blob, a mesh, or a checkpoint")
+    init_from: str = knob("", kind="text", max_len=MAX_PATH_CHARS, group="optimiser",
+                          help="checkpoint: a job id or checkpoint path on the backend; "
+                               "mesh: a mesh path on the backend, or empty when the mesh travels with the submit")
+    # --- output -------------------------------------------------------------
+    stream_every: int = knob(100, kind="int", minimum=0, maximum=200_000, unit="steps", group="output",
+                             help="Send the mesh to Blender every N steps (0: only the final mesh)")
+    mesh_resolution: int = knob(128, kind="int", minimum=16, maximum=512, group="output",
+                                help="Marching-cubes grid size per axis")
+
+    def __post_init__(self) -> None:
+        if self.seed is None:  # "random": draw now so the spec records it
+            object.__setattr__(self, "seed", random_seed())
+        for name, spec in knobs_of(type(self)).items():
+            object.__setattr__(self, name, spec.check(name, getattr(self, name)))
+        self._check_across_fields()
+
+    def _check_across_fields(self) -> None:
+        if model_kind(self.model) == "hub" and not _REPO_ID.match(self.model):
+            raise SpecError("model", self.model, MODEL_ALLOWED, "is not a model name")
+        weights = (self.shading_albedo, self.shading_lambertian, self.shading_textureless)
+        if sum(weights) <= 0.0:
+            raise SpecError("shading_albedo", weights,
+                            "weights in [0, 1] with at least one of shading_albedo, "
+                            "shading_lambertian, shading_textureless above 0", "are all zero")
+        if self.init == "blob" and self.init_from:
+            raise SpecError("init_from", self.init_from, "empty when init is 'blob'", "is set")
+        if self.init == "checkpoint" and not self.init_from.strip():
+            raise SpecError("init_from", self.init_from,
+                            "a job id or checkpoint path when init is 'checkpoint'", "is empty")
+
+    # --- conversion -------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "JobSpec":
+        """Build from JSON-like data. Unknown fields and bad values raise SpecError.
+
+        An optional `"preset"` key supplies the base values; the other keys
+        override it. `"seed": null` (or no seed) draws one and records it.
+        """
+        if not isinstance(data, Mapping):
+            raise SpecError("spec", data, "a JSON object of JobSpec fields", "is not an object")
+        data = dict(data)
+        base: dict[str, Any] = {}
+        if "preset" in data:
+            base = dict(preset_values(data.pop("preset")))
+        known = knobs_of(cls)
+        for name in data:
+            if name not in known:
+                raise SpecError(str(name), data[name], "one of " + ", ".join(known), "is not a JobSpec field")
+        if "prompt" not in data:
+            raise SpecError("prompt", None, known["prompt"].allowed(), "is missing")
+        base.update(data)
+        return cls(**base)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; `from_dict(to_dict())` gives back an equal spec."""
+        out: dict[str, Any] = {}
+        for name in knobs_of(type(self)):
+            value = getattr(self, name)
+            out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_preset(cls, preset: str, **fields: Any) -> "JobSpec":
+        return cls.from_dict({"preset": preset, **fields})
+
+    def replace(self, **changes: Any) -> "JobSpec":
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    # --- derived values the backend needs ----------------------------------
+
+    @property
+    def model_kind(self) -> str:
+        return model_kind(self.model)
+
+    def shading_probabilities(self) -> dict[str, float]:
+        weights = {"albedo": self.shading_albedo, "lambertian": self.shading_lambertian,
+                   "textureless": self.shading_textureless}
+        total = sum(weights.values())
+        return {k: v / total for k, v in weights.items()}
+
+
+#: Named starting points; anything not listed keeps the JobSpec default.
+PRESETS: dict[str, dict[str, Any]] = {
+    "draft": {"steps": 1000, "render_resolution": 64, "mesh_resolution": 64, "stream_every": 50},
+    "standard": {"steps": 5000, "render_resolution": 64, "mesh_resolution": 128, "stream_every": 100},
+    "high": {"steps": 10000, "render_resolution": 128, "mesh_resolution": 256, "stream_every": 250},
+}
+
+
+def preset_values(name: Any) -> Mapping[str, Any]:
+    if name not in PRESETS:
+        raise SpecError("preset", name, "one of " + ", ".join(repr(p) for p in PRESETS), "is not a preset")
+    return PRESETS[name]
+
+
+def jobspec_knobs() -> dict[str, Knob]:
+    """Field name -> Knob for every JobSpec field (for panels and CLIs)."""
+    return knobs_of(JobSpec)

@@ -1,0 +1,95 @@
+"""The mesh that travels in `update`, `finished` and (as an init mesh) `submit`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import BadBuffer, BadDtype, IndexOutOfRange, NonFinite
+
+#: Wire dtypes: explicit little-endian, so big-endian hosts read them right too.
+POSITION_DTYPE = np.dtype("<f4")
+INDEX_DTYPE = np.dtype("<i4")
+COLOR_DTYPE = np.dtype("u1")
+MAX_INDEX = np.iinfo(np.int32).max
+
+
+@dataclass(frozen=True, eq=False)
+class MeshData:
+    """A triangle mesh in Blender's frame (Z up, metres).
+
+    positions: float32 N x 3; triangles: int32 M x 3, every index in [0, N);
+    colors: uint8 N x 4, sRGB albedo + alpha, one per vertex.
+    Arrays decoded from the wire are read-only views of the received frames.
+    """
+
+    positions: np.ndarray
+    triangles: np.ndarray
+    colors: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def coerce(cls, positions, triangles, colors=None) -> "MeshData":
+        """Convert what marching cubes and friends return (float64, uint64, no colour) to wire dtypes.
+
+        Indices that do not fit int32 and non-finite positions still raise.
+        """
+        positions = np.ascontiguousarray(positions, dtype=POSITION_DTYPE).reshape(-1, 3)
+        triangles = np.asarray(triangles).reshape(-1, 3)
+        if triangles.size and (triangles.min() < 0 or triangles.max() > MAX_INDEX):
+            raise IndexOutOfRange(f"triangle indices must be in [0, {MAX_INDEX}]")
+        triangles = np.ascontiguousarray(triangles, dtype=INDEX_DTYPE)
+        if colors is None:
+            colors = np.full((len(positions), 4), 255, dtype=COLOR_DTYPE)
+        colors = np.asarray(colors)
+        if colors.ndim == 2 and colors.shape[1] == 3:
+            alpha = np.full((len(colors), 1), 255, dtype=COLOR_DTYPE)
+            colors = np.concatenate([colors.astype(COLOR_DTYPE, copy=False), alpha], axis=1)
+        if colors.dtype != COLOR_DTYPE:
+            raise BadDtype(f"colors must be uint8 sRGB, got {colors.dtype}")
+        return cls(positions, triangles, np.ascontiguousarray(colors))
+
+    @classmethod
+    def empty(cls) -> "MeshData":
+        return cls(np.zeros((0, 3), POSITION_DTYPE), np.zeros((0, 3), INDEX_DTYPE), np.zeros((0, 4), COLOR_DTYPE))
+
+    @property
+    def vertex_count(self) -> int:
+        return len(self.positions)
+
+    @property
+    def triangle_count(self) -> int:
+        return len(self.triangles)
+
+    def validate(self) -> None:
+        """Raise the specific ProtocolError for the first thing that is wrong."""
+        _expect(self.positions, "positions", POSITION_DTYPE, 3)
+        _expect(self.triangles, "triangles", INDEX_DTYPE, 3)
+        _expect(self.colors, "colors", COLOR_DTYPE, 4)
+        n = len(self.positions)
+        if len(self.colors) != n:
+            raise BadBuffer(f"colors has {len(self.colors)} rows but positions has {n}; need one colour per vertex")
+        if self.triangles.size:
+            low, high = int(self.triangles.min()), int(self.triangles.max())
+            if low < 0 or high >= n:
+                bad = low if low < 0 else high
+                raise IndexOutOfRange(f"triangles index {bad} is outside [0, {n}) for {n} vertices")
+        if self.positions.size and not np.isfinite(self.positions).all():
+            raise NonFinite("positions contain NaN or infinity")
+
+    def equals(self, other: "MeshData") -> bool:
+        return (np.array_equal(self.positions, other.positions)
+                and np.array_equal(self.triangles, other.triangles)
+                and np.array_equal(self.colors, other.colors))
+
+
+def _expect(array: np.ndarray, name: str, dtype: np.dtype, width: int) -> None:
+    if not isinstance(array, np.ndarray):
+        raise BadBuffer(f"{name} must be a numpy array, got {type(array).__name__}")
+    if array.dtype != dtype:
+        raise BadDtype(f"{name} must be {dtype.name}, got {array.dtype.name}")
+    if array.ndim != 2 or array.shape[1] != width:
+        raise BadBuffer(f"{name} must have shape (N, {width}), got {tuple(array.shape)}")

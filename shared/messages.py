@@ -1,0 +1,309 @@
+"""The message types of protocol `dreamfusion/1`, as typed dataclasses.
+
+Each class names its wire `type` and who may send it. Header fields are
+the dataclass fields; `MeshData` and `Image` fields travel as raw buffers
+(frames 2...n), never inside the JSON. Constructing a message validates it
+with the same rules decoding applies, so neither side can send what the
+other would refuse.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from .errors import BadBuffer, BadDtype, ProtocolError
+from .jobspec import JobSpec
+from .mesh import COLOR_DTYPE, MeshData
+from .version import PROTOCOL_VERSION
+from .wirefields import MAX_TEXT, check_fields, wire
+
+CLIENT = "client"
+SERVER = "server"
+BOTH = "both"
+
+ID_PATTERN = r"[A-Za-z0-9_.:-]{1,64}"
+JOB_STATES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
+MAX_PREVIEW_SIDE = 4096
+MAX_STEP = 10**9
+MAX_SECONDS = 10.0**9
+
+
+@dataclass(frozen=True, eq=False)
+class Image:
+    """An RGB preview image, uint8 sRGB, H x W x 3 (row 0 at the top)."""
+
+    pixels: np.ndarray
+
+    def __post_init__(self) -> None:
+        p = self.pixels
+        if not isinstance(p, np.ndarray):
+            raise BadBuffer(f"preview must be a numpy array, got {type(p).__name__}")
+        if p.dtype != COLOR_DTYPE:
+            raise BadDtype(f"preview must be uint8, got {p.dtype.name}")
+        if p.ndim != 3 or p.shape[2] != 3 or not (0 < p.shape[0] <= MAX_PREVIEW_SIDE) \
+                or not (0 < p.shape[1] <= MAX_PREVIEW_SIDE):
+            raise BadBuffer(f"preview must have shape (H, W, 3) with 1 <= H, W <= {MAX_PREVIEW_SIDE}, "
+                            f"got {tuple(p.shape)}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Image) and np.array_equal(self.pixels, other.pixels)
+
+
+# MeshData compares by content inside messages.
+MeshData.__eq__ = lambda self, other: isinstance(other, MeshData) and self.equals(other)  # type: ignore[method-assign]
+MeshData.__hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobInfo:
+    """One job as `status_reply` and `list_reply` describe it."""
+
+    job_id: str = wire(pattern=ID_PATTERN)
+    state: str = wire(choices=JOB_STATES)
+    prompt: str = wire(max_len=500)
+    step: int = wire(0, minimum=0, maximum=MAX_STEP)
+    steps: int = wire(0, minimum=0, maximum=MAX_STEP)
+    loss: float | None = wire(None)
+    elapsed: float = wire(0.0, minimum=0.0, maximum=MAX_SECONDS)
+    created: float = wire(0.0, minimum=0.0)
+    reason: str = wire("")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    """Base of every message. Any message may carry a `request_id`; replies echo it."""
+
+    TYPE: ClassVar[str] = ""
+    SENDER: ClassVar[str] = BOTH
+
+    request_id: str | None = wire(None, pattern=ID_PATTERN)
+
+    def __post_init__(self) -> None:
+        check_fields(self, skip=buffer_fields(type(self)))
+        for name in buffer_fields(type(self)):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (MeshData, Image)):
+                raise BadBuffer(f"{name} must be a {buffer_kind(type(self), name).__name__}")
+
+
+# --- client -> server ---------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Hello(Message):
+    TYPE = "hello"
+    SENDER = CLIENT
+    client: str = wire("", max_len=200)
+    protocol: int = wire(PROTOCOL_VERSION, minimum=1, maximum=1_000_000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Submit(Message):
+    TYPE = "submit"
+    SENDER = CLIENT
+    spec: JobSpec
+    #: Optional start mesh for `init = "mesh"` with an empty `init_from`.
+    init_mesh: MeshData | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cancel(Message):
+    TYPE = "cancel"
+    SENDER = CLIENT
+    job_id: str = wire(pattern=ID_PATTERN)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Status(Message):
+    TYPE = "status"
+    SENDER = CLIENT
+    #: One job, or every job when null.
+    job_id: str | None = wire(None, pattern=ID_PATTERN)
+
+
+@dataclass(frozen=True, kw_only=True)
+class List(Message):
+    TYPE = "list"
+    SENDER = CLIENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ack(Message):
+    """Grants the server one more update for `job_id`: the client has taken the one at `step`."""
+
+    TYPE = "ack"
+    SENDER = CLIENT
+    job_id: str = wire(pattern=ID_PATTERN)
+    step: int = wire(minimum=0, maximum=MAX_STEP)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bye(Message):
+    TYPE = "bye"
+    SENDER = CLIENT
+
+
+# --- either way -------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Heartbeat(Message):
+    TYPE = "heartbeat"
+    SENDER = BOTH
+    #: Sender's clock (seconds since the epoch); informative only.
+    time: float = wire(0.0, minimum=0.0)
+
+
+# --- server -> client ---------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Welcome(Message):
+    TYPE = "welcome"
+    SENDER = SERVER
+    server: str = wire("", max_len=200)
+    protocol: int = wire(PROTOCOL_VERSION, minimum=1, maximum=1_000_000)
+    heartbeat_interval: float = wire(5.0, minimum=0.0, maximum=3600.0)
+    max_message_bytes: int = wire(256 * 2**20, minimum=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Accepted(Message):
+    TYPE = "accepted"
+    SENDER = SERVER
+    job_id: str = wire(pattern=ID_PATTERN)
+    #: The spec as the server will run it (seed resolved).
+    spec: JobSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rejected(Message):
+    TYPE = "rejected"
+    SENDER = SERVER
+    reason: str = wire()
+    #: The JobSpec field at fault, when one is.
+    field: str | None = wire(None, max_len=200)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Progress(Message):
+    TYPE = "progress"
+    SENDER = SERVER
+    job_id: str = wire(pattern=ID_PATTERN)
+    step: int = wire(minimum=0, maximum=MAX_STEP)
+    steps: int = wire(minimum=0, maximum=MAX_STEP)
+    loss: float | None = wire(None)
+    it_per_s: float = wire(0.0, minimum=0.0)
+    eta: float | None = wire(None, minimum=0.0)
+    elapsed: float = wire(0.0, minimum=0.0, maximum=MAX_SECONDS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Update(Message):
+    TYPE = "update"
+    SENDER = SERVER
+    job_id: str = wire(pattern=ID_PATTERN)
+    step: int = wire(minimum=0, maximum=MAX_STEP)
+    steps: int = wire(minimum=0, maximum=MAX_STEP)
+    loss: float | None = wire(None)
+    elapsed: float = wire(0.0, minimum=0.0, maximum=MAX_SECONDS)
+    mesh: MeshData
+    preview: Image | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Finished(Message):
+    TYPE = "finished"
+    SENDER = SERVER
+    job_id: str = wire(pattern=ID_PATTERN)
+    step: int = wire(minimum=0, maximum=MAX_STEP)
+    elapsed: float = wire(0.0, minimum=0.0, maximum=MAX_SECONDS)
+    #: Where the backend keeps the checkpoint (a path on the backend's machine).
+    checkpoint: str = wire("")
+    #: Exported files by kind, e.g. {"glb": "/data/jobs/ab12/result.glb"}.
+    files: dict[str, str] = wire({}, max_items=64)
+    mesh: MeshData
+    preview: Image | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failed(Message):
+    TYPE = "failed"
+    SENDER = SERVER
+    job_id: str = wire(pattern=ID_PATTERN)
+    reason: str = wire()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cancelled(Message):
+    TYPE = "cancelled"
+    SENDER = SERVER
+    job_id: str = wire(pattern=ID_PATTERN)
+    step: int = wire(0, minimum=0, maximum=MAX_STEP)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Error(Message):
+    """The reply to a message that could not be decoded or is not allowed."""
+
+    TYPE = "error"
+    SENDER = SERVER
+    #: A ProtocolError code such as "bad_tag" or "length_mismatch".
+    code: str = wire(max_len=64)
+    reason: str = wire()
+
+    @classmethod
+    def from_exception(cls, exc: ProtocolError) -> "Error":
+        """The reply to a message that raised `exc`, echoing its request id."""
+        return cls(code=exc.code, reason=str(exc)[:MAX_TEXT], request_id=exc.request_id)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatusReply(Message):
+    TYPE = "status_reply"
+    SENDER = SERVER
+    jobs: list[JobInfo] = wire([])
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListReply(Message):
+    TYPE = "list_reply"
+    SENDER = SERVER
+    jobs: list[JobInfo] = wire([])
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (Hello, Submit, Cancel, Status, List, Ack, Bye, Heartbeat, Welcome, Accepted, Rejected,
+                Progress, Update, Finished, Failed, Cancelled, Error, StatusReply, ListReply)
+}
+CLIENT_TYPES = frozenset(t for t, c in MESSAGE_TYPES.items() if c.SENDER in (CLIENT, BOTH))
+SERVER_TYPES = frozenset(t for t, c in MESSAGE_TYPES.items() if c.SENDER in (SERVER, BOTH))
+
+
+def buffer_fields(cls: type[Message]) -> frozenset[str]:
+    """Names of the fields that travel as buffers (MeshData / Image)."""
+    return _BUFFER_FIELDS.setdefault(cls, frozenset(
+        f.name for f in dataclasses.fields(cls) if _buffer_type(f.type) is not None))
+
+
+def buffer_kind(cls: type[Message], name: str) -> type:
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return _buffer_type(field.type)  # type: ignore[return-value]
+
+
+_BUFFER_FIELDS: dict[type, frozenset[str]] = {}
+
+
+def _buffer_type(annotation: object) -> type | None:
+    # Annotations are strings (from __future__ import annotations); match by name.
+    text = str(annotation)
+    if "MeshData" in text:
+        return MeshData
+    if "Image" in text:
+        return Image
+    return None

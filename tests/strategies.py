@@ -1,0 +1,125 @@
+"""Hypothesis strategies for valid JobSpecs and messages, derived from the declared types and limits.
+
+Deriving them from the dataclass fields means a new message type or field is
+covered by the round-trip tests without touching this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+import types
+
+import numpy as np
+from hypothesis import strategies as st
+
+from shared import JobSpec, MeshData, jobspec_knobs
+from shared.messages import Image, Message
+from shared.wirefields import Limits, field_limits, resolved_hints
+
+# No control characters other than tab/newline, no lone surrogates.
+TEXT = st.characters(blacklist_categories=("Cs",), blacklist_characters=[chr(c) for c in range(32) if c not in (9, 10)])
+MODELS = st.sampled_from(["toy-shapes", "stabilityai/stable-diffusion-2-1-base", "runwayml/sd-v1.5",
+                          "/models/sd21", "./weights/sd", "~/sd", "C:\\models\\sd", "../up/sd"])
+
+
+def _knob_value(name, knob):
+    if knob.kind == "text":
+        min_size = 1 if knob.required else 0
+        text = st.text(TEXT, min_size=min_size, max_size=min(knob.max_len, 40))
+        return text.filter(str.strip) if knob.required else text
+    if knob.kind == "bool":
+        return st.booleans()
+    if knob.kind == "choice":
+        return st.sampled_from(knob.choices)
+    if knob.kind == "int":
+        return st.integers(int(knob.minimum), int(knob.maximum))
+    if knob.kind == "float":
+        return st.floats(knob.minimum, knob.maximum, allow_nan=False)
+    assert knob.kind == "range"
+
+    @st.composite
+    def pair(draw):
+        low = draw(st.floats(knob.minimum, knob.maximum, allow_nan=False))
+        top = knob.maximum if knob.max_span is None else min(knob.maximum, low + knob.max_span)
+        high = draw(st.floats(low, top, allow_nan=False))
+        return (low, high)
+
+    return pair()
+
+
+@st.composite
+def jobspecs(draw) -> JobSpec:
+    values = {name: draw(_knob_value(name, knob)) for name, knob in jobspec_knobs().items()}
+    values["model"] = draw(MODELS)
+    if values["init"] == "blob":
+        values["init_from"] = ""
+    elif values["init"] == "checkpoint" and not values["init_from"].strip():
+        values["init_from"] = "job-1234"
+    if values["shading_albedo"] + values["shading_lambertian"] + values["shading_textureless"] <= 0:
+        values["shading_lambertian"] = 1.0
+    return JobSpec(**values)
+
+
+@st.composite
+def meshes(draw, max_vertices: int = 50) -> MeshData:
+    n = draw(st.integers(0, max_vertices))
+    m = draw(st.integers(0, 60)) if n else 0
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    positions = rng.normal(size=(n, 3)).astype(np.float32)
+    triangles = rng.integers(0, max(n, 1), size=(m, 3)).astype(np.int32)
+    colors = rng.integers(0, 256, size=(n, 4)).astype(np.uint8)
+    return MeshData(positions, triangles, colors)
+
+
+@st.composite
+def images(draw) -> Image:
+    h, w = draw(st.integers(1, 16)), draw(st.integers(1, 16))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return Image(rng.integers(0, 256, size=(h, w, 3)).astype(np.uint8))
+
+
+def _for_type(tp, limits):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = next(a for a in typing.get_args(tp) if a is not type(None))
+        return st.none() | _for_type(inner, limits)
+    if origin is list:
+        return st.lists(_for_type(typing.get_args(tp)[0], Limits()), max_size=3)
+    if origin is dict:
+        key = st.text(TEXT, max_size=10)
+        return st.dictionaries(key, _for_type(typing.get_args(tp)[1], limits), max_size=3)
+    if tp is JobSpec:
+        return jobspecs()
+    if tp is MeshData:
+        return meshes()
+    if tp is Image:
+        return images()
+    if dataclasses.is_dataclass(tp):
+        return dataclass_instances(tp)
+    if tp is str:
+        if limits.choices:
+            return st.sampled_from(limits.choices)
+        if limits.pattern:
+            return st.from_regex(limits.pattern, fullmatch=True)
+        return st.text(TEXT, max_size=min(limits.max_len, 40))
+    if tp is bool:
+        return st.booleans()
+    if tp is int:
+        low = int(limits.minimum) if limits.minimum is not None else -(2**40)
+        high = int(limits.maximum) if limits.maximum is not None else 2**40
+        return st.integers(low, high)
+    if tp is float:
+        return st.floats(limits.minimum, limits.maximum, allow_nan=False, allow_infinity=False)
+    raise AssertionError(f"no strategy for {tp!r}")
+
+
+def dataclass_instances(cls):
+    hints = resolved_hints(cls)
+    kwargs = {f.name: _for_type(hints[f.name], field_limits(f)) for f in dataclasses.fields(cls) if f.init}
+    return st.builds(cls, **kwargs)
+
+
+def messages_of(cls: type[Message]):
+    return dataclass_instances(cls)

@@ -1,0 +1,46 @@
+"""`dreamfusion-backend`: working verbs, clear errors, honest placeholders."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backend.cli import NOT_IMPLEMENTED, main
+
+SCRIPT = Path(sys.executable).with_name("dreamfusion-backend")
+
+
+def test_console_script_is_installed_and_prints_versions():
+    out = subprocess.run([str(SCRIPT), "version"], capture_output=True, text=True, check=True)
+    assert "protocol dreamfusion/1" in out.stdout
+
+
+def test_spec_prints_a_validated_spec(capsys):
+    assert main(["spec", "a red cube", "--preset", "draft", "--steps", "321", "--camera-radius", "2", "3",
+                 "--no-view-dependent", "--seed", "9"]) == 0
+    spec = json.loads(capsys.readouterr().out)
+    assert spec["steps"] == 321 and spec["camera_radius"] == [2.0, 3.0] and spec["view_dependent"] is False
+    assert spec["mesh_resolution"] == 64 and spec["seed"] == 9
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["spec", "a red cube", "--steps", "0"], "--steps: steps = 0 is out of range; allowed: an integer from 1 to 200000"),
+    (["spec", "a red cube", "--t-range", "0.9", "0.1"], "--t-range: t_range = [0.9, 0.1] has min > max"),
+    (["spec", " "], "PROMPT: prompt = ' ' is empty"),
+    (["spec", "x", "--light-placement", "sun"], "invalid choice: 'sun'"),
+])
+def test_bad_flags_name_the_flag_and_range(argv, expected, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", ["generate", "serve", "client", "keys"])
+def test_later_verbs_say_not_implemented(verb, capsys):
+    assert main([verb, "anything"]) == NOT_IMPLEMENTED
+    assert "not implemented yet" in capsys.readouterr().err
