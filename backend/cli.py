@@ -1,21 +1,25 @@
 """`dreamfusion-backend`: the backend's command line.
 
 Verbs that later issues build print "not implemented yet" and exit 3 so
-scripts can tell them apart from a usage error (2).
+scripts can tell them apart from a usage error (2) or a failed run (1).
+Heavy imports (torch, diffusers) happen inside the verbs that need them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from pathlib import Path
 
 from shared import PROTOCOL_TAG, __version__
 from shared.spec_args import add_spec_arguments, spec_from_args
 
+FAILED = 1
 NOT_IMPLEMENTED = 3
+INTERRUPTED = 130
 _PENDING = {
-    "generate": "generate a mesh for a prompt without a server",
     "serve": "run the ZeroMQ job service",
     "client": "talk to a running backend",
     "keys": "make CURVE key pairs for remote use",
@@ -27,9 +31,26 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="DreamFusion for Blender: text-to-3D backend.")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     verbs.add_parser("version", help="print the package and protocol versions")
+
+    gen = verbs.add_parser("generate", help="optimise a mesh for a prompt and write it to a file")
+    gen.add_argument("prompt", help="what to generate, e.g. 'a red cube'")
+    gen.add_argument("--out", type=Path, default=None,
+                     help="output mesh: .glb (default, named after the prompt), .obj or .ply")
+    gen.add_argument("--save-every", nargs=2, metavar=("K", "DIR"), default=None,
+                     help="every K steps also write the mesh and a checkpoint into DIR")
+    gen.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                     help="where to run (auto: CUDA when available)")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_spec_arguments(gen)
+
     spec = verbs.add_parser("spec", help="validate a job's settings and print the full JobSpec as JSON")
     spec.add_argument("prompt", help="what to generate, e.g. 'a red cube'")
     add_spec_arguments(spec)
+
+    tiny = verbs.add_parser("tiny-model", help="write a tiny random Stable-Diffusion-shaped model (for trying "
+                                               "the pipeline offline; it knows nothing about images)")
+    tiny.add_argument("folder", type=Path)
+
     for verb, text in _PENDING.items():
         pending = verbs.add_parser(verb, help=f"{text} (not implemented yet)")
         pending.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -46,8 +67,55 @@ def main(argv: list[str] | None = None) -> int:
         job = spec_from_args(args, parser, args.prompt)
         print(json.dumps(job.to_dict(), indent=2))
         return 0
+    if args.verb == "generate":
+        return _generate(args, parser)
+    if args.verb == "tiny-model":
+        from backend.tiny_model import write_tiny_sd
+
+        print(write_tiny_sd(args.folder))
+        return 0
     print(f"dreamfusion-backend {args.verb}: not implemented yet", file=sys.stderr)
     return NOT_IMPLEMENTED
+
+
+def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    job = spec_from_args(args, parser, args.prompt)
+    out = args.out or Path(slug(job.prompt) + ".glb")
+    save_every, save_dir = 0, None
+    if args.save_every:
+        try:
+            save_every = int(args.save_every[0])
+        except ValueError:
+            save_every = 0
+        if save_every < 1:
+            parser.error(f"--save-every: K = {args.save_every[0]!r} must be a whole number >= 1")
+        save_dir = Path(args.save_every[1])
+
+    from backend.checkpoint import CheckpointError
+    from backend.generate import GenerateError, generate
+    from backend.guidance import ModelLoadError
+
+    try:
+        result = generate(job, out, device=args.device, save_every=save_every, save_dir=save_dir,
+                          show_progress=not args.quiet)
+    except (GenerateError, ModelLoadError, CheckpointError, ValueError) as exc:
+        print(f"dreamfusion-backend generate: {exc}", file=sys.stderr)
+        return FAILED
+    mesh = result.extraction.mesh
+    if result.extraction.message:
+        print(f"note: {result.extraction.message}", file=sys.stderr)
+    if result.out is None:
+        print(f"dreamfusion-backend generate: no mesh written ({result.extraction.message}); checkpoint kept at "
+              f"{result.checkpoint}", file=sys.stderr)
+        return FAILED
+    print(f"wrote {result.out} ({mesh.vertex_count} vertices, {mesh.triangle_count} triangles, seed {job.seed}, "
+          f"{result.steps} steps in {result.seconds:.1f} s); checkpoint {result.checkpoint}")
+    return INTERRUPTED if result.stopped_early else 0
+
+
+def slug(text: str) -> str:
+    """'A red cube!' -> 'a_red_cube' (file names from prompts)."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60] or "mesh"
 
 
 if __name__ == "__main__":

@@ -1,0 +1,109 @@
+"""Checkpoints: field, occupancy, optimiser, step, JobSpec and RNG state in one safetensors file.
+
+safetensors (tensors + a JSON string table) rather than torch.save: loading
+a checkpoint never unpickles anything. Writes go to a temporary file in the
+same folder and are renamed into place, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from shared import JobSpec
+
+from .field import FieldConfig
+from .trainer import Trainer, TrainerConfig
+
+FORMAT = "dreamfusion-checkpoint/1"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def save_checkpoint(trainer: Trainer, path: str | Path) -> Path:
+    path = Path(path)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, value in trainer.field.state_dict().items():
+        tensors[f"field.{name}"] = value
+    for name, value in trainer.occupancy.state_dict().items():
+        tensors[f"occupancy.{name}"] = value
+    optim = trainer.optimizer.state_dict()
+    for index, state in optim["state"].items():
+        for key, value in state.items():
+            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value)
+    tensors["rng"] = trainer.generator.get_state()
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    metadata = {
+        "format": FORMAT,
+        "step": str(trainer.step),
+        "spec": json.dumps(trainer.spec.to_dict()),
+        "field_config": json.dumps(dataclasses.asdict(trainer.config.field)),
+        "param_groups": json.dumps(optim["param_groups"]),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_checkpoint_spec(path: str | Path) -> tuple[JobSpec, int]:
+    """The JobSpec and step stored in a checkpoint, without loading its tensors."""
+    from safetensors import safe_open
+
+    meta = _metadata(path, safe_open)
+    return JobSpec.from_dict(json.loads(meta["spec"])), int(meta["step"])
+
+
+def load_checkpoint(path: str | Path, spec: JobSpec, guidance, device="cpu",
+                    config: TrainerConfig | None = None) -> Trainer:
+    """A trainer in the checkpoint's state, continuing toward `spec.steps` with `spec`'s settings."""
+    from safetensors import safe_open
+
+    meta = _metadata(path, safe_open)
+    field_config = FieldConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in json.loads(meta["field_config"]).items()})
+    config = dataclasses.replace(config or TrainerConfig(), field=field_config)
+    trainer = Trainer(spec, guidance, device, config)
+    tensors = load_file(str(path), device="cpu")
+    trainer.field.load_state_dict(_prefixed(tensors, "field."))
+    trainer.occupancy.load_state_dict(_prefixed(tensors, "occupancy."))
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in _prefixed(tensors, "optim.").items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    groups = json.loads(meta["param_groups"])
+    for group, current in zip(groups, trainer.optimizer.param_groups):
+        group["lr"] = current["lr"]  # the new spec's learning rate wins
+    trainer.optimizer.load_state_dict({"state": state, "param_groups": groups})
+    trainer.generator.set_state(tensors["rng"])
+    trainer.step = int(meta["step"])
+    return trainer
+
+
+def _metadata(path, safe_open) -> dict[str, str]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # missing file, or safetensors' own error type for a corrupt header
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {exc}") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a DreamFusion checkpoint (format {meta.get('format')!r})")
+    return meta
+
+
+def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -1,0 +1,132 @@
+"""`dreamfusion-backend generate`: one prompt to one mesh file, without a server."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from shared import JobSpec
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .export import FORMATS, export_mesh
+from .extract import Extraction, extract_mesh
+from .guidance import load_guidance
+from .trainer import StepStats, Trainer
+
+
+class GenerateError(RuntimeError):
+    """A reason to stop that the user can act on; the CLI prints it as one line."""
+
+
+@dataclass
+class GenerateResult:
+    out: Path | None
+    checkpoint: Path
+    extraction: Extraction
+    steps: int
+    seconds: float
+    stopped_early: bool
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GenerateError("--device cuda: no CUDA device is available (torch "
+                            f"{torch.__version__}); use --device cpu or install a CUDA build of torch")
+    return torch.device(name)
+
+
+def checkpoint_path_for(out: Path) -> Path:
+    return out.with_name(out.stem + ".checkpoint.safetensors")
+
+
+def make_trainer(spec: JobSpec, device: torch.device, on_loading=None) -> Trainer:
+    # Check what is cheap to check before the (possibly slow) model load.
+    if spec.init == "mesh":
+        raise GenerateError("--init mesh is not supported by `generate` yet; use blob or checkpoint")
+    checkpoint = Path(spec.init_from).expanduser() if spec.init == "checkpoint" else None
+    if checkpoint is not None and not checkpoint.is_file():
+        raise GenerateError(f"--init-from: checkpoint {spec.init_from!r} does not exist")
+    if on_loading is not None:
+        on_loading(spec.model)
+    guidance = load_guidance(spec.model, device)
+    if checkpoint is not None:
+        return load_checkpoint(checkpoint, spec, guidance, device)
+    return Trainer(spec, guidance, device)
+
+
+def generate(spec: JobSpec, out: Path, device: str = "auto", save_every: int = 0, save_dir: Path | None = None,
+             show_progress: bool = True) -> GenerateResult:
+    if out.suffix.lower() not in FORMATS:
+        raise GenerateError(f"--out must end in {', '.join(FORMATS)}, got {out.name!r}")
+    start = time.perf_counter()
+    loading = (lambda m: print(f"loading model {m} ...", file=sys.stderr)) if show_progress else None
+    trainer = make_trainer(spec, resolve_device(device), loading)
+    checkpoint = checkpoint_path_for(out)
+    stop = _StopOnSignal()
+    bar = _progress_bar(trainer, show_progress)
+
+    def on_step(stats: StepStats) -> None:
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats.loss:.4g}", shading=stats.shading[:4], refresh=False)
+        if save_every and save_dir is not None and stats.step % save_every == 0:
+            save_checkpoint(trainer, save_dir / f"step_{stats.step:06d}.checkpoint.safetensors")
+            snapshot = extract_mesh(trainer.field, spec.mesh_resolution, trainer.occupancy)
+            if snapshot.mesh.vertex_count:
+                export_mesh(snapshot.mesh, save_dir / f"step_{stats.step:06d}{out.suffix.lower()}")
+
+    with stop:
+        finished = trainer.run(on_step=on_step, should_stop=stop.requested)
+    if bar is not None:
+        bar.close()
+    save_checkpoint(trainer, checkpoint)
+    extraction = extract_mesh(trainer.field, spec.mesh_resolution, trainer.occupancy)
+    written = export_mesh(extraction.mesh, out) if extraction.mesh.vertex_count else None
+    return GenerateResult(written, checkpoint, extraction, trainer.step, time.perf_counter() - start,
+                          stopped_early=not finished)
+
+
+def _progress_bar(trainer: Trainer, show: bool):
+    if not show:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=trainer.spec.steps, initial=trainer.step, unit="step", dynamic_ncols=True, file=sys.stderr,
+                desc=trainer.spec.prompt[:30])
+
+
+class _StopOnSignal:
+    """Ctrl-C / SIGTERM finish the current step, then stop; the checkpoint and mesh are still written."""
+
+    def __init__(self) -> None:
+        self._stop = False
+        self._previous: dict[int, object] = {}
+
+    def requested(self) -> bool:
+        return self._stop
+
+    def _handle(self, signum, frame) -> None:
+        if self._stop:  # a second Ctrl-C means "now"
+            raise KeyboardInterrupt
+        self._stop = True
+        print("\nstopping after this step; saving the checkpoint and mesh (Ctrl-C again to abort)",
+              file=sys.stderr)
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,124 @@
+"""Load a prior from a diffusers model folder or Hugging Face repo id, with one clear error when it can't."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import warnings
+from pathlib import Path
+
+import torch
+
+from shared import model_kind
+
+from .base import Guidance
+
+#: Libraries a model_index.json may name; nothing else is imported from a model's config.
+_LIBRARIES = ("diffusers", "transformers")
+
+
+class ModelLoadError(RuntimeError):
+    """The prior could not be loaded; the message says which model and what to do."""
+
+
+def load_guidance(model: str, device: torch.device) -> Guidance:
+    """The guidance for a JobSpec `model`: latent when the model has a VAE, else pixel."""
+    # Library deprecation chatter is not the user's business; our own errors say what matters.
+    with warnings.catch_warnings(), _quiet_library_logs():
+        warnings.simplefilter("ignore")
+        return _load(model, device)
+
+
+@contextlib.contextmanager
+def _quiet_library_logs():
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    levels = diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()
+    bars = transformers_logging.is_progress_bar_enabled()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(levels[0])
+        transformers_logging.set_verbosity(levels[1])
+        if bars:
+            transformers_logging.enable_progress_bar()
+
+
+def _load(model: str, device: torch.device) -> Guidance:
+    if model_kind(model) == "builtin":
+        raise ModelLoadError(f"the built-in prior {model!r} is not available in this version yet; pass --model "
+                             "with a diffusers model folder or Hugging Face repo id (`dreamfusion-backend "
+                             "tiny-model DIR` writes a tiny random one for trying the pipeline)")
+    source = str(Path(model).expanduser()) if model_kind(model) == "local" else model
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    index = _model_index(model, source)
+    parts = {name: _load_part(model, source, name, index, dtype) for name in ("unet", "text_encoder", "tokenizer")
+             if name in index}
+    missing = {"unet", "text_encoder", "tokenizer"} - set(parts)
+    if missing:
+        raise ModelLoadError(f"model {model!r} has no {', '.join(sorted(missing))}: it is not a text-to-image "
+                             "diffusion model")
+    scheduler = _ddpm_scheduler(model, source)
+    for part in parts.values():
+        if isinstance(part, torch.nn.Module):
+            part.requires_grad_(False).eval().to(device)
+    if device.type == "cuda":
+        parts["unet"].to(memory_format=torch.channels_last)
+    if "vae" in index:
+        from .latent import LatentGuidance
+
+        vae = _load_part(model, source, "vae", index, dtype).requires_grad_(False).eval().to(device)
+        return LatentGuidance(parts["unet"], vae, parts["text_encoder"], parts["tokenizer"], scheduler, device, dtype)
+    from .pixel import PixelGuidance
+
+    return PixelGuidance(parts["unet"], parts["text_encoder"], parts["tokenizer"], scheduler, device, dtype)
+
+
+def _model_index(model: str, source: str) -> dict:
+    from diffusers import DiffusionPipeline
+
+    if model_kind(model) == "local" and not Path(source).is_dir():
+        raise ModelLoadError(f"model folder {model!r} does not exist")
+    try:
+        return DiffusionPipeline.load_config(source)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(_not_found(model, exc)) from None
+
+
+def _load_part(model: str, source: str, name: str, index: dict, dtype: torch.dtype):
+    library, class_name = index[name][:2]
+    if library not in _LIBRARIES:
+        raise ModelLoadError(f"model {model!r}: component {name!r} comes from {library!r}; only "
+                             f"{', '.join(_LIBRARIES)} components are loaded")
+    cls = getattr(importlib.import_module(library), class_name, None)
+    if cls is None:
+        raise ModelLoadError(f"model {model!r}: {library} has no class {class_name!r} (component {name!r}); "
+                             "a newer version may be needed")
+    kwargs: dict = {"subfolder": name}
+    if name != "tokenizer":
+        kwargs["dtype" if library == "transformers" else "torch_dtype"] = dtype
+    try:
+        return cls.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(_not_found(model, exc)) from None
+
+
+def _ddpm_scheduler(model: str, source: str):
+    # SDS only needs the noise schedule; DDPM reads it from any diffusers scheduler config.
+    from diffusers import DDPMScheduler
+
+    try:
+        return DDPMScheduler.from_config(DDPMScheduler.load_config(source, subfolder="scheduler"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(_not_found(model, exc)) from None
+
+
+def _not_found(model: str, exc: Exception) -> str:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (f"could not load model {model!r} ({reason[:200]}). If the machine is offline, download it where "
+            f"there is network (`hf download {model}` fills the Hugging Face cache) or pass a local "
+            "diffusers folder with --model /path/to/folder")

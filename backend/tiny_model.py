@@ -1,0 +1,68 @@
+"""A tiny, randomly initialised Stable-Diffusion-shaped model, written with `save_pretrained`.
+
+It knows nothing about images; it exists so the whole pipeline (loading
+through `from_pretrained`, latent SDS, extraction, export) can run offline
+on a CPU in seconds, in tests and for trying the tool before real weights
+are at hand.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+_WORDS = ("a an the red green blue yellow white orange purple black cube sphere torus cone cylinder "
+          "front side back overhead view of").split()
+
+
+def write_tiny_sd(folder: str | Path, seed: int = 0) -> Path:
+    """Write a tiny SD pipeline (UNet 8x8 latents, 2-block VAE, 2-layer CLIP) to `folder`."""
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = _tokenizer(Path(tmp), CLIPTokenizer)
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_attention_heads=4,
+            num_hidden_layers=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, norm_num_groups=32, attention_head_dim=8)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(32, 64), latent_channels=4,
+        norm_num_groups=32, sample_size=16)
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                              num_train_timesteps=1000, clip_sample=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def _tokenizer(tmp: Path, cls):
+    """A CLIP BPE tokenizer over a small hand-written vocabulary: characters plus whole words."""
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    merges = ["#version: 0.2"]
+    for ch in "abcdefghijklmnopqrstuvwxyz,.":
+        vocab.setdefault(ch, len(vocab))
+        vocab.setdefault(ch + "</w>", len(vocab))
+    for word in _WORDS:
+        # Merge left to right: "c u", "cu b", "cub e</w>" ... so whole words become one token.
+        piece = word[0]
+        for i, ch in enumerate(word[1:], start=1):
+            last = i == len(word) - 1
+            nxt = ch + "</w>" if last else ch
+            merges.append(f"{piece} {nxt}")
+            piece = piece + nxt
+            vocab.setdefault(piece, len(vocab))
+        vocab.setdefault(word + "</w>", len(vocab))
+    (tmp / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (tmp / "merges.txt").write_text("\n".join(dict.fromkeys(merges)) + "\n", encoding="utf-8")
+    return cls(str(tmp / "vocab.json"), str(tmp / "merges.txt"), model_max_length=77)

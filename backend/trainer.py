@@ -1,0 +1,144 @@
+"""The SDS trainer: sample a view, render, score with the prior, regularise, step.
+
+Every random draw goes through one `torch.Generator` seeded from the
+JobSpec, so a run is reproducible on the CPU and a checkpoint (which stores
+that generator) resumes to the very same result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field as dataclass_field
+from typing import Callable
+
+import torch
+
+from shared import JobSpec
+
+from .cameras import sample_cameras
+from .field import FieldConfig, GridField
+from .guidance import Guidance
+from .occupancy import OccupancyGrid
+from .renderer import SHADINGS, RenderConfig, render
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    views_per_step: int = 1
+    occupancy_every: int = 16
+    occupancy_resolution: int = 64
+    network_lr_scale: float = 0.1
+    field: FieldConfig = dataclass_field(default_factory=FieldConfig)
+    render: RenderConfig = dataclass_field(default_factory=RenderConfig)
+
+
+@dataclass
+class StepStats:
+    step: int
+    loss: float
+    sds: float
+    shading: str
+    timings_ms: dict[str, float]
+    evaluated: int
+
+
+def prompt_for_view(prompt: str, view: str) -> str:
+    """DreamFusion's view-dependent prompting: 'a red cube' -> 'a red cube, front view'."""
+    return f"{prompt}, {view} view"
+
+
+class Trainer:
+    def __init__(self, spec: JobSpec, guidance: Guidance, device: torch.device | str = "cpu",
+                 config: TrainerConfig = TrainerConfig()):
+        self.spec, self.guidance, self.config = spec, guidance, config
+        self.device = torch.device(device)
+        self.generator = torch.Generator().manual_seed(spec.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.seed)
+            self.field = GridField(config.field).to(self.device)
+        self.occupancy = OccupancyGrid(config.field.bound, config.occupancy_resolution).to(self.device)
+        lr = spec.learning_rate
+        self.optimizer = torch.optim.Adam([
+            {"params": self.field.grid_parameters(), "lr": lr, "eps": 1e-15},
+            {"params": self.field.network_parameters(), "lr": lr * config.network_lr_scale, "eps": 1e-15},
+        ], betas=(0.9, 0.99))
+        self.step = 0
+        probabilities = spec.shading_probabilities()
+        self._shading_p = torch.tensor([probabilities[s] for s in SHADINGS])
+
+    # --- one step ---------------------------------------------------------------
+
+    def train_step(self) -> StepStats:
+        spec, cfg, gen = self.spec, self.config, self.generator
+        times: dict[str, float] = {}
+        clock = _Clock(self.device, times)
+        if self.step % cfg.occupancy_every == 0:
+            with clock("occupancy"):
+                self.occupancy.update(self.field.density, gen)
+        v = cfg.views_per_step
+        cameras = sample_cameras(spec, v, gen).to(self.device)
+        shading = SHADINGS[int(torch.multinomial(self._shading_p, 1, generator=gen))]
+        low, high = spec.ambient
+        ambient = (low + (high - low) * torch.rand(v, generator=gen)).to(self.device)
+        background = torch.rand(v, 3, generator=gen).to(self.device)
+        with clock("render"):
+            out = render(self.field, cameras, spec.render_resolution, shading=shading, ambient=ambient,
+                         background=background, occupancy=self.occupancy, generator=gen,
+                         with_orientation=spec.orientation_weight > 0, config=cfg.render)
+        prompts = [prompt_for_view(spec.prompt, view) if spec.view_dependent else spec.prompt
+                   for view in cameras.view_names()]
+        with clock("guidance"):
+            sds = self.guidance.sds(out.rgb, prompts, [spec.negative_prompt] * v, spec.guidance_scale,
+                                    spec.t_range, gen, cameras)
+        opacity = out.opacity.clamp(1e-5, 1.0 - 1e-5)
+        entropy = -(opacity * opacity.log() + (1 - opacity) * (1 - opacity).log()).mean()
+        loss = (sds.loss + spec.orientation_weight * out.orientation + spec.opacity_weight * out.opacity.mean()
+                + spec.entropy_weight * entropy)
+        with clock("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        with clock("optimiser"):
+            self.optimizer.step()
+        self.step += 1
+        return StepStats(step=self.step, loss=float(loss.detach()), sds=sds.value, shading=shading,
+                         timings_ms=times, evaluated=out.evaluated)
+
+    # --- the whole run -------------------------------------------------------------
+
+    def run(self, on_step: Callable[[StepStats], None] | None = None,
+            on_stream: Callable[[int], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> bool:
+        """Train up to `spec.steps`. `on_stream(step)` fires every `stream_every` steps.
+
+        Returns False when `should_stop` asked to stop early (checked before every step).
+        """
+        every = self.spec.stream_every
+        while self.step < self.spec.steps:
+            if should_stop is not None and should_stop():
+                return False
+            stats = self.train_step()
+            if on_step is not None:
+                on_step(stats)
+            if on_stream is not None and every and self.step % every == 0 and self.step < self.spec.steps:
+                on_stream(self.step)
+        return True
+
+
+class _Clock:
+    """Wall time per phase in ms; synchronises CUDA so GPU work is charged to the right phase."""
+
+    def __init__(self, device: torch.device, into: dict[str, float]):
+        self.device, self.into = device, into
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        self._sync()
+        start = time.perf_counter()
+        yield
+        self._sync()
+        self.into[name] = self.into.get(name, 0.0) + (time.perf_counter() - start) * 1000.0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
