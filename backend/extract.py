@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from torch.nn import functional as F
 
 from shared import MeshData
 
@@ -19,6 +20,10 @@ MIN_PEAK = 0.5
 #: Components smaller than this share of all triangles are floaters and dropped.
 MIN_COMPONENT_SHARE = 0.01
 CHUNK = 2**18
+#: Narrow-band extraction: coarse grid 1/FACTOR of the fine one, used from this fine resolution up.
+NARROW_BAND_FACTOR = 4
+NARROW_BAND_RATIO = 4.0
+MIN_NARROW_BAND_RESOLUTION = 96
 
 
 @dataclass
@@ -28,33 +33,76 @@ class Extraction:
     message: str  # empty when all went as expected
 
 
+def _device(field) -> torch.device:
+    params = list(field.parameters()) if hasattr(field, "parameters") else []
+    return params[0].device if params else torch.device("cpu")
+
+
+@torch.no_grad()
+def _densities(field, points: torch.Tensor, occupancy=None, chunk: int = CHUNK) -> torch.Tensor:
+    """Density at (N, 3) points, chunked; points in cells the occupancy grid knows to be empty get 0."""
+    out = torch.zeros(len(points), device=points.device)
+    for start in range(0, len(points), chunk):
+        part = points[start:start + chunk]
+        if occupancy is None:
+            out[start:start + len(part)] = field.density(part).float()
+            continue
+        keep = occupancy.query(part)
+        if keep.any():
+            out[start:start + len(part)][keep] = field.density(part[keep]).float()
+    return out
+
+
+def _nodes(bound: float, resolution: int, device) -> torch.Tensor:
+    axis = torch.linspace(-bound, bound, resolution, device=device)
+    return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
+
+
 @torch.no_grad()
 def density_grid(field, resolution: int, occupancy=None, chunk: int = CHUNK) -> np.ndarray:
-    """Density at resolution^3 points spanning the bound (corners included), float32 [x, y, z].
+    """Density at resolution^3 nodes spanning the bound (corners included), float32, indexed [x, y, z]."""
+    points = _nodes(field.bound, resolution, _device(field))
+    return _densities(field, points, occupancy, chunk).reshape((resolution,) * 3).cpu().numpy()
 
-    Points in cells the occupancy grid knows to be empty are not evaluated (density 0).
+
+@torch.no_grad()
+def narrow_band_grid(field, resolution: int, iso: float, coarse: torch.Tensor, occupancy=None) -> np.ndarray:
+    """Like `density_grid`, but exact only near the surface.
+
+    A coarse grid locates the cells whose corners come near `iso` (plus one cell of margin); fine
+    nodes in those cells are evaluated, the rest take the coarse grid's trilinear value, which stays
+    well on its side of `iso` (at most iso/4 outside, at least 4 iso inside), so marching cubes sees
+    the same surface for a fraction of the field queries. Assumes no detail thinner than a coarse
+    cell hides entirely between coarse nodes.
     """
-    bound = field.bound
-    device = next(iter(field.parameters()), torch.zeros(())).device if hasattr(field, "parameters") else "cpu"
-    axis = torch.linspace(-bound, bound, resolution, device=device)
-    grid = torch.zeros(resolution**3, device=device)
-    for start in range(0, resolution**3, chunk):
-        index = torch.arange(start, min(start + chunk, resolution**3), device=device)
-        ijk = torch.stack([index // resolution**2, (index // resolution) % resolution, index % resolution], -1)
-        points = axis[ijk]
-        if occupancy is not None:
-            keep = occupancy.query(points)
-            if keep.any():
-                grid[index[keep]] = field.density(points[keep]).float()
-        else:
-            grid[index] = field.density(points).float()
-    return grid.reshape((resolution,) * 3).cpu().numpy()
+    c = coarse.shape[0]
+    corners = torch.stack([coarse[i:c - 1 + i, j:c - 1 + j, k:c - 1 + k]
+                           for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+    near_surface = (corners.amax(0) > iso / NARROW_BAND_RATIO) & (corners.amin(0) < iso * NARROW_BAND_RATIO)
+    # One cell of margin: a surface edge may end on a fine node of the neighbouring coarse cell.
+    near_surface = F.max_pool3d(near_surface.float()[None, None], 3, stride=1, padding=1)[0, 0] > 0
+    volume = F.interpolate(coarse[None, None], size=(resolution,) * 3, mode="trilinear",
+                           align_corners=True)[0, 0]
+    axis = torch.linspace(0.0, c - 1.0, resolution, device=coarse.device).floor().long().clamp(max=c - 2)
+    band = near_surface[axis[:, None, None], axis[None, :, None], axis[None, None, :]]
+    nodes = band.nonzero()
+    step = 2.0 * field.bound / (resolution - 1)
+    volume[band] = _densities(field, nodes.float() * step - field.bound, occupancy)
+    return volume.cpu().numpy()
 
 
 def extract_mesh(field, resolution: int, occupancy=None, iso: float | None = None) -> Extraction:
-    volume = density_grid(field, resolution, occupancy)
-    peak = float(volume.max())
+    device = _device(field)
+    coarse_res = max(16, resolution // NARROW_BAND_FACTOR)
+    coarse = _densities(field, _nodes(field.bound, coarse_res, device), occupancy).reshape((coarse_res,) * 3)
     message = ""
+    if iso is None and float(coarse.max()) >= DEFAULT_ISO:
+        iso = DEFAULT_ISO
+    if iso is not None and resolution >= MIN_NARROW_BAND_RESOLUTION:
+        volume = narrow_band_grid(field, resolution, iso, coarse, occupancy)
+    else:
+        volume = density_grid(field, resolution, occupancy)
+    peak = float(volume.max())
     if iso is None:
         iso = DEFAULT_ISO
         if peak < DEFAULT_ISO:
@@ -100,8 +148,7 @@ def vertex_colors(field, vertices: np.ndarray, chunk: int = CHUNK) -> np.ndarray
     """Albedo at the vertices as sRGB uint8 RGBA (the field's albedo is already in the prior's sRGB space)."""
     if len(vertices) == 0:
         return np.zeros((0, 4), np.uint8)
-    device = next(iter(field.parameters()), torch.zeros(())).device if hasattr(field, "parameters") else "cpu"
-    points = torch.as_tensor(vertices, dtype=torch.float32, device=device)
+    points = torch.as_tensor(vertices, dtype=torch.float32, device=_device(field))
     albedo = torch.cat([field(p)[1] for p in points.split(chunk)]).clamp(0, 1).cpu().numpy()
     rgb = np.round(albedo * 255.0).astype(np.uint8)
     return np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], axis=1)

@@ -14,7 +14,7 @@ from shared import JobSpec
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .export import FORMATS, export_mesh
-from .extract import Extraction, extract_mesh
+from .extract import Extraction
 from .guidance import load_guidance
 from .trainer import StepStats, Trainer
 
@@ -78,7 +78,7 @@ def generate(spec: JobSpec, out: Path, device: str = "auto", save_every: int = 0
             bar.set_postfix(loss=f"{stats.loss:.4g}", shading=stats.shading[:4], refresh=False)
         if save_every and save_dir is not None and stats.step % save_every == 0:
             save_checkpoint(trainer, save_dir / f"step_{stats.step:06d}.checkpoint.safetensors")
-            snapshot = extract_mesh(trainer.field, spec.mesh_resolution, trainer.occupancy)
+            snapshot = trainer.snapshot(preview=False).extraction
             if snapshot.mesh.vertex_count:
                 export_mesh(snapshot.mesh, save_dir / f"step_{stats.step:06d}{out.suffix.lower()}")
 
@@ -87,7 +87,7 @@ def generate(spec: JobSpec, out: Path, device: str = "auto", save_every: int = 0
     if bar is not None:
         bar.close()
     save_checkpoint(trainer, checkpoint)
-    extraction = extract_mesh(trainer.field, spec.mesh_resolution, trainer.occupancy)
+    extraction = trainer.snapshot(preview=False).extraction
     written = export_mesh(extraction.mesh, out) if extraction.mesh.vertex_count else None
     return GenerateResult(written, checkpoint, extraction, trainer.step, time.perf_counter() - start,
                           stopped_early=not finished)

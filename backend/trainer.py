@@ -12,15 +12,22 @@ import time
 from dataclasses import dataclass, field as dataclass_field
 from typing import Callable
 
+import numpy as np
 import torch
 
-from shared import JobSpec
+from shared import Image, JobSpec, Update
 
-from .cameras import sample_cameras
+from .cameras import make_cameras, sample_cameras
+from .extract import Extraction, extract_mesh
 from .field import FieldConfig, GridField
 from .guidance import Guidance
 from .occupancy import OccupancyGrid
 from .renderer import SHADINGS, RenderConfig, render
+
+
+PREVIEW_SIZE = 96
+PREVIEW_AZIMUTH = -30.0
+PREVIEW_ELEVATION = 20.0
 
 
 @dataclass(frozen=True)
@@ -107,13 +114,14 @@ class Trainer:
     # --- the whole run -------------------------------------------------------------
 
     def run(self, on_step: Callable[[StepStats], None] | None = None,
-            on_stream: Callable[[int], None] | None = None,
+            on_stream: Callable[[Snapshot], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> bool:
-        """Train up to `spec.steps`. `on_stream(step)` fires every `stream_every` steps.
+        """Train up to `spec.steps`. `on_stream` gets a mesh snapshot every `stream_every` steps.
 
         Returns False when `should_stop` asked to stop early (checked before every step).
         """
         every = self.spec.stream_every
+        start = time.perf_counter()
         while self.step < self.spec.steps:
             if should_stop is not None and should_stop():
                 return False
@@ -121,8 +129,45 @@ class Trainer:
             if on_step is not None:
                 on_step(stats)
             if on_stream is not None and every and self.step % every == 0 and self.step < self.spec.steps:
-                on_stream(self.step)
+                on_stream(self.snapshot(stats.loss, time.perf_counter() - start))
         return True
+
+    # --- what the artist sees -------------------------------------------------------
+
+    def snapshot(self, loss: float | None = None, elapsed: float = 0.0, preview: bool = True) -> "Snapshot":
+        """The current mesh (at the spec's mesh resolution) and a small preview render."""
+        extraction = extract_mesh(self.field, self.spec.mesh_resolution, self.occupancy)
+        image = self.preview() if preview else None
+        return Snapshot(step=self.step, steps=self.spec.steps, loss=loss, elapsed=elapsed, extraction=extraction,
+                        preview=image)
+
+    @torch.no_grad()
+    def preview(self, resolution: int = PREVIEW_SIZE) -> np.ndarray:
+        """A lambertian render from a fixed three-quarter front view, uint8 sRGB H x W x 3."""
+        camera = make_cameras(PREVIEW_AZIMUTH, PREVIEW_ELEVATION, sum(self.spec.camera_radius) / 2,
+                              sum(self.spec.camera_fov) / 2).to(self.device)
+        camera.lights = camera.positions.clone()
+        out = render(self.field, camera, resolution, shading="lambertian", ambient=0.3,
+                     occupancy=self.occupancy, with_orientation=False, config=self.config.render)
+        return (out.rgb[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+@dataclass
+class Snapshot:
+    """What a stream update carries, before it gets a job id."""
+
+    step: int
+    steps: int
+    loss: float | None
+    elapsed: float
+    extraction: Extraction
+    preview: np.ndarray | None
+
+    def as_update(self, job_id: str) -> Update:
+        image = Image(np.ascontiguousarray(self.preview)) if self.preview is not None else None
+        loss = self.loss if self.loss is not None and np.isfinite(self.loss) else None
+        return Update(job_id=job_id, step=self.step, steps=self.steps, loss=loss, elapsed=self.elapsed,
+                      mesh=self.extraction.mesh, preview=image)
 
 
 class _Clock:

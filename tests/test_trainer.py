@@ -12,7 +12,7 @@ from safetensors import safe_open
 from backend.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_spec, save_checkpoint
 from backend.guidance import load_guidance
 from backend.trainer import Trainer, TrainerConfig, prompt_for_view
-from shared import JobSpec
+from shared import JobSpec, decode, encode
 
 CONFIG = TrainerConfig(occupancy_every=4)
 
@@ -94,7 +94,11 @@ def test_streaming_callback_and_stop(guidance, tiny_sd):
     streamed, steps = [], []
     trainer = Trainer(spec(tiny_sd, steps=9, stream_every=3), guidance, config=CONFIG)
     finished = trainer.run(on_step=lambda s: steps.append(s.step), on_stream=streamed.append)
-    assert finished and streamed == [3, 6] and steps == list(range(1, 10))
+    assert finished and [s.step for s in streamed] == [3, 6] and steps == list(range(1, 10))
+    update = streamed[-1].as_update("job-7")
+    frames = encode(update)  # a valid protocol message, preview included
+    assert decode(frames) == update and update.preview.pixels.shape == (96, 96, 3)
+    assert update.steps == 9 and update.mesh.vertex_count > 0
     stopper = Trainer(spec(tiny_sd, steps=9), guidance, config=CONFIG)
     assert stopper.run(should_stop=lambda: stopper.step >= 4) is False
     assert stopper.step == 4
