@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from shared import JobSpec
 
+from .atomic import atomic_write
 from .field import FieldConfig
 from .trainer import Trainer, TrainerConfig
 
@@ -48,16 +47,7 @@ def save_checkpoint(trainer: Trainer, path: str | Path) -> Path:
         "field_config": json.dumps(dataclasses.asdict(trainer.config.field)),
         "param_groups": json.dumps(optim["param_groups"]),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def read_checkpoint_spec(path: str | Path) -> tuple[JobSpec, int]:

@@ -9,13 +9,13 @@ carry sRGB, which is how Blender reads them.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from shared import MeshData
+
+from .atomic import atomic_write
 
 FORMATS = (".glb", ".obj", ".ply")
 
@@ -48,13 +48,4 @@ def export_mesh(mesh: MeshData, path: str | Path) -> Path:
     data = tm.export(file_type=suffix[1:], **({"include_color": True} if suffix == ".obj" else {}))
     if isinstance(data, str):
         data = data.encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))

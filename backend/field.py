@@ -71,11 +71,15 @@ class GridField(nn.Module):
         return self.forward(points)[0]
 
     def normals(self, points: torch.Tensor, eps: float | None = None) -> torch.Tensor:
-        """Unit outward normals, -grad(density), by central differences (differentiable)."""
+        """Unit outward normals, -grad(density), by forward differences (differentiable).
+
+        Forward rather than central differences: 4 density probes per point instead of 6, and
+        the normals feed shading only, where first-order accuracy at voxel scale is plenty.
+        """
         if eps is None:
             eps = self.config.bound / max(self.config.resolutions)
-        offsets = torch.eye(3, device=points.device, dtype=points.dtype) * eps
-        probes = torch.cat([points[:, None, :] + offsets, points[:, None, :] - offsets], dim=1)
-        d = self.density(probes.reshape(-1, 3)).reshape(-1, 2, 3)
-        gradient = (d[:, 0] - d[:, 1]) / (2.0 * eps)
+        offsets = torch.cat([torch.zeros(1, 3, device=points.device, dtype=points.dtype),
+                             torch.eye(3, device=points.device, dtype=points.dtype) * eps])
+        d = self.density((points[:, None, :] + offsets).reshape(-1, 3)).reshape(-1, 4)
+        gradient = (d[:, 1:] - d[:, :1]) / eps
         return F.normalize(-gradient, dim=-1, eps=1e-12)

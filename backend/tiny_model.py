@@ -46,6 +46,39 @@ def write_tiny_sd(folder: str | Path, seed: int = 0) -> Path:
     return folder
 
 
+def write_tiny_pixel_model(folder: str | Path, seed: int = 0) -> Path:
+    """A tiny pixel-space prior (no VAE; UNet predicts noise and variance, as DeepFloyd IF does).
+
+    diffusers has no generic pipeline class for this layout, so the components are saved one by
+    one and `model_index.json` names them, the way `load_guidance` reads any model.
+    """
+    import diffusers
+    import torch
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = _tokenizer(Path(tmp), CLIPTokenizer)
+        tokenizer.save_pretrained(folder / "tokenizer")
+    CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_attention_heads=4,
+        num_hidden_layers=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+    )).save_pretrained(folder / "text_encoder")
+    UNet2DConditionModel(
+        sample_size=16, in_channels=3, out_channels=6, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, norm_num_groups=32, attention_head_dim=8).save_pretrained(folder / "unet")
+    DDPMScheduler(beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000, clip_sample=False,
+                  variance_type="learned_range").save_pretrained(folder / "scheduler")
+    index = {"_class_name": "DiffusionPipeline", "_diffusers_version": diffusers.__version__,
+             "unet": ["diffusers", "UNet2DConditionModel"], "scheduler": ["diffusers", "DDPMScheduler"],
+             "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"]}
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+    return folder
+
+
 def _tokenizer(tmp: Path, cls):
     """A CLIP BPE tokenizer over a small hand-written vocabulary: characters plus whole words."""
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}

@@ -51,3 +51,14 @@ def test_apex_points_to_plus_z_and_colours_survive(suffix, tmp_path):
 def test_unknown_suffix_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"\.glb, \.obj, \.ply"):
         export_mesh(cone(), tmp_path / "cone.fbx")
+
+
+def test_written_files_are_ordinary_files(tmp_path):
+    import os
+    import stat
+
+    path = export_mesh(cone(), tmp_path / "cone.ply")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["cone.ply"]

@@ -71,3 +71,11 @@ def test_gradients_reach_the_field_through_every_shading():
         out = render(field, cam, 16, shading=shading, generator=torch.Generator().manual_seed(0))
         (out.rgb.mean() + out.orientation).backward()
         assert any(float(g.grad.abs().sum()) > 0 for g in field.grids), shading
+
+
+def test_field_normals_point_outward_from_the_blob():
+    field = GridField()
+    points = torch.tensor([[0.3, 0.0, 0.0], [0.0, -0.3, 0.0], [0.0, 0.0, 0.3], [-0.2, 0.2, -0.1]])
+    normals = field.normals(points)
+    assert torch.allclose(normals.norm(dim=-1), torch.ones(4), atol=1e-5)
+    assert (torch.nn.functional.cosine_similarity(normals, points) > 0.95).all()

@@ -56,12 +56,11 @@ def _load(model: str, device: torch.device) -> Guidance:
     source = str(Path(model).expanduser()) if model_kind(model) == "local" else model
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     index = _model_index(model, source)
-    parts = {name: _load_part(model, source, name, index, dtype) for name in ("unet", "text_encoder", "tokenizer")
-             if name in index}
-    missing = {"unet", "text_encoder", "tokenizer"} - set(parts)
+    missing = [name for name in ("unet", "text_encoder", "tokenizer", "scheduler") if name not in index]
     if missing:
-        raise ModelLoadError(f"model {model!r} has no {', '.join(sorted(missing))}: it is not a text-to-image "
+        raise ModelLoadError(f"model {model!r} has no {', '.join(missing)}: it is not a text-to-image "
                              "diffusion model")
+    parts = {name: _load_part(model, source, name, index, dtype) for name in ("unet", "text_encoder", "tokenizer")}
     scheduler = _ddpm_scheduler(model, source)
     for part in parts.values():
         if isinstance(part, torch.nn.Module):
@@ -119,6 +118,8 @@ def _ddpm_scheduler(model: str, source: str):
 
 def _not_found(model: str, exc: Exception) -> str:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if model_kind(model) == "local":
+        return f"could not load model folder {model!r}: {reason[:200]}"
     return (f"could not load model {model!r} ({reason[:200]}). If the machine is offline, download it where "
             f"there is network (`hf download {model}` fills the Hugging Face cache) or pass a local "
             "diffusers folder with --model /path/to/folder")
