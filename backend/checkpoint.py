@@ -46,6 +46,7 @@ def save_checkpoint(trainer: Trainer, path: str | Path) -> Path:
         "spec": json.dumps(trainer.spec.to_dict()),
         "field_config": json.dumps(dataclasses.asdict(trainer.config.field)),
         "param_groups": json.dumps(optim["param_groups"]),
+        "cull_pays": json.dumps(trainer._cull_pays),
     }
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
@@ -81,6 +82,7 @@ def load_checkpoint(path: str | Path, spec: JobSpec, guidance, device="cpu",
     trainer.optimizer.load_state_dict({"state": state, "param_groups": groups})
     trainer.generator.set_state(tensors["rng"])
     trainer.step = int(meta["step"])
+    trainer._cull_pays = bool(json.loads(meta.get("cull_pays", "false")))
     return trainer
 
 

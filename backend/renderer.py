@@ -38,6 +38,7 @@ class Render:
     normal: torch.Tensor     # (B, 3, H, W) world-space unit normals (0 where empty)
     orientation: torch.Tensor  # scalar: DreamFusion's orientation loss
     evaluated: int  # field evaluations with gradient, after skipping empty and hidden space
+    culled: int = 0  # samples dropped as hidden behind the surface (when cull_hidden is on)
 
 
 def ray_box(origins: torch.Tensor, dirs: torch.Tensor, bound: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,8 +112,11 @@ def render(field, cameras: Cameras, resolution: int, *, shading: str = "albedo",
     keep = (step > 0).repeat_interleave(s)
     if occupancy is not None:
         keep = keep & occupancy.query(flat)
+    culled = 0
     if config.cull_hidden and keep.any():
-        keep = _visible(field, flat, keep, step, n, s, config.min_transmittance)
+        visible = _visible(field, flat, keep, step, n, s, config.min_transmittance)
+        culled = int(keep.sum() - visible.sum())
+        keep = visible
     density = torch.zeros(n * s, device=device)
     albedo = torch.zeros(n * s, 3, device=device)
     if keep.any():
@@ -159,4 +163,4 @@ def render(field, cameras: Cameras, resolution: int, *, shading: str = "albedo",
     depth = depth * (opacity > 1e-3)
     return Render(rgb=image(rgb, 3), opacity=image(opacity[:, None], 1), depth=image(depth[:, None], 1),
                   normal=image(normal, 3), orientation=orientation,
-                  evaluated=int(keep.sum()))
+                  evaluated=int(keep.sum()), culled=culled)

@@ -8,6 +8,7 @@ that generator) resumes to the very same result.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field as dataclass_field
 from typing import Callable
@@ -36,6 +37,10 @@ class TrainerConfig:
     occupancy_every: int = 16
     occupancy_resolution: int = 64
     network_lr_scale: float = 0.1
+    #: Hidden-sample culling costs a no-grad pass; it pays only once surfaces are opaque. Re-test every
+    #: `cull_probe_every` steps and keep it on while it removes at least `cull_min_share` of the samples.
+    cull_probe_every: int = 16
+    cull_min_share: float = 0.15
     field: FieldConfig = dataclass_field(default_factory=FieldConfig)
     render: RenderConfig = dataclass_field(default_factory=RenderConfig)
 
@@ -71,6 +76,7 @@ class Trainer:
             {"params": self.field.network_parameters(), "lr": lr * config.network_lr_scale, "eps": 1e-15},
         ])
         self.step = 0
+        self._cull_pays = False
         probabilities = spec.shading_probabilities()
         self._shading_p = torch.tensor([probabilities[s] for s in SHADINGS])
 
@@ -89,10 +95,15 @@ class Trainer:
         low, high = spec.ambient
         ambient = (low + (high - low) * torch.rand(v, generator=gen)).to(self.device)
         background = torch.rand(v, 3, generator=gen).to(self.device)
+        probe = self.step % cfg.cull_probe_every == 0
+        render_config = dataclasses.replace(cfg.render, cull_hidden=cfg.render.cull_hidden and
+                                            (probe or self._cull_pays))
         with clock("render"):
             out = render(self.field, cameras, spec.render_resolution, shading=shading, ambient=ambient,
                          background=background, occupancy=self.occupancy, generator=gen,
-                         with_orientation=spec.orientation_weight > 0, config=cfg.render)
+                         with_orientation=spec.orientation_weight > 0, config=render_config)
+        if probe:
+            self._cull_pays = out.culled >= cfg.cull_min_share * max(1, out.culled + out.evaluated)
         prompts = [prompt_for_view(spec.prompt, view) if spec.view_dependent else spec.prompt
                    for view in cameras.view_names()]
         with clock("guidance"):

@@ -79,3 +79,15 @@ def test_field_normals_point_outward_from_the_blob():
     normals = field.normals(points)
     assert torch.allclose(normals.norm(dim=-1), torch.ones(4), atol=1e-5)
     assert (torch.nn.functional.cosine_similarity(normals, points) > 0.95).all()
+
+
+def test_hidden_samples_are_culled_without_changing_the_image():
+    from backend.renderer import RenderConfig
+
+    sphere = SphereField(0.5, sharpness=1e4)
+    cam = make_cameras(0.0, 0.0, 2.0, 50.0)
+    with torch.no_grad():
+        plain = render(sphere, cam, 32, shading="lambertian", config=RenderConfig(cull_hidden=False))
+        culled = render(sphere, cam, 32, shading="lambertian", config=RenderConfig(cull_hidden=True))
+    assert culled.culled > 0.1 * plain.evaluated and culled.evaluated + culled.culled == plain.evaluated
+    assert float((plain.rgb - culled.rgb).abs().max()) < 1e-3
