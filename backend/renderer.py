@@ -76,9 +76,16 @@ def _visible(field, flat: torch.Tensor, keep: torch.Tensor, step: torch.Tensor, 
              min_transmittance: float) -> torch.Tensor:
     density = torch.zeros(n * s, device=flat.device)
     density[keep] = field.density(flat[keep])
-    alpha = 1.0 - torch.exp(-density.reshape(n, s) * step[:, None])
-    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha[:, :-1]], dim=1), dim=1)
+    _, transmittance = _alpha_transmittance(density.reshape(n, s), step)
     return keep & (transmittance > min_transmittance).reshape(-1)
+
+
+def _alpha_transmittance(density: torch.Tensor, step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample opacity and the transmittance reaching each sample (exclusive product), (N, S) each."""
+    alpha = 1.0 - torch.exp(-density * step[:, None])
+    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha[:, :-1] + 1e-10], dim=1),
+                                  dim=1)
+    return alpha, transmittance
 
 
 def render(field, cameras: Cameras, resolution: int, *, shading: str = "albedo",
@@ -126,9 +133,8 @@ def render(field, cameras: Cameras, resolution: int, *, shading: str = "albedo",
         albedo = albedo.index_put(index, a)
     density, albedo = density.reshape(n, s), albedo.reshape(n, s, 3)
 
-    alpha = 1.0 - torch.exp(-density * step[:, None])
-    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + 1e-10], dim=1), dim=1)
-    weights = alpha * transmittance[:, :-1]
+    alpha, transmittance = _alpha_transmittance(density, step)
+    weights = alpha * transmittance
     opacity = weights.sum(dim=1)
     depth = (weights * t).sum(dim=1) / opacity.clamp_min(1e-6)
     colour = (weights[..., None] * albedo).sum(dim=1)  # premultiplied by opacity

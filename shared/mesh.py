@@ -80,10 +80,13 @@ class MeshData:
         if self.positions.size and not np.isfinite(self.positions).all():
             raise NonFinite("positions contain NaN or infinity")
 
-    def equals(self, other: "MeshData") -> bool:
-        return (np.array_equal(self.positions, other.positions)
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, MeshData)
+                and np.array_equal(self.positions, other.positions)
                 and np.array_equal(self.triangles, other.triangles)
                 and np.array_equal(self.colors, other.colors))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable arrays inside
 
 
 def _expect(array: np.ndarray, name: str, dtype: np.dtype, width: int) -> None:

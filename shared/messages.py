@@ -53,11 +53,6 @@ class Image:
         return isinstance(other, Image) and np.array_equal(self.pixels, other.pixels)
 
 
-# MeshData compares by content inside messages.
-MeshData.__eq__ = lambda self, other: isinstance(other, MeshData) and self.equals(other)  # type: ignore[method-assign]
-MeshData.__hash__ = None  # type: ignore[assignment]
-
-
 @dataclass(frozen=True, kw_only=True)
 class JobInfo:
     """One job as `status_reply` and `list_reply` describe it."""
