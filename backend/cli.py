@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    job = spec_from_args(args, parser, args.prompt)
+    from backend.guidance.loading import recommended_settings
+
+    job = spec_from_args(args, parser, args.prompt, model_defaults=recommended_settings)
     out = args.out or Path(slug(job.prompt) + ".glb")
     save_every, save_dir = 0, None
     if args.save_every:

@@ -56,6 +56,10 @@ def make_trainer(spec: JobSpec, device: torch.device, on_loading=None) -> Traine
     if on_loading is not None:
         on_loading(spec.model)
     guidance = load_guidance(spec.model, device)
+    try:
+        guidance.check_prompt(spec.prompt)
+    except ValueError as exc:
+        raise GenerateError(str(exc)) from None
     if checkpoint is not None:
         return load_checkpoint(checkpoint, spec, guidance, device)
     return Trainer(spec, guidance, device)

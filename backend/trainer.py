@@ -33,7 +33,6 @@ PREVIEW_ELEVATION = 20.0
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    views_per_step: int = 1
     occupancy_every: int = 16
     occupancy_resolution: int = 64
     network_lr_scale: float = 0.1
@@ -89,7 +88,7 @@ class Trainer:
         if self.step % cfg.occupancy_every == 0:
             with clock("occupancy"):
                 self.occupancy.update(self.field.density, gen)
-        v = cfg.views_per_step
+        v = spec.views_per_step
         cameras = sample_cameras(spec, v, gen).to(self.device)
         shading = SHADINGS[int(torch.multinomial(self._shading_p, 1, generator=gen))]
         low, high = spec.ambient
@@ -104,11 +103,12 @@ class Trainer:
                          with_orientation=spec.orientation_weight > 0, config=render_config)
         if probe:
             self._cull_pays = out.culled >= cfg.cull_min_share * max(1, out.culled + out.evaluated)
-        prompts = [prompt_for_view(spec.prompt, view) if spec.view_dependent else spec.prompt
-                   for view in cameras.view_names()]
+        prompts = [self.guidance.condition_prompt(
+            prompt_for_view(spec.prompt, view) if spec.view_dependent else spec.prompt, shading)
+            for view in cameras.view_names()]
         with clock("guidance"):
             sds = self.guidance.sds(out.rgb, prompts, [spec.negative_prompt] * v, spec.guidance_scale,
-                                    spec.t_range, gen, cameras)
+                                    self.t_range(), gen, cameras)
         opacity = out.opacity.clamp(1e-5, 1.0 - 1e-5)
         entropy = -(opacity * opacity.log() + (1 - opacity) * (1 - opacity).log()).mean()
         loss = (sds.loss + spec.orientation_weight * out.orientation + spec.opacity_weight * out.opacity.mean()
@@ -121,6 +121,12 @@ class Trainer:
         self.step += 1
         return StepStats(step=self.step, loss=float(loss.detach()), sds=sds.value, shading=shading,
                          timings_ms=times, evaluated=out.evaluated)
+
+    def t_range(self) -> tuple[float, float]:
+        """The noise-level range for this step: t_range, its top annealed down by `t_anneal` over the run."""
+        low, high = self.spec.t_range
+        progress = min(1.0, self.step / max(1, self.spec.steps))
+        return low, high - self.spec.t_anneal * progress * (high - low)
 
     # --- the whole run -------------------------------------------------------------
 

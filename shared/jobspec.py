@@ -75,6 +75,9 @@ class JobSpec:
     t_range: tuple[float, float] = knob((0.02, 0.98), kind="range", minimum=0.0, maximum=1.0,
                                         group="guidance",
                                         help="Diffusion noise levels sampled for SDS, as fractions of the schedule")
+    t_anneal: float = knob(0.0, kind="float", minimum=0.0, maximum=1.0, group="guidance",
+                           help="Shrink the top of t_range toward its bottom over the run by this share "
+                                "(0: off), so late steps refine detail instead of reshaping (DreamTime)")
     view_dependent: bool = knob(True, kind="bool", group="guidance",
                                 help="Append front/side/back/overhead view text to the prompt")
     # --- camera -----------------------------------------------------------
@@ -114,6 +117,8 @@ class JobSpec:
     # --- optimisation -------------------------------------------------------
     render_resolution: int = knob(64, kind="int", minimum=16, maximum=1024, unit="px", group="optimiser",
                                   help="Side of the square training render")
+    views_per_step: int = knob(1, kind="int", minimum=1, maximum=16, group="optimiser",
+                               help="Cameras rendered and scored per step (a batch of views)")
     learning_rate: float = knob(0.01, kind="float", minimum=1e-6, maximum=1.0, group="optimiser",
                                 help="Adam learning rate of the field")
     orientation_weight: float = knob(0.01, kind="float", minimum=0.0, maximum=10_000.0, group="optimiser",

@@ -7,12 +7,17 @@ batch command, so each CLI accepts the same flags with the same ranges.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import dataclasses
+from typing import Any, Callable, Mapping
 
 from .errors import SpecError
 from .jobspec import PRESETS, JobSpec, jobspec_knobs
 
 _POSITIONAL = {"prompt"}
+
+
+def jobspec_knobs_default(field: str) -> Any:
+    return next(f.default for f in dataclasses.fields(JobSpec) if f.name == field)
 
 
 def flag_name(field: str) -> str:
@@ -41,9 +46,20 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag_name(name), **kwargs)
 
 
-def spec_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser, prompt: str) -> JobSpec:
-    """The validated JobSpec; a bad value exits through `parser.error` naming the flag and range."""
-    values = {k: v for k, v in vars(args).items() if k in jobspec_knobs() or k == "preset"}
+def spec_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser, prompt: str,
+                   model_defaults: Callable[[str], Mapping[str, Any]] | None = None) -> JobSpec:
+    """The validated JobSpec; a bad value exits through `parser.error` naming the flag and range.
+
+    Precedence, lowest first: JobSpec defaults, `model_defaults(model)` (what the chosen model
+    recommends), the `--preset`, the flags given.
+    """
+    explicit = {k: v for k, v in vars(args).items() if k in jobspec_knobs()}
+    values: dict[str, Any] = {}
+    if model_defaults is not None:
+        values.update(model_defaults(explicit.get("model", jobspec_knobs_default("model"))))
+    if "preset" in vars(args):
+        values.update(PRESETS[args.preset])
+    values.update(explicit)
     values["prompt"] = prompt
     try:
         return JobSpec.from_dict(values)

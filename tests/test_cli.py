@@ -44,3 +44,25 @@ def test_bad_flags_name_the_flag_and_range(argv, expected, capsys):
 def test_later_verbs_say_not_implemented(verb, capsys):
     assert main([verb, "anything"]) == NOT_IMPLEMENTED
     assert "not implemented yet" in capsys.readouterr().err
+
+
+def test_model_recommendations_sit_below_presets_and_flags():
+    import argparse
+
+    from shared.spec_args import add_spec_arguments, spec_from_args
+
+    parser = argparse.ArgumentParser()
+    add_spec_arguments(parser)
+    recommended = {"render_resolution": 32, "steps": 600, "guidance_scale": 20.0}
+    seen = []
+
+    def model_defaults(model):
+        seen.append(model)
+        return recommended
+
+    spec = spec_from_args(parser.parse_args([]), parser, "a cube", model_defaults)
+    assert (spec.render_resolution, spec.steps, spec.guidance_scale) == (32, 600, 20.0) and seen == ["toy-shapes"]
+    spec = spec_from_args(parser.parse_args(["--preset", "draft", "--guidance-scale", "7", "--model", "./m"]),
+                          parser, "a cube", model_defaults)
+    assert spec.steps == 1000 and spec.render_resolution == 64 and spec.guidance_scale == 7.0
+    assert seen[-1] == "./m"

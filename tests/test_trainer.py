@@ -110,3 +110,13 @@ def test_view_dependent_prompts_reach_the_prior(guidance, tiny_sd):
     views = {p.rsplit(", ", 1)[1] for p in guidance._text_cache if ", " in p}
     assert len(views) >= 2 and views <= {"front view", "side view", "back view", "overhead view"}
     assert prompt_for_view("a cube", "side") == "a cube, side view"
+
+
+def test_several_views_per_step_and_annealed_noise_levels(guidance, tiny_sd):
+    trainer = Trainer(spec(tiny_sd, steps=4, views_per_step=3, t_range=(0.1, 0.9), t_anneal=0.5), guidance,
+                      config=CONFIG)
+    assert trainer.t_range() == (0.1, 0.9)
+    trainer.run()
+    low, high = trainer.t_range()
+    assert low == 0.1 and high == pytest.approx(0.9 - 0.5 * 0.8)
+    assert trainer.step == 4

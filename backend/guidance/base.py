@@ -51,6 +51,15 @@ class Guidance(ABC):
                       cameras: Cameras | None) -> torch.Tensor:
         """The model's noise prediction. Camera-aware priors use `cameras` (repeated to match x_t)."""
 
+    # --- hooks a prior may override --------------------------------------------
+
+    def check_prompt(self, prompt: str) -> None:
+        """Raise ValueError with a user-facing message if this prior cannot follow `prompt`."""
+
+    def condition_prompt(self, prompt: str, shading: str) -> str:
+        """The prompt to score a render of the given shading against (e.g. drop colour when textureless)."""
+        return prompt
+
     # --- shared ---------------------------------------------------------------
 
     @torch.no_grad()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import warnings
 from pathlib import Path
 
@@ -48,12 +49,41 @@ def _quiet_library_logs():
             transformers_logging.enable_progress_bar()
 
 
+def builtin_folder(model: str) -> Path:
+    """Where a built-in prior's weights live inside the package."""
+    from ..toy import WEIGHTS as folder
+
+    if not (folder / "model_index.json").is_file():
+        raise ModelLoadError(f"the built-in prior {model!r} has no weights in this installation ({folder}); "
+                             "train them with `python -m backend.toy.train`")
+    return folder
+
+
+def recommended_settings(model: str) -> dict:
+    """JobSpec values a model's folder recommends (`_recommended_spec` in model_index.json), else {}.
+
+    Only local and built-in models are looked at: reading a hub model's index could mean a download.
+    """
+    kind = model_kind(model)
+    if kind == "hub":
+        return {}
+    try:
+        folder = builtin_folder(model) if kind == "builtin" else Path(model).expanduser()
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (ModelLoadError, OSError, ValueError):
+        return {}
+    settings = index.get("_recommended_spec", {})
+    return settings if isinstance(settings, dict) else {}
+
+
 def _load(model: str, device: torch.device) -> Guidance:
-    if model_kind(model) == "builtin":
-        raise ModelLoadError(f"the built-in prior {model!r} is not available in this version yet; pass --model "
-                             "with a diffusers model folder or Hugging Face repo id (`dreamfusion-backend "
-                             "tiny-model DIR` writes a tiny random one for trying the pipeline)")
-    source = str(Path(model).expanduser()) if model_kind(model) == "local" else model
+    kind = model_kind(model)
+    if kind == "builtin":
+        source = str(builtin_folder(model))
+    elif kind == "local":
+        source = str(Path(model).expanduser())
+    else:
+        source = model
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     index = _model_index(model, source)
     missing = [name for name in ("unet", "text_encoder", "tokenizer", "scheduler") if name not in index]
@@ -72,15 +102,29 @@ def _load(model: str, device: torch.device) -> Guidance:
 
         vae = _load_part(model, source, "vae", index, dtype).requires_grad_(False).eval().to(device)
         return LatentGuidance(parts["unet"], vae, parts["text_encoder"], parts["tokenizer"], scheduler, device, dtype)
-    from .pixel import PixelGuidance
+    camera = index.get("_camera_conditioning")
+    if camera is None:
+        from .pixel import PixelGuidance
 
-    return PixelGuidance(parts["unet"], parts["text_encoder"], parts["tokenizer"], scheduler, device, dtype)
+        cls = PixelGuidance
+    else:
+        from .camera_pixel import CAMERA_CONDITIONING, CameraAwarePixelGuidance
+
+        if camera != CAMERA_CONDITIONING:
+            raise ModelLoadError(f"model {model!r} wants camera conditioning {camera!r}; this backend knows "
+                                 f"{CAMERA_CONDITIONING!r}")
+        cls = CameraAwarePixelGuidance
+        if kind == "builtin":
+            from .toy import ToyGuidance
+
+            cls = ToyGuidance
+    return cls(parts["unet"], parts["text_encoder"], parts["tokenizer"], scheduler, device, dtype)
 
 
 def _model_index(model: str, source: str) -> dict:
     from diffusers import DiffusionPipeline
 
-    if model_kind(model) == "local" and not Path(source).is_dir():
+    if model_kind(model) != "hub" and not Path(source).is_dir():
         raise ModelLoadError(f"model folder {model!r} does not exist")
     try:
         return DiffusionPipeline.load_config(source)

@@ -1,0 +1,66 @@
+"""Training images for the toy prior: the primitives rendered by the backend's own renderer.
+
+Cameras, lights, ambient, shading mix and backgrounds are drawn exactly as the
+SDS trainer draws them (from a default JobSpec), so the prior learns the
+image distribution it will later be asked to score.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from shared import JobSpec
+
+from ..cameras import sample_cameras, view_name
+from ..renderer import SHADINGS, render
+from .primitives import PrimitiveField
+from .vocab import COLOUR_RGB, COLOURS, SHAPES
+
+NO_COLOUR = -1
+
+
+@dataclass
+class ToyImages:
+    images: np.ndarray     # (N, 3, R, R) uint8
+    shapes: np.ndarray     # (N,) index into SHAPES
+    colours: np.ndarray    # (N,) index into COLOURS, NO_COLOUR for textureless renders
+    azimuth: np.ndarray    # (N,) degrees
+    elevation: np.ndarray  # (N,) degrees
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def prompt(self, i: int, with_colour: bool = True, with_view: bool = True) -> str:
+        colour = COLOURS[self.colours[i]] + " " if with_colour and self.colours[i] != NO_COLOUR else ""
+        view = f", {view_name(float(self.azimuth[i]), float(self.elevation[i]))} view" if with_view else ""
+        return f"a {colour}{SHAPES[self.shapes[i]]}{view}"
+
+
+@torch.no_grad()
+def make_images(count: int, resolution: int = 32, seed: int = 0, batch: int = 64) -> ToyImages:
+    spec = JobSpec(prompt="a cube", seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    shading_p = torch.tensor([spec.shading_probabilities()[s] for s in SHADINGS])
+    parts: dict[str, list] = {k: [] for k in ("images", "shapes", "colours", "azimuth", "elevation")}
+    for _ in range(math.ceil(count / batch)):
+        shape = int(torch.randint(len(SHAPES), (1,), generator=gen))
+        colour = int(torch.randint(len(COLOURS), (1,), generator=gen))
+        shading = SHADINGS[int(torch.multinomial(shading_p, 1, generator=gen))]
+        cameras = sample_cameras(spec, batch, gen)
+        low, high = spec.ambient
+        ambient = low + (high - low) * torch.rand(batch, generator=gen)
+        background = torch.rand(batch, 3, generator=gen)
+        field = PrimitiveField(SHAPES[shape], COLOUR_RGB[COLOURS[colour]])
+        out = render(field, cameras, resolution, shading=shading, ambient=ambient, background=background,
+                     generator=gen, with_orientation=False)
+        parts["images"].append((out.rgb.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+        parts["shapes"].append(np.full(batch, shape))
+        parts["colours"].append(np.full(batch, NO_COLOUR if shading == "textureless" else colour))
+        parts["azimuth"].append(cameras.azimuth.numpy())
+        parts["elevation"].append(cameras.elevation.numpy())
+    arrays = {k: np.concatenate(v)[:count] for k, v in parts.items()}
+    return ToyImages(**arrays)

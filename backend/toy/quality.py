@@ -1,0 +1,68 @@
+"""Did SDS make the named thing? Nearest primitive by Chamfer distance, and the hue of the mean colour."""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from functools import lru_cache
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from shared import MeshData
+
+from ..extract import extract_mesh
+from .primitives import PrimitiveField
+from .vocab import COLOUR_RGB, SHAPES
+
+YAW_STEPS = 36
+POINTS = 3000
+
+
+def normalise(points: np.ndarray) -> np.ndarray:
+    """Centre on the bounding box, scale to unit RMS radius (so size does not decide the shape)."""
+    centred = points - (points.min(axis=0) + points.max(axis=0)) / 2.0
+    return centred / max(1e-9, float(np.sqrt((centred**2).sum(axis=1).mean())))
+
+
+def _subsample(points: np.ndarray, count: int = POINTS) -> np.ndarray:
+    if len(points) <= count:
+        return points
+    return points[np.random.default_rng(0).choice(len(points), count, replace=False)]
+
+
+@lru_cache(maxsize=None)
+def primitive_points(shape: str) -> np.ndarray:
+    mesh = extract_mesh(PrimitiveField(shape), 96).mesh
+    return normalise(_subsample(mesh.positions.astype(np.float64)))
+
+
+def chamfer(a: np.ndarray, b: np.ndarray) -> float:
+    return float(cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean()) / 2.0
+
+
+def chamfer_best_yaw(points: np.ndarray, reference: np.ndarray) -> float:
+    """Smallest Chamfer distance over rotations about Z (the prior fixes up, not necessarily yaw)."""
+    best = math.inf
+    for k in range(YAW_STEPS):
+        angle = 2 * math.pi * k / YAW_STEPS
+        c, s = math.cos(angle), math.sin(angle)
+        rotated = points @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]).T
+        best = min(best, chamfer(rotated, reference))
+    return best
+
+
+def shape_distances(mesh: MeshData) -> dict[str, float]:
+    points = normalise(_subsample(mesh.positions.astype(np.float64)))
+    return {shape: round(chamfer_best_yaw(points, primitive_points(shape)), 4) for shape in SHAPES}
+
+
+def hue_error(mesh: MeshData, colour: str) -> float:
+    """Degrees between the mean vertex colour's hue and the colour word's; white is judged by saturation."""
+    mean = mesh.colors[:, :3].astype(np.float64).mean(axis=0) / 255.0
+    h, _, s = colorsys.rgb_to_hls(*mean)
+    if colour == "white":
+        return 0.0 if s < 0.25 else 180.0 * min(1.0, s)
+    target = colorsys.rgb_to_hls(*COLOUR_RGB[colour])[0]
+    difference = abs(h - target) % 1.0
+    return round(360.0 * min(difference, 1.0 - difference), 1)

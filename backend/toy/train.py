@@ -1,0 +1,163 @@
+"""Train the toy-shapes prior from scratch on the CPU.
+
+    .venv/bin/python -m backend.toy.train --minutes 45 --seed 0
+
+Renders the training images with the backend's renderer, trains the
+camera-aware pixel UNet and its tiny text encoder with separate condition
+dropout for shape and colour (classifier-free guidance), and saves
+everything with `save_pretrained` into backend/toy/weights together with a
+sample grid (samples.png). Same seed, same machine: same weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import WEIGHTS
+from ..guidance.camera_pixel import CAMERA_CONDITIONING, camera_features
+from .data import NO_COLOUR, make_images
+from .model import TEXT_LENGTH, build_scheduler, build_text_encoder, build_tokenizer, build_unet
+from .vocab import COLOURS, SHAPES
+
+
+
+#: JobSpec values `generate` uses with this prior unless the user sets them (see recommended_settings).
+RECOMMENDED_SPEC = {"render_resolution": 32, "views_per_step": 4, "guidance_scale": 20.0, "steps": 600,
+                    "t_anneal": 0.5, "mesh_resolution": 96, "stream_every": 100}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=45.0, help="training time budget (data excluded)")
+    parser.add_argument("--images", type=int, default=30_000)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=WEIGHTS)
+    parser.add_argument("--sample-steps", type=int, default=100, help="denoising steps for samples.png")
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    started = time.perf_counter()
+    data = make_images(args.images, seed=args.seed)
+    print(f"rendered {len(data)} training images in {time.perf_counter() - started:.0f} s", flush=True)
+
+    tokenizer = build_tokenizer()
+    text_encoder, unet, scheduler = build_text_encoder(len(tokenizer)), build_unet(), build_scheduler()
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    ema_text = copy.deepcopy(text_encoder).requires_grad_(False)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimiser = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
+    alphas = scheduler.alphas_cumprod
+    images = torch.from_numpy(data.images).float() / 127.5 - 1.0
+    cameras = camera_features(torch.from_numpy(data.azimuth), torch.from_numpy(data.elevation))
+    gen = torch.Generator().manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+
+    budget = args.minutes * 60.0
+    train_start = time.perf_counter()
+    step, losses = 0, []
+    while (elapsed := time.perf_counter() - train_start) < budget:
+        progress = elapsed / budget
+        lr = args.lr * min(1.0, (step + 1) / 100) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
+        for group in optimiser.param_groups:
+            group["lr"] = lr
+        index = torch.randint(len(data), (args.batch,), generator=gen)
+        x0 = images[index]
+        prompts = [_training_prompt(data, int(i), rng) for i in index]
+        camera = cameras[index] * (torch.rand(args.batch, 1, generator=gen) > 0.05)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (args.batch,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        ab = alphas[t].view(-1, 1, 1, 1)
+        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        ids = torch.tensor(tokenizer(prompts, padding="max_length", max_length=TEXT_LENGTH,
+                                     truncation=True).input_ids)
+        pred = unet(x_t, t, encoder_hidden_states=text_encoder(ids)[0], class_labels=camera).sample
+        loss = torch.nn.functional.mse_loss(pred, noise)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimiser.step()
+        decay = min(0.995, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for target, source in ((ema, unet), (ema_text, text_encoder)):
+                for e, p in zip(target.parameters(), source.parameters()):
+                    e.lerp_(p, 1 - decay)
+        losses.append(loss.item())
+        step += 1
+        if step % 50 == 0:
+            print(f"step {step}  loss {np.mean(losses[-50:]):.4f}  lr {lr:.2e}  "
+                  f"{step * args.batch / (time.perf_counter() - train_start):.0f} img/s", flush=True)
+
+    save(args.out, tokenizer, ema_text, ema, scheduler, {"steps": step, "seed": args.seed, "images": len(data),
+                                                          "final_loss": float(np.mean(losses[-200:]))})
+    sample_grid(args.out / "samples.png", tokenizer, ema_text, ema, scheduler, args.seed, steps=args.sample_steps)
+    print(f"saved {args.out} after {step} steps in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+    return 0
+
+
+def _training_prompt(data, i: int, rng: np.random.Generator) -> str:
+    """Separate dropout for shape and colour; textureless renders never name a colour."""
+    if rng.random() < 0.1:
+        return ""
+    with_colour = data.colours[i] != NO_COLOUR and rng.random() >= 0.25
+    return data.prompt(i, with_colour=with_colour, with_view=rng.random() < 0.8)
+
+
+def save(folder: Path, tokenizer, text_encoder, unet, scheduler, info: dict) -> None:
+    import diffusers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(folder / "tokenizer")
+    text_encoder.save_pretrained(folder / "text_encoder")
+    unet.save_pretrained(folder / "unet")
+    scheduler.save_pretrained(folder / "scheduler")
+    index = {"_class_name": "DiffusionPipeline", "_diffusers_version": diffusers.__version__,
+             "_camera_conditioning": CAMERA_CONDITIONING, "_training": info, "_recommended_spec": RECOMMENDED_SPEC,
+             "unet": ["diffusers", "UNet2DConditionModel"], "scheduler": ["diffusers", "DDPMScheduler"],
+             "text_encoder": ["transformers", "CLIPTextModel"],
+             "tokenizer": ["transformers", "PreTrainedTokenizerFast"]}
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+
+@torch.no_grad()
+def sample_grid(path: Path, tokenizer, text_encoder, unet, scheduler, seed: int, scale: float = 3.0,
+                steps: int = 100) -> None:
+    """One row per shape (colours cycling), columns front / side / back / overhead."""
+    from PIL import Image
+
+    from diffusers import DDPMScheduler
+
+    sampler = DDPMScheduler.from_config(scheduler.config)
+    sampler.set_timesteps(steps)
+    views = [(0.0, 10.0, "front"), (90.0, 10.0, "side"), (180.0, 10.0, "back"), (30.0, 70.0, "overhead")]
+    prompts, cams = [], []
+    for row, shape in enumerate(SHAPES):
+        for az, el, view in views:
+            prompts.append(f"a {COLOURS[row % len(COLOURS)]} {shape}, {view} view")
+            cams.append((az, el))
+    n = len(prompts)
+    camera = camera_features(torch.tensor([c[0] for c in cams]), torch.tensor([c[1] for c in cams]))
+    ids = torch.tensor(tokenizer(prompts + [""] * n, padding="max_length", max_length=TEXT_LENGTH).input_ids)
+    text = text_encoder(ids)[0]
+    x = torch.randn((n, 3, 32, 32), generator=torch.Generator().manual_seed(seed))
+    for t in sampler.timesteps:
+        eps = unet(torch.cat([x, x]), t, encoder_hidden_states=text, class_labels=torch.cat([camera, camera])).sample
+        cond, uncond = eps.chunk(2)
+        x = sampler.step(uncond + scale * (cond - uncond), t, x).prev_sample
+    tiles = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    grid = tiles.reshape(len(SHAPES), len(views), 32, 32, 3).transpose(0, 2, 1, 3, 4).reshape(len(SHAPES) * 32,
+                                                                                              len(views) * 32, 3)
+    Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST).save(path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,53 @@
+"""What the toy prior understands: 'a {colour} {shape}' or 'a {shape}', plus the backend's view suffixes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SHAPES = ("cube", "sphere", "torus", "cone", "cylinder")
+COLOURS = ("red", "green", "blue", "yellow", "white", "orange", "purple")
+VIEWS = ("front", "side", "back", "overhead")
+#: sRGB albedo of each colour word, as the training renders paint them.
+COLOUR_RGB = {
+    "red": (0.85, 0.10, 0.10), "green": (0.10, 0.70, 0.15), "blue": (0.12, 0.25, 0.90),
+    "yellow": (0.95, 0.85, 0.10), "white": (0.92, 0.92, 0.92), "orange": (0.95, 0.50, 0.05),
+    "purple": (0.55, 0.15, 0.75),
+}
+WORDS = ("a", *SHAPES, *COLOURS, *VIEWS, "view")
+
+_PROMPT = re.compile(r"^\s*a\s+(?:(?P<colour>[a-z]+)\s+)?(?P<shape>[a-z]+)\s*(?:,\s*(?P<view>[a-z]+)\s+view\s*)?$")
+
+
+class VocabularyError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ToyPrompt:
+    shape: str | None
+    colour: str | None
+    view: str | None
+
+    def text(self) -> str:
+        """Back to words; empty for the unconditional prompt."""
+        if self.shape is None:
+            return ""
+        words = "a " + (f"{self.colour} " if self.colour else "") + self.shape
+        return words + (f", {self.view} view" if self.view else "")
+
+
+def vocabulary_message() -> str:
+    return (f"the toy-shapes prior knows prompts 'a {{colour}} {{shape}}' or 'a {{shape}}' with shapes "
+            f"{', '.join(SHAPES)} and colours {', '.join(COLOURS)}")
+
+
+def parse_prompt(prompt: str) -> ToyPrompt:
+    """'A Red Cube, front view' -> ToyPrompt('cube', 'red', 'front'); '' -> unconditional."""
+    if not prompt.strip():
+        return ToyPrompt(None, None, None)
+    match = _PROMPT.match(prompt.lower())
+    if not match or match["shape"] not in SHAPES or (match["colour"] and match["colour"] not in COLOURS) \
+            or (match["view"] and match["view"] not in VIEWS):
+        raise VocabularyError(f"prompt {prompt!r} is outside the vocabulary: {vocabulary_message()}")
+    return ToyPrompt(match["shape"], match["colour"], match["view"])
