@@ -89,7 +89,6 @@ def test_missing_model_offline_is_one_clear_line(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--model", "./does/not/exist"], "model folder './does/not/exist' does not exist"),
-    (["--model", "toy-shapes"], "the built-in prior 'toy-shapes' has no weights in this installation"),
     (["--device", "cuda"], "no CUDA device is available"),
     (["--out", "x.fbx"], "--out must end in .glb, .obj, .ply"),
     (["--init", "checkpoint", "--init-from", "/nope.safetensors"], "checkpoint '/nope.safetensors' does not exist"),

@@ -1,13 +1,17 @@
-"""The toy-shapes prior's parts: vocabulary, primitives, quality metric, and its training script end to end.
+"""The toy-shapes prior: vocabulary, primitives, quality metric, training script, shipped weights, real SDS.
 
-The trained weights are not in the repository yet (issue 4 is open), so the
-training test trains for a few seconds and checks the result loads and
-guides like any camera-aware model.
+The shipped weights (45 min of CPU training) get sphere, torus, cone and
+cylinder right but not yet the cube (issue 4 stays open); the end-to-end
+quality test uses the torus, whose hole cannot come from the initial blob.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +19,8 @@ import torch
 from backend.cameras import make_cameras
 from backend.extract import extract_mesh
 from backend.field import GridField
+from backend.generate import generate
+from backend.guidance.loading import recommended_settings
 from backend.guidance import ModelLoadError, load_guidance
 from backend.guidance.camera_pixel import CameraAwarePixelGuidance, camera_features
 from backend.guidance.toy import ToyGuidance
@@ -23,6 +29,9 @@ from backend.toy.data import NO_COLOUR, make_images
 from backend.toy.primitives import PrimitiveField
 from backend.toy.quality import hue_error, shape_distances
 from backend.toy.vocab import SHAPES, VocabularyError, parse_prompt
+from shared import JobSpec
+
+SCRIPT = str(Path(sys.executable).with_name("dreamfusion-backend"))
 
 
 @pytest.mark.parametrize("prompt, parsed", [
@@ -68,9 +77,37 @@ def test_training_images_follow_the_trainer_sampling():
     assert data.prompt(0, with_view=False).startswith("a ")
 
 
-def test_missing_builtin_weights_are_a_clear_error():
+def test_missing_builtin_weights_are_a_clear_error(monkeypatch, tmp_path):
+    import backend.toy
+
+    monkeypatch.setattr(backend.toy, "WEIGHTS", tmp_path / "nothing")
     with pytest.raises(ModelLoadError, match="train them with `python -m backend.toy.train`"):
         load_guidance("toy-shapes", torch.device("cpu"))
+
+
+def test_weights_load_offline_from_the_package_and_unknown_words_fail_clearly(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    code = ("import torch; from backend.guidance import load_guidance; g = load_guidance('toy-shapes', "
+            "torch.device('cpu')); print(type(g).__name__, g.input_size)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and "ToyGuidance 32" in done.stdout, done.stderr
+    dragon = subprocess.run([SCRIPT, "generate", "a red dragon", "--quiet"], capture_output=True, text=True,
+                            env=env, timeout=300, cwd=tmp_path)
+    assert dragon.returncode == 1
+    assert "outside the vocabulary" in dragon.stderr and "cube, sphere, torus" in dragon.stderr
+    assert len(dragon.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_text_to_3d_with_the_shipped_prior_makes_a_blue_torus(tmp_path):
+    spec = JobSpec.from_dict({**recommended_settings("toy-shapes"), "prompt": "a blue torus", "seed": 0})
+    assert spec.render_resolution == 32 and spec.views_per_step == 4  # the model's recommendations apply
+    result = generate(spec, tmp_path / "torus.glb", device="cpu", show_progress=False)
+    mesh = result.extraction.mesh
+    assert mesh.vertex_count > 100, result.extraction.message
+    distances = shape_distances(mesh)
+    assert min(distances, key=distances.get) == "torus", distances
+    assert hue_error(mesh, "blue") < 30.0
 
 
 @pytest.mark.slow

@@ -102,23 +102,27 @@ def _load(model: str, device: torch.device) -> Guidance:
 
         vae = _load_part(model, source, "vae", index, dtype).requires_grad_(False).eval().to(device)
         return LatentGuidance(parts["unet"], vae, parts["text_encoder"], parts["tokenizer"], scheduler, device, dtype)
+    cls = _pixel_guidance_class(model, index)
+    return cls(parts["unet"], parts["text_encoder"], parts["tokenizer"], scheduler, device, dtype)
+
+
+def _pixel_guidance_class(model: str, index: dict) -> type[Guidance]:
+    """Plain pixel guidance, or camera-aware when model_index.json declares it (the built-in prior adds its vocabulary)."""
     camera = index.get("_camera_conditioning")
     if camera is None:
         from .pixel import PixelGuidance
 
-        cls = PixelGuidance
-    else:
-        from .camera_pixel import CAMERA_CONDITIONING, CameraAwarePixelGuidance
+        return PixelGuidance
+    from .camera_pixel import CAMERA_CONDITIONING, CameraAwarePixelGuidance
 
-        if camera != CAMERA_CONDITIONING:
-            raise ModelLoadError(f"model {model!r} wants camera conditioning {camera!r}; this backend knows "
-                                 f"{CAMERA_CONDITIONING!r}")
-        cls = CameraAwarePixelGuidance
-        if kind == "builtin":
-            from .toy import ToyGuidance
+    if camera != CAMERA_CONDITIONING:
+        raise ModelLoadError(f"model {model!r} wants camera conditioning {camera!r}; this backend knows "
+                             f"{CAMERA_CONDITIONING!r}")
+    if model_kind(model) == "builtin":
+        from .toy import ToyGuidance
 
-            cls = ToyGuidance
-    return cls(parts["unet"], parts["text_encoder"], parts["tokenizer"], scheduler, device, dtype)
+        return ToyGuidance
+    return CameraAwarePixelGuidance
 
 
 def _model_index(model: str, source: str) -> dict:
