@@ -104,12 +104,12 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"dreamfusion-backend generate: {exc}", file=sys.stderr)
         return FAILED
     mesh = result.extraction.mesh
-    if result.extraction.message:
-        print(f"note: {result.extraction.message}", file=sys.stderr)
     if result.out is None:
         print(f"dreamfusion-backend generate: no mesh written ({result.extraction.message}); checkpoint kept at "
               f"{result.checkpoint}", file=sys.stderr)
         return FAILED
+    if result.extraction.message:
+        print(f"note: {result.extraction.message}", file=sys.stderr)
     print(f"wrote {result.out} ({mesh.vertex_count} vertices, {mesh.triangle_count} triangles, seed {job.seed}, "
           f"{result.steps} steps in {result.seconds:.1f} s); checkpoint {result.checkpoint}")
     return INTERRUPTED if result.stopped_early else 0

@@ -92,15 +92,17 @@ def narrow_band_grid(field, resolution: int, iso: float, coarse: torch.Tensor, o
 
 
 def extract_mesh(field, resolution: int, occupancy=None, iso: float | None = None) -> Extraction:
-    device = _device(field)
-    coarse_res = max(16, resolution // NARROW_BAND_FACTOR)
-    coarse = _densities(field, _nodes(field.bound, coarse_res, device), occupancy).reshape((coarse_res,) * 3)
     message = ""
-    if iso is None and float(coarse.max()) >= DEFAULT_ISO:
-        iso = DEFAULT_ISO
-    if iso is not None and resolution >= MIN_NARROW_BAND_RESOLUTION:
-        volume = narrow_band_grid(field, resolution, iso, coarse, occupancy)
-    else:
+    volume = None
+    if resolution >= MIN_NARROW_BAND_RESOLUTION:
+        coarse_res = max(16, resolution // NARROW_BAND_FACTOR)
+        coarse = _densities(field, _nodes(field.bound, coarse_res, _device(field)), occupancy)
+        coarse = coarse.reshape((coarse_res,) * 3)
+        if iso is None and float(coarse.max()) >= DEFAULT_ISO:
+            iso = DEFAULT_ISO
+        if iso is not None:
+            volume = narrow_band_grid(field, resolution, iso, coarse, occupancy)
+    if volume is None:  # small grids, or a field too faint to pick the level from the coarse grid
         volume = density_grid(field, resolution, occupancy)
     peak = float(volume.max())
     if iso is None:

@@ -7,17 +7,12 @@ batch command, so each CLI accepts the same flags with the same ranges.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from typing import Any, Callable, Mapping
 
 from .errors import SpecError
-from .jobspec import PRESETS, JobSpec, jobspec_knobs
+from .jobspec import DEFAULT_MODEL, PRESETS, JobSpec, jobspec_knobs, preset_values
 
 _POSITIONAL = {"prompt"}
-
-
-def jobspec_knobs_default(field: str) -> Any:
-    return next(f.default for f in dataclasses.fields(JobSpec) if f.name == field)
 
 
 def flag_name(field: str) -> str:
@@ -56,9 +51,9 @@ def spec_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser, pr
     explicit = {k: v for k, v in vars(args).items() if k in jobspec_knobs()}
     values: dict[str, Any] = {}
     if model_defaults is not None:
-        values.update(model_defaults(explicit.get("model", jobspec_knobs_default("model"))))
+        values.update(model_defaults(explicit.get("model", DEFAULT_MODEL)))
     if "preset" in vars(args):
-        values.update(PRESETS[args.preset])
+        values.update(preset_values(args.preset))
     values.update(explicit)
     values["prompt"] = prompt
     try:

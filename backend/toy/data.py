@@ -18,7 +18,7 @@ from shared import JobSpec
 from ..cameras import sample_cameras, view_name
 from ..renderer import SHADINGS, render
 from .primitives import PrimitiveField
-from .vocab import COLOUR_RGB, COLOURS, SHAPES
+from .vocab import COLOUR_RGB, COLOURS, SHAPES, ToyPrompt
 
 NO_COLOUR = -1
 
@@ -35,9 +35,10 @@ class ToyImages:
         return len(self.shapes)
 
     def prompt(self, i: int, with_colour: bool = True, with_view: bool = True) -> str:
-        colour = COLOURS[self.colours[i]] + " " if with_colour and self.colours[i] != NO_COLOUR else ""
-        view = f", {view_name(float(self.azimuth[i]), float(self.elevation[i]))} view" if with_view else ""
-        return f"a {colour}{SHAPES[self.shapes[i]]}{view}"
+        # The same wording ToyGuidance scores against, so training and SDS prompts cannot drift apart.
+        colour = COLOURS[self.colours[i]] if with_colour and self.colours[i] != NO_COLOUR else None
+        view = view_name(float(self.azimuth[i]), float(self.elevation[i])) if with_view else None
+        return ToyPrompt(SHAPES[self.shapes[i]], colour, view).text()
 
 
 @torch.no_grad()
