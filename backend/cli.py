@@ -1,7 +1,6 @@
 """`dreamfusion-backend`: the backend's command line.
 
-Verbs that later issues build print "not implemented yet" and exit 3 so
-scripts can tell them apart from a usage error (2) or a failed run (1).
+Exit codes: 0 done, 1 failed, 2 usage error, 130 interrupted.
 Heavy imports (torch, diffusers) happen inside the verbs that need them.
 """
 
@@ -16,14 +15,11 @@ from pathlib import Path
 from shared import PROTOCOL_TAG, __version__
 from shared.spec_args import add_spec_arguments, spec_from_args
 
+from .client_cli import add_client_parser, run_client
+from .server.commands import add_serve_parser, run_keys, run_serve
+
 FAILED = 1
-NOT_IMPLEMENTED = 3
 INTERRUPTED = 130
-_PENDING = {
-    "serve": "run the ZeroMQ job service",
-    "client": "talk to a running backend",
-    "keys": "make CURVE key pairs for remote use",
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,9 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                "the pipeline offline; it knows nothing about images)")
     tiny.add_argument("folder", type=Path)
 
-    for verb, text in _PENDING.items():
-        pending = verbs.add_parser(verb, help=f"{text} (not implemented yet)")
-        pending.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    add_serve_parser(verbs)
+    add_client_parser(verbs)
     return parser
 
 
@@ -74,8 +69,14 @@ def main(argv: list[str] | None = None) -> int:
 
         print(write_tiny_sd(args.folder))
         return 0
-    print(f"dreamfusion-backend {args.verb}: not implemented yet", file=sys.stderr)
-    return NOT_IMPLEMENTED
+    if args.verb == "serve":
+        return run_serve(args, parser)
+    if args.verb == "keys":
+        return run_keys(args, parser)
+    if args.verb == "client":
+        return run_client(args, parser)
+    parser.error(f"unknown verb {args.verb!r}")
+    return 2
 
 
 def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

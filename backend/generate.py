@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -15,7 +16,7 @@ from shared import JobSpec
 from .checkpoint import load_checkpoint, save_checkpoint
 from .export import FORMATS, export_mesh
 from .extract import Extraction
-from .guidance import load_guidance
+from .guidance import Guidance, load_guidance
 from .trainer import StepStats, Trainer
 
 
@@ -46,16 +47,21 @@ def checkpoint_path_for(out: Path) -> Path:
     return out.with_name(out.stem + ".checkpoint.safetensors")
 
 
-def make_trainer(spec: JobSpec, device: torch.device, on_loading=None) -> Trainer:
+def make_trainer(spec: JobSpec, device: torch.device, on_loading=None,
+                 load: Callable[[str, torch.device], Guidance] = load_guidance,
+                 resume_from: Path | None = None) -> Trainer:
+    """The trainer for `spec`: fresh, from `spec.init_from`, or continuing `resume_from` (a checkpoint)."""
     # Check what is cheap to check before the (possibly slow) model load.
     if spec.init == "mesh":
-        raise GenerateError("--init mesh is not supported by `generate` yet; use blob or checkpoint")
-    checkpoint = Path(spec.init_from).expanduser() if spec.init == "checkpoint" else None
-    if checkpoint is not None and not checkpoint.is_file():
-        raise GenerateError(f"--init-from: checkpoint {spec.init_from!r} does not exist")
+        raise GenerateError("init = mesh is not supported by this backend yet; use blob or checkpoint")
+    checkpoint = resume_from
+    if checkpoint is None and spec.init == "checkpoint":
+        checkpoint = Path(spec.init_from).expanduser()
+        if not checkpoint.is_file():
+            raise GenerateError(f"init_from: checkpoint {spec.init_from!r} does not exist")
     if on_loading is not None:
         on_loading(spec.model)
-    guidance = load_guidance(spec.model, device)
+    guidance = load(spec.model, device)
     try:
         guidance.check_prompt(spec.prompt)
     except ValueError as exc:

@@ -16,6 +16,15 @@ from .cameras import Cameras, camera_rays
 from .occupancy import OccupancyGrid
 
 SHADINGS = ("albedo", "lambertian", "textureless")
+#: The fixed JobSpec background modes, as linear RGB.
+BACKGROUND_COLOURS = {"grey": (0.5, 0.5, 0.5), "white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
+
+
+def sample_backgrounds(mode: str, n: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, 3) background colours for a JobSpec `background` mode; 'random' draws one per view."""
+    if mode == "random":
+        return torch.rand(n, 3, generator=generator)
+    return torch.tensor(BACKGROUND_COLOURS[mode]).expand(n, 3).clone()
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from .extract import Extraction, extract_mesh
 from .field import FieldConfig, GridField
 from .guidance import Guidance
 from .occupancy import OccupancyGrid
-from .renderer import SHADINGS, RenderConfig, render
+from .renderer import SHADINGS, RenderConfig, render, sample_backgrounds
 
 
 PREVIEW_SIZE = 96
@@ -93,7 +93,7 @@ class Trainer:
         shading = SHADINGS[int(torch.multinomial(self._shading_p, 1, generator=gen))]
         low, high = spec.ambient
         ambient = (low + (high - low) * torch.rand(v, generator=gen)).to(self.device)
-        background = torch.rand(v, 3, generator=gen).to(self.device)
+        background = sample_backgrounds(spec.background, v, gen).to(self.device)
         probe = self.step % cfg.cull_probe_every == 0
         render_config = dataclasses.replace(cfg.render, cull_hidden=cfg.render.cull_hidden and
                                             (probe or self._cull_pays))

@@ -15,7 +15,7 @@ from .knobs import Knob
 from .mesh import MeshData
 from .messages import (CLIENT_TYPES, MESSAGE_TYPES, SERVER_TYPES, Accepted, Ack, Bye, Cancel, Cancelled, Error,
                        Failed, Finished, Heartbeat, Hello, Image, JobInfo, List, ListReply, Message, Progress,
-                       Rejected, Status, StatusReply, Submit, Update, Welcome)
+                       Rejected, Result, Resume, Status, StatusReply, Submit, Update, Watch, Welcome)
 from .version import PROTOCOL_TAG, PROTOCOL_VERSION, __version__
 
 __all__ = [name for name in dir() if not name.startswith("_")]

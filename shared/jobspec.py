@@ -28,6 +28,7 @@ BUILTIN_MODELS = ("toy-shapes",)
 DEFAULT_MODEL = "toy-shapes"
 INIT_KINDS = ("blob", "mesh", "checkpoint")
 LIGHT_PLACEMENTS = ("near_camera", "random_elevation")
+BACKGROUNDS = ("random", "grey", "white", "black")
 
 # A Hugging Face repo id: `owner/name`, each part of letters, digits, - _ .
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9_.-]{1,96}$")
@@ -114,6 +115,10 @@ class JobSpec:
                                      help="Relative weight of lambertian-shaded renders")
     shading_textureless: float = knob(0.2, kind="float", minimum=0.0, maximum=1.0, group="light",
                                       help="Relative weight of shaded white (textureless) renders")
+    background: str = knob("random", kind="choice", choices=BACKGROUNDS, group="light",
+                           help="Behind the object in training renders: random: a new colour per view "
+                                "(DreamFusion's augmentation); grey, white, black: that colour, for priors "
+                                "trained on it")
     # --- optimisation -------------------------------------------------------
     render_resolution: int = knob(64, kind="int", minimum=16, maximum=1024, unit="px", group="optimiser",
                                   help="Side of the square training render")

@@ -129,6 +129,33 @@ class List(Message):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Result(Message):
+    """Asks for a finished job's final mesh; the answer is its `finished` message, sent again."""
+
+    TYPE = "result"
+    SENDER = CLIENT
+    job_id: str = wire(pattern=ID_PATTERN)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resume(Message):
+    """Continues an interrupted (or cancelled, or failed) job from its last checkpoint."""
+
+    TYPE = "resume"
+    SENDER = CLIENT
+    job_id: str = wire(pattern=ID_PATTERN)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Watch(Message):
+    """Subscribes to a job's events (any job, also one another client submitted); answered by `status_reply`."""
+
+    TYPE = "watch"
+    SENDER = CLIENT
+    job_id: str = wire(pattern=ID_PATTERN)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Ack(Message):
     """Grants the server one more update for `job_id`: the client has taken the one at `step`."""
 
@@ -180,8 +207,10 @@ class Rejected(Message):
     TYPE = "rejected"
     SENDER = SERVER
     reason: str = wire()
-    #: The JobSpec field at fault, when one is.
+    #: The JobSpec field (or "job_id") at fault, when one is.
     field: str | None = wire(None, max_len=200)
+    #: The job a refused cancel / result / resume / watch was about.
+    job_id: str | None = wire(None, pattern=ID_PATTERN)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -273,8 +302,8 @@ class ListReply(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
-    for cls in (Hello, Submit, Cancel, Status, List, Ack, Bye, Heartbeat, Welcome, Accepted, Rejected,
-                Progress, Update, Finished, Failed, Cancelled, Error, StatusReply, ListReply)
+    for cls in (Hello, Submit, Cancel, Status, List, Result, Resume, Watch, Ack, Bye, Heartbeat, Welcome, Accepted,
+                Rejected, Progress, Update, Finished, Failed, Cancelled, Error, StatusReply, ListReply)
 }
 CLIENT_TYPES = frozenset(t for t, c in MESSAGE_TYPES.items() if c.SENDER in (CLIENT, BOTH))
 SERVER_TYPES = frozenset(t for t, c in MESSAGE_TYPES.items() if c.SENDER in (SERVER, BOTH))

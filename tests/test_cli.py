@@ -1,4 +1,4 @@
-"""`dreamfusion-backend`: working verbs, clear errors, honest placeholders."""
+"""`dreamfusion-backend`: working verbs and clear errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.cli import NOT_IMPLEMENTED, main
+from backend.cli import main
 
 SCRIPT = Path(sys.executable).with_name("dreamfusion-backend")
 
@@ -40,10 +40,17 @@ def test_bad_flags_name_the_flag_and_range(argv, expected, capsys):
     assert expected in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("verb", ["serve", "client", "keys"])
-def test_later_verbs_say_not_implemented(verb, capsys):
-    assert main([verb, "anything"]) == NOT_IMPLEMENTED
-    assert "not implemented yet" in capsys.readouterr().err
+@pytest.mark.parametrize("argv, expected", [
+    (["serve", "--workers", "0"], "--workers: 0 is out of range; allowed: 1 to 64"),
+    (["client", "status", "--server-key", "server.key"], "--server-key and --client-key go together"),
+    (["client", "submit", "a red cube", "--steps", "0"], "--steps: steps = 0 is out of range"),
+    (["client", "result", "abc", "--out", "x.fbx"], "--out must end in"),
+])
+def test_server_and_client_verbs_check_their_flags(argv, expected, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert expected in capsys.readouterr().err
 
 
 def test_model_recommendations_sit_below_presets_and_flags():

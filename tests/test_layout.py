@@ -21,7 +21,7 @@ def test_layout_exists():
 
 def test_shared_imports_without_torch_or_bpy():
     blocked = "import sys\nfor m in ('torch', 'bpy', 'diffusers', 'transformers', 'mcubes', 'backend'):\n" \
-              "    sys.modules[m] = None\nimport shared, shared.transport, shared.spec_args\nprint(shared.PROTOCOL_TAG)"
+              "    sys.modules[m] = None\nimport shared, shared.transport, shared.spec_args, shared.client\nprint(shared.PROTOCOL_TAG)"
     out = subprocess.run([sys.executable, "-c", blocked], cwd=ROOT, capture_output=True, text=True, check=True)
     assert "dreamfusion/1" in out.stdout
 

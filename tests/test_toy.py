@@ -115,7 +115,7 @@ def test_training_script_writes_a_camera_aware_prior_that_guides(tmp_path):
     from backend.toy import train
 
     folder = tmp_path / "toy"
-    assert train.main(["--minutes", "0.05", "--images", "128", "--batch", "16", "--sample-steps", "2",
+    assert train.main(["--steps", "3", "--images", "128", "--batch", "16", "--sample-steps", "2",
                        "--out", str(folder)]) == 0
     index = json.loads((folder / "model_index.json").read_text())
     assert index["_camera_conditioning"] == "azimuth_elevation_sincos"

@@ -1,8 +1,8 @@
 """Training images for the toy prior: the primitives rendered by the backend's own renderer.
 
 Cameras, lights, ambient, shading mix and backgrounds are drawn exactly as the
-SDS trainer draws them (from a default JobSpec), so the prior learns the
-image distribution it will later be asked to score.
+SDS trainer draws them (from the toy's recommended JobSpec), so the prior
+learns the image distribution it will later be asked to score.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from shared import JobSpec
-
 from ..cameras import sample_cameras, view_name
-from ..renderer import SHADINGS, render
+from ..renderer import SHADINGS, render, sample_backgrounds
 from .primitives import PrimitiveField
+from .settings import training_spec
 from .vocab import COLOUR_RGB, COLOURS, SHAPES, ToyPrompt
 
 NO_COLOUR = -1
@@ -43,7 +42,7 @@ class ToyImages:
 
 @torch.no_grad()
 def make_images(count: int, resolution: int = 32, seed: int = 0, batch: int = 64) -> ToyImages:
-    spec = JobSpec(prompt="a cube", seed=seed)
+    spec = training_spec(seed)
     gen = torch.Generator().manual_seed(seed)
     shading_p = torch.tensor([spec.shading_probabilities()[s] for s in SHADINGS])
     parts: dict[str, list] = {k: [] for k in ("images", "shapes", "colours", "azimuth", "elevation")}
@@ -54,7 +53,7 @@ def make_images(count: int, resolution: int = 32, seed: int = 0, batch: int = 64
         cameras = sample_cameras(spec, batch, gen)
         low, high = spec.ambient
         ambient = low + (high - low) * torch.rand(batch, generator=gen)
-        background = torch.rand(batch, 3, generator=gen)
+        background = sample_backgrounds(spec.background, batch, gen)
         field = PrimitiveField(SHAPES[shape], COLOUR_RGB[COLOURS[colour]])
         out = render(field, cameras, resolution, shading=shading, ambient=ambient, background=background,
                      generator=gen, with_orientation=False)

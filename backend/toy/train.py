@@ -1,12 +1,13 @@
 """Train the toy-shapes prior from scratch on the CPU.
 
-    .venv/bin/python -m backend.toy.train --minutes 45 --seed 0
+    .venv/bin/python -m backend.toy.train --minutes 48 --seed 0
 
 Renders the training images with the backend's renderer, trains the
 camera-aware pixel UNet and its tiny text encoder with separate condition
 dropout for shape and colour (classifier-free guidance), and saves
 everything with `save_pretrained` into backend/toy/weights together with a
-sample grid (samples.png). Same seed, same machine: same weights.
+sample grid (samples.png). A timed run prints the step count it commits to;
+the same seed and `--steps N` on the same machine give the same weights.
 """
 
 from __future__ import annotations
@@ -25,29 +26,31 @@ from . import WEIGHTS
 from ..guidance.camera_pixel import CAMERA_CONDITIONING, camera_features
 from .data import NO_COLOUR, make_images
 from .model import TEXT_LENGTH, build_scheduler, build_text_encoder, build_tokenizer, build_unet
+from .settings import RECOMMENDED_SPEC
 from .vocab import COLOURS, SHAPES
 
-
-
-#: JobSpec values `generate` uses with this prior unless the user sets them (see recommended_settings).
-RECOMMENDED_SPEC = {"render_resolution": 32, "views_per_step": 4, "guidance_scale": 20.0, "steps": 600,
-                    "t_anneal": 0.5, "mesh_resolution": 96, "stream_every": 100}
+#: Steps timed to turn --minutes into a step count.
+CALIBRATION_STEPS = 20
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=45.0, help="training time budget (data excluded)")
-    parser.add_argument("--images", type=int, default=30_000)
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--minutes", type=float, default=48.0, help="training time budget (data excluded)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="train exactly this many steps instead (what a timed run printed, to repeat it)")
+    parser.add_argument("--images", type=int, default=40_000)
+    parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=WEIGHTS)
     parser.add_argument("--sample-steps", type=int, default=100, help="denoising steps for samples.png")
+    parser.add_argument("--sample-every", type=float, default=15.0,
+                        help="minutes between progress sample grids (0: only at the end)")
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
     started = time.perf_counter()
-    data = make_images(args.images, seed=args.seed)
+    data = make_images(args.images, seed=args.seed, batch=32)
     print(f"rendered {len(data)} training images in {time.perf_counter() - started:.0f} s", flush=True)
 
     tokenizer = build_tokenizer()
@@ -62,11 +65,18 @@ def main(argv: list[str] | None = None) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 
-    budget = args.minutes * 60.0
+    # The run is fixed in steps, not seconds, so it can be repeated exactly with --steps: a timed run measures
+    # its speed over the first steps and then commits to the step count that fits the budget.
+    total = args.steps
     train_start = time.perf_counter()
+    last_sample = train_start
     step, losses = 0, []
-    while (elapsed := time.perf_counter() - train_start) < budget:
-        progress = elapsed / budget
+    while total is None or step < total:
+        if total is None and step == CALIBRATION_STEPS:
+            per_step = (time.perf_counter() - train_start) / step
+            total = max(step + 1, int(args.minutes * 60.0 / per_step))
+            print(f"{per_step:.2f} s per step: training {total} steps (repeat with --steps {total})", flush=True)
+        progress = step / total if total else 0.0
         lr = args.lr * min(1.0, (step + 1) / 100) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
         for group in optimiser.param_groups:
             group["lr"] = lr
@@ -94,8 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         losses.append(loss.item())
         step += 1
         if step % 50 == 0:
-            print(f"step {step}  loss {np.mean(losses[-50:]):.4f}  lr {lr:.2e}  "
+            print(f"step {step}/{total or '?'}  loss {np.mean(losses[-50:]):.4f}  lr {lr:.2e}  "
                   f"{step * args.batch / (time.perf_counter() - train_start):.0f} img/s", flush=True)
+        if args.sample_every and time.perf_counter() - last_sample > args.sample_every * 60.0:
+            # Progress pictures only: they draw from their own generator, so the weights do not depend on them.
+            args.out.mkdir(parents=True, exist_ok=True)
+            sample_grid(args.out / "samples.png", tokenizer, ema_text, ema, scheduler, args.seed, steps=50)
+            last_sample = time.perf_counter()
 
     save(args.out, tokenizer, ema_text, ema, scheduler, {"steps": step, "seed": args.seed, "images": len(data),
                                                           "final_loss": float(np.mean(losses[-200:]))})
@@ -148,11 +163,12 @@ def sample_grid(path: Path, tokenizer, text_encoder, unet, scheduler, seed: int,
     camera = camera_features(torch.tensor([c[0] for c in cams]), torch.tensor([c[1] for c in cams]))
     ids = torch.tensor(tokenizer(prompts + [""] * n, padding="max_length", max_length=TEXT_LENGTH).input_ids)
     text = text_encoder(ids)[0]
-    x = torch.randn((n, 3, 32, 32), generator=torch.Generator().manual_seed(seed))
+    noise = torch.Generator().manual_seed(seed)
+    x = torch.randn((n, 3, 32, 32), generator=noise)
     for t in sampler.timesteps:
         eps = unet(torch.cat([x, x]), t, encoder_hidden_states=text, class_labels=torch.cat([camera, camera])).sample
         cond, uncond = eps.chunk(2)
-        x = sampler.step(uncond + scale * (cond - uncond), t, x).prev_sample
+        x = sampler.step(uncond + scale * (cond - uncond), t, x, generator=noise).prev_sample
     tiles = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     grid = tiles.reshape(len(SHAPES), len(views), 32, 32, 3).transpose(0, 2, 1, 3, 4).reshape(len(SHAPES) * 32,
                                                                                               len(views) * 32, 3)

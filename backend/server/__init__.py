@@ -1,0 +1,1 @@
+"""`dreamfusion-backend serve`: the ZeroMQ job service (store, workers, routing, security)."""

@@ -1,0 +1,82 @@
+"""`dreamfusion-backend serve` and `dreamfusion-backend keys generate`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from .security import SecurityError
+
+FAILED = 1
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "dreamfusion-blender"
+
+
+def add_serve_parser(verbs) -> None:
+    serve = verbs.add_parser("serve", help="run the ZeroMQ job service")
+    serve.add_argument("--bind", default="tcp://127.0.0.1:5555",
+                       help="address to listen on (default tcp://127.0.0.1:5555; port 0 picks a free port). "
+                            "Anything but loopback needs --curve-dir")
+    serve.add_argument("--workers", type=int, default=1, help="jobs trained at once (default 1: one per GPU)")
+    serve.add_argument("--data-dir", type=Path, default=None,
+                       help=f"where jobs, checkpoints and results live (default {default_data_dir()})")
+    serve.add_argument("--curve-dir", type=Path, default=None,
+                       help="CURVE key folder from `keys generate`: only its authorised clients may connect")
+    serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    serve.add_argument("--heartbeat", type=float, default=5.0, help="heartbeat interval in seconds")
+
+    keys = verbs.add_parser("keys", help="make CURVE key pairs for remote use")
+    actions = keys.add_subparsers(dest="action", metavar="ACTION", required=True)
+    generate = actions.add_parser("generate", help="write a server key pair and client key pairs into DIR")
+    generate.add_argument("folder", type=Path)
+    generate.add_argument("--client", action="append", default=None, metavar="NAME",
+                          help="a client to make a key pair for and authorise (repeatable; default: 'blender')")
+
+
+def run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.workers < 1 or args.workers > 64:
+        parser.error(f"--workers: {args.workers} is out of range; allowed: 1 to 64")
+    if not args.heartbeat > 0:
+        parser.error(f"--heartbeat: {args.heartbeat} must be above 0 seconds")
+    from ..generate import GenerateError
+    from .service import Server, ServerConfig
+
+    config = ServerConfig(bind=args.bind, workers=args.workers, data_dir=args.data_dir or default_data_dir(),
+                          curve_dir=args.curve_dir, device=args.device, heartbeat_interval=args.heartbeat)
+    try:
+        server = Server(config)
+    except (SecurityError, GenerateError) as exc:
+        print(f"dreamfusion-backend serve: {exc}", file=sys.stderr)
+        return FAILED
+    except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint
+        print(f"dreamfusion-backend serve: cannot listen on {args.bind}: {exc}", file=sys.stderr)
+        return FAILED
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: server.stop())
+    auth = " (CURVE)" if args.curve_dir else ""
+    print(f"dreamfusion-backend serve: listening on {server.endpoint}{auth} with data in {config.data_dir}",
+          flush=True)
+    server.serve_forever()
+    print("dreamfusion-backend serve: stopped; running jobs are interrupted and can be resumed", flush=True)
+    return 0
+
+
+def run_keys(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .security import generate_keys
+
+    try:
+        written = generate_keys(args.folder, args.client or ["blender"])
+    except SecurityError as exc:
+        print(f"dreamfusion-backend keys: {exc}", file=sys.stderr)
+        return FAILED
+    for path in written:
+        print(path)
+    print(f"start the server with --curve-dir {args.folder}; give each client server.key and its own "
+          "clients/NAME.key_secret", file=sys.stderr)
+    return 0

@@ -1,0 +1,180 @@
+"""Worker threads: take a queued job, train it, and report through `emit` (progress, updates, the end).
+
+A worker never touches the server's socket: it hands messages to `emit`,
+which the server's loop sends. Every failure of a job ends as that job's
+`failed` with a one-line reason; the worker goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from shared import Cancelled, Failed, Finished, Message, Progress
+
+from ..checkpoint import CheckpointError, save_checkpoint
+from ..export import export_mesh
+from ..generate import GenerateError, make_trainer
+from ..guidance import Guidance, ModelLoadError, load_guidance
+from ..trainer import Snapshot, StepStats, Trainer
+from .jobs import JobRecord, JobStore
+
+#: Seconds between `progress` messages of one job.
+PROGRESS_INTERVAL = 0.5
+#: Checkpoint interval in steps for jobs that do not stream (stream_every = 0).
+CHECKPOINT_EVERY = 100
+
+
+@dataclass
+class Control:
+    """What the server may ask of a running job."""
+
+    cancel: bool = False
+    shutdown: bool = False
+
+
+class GuidanceCache:
+    """The most recently used prior stays loaded: consecutive jobs on one model skip the load."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple[str, str] | None = None
+        self._guidance: Guidance | None = None
+
+    def __call__(self, model: str, device: torch.device) -> Guidance:
+        with self._lock:
+            key = (model, str(device))
+            if self._key != key:
+                self._guidance = None  # free the old one before loading the next
+                self._guidance = load_guidance(model, device)
+                self._key = key
+            return self._guidance
+
+
+class Worker(threading.Thread):
+    def __init__(self, name: str, store: JobStore, jobs: "queue.Queue[str | None]", emit: Callable[[Message], None],
+                 controls: dict[str, Control], device: torch.device, guidance: GuidanceCache):
+        super().__init__(name=name, daemon=True)
+        self.store, self.jobs, self.emit, self.controls = store, jobs, emit, controls
+        self.device, self.guidance = device, guidance
+
+    def run(self) -> None:
+        while True:
+            job_id = self.jobs.get()
+            if job_id is None:  # the server is stopping
+                return
+            control = self.controls.setdefault(job_id, Control())
+            if control.shutdown or control.cancel:
+                continue
+            record = self.store.transition(job_id, ("queued",), "running", reason="")
+            if record is None:  # cancelled while it waited, or queued twice
+                continue
+            try:
+                self.run_job(record, control)
+            except Exception as exc:  # never let one job take the worker down
+                traceback.print_exc()
+                self._fail(job_id, f"internal error: {type(exc).__name__}: {exc}")
+            finally:
+                torch_cleanup()
+
+    def run_job(self, record: JobRecord, control: Control) -> None:
+        job_id, spec = record.job_id, record.spec
+        checkpoint = self.store.checkpoint(job_id)
+        try:
+            trainer = make_trainer(spec, self.device, load=self.guidance,
+                                   resume_from=checkpoint if checkpoint.is_file() else None)
+        except (GenerateError, ModelLoadError, CheckpointError, ValueError, OSError) as exc:
+            self._fail(job_id, str(exc))
+            return
+        interval = spec.stream_every or CHECKPOINT_EVERY
+        reporter = _ProgressReporter(job_id, trainer, self.emit, already=record.elapsed if trainer.step else 0.0)
+
+        def on_step(stats: StepStats) -> None:
+            reporter.step(stats)
+            if stats.step % interval == 0 and stats.step < spec.steps:
+                save_checkpoint(trainer, checkpoint)
+                self.store.update(job_id, step=stats.step, loss=stats.loss, elapsed=reporter.elapsed())
+
+        def on_stream(snapshot: Snapshot) -> None:
+            update = snapshot.as_update(job_id)
+            self.store.save_mesh(job_id, update.mesh)
+            self.emit(update)
+
+        try:
+            done = trainer.run(on_step, on_stream, should_stop=lambda: control.cancel or control.shutdown)
+        except Exception as exc:
+            # Keep what was learnt: the checkpoint of the last good step lets the user resume.
+            self._fail(job_id, f"training stopped at step {trainer.step}: {type(exc).__name__}: {exc}")
+            return
+        self._finish(job_id, trainer, reporter, done, control)
+
+    def _finish(self, job_id: str, trainer: Trainer, reporter: "_ProgressReporter", done: bool,
+                control: Control) -> None:
+        checkpoint = save_checkpoint(trainer, self.store.checkpoint(job_id))
+        snapshot = trainer.snapshot(reporter.last_loss, reporter.elapsed())
+        mesh = snapshot.extraction.mesh
+        self.store.save_mesh(job_id, mesh)
+        common = dict(step=trainer.step, loss=reporter.last_loss, elapsed=reporter.elapsed())
+        if done:
+            files = {}
+            if mesh.vertex_count:
+                files["glb"] = str(export_mesh(mesh, self.store.folder(job_id) / "result.glb"))
+            reason = snapshot.extraction.message
+            self.store.update(job_id, state="finished", files=files, reason=reason, **common)
+            self.emit(Finished(job_id=job_id, step=trainer.step, elapsed=reporter.elapsed(),
+                               checkpoint=str(checkpoint), files=files, mesh=mesh,
+                               preview=snapshot.as_update(job_id).preview))
+        elif control.cancel:
+            self.store.update(job_id, state="cancelled", reason="cancelled by a client", **common)
+            self.emit(Cancelled(job_id=job_id, step=trainer.step))
+        else:  # the server is shutting down: the job waits for `resume`
+            self.store.update(job_id, state="interrupted",
+                              reason="the backend stopped while this job was running; resume it to continue",
+                              **common)
+
+    def _fail(self, job_id: str, reason: str) -> None:
+        line = " ".join(reason.split())[:2000] or "unknown error"
+        self.store.update(job_id, state="failed", reason=line)
+        self.emit(Failed(job_id=job_id, reason=line))
+
+
+class _ProgressReporter:
+    """`progress` at most every PROGRESS_INTERVAL seconds, and always for the last step."""
+
+    def __init__(self, job_id: str, trainer: Trainer, emit: Callable[[Message], None], already: float = 0.0):
+        self.job_id, self.trainer, self.emit = job_id, trainer, emit
+        self.already = already  # seconds spent before a resume
+        self.start = time.perf_counter()
+        self.first_step = trainer.step
+        self.last_sent = 0.0
+        self.last_loss: float | None = None
+
+    def elapsed(self) -> float:
+        return self.already + time.perf_counter() - self.start
+
+    def step(self, stats: StepStats) -> None:
+        self.last_loss = stats.loss if math.isfinite(stats.loss) else None
+        now = time.perf_counter()
+        steps = self.trainer.spec.steps
+        if now - self.last_sent < PROGRESS_INTERVAL and stats.step < steps:
+            return
+        self.last_sent = now
+        done = stats.step - self.first_step
+        rate = done / max(1e-9, now - self.start)  # this session's speed, not diluted by a resume
+        eta = (steps - stats.step) / rate if rate > 0 else None
+        self.emit(Progress(job_id=self.job_id, step=stats.step, steps=steps, loss=self.last_loss,
+                           it_per_s=rate, eta=eta, elapsed=self.elapsed()))
+
+
+
+def torch_cleanup() -> None:
+    # A finished job's activations and grids are garbage now; give the GPU memory back for the next one.
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

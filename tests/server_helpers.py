@@ -1,0 +1,80 @@
+"""Running a real backend for tests: in-process (a thread) or as the `serve` command (a subprocess)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from backend.server.service import Server, ServerConfig
+from shared import JobSpec, Message
+from shared.client import BackendClient
+
+SCRIPT = Path(sys.executable).with_name("dreamfusion-backend")
+
+
+def tiny_spec(model: Path, **overrides) -> JobSpec:
+    values = dict(prompt="a red cube", model=str(model), steps=30, stream_every=5, render_resolution=32,
+                  mesh_resolution=32, seed=1)
+    values.update(overrides)
+    return JobSpec(**values)
+
+
+class ThreadServer:
+    """A Server running its loop in a thread; `stop()` joins it."""
+
+    def __init__(self, data_dir: Path, **config):
+        config.setdefault("bind", "tcp://127.0.0.1:0")
+        config.setdefault("device", "cpu")
+        config.setdefault("heartbeat_interval", 1.0)
+        self.server = Server(ServerConfig(data_dir=data_dir, **config))
+        self.endpoint = self.server.endpoint
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), "the server loop did not stop"
+
+
+class ServeProcess:
+    """`dreamfusion-backend serve` in a subprocess; the endpoint is read from its first line."""
+
+    def __init__(self, data_dir: Path, *extra: str, timeout: float = 120.0):
+        self.process = subprocess.Popen(
+            [str(SCRIPT), "serve", "--bind", "tcp://127.0.0.1:0", "--data-dir", str(data_dir), "--device", "cpu",
+             "--heartbeat", "1", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()  # blocks until the server prints where it listens (or dies)
+        match = re.search(r"listening on (tcp://[0-9.:]+)", line)
+        if not match:
+            self.process.kill()
+            raise AssertionError(f"serve did not start: {line!r} {self.process.stderr.read()}")
+        self.endpoint = match[1]
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+    def stop(self) -> int:
+        self.process.terminate()
+        return self.process.wait(timeout=120)
+
+
+def events_until(client: BackendClient, done, timeout: float = 120.0) -> list[Message]:
+    """Poll until `done(event)` is true for one event (returned last) or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    seen: list[Message] = []
+    while time.monotonic() < deadline:
+        for event in client.poll(0.2):
+            seen.append(event)
+            if done(event):
+                return seen
+    raise AssertionError(f"timed out; saw {[e.TYPE for e in seen]}")
+
+
+def ended(job_id: str):
+    return lambda e: e.TYPE in ("finished", "failed", "cancelled") and getattr(e, "job_id", None) == job_id
