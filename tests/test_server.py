@@ -213,7 +213,7 @@ def test_heartbeats_keep_an_idle_client_connected_and_a_lost_server_shows(tmp_pa
         started = time.monotonic()
         while time.monotonic() - started < 1.5:  # five intervals with nothing to say but heartbeats
             assert client.poll(0.1) == [] and client.server_alive
-        assert len(running.server._peers) == 1  # the server has not forgotten the client either
+        assert running.server.subscribers.peer_count() == 1  # the server has not forgotten the client either
         running.stop()
         _wait_for(lambda: not client.server_alive, timeout=10)
 
@@ -224,7 +224,7 @@ def test_a_client_forgotten_for_silence_watches_its_jobs_again(tmp_path, tiny_sd
         with BackendClient(running.endpoint) as client:
             job = client.request(client.submit(tiny_spec(tiny_sd, steps=60))).job_id
             # The client stops polling (Blender busy); the server drops it after three silent intervals.
-            _wait_for(lambda: not running.server._peers)
+            _wait_for(lambda: running.server.subscribers.peer_count() == 0)
             events = events_until(client, ended(job))
             assert any(isinstance(e, StatusReply) and e.jobs[0].job_id == job for e in events)  # it re-watched
             assert isinstance(events[-1], Finished)

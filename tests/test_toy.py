@@ -27,7 +27,7 @@ from backend.guidance.toy import ToyGuidance
 from backend.renderer import render
 from backend.toy.data import NO_COLOUR, make_images
 from backend.toy.primitives import PrimitiveField
-from backend.toy.quality import hue_error, shape_distances
+from backend.toy.quality import hue_error, shape_distances, yaw_offset
 from backend.toy.vocab import SHAPES, VocabularyError, parse_prompt
 from shared import JobSpec
 
@@ -98,16 +98,24 @@ def test_weights_load_offline_from_the_package_and_unknown_words_fail_clearly(tm
     assert len(dragon.stderr.strip().splitlines()) == 1
 
 
+#: One prompt per shape, five colours; the cube is the one view-blind priors got wrong.
+QUALITY_PROMPTS = [("cube", "red"), ("sphere", "green"), ("torus", "blue"), ("cone", "yellow"),
+                   ("cylinder", "purple")]
+
+
 @pytest.mark.slow
-def test_text_to_3d_with_the_shipped_prior_makes_a_blue_torus(tmp_path):
-    spec = JobSpec.from_dict({**recommended_settings("toy-shapes"), "prompt": "a blue torus", "seed": 0})
-    assert spec.render_resolution == 32 and spec.views_per_step == 4  # the model's recommendations apply
-    result = generate(spec, tmp_path / "torus.glb", device="cpu", show_progress=False)
+@pytest.mark.parametrize("shape, colour", QUALITY_PROMPTS)
+def test_text_to_3d_with_the_shipped_prior_makes_the_named_shape_and_colour(shape, colour, tmp_path):
+    spec = JobSpec.from_dict({**recommended_settings("toy-shapes"), "prompt": f"a {colour} {shape}", "seed": 0})
+    assert spec.render_resolution == 32 and spec.background == "grey"  # the model's recommendations apply
+    result = generate(spec, tmp_path / "out.glb", device="cpu", show_progress=False)
     mesh = result.extraction.mesh
     assert mesh.vertex_count > 100, result.extraction.message
     distances = shape_distances(mesh)
-    assert min(distances, key=distances.get) == "torus", distances
-    assert hue_error(mesh, "blue") < 30.0
+    assert min(distances, key=distances.get) == shape, distances
+    assert hue_error(mesh, colour) < 30.0
+    if shape == "cube":  # square-sided and axis-aligned: faces toward +-X / +-Y, as the prior was shown
+        assert yaw_offset(mesh, "cube") <= 15.0
 
 
 @pytest.mark.slow

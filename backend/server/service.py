@@ -1,13 +1,7 @@
-"""The job service: one ROUTER socket, a job queue, worker threads, and per-subscriber flow control.
+"""The job service: one ROUTER socket, a job queue, worker threads; who hears what is in `subscribers`.
 
 Only the loop thread touches the socket. Workers hand their messages to
 `_outbox` and ring an inproc bell, so an update goes out as soon as it is made.
-
-Flow control (latest wins): every (client, job) subscription has one credit.
-An update is sent when the credit is there and then uses it up; otherwise it
-is held, replacing any older held update. An `ack` gives the credit back and
-releases the held update. So the server holds at most one update per
-subscriber, however slow or absent the client is.
 """
 
 from __future__ import annotations
@@ -17,20 +11,21 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
 
-from shared import (CLIENT_TYPES, Ack, Accepted, Bye, Cancel, Cancelled, Error, Failed, Finished, Heartbeat,
+from shared import (CLIENT_TYPES, Ack, Accepted, Bye, Cancel, Cancelled, Error, Finished, Heartbeat,
                     Hello, List, ListReply, Message, ProtocolError, Rejected, Result, Resume, Status, StatusReply,
-                    Submit, Update, Watch, Welcome, __version__, model_kind)
+                    Submit, Watch, Welcome, __version__, model_kind)
 from shared.errors import BadJobSpec
 from shared.transport import recv_routed, send_routed
 
 from ..generate import resolve_device
 from .jobs import RESUMABLE, TERMINAL, JobStore
 from .security import check_bind, zmq_endpoint
+from .subscribers import ENDINGS, Subscribers
 from .worker import Control, GuidanceCache, Worker
 
 #: Messages read per loop turn before the outbox gets its turn, so a flood cannot starve the jobs' events.
@@ -46,19 +41,6 @@ class ServerConfig:
     device: str = "auto"
     heartbeat_interval: float = 5.0
     max_message_bytes: int = 256 * 2**20
-
-
-@dataclass
-class Subscription:
-    credit: bool = True
-    held: Update | None = None
-
-
-@dataclass
-class Peer:
-    last_heard: float
-    last_sent: float = 0.0
-    jobs: set[str] = field(default_factory=set)
 
 
 class Server:
@@ -86,18 +68,19 @@ class Server:
         self._bell_address = f"inproc://bell-{id(self)}"
         self._bell.bind(self._bell_address)
         self._bell_local = threading.local()
+        self._bells: list[zmq.Socket] = []
+        self._bells_lock = threading.Lock()
 
         self.store = JobStore(config.data_dir)
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._outbox: queue.Queue[Message] = queue.Queue()
         self._controls: dict[str, Control] = {}
-        self._subs: dict[str, dict[bytes, Subscription]] = {}
-        self._peers: dict[bytes, Peer] = {}
+        self.subscribers = Subscribers()
         self._stop = threading.Event()
         device = resolve_device(config.device)
         guidance = GuidanceCache()
-        self._workers = [Worker(f"worker-{i}", self.store, self._queue, self._emit, self._controls, device,
-                                guidance) for i in range(max(1, config.workers))]
+        self._workers = [Worker(f"worker-{i}", self.store, self._queue, self._emit, self._controls, self._stop,
+                                device, guidance) for i in range(max(1, config.workers))]
         for record in self.store.load():
             self._queue.put(record.job_id)
 
@@ -129,16 +112,18 @@ class Server:
 
     def held_updates(self, peer: bytes | None = None) -> int:
         """Updates waiting for credit (for one peer, or all). Tests and diagnostics read this."""
-        return sum(1 for subs in self._subs.values() for p, s in subs.items()
-                   if s.held is not None and (peer is None or p == peer))
+        return self.subscribers.held(peer)
 
     def _shutdown(self) -> None:
-        for control in self._controls.values():
-            control.shutdown = True
+        self._stop.set()  # running jobs stop after their step and become `interrupted`
         for _ in self._workers:
             self._queue.put(None)
         for worker in self._workers:
-            worker.join()
+            if worker.is_alive():
+                worker.join()
+        with self._bells_lock:
+            for bell in self._bells:
+                bell.close(0)
         self._bell.close(0)
         self.socket.close(0)
         if self._auth is not None:
@@ -156,6 +141,8 @@ class Server:
             bell.setsockopt(zmq.LINGER, 0)
             bell.setsockopt(zmq.SNDHWM, 1)
             bell.connect(self._bell_address)
+            with self._bells_lock:
+                self._bells.append(bell)
         try:
             bell.send(b"", zmq.NOBLOCK)
         except zmq.Again:  # the bell is already ringing
@@ -170,22 +157,10 @@ class Server:
             self._publish(message)
 
     def _publish(self, message: Message) -> None:
-        job_id = getattr(message, "job_id")
-        subs = self._subs.get(job_id, {})
-        for peer, sub in subs.items():
-            if isinstance(message, Update):
-                if sub.credit:
-                    sub.credit = False
-                    self._send(peer, message)
-                else:
-                    sub.held = message  # latest wins: an older held update is dropped
-            else:
-                if isinstance(message, (Finished, Failed, Cancelled)):
-                    sub.held = None  # the final message carries the newest state
-                    sub.credit = True
-                self._send(peer, message)
-        if isinstance(message, (Finished, Failed, Cancelled)):
-            self._controls.pop(job_id, None)
+        for peer, out in self.subscribers.route(message):
+            self._send(peer, out)
+        if isinstance(message, ENDINGS):
+            self._controls.pop(message.job_id, None)  # type: ignore[attr-defined]
 
     # --- from the clients ---------------------------------------------------------------
 
@@ -227,7 +202,7 @@ class Server:
         elif isinstance(message, Ack):
             self._ack(peer, message)
         elif isinstance(message, Bye):
-            self._forget(peer)
+            self.subscribers.forget(peer)
         elif isinstance(message, List):
             self._send(peer, ListReply(jobs=[r.info() for r in self.store.all()], request_id=rid))
         elif isinstance(message, Status):
@@ -262,14 +237,9 @@ class Server:
         self._queue.put(record.job_id)
 
     def _ack(self, peer: bytes, message: Ack) -> None:
-        sub = self._subs.get(message.job_id, {}).get(peer)
-        if sub is None:
-            return
-        if sub.held is not None:
-            held, sub.held = sub.held, None
+        held = self.subscribers.ack(peer, message.job_id)
+        if held is not None:
             self._send(peer, held)  # the credit goes straight to the newest held update
-        else:
-            sub.credit = True
 
     def _cancel(self, peer: bytes, message: Cancel) -> None:
         record = self._known(peer, message)
@@ -326,20 +296,10 @@ class Server:
                                   request_id=message.request_id))
 
     def _subscribe(self, peer: bytes, job_id: str) -> None:
-        self._subs.setdefault(job_id, {}).setdefault(peer, Subscription())
-        self._peers[peer].jobs.add(job_id)
-
-    def _forget(self, peer: bytes) -> None:
-        state = self._peers.pop(peer, None)
-        for job_id in state.jobs if state else ():
-            self._subs.get(job_id, {}).pop(peer, None)
+        self.subscribers.subscribe(peer, job_id)
 
     def _heard(self, peer: bytes) -> None:
-        now = time.monotonic()
-        if peer in self._peers:
-            self._peers[peer].last_heard = now
-        else:
-            self._peers[peer] = Peer(last_heard=now)
+        self.subscribers.heard(peer, time.monotonic())
 
     def _send(self, peer: bytes, message: Message) -> None:
         try:
@@ -349,19 +309,13 @@ class Server:
             return
         except zmq.ZMQError:  # the peer went away between its message and our answer
             return
-        if peer in self._peers:
-            self._peers[peer].last_sent = time.monotonic()
+        self.subscribers.sent(peer, time.monotonic())
 
     def _heartbeats(self) -> None:
-        now = time.monotonic()
-        interval = self.config.heartbeat_interval
-        if interval <= 0:
+        if self.config.heartbeat_interval <= 0:
             return
-        for peer, state in list(self._peers.items()):
-            if now - state.last_heard > 3 * interval:
-                self._forget(peer)  # gone: its jobs go on; it can `watch` them again
-            elif now - state.last_sent > interval:
-                self._send(peer, Heartbeat(time=time.time()))
+        for peer in self.subscribers.check_liveness(time.monotonic(), self.config.heartbeat_interval):
+            self._send(peer, Heartbeat(time=time.time()))
 
 
 def _precheck(spec, store: JobStore) -> tuple[str, str] | None:

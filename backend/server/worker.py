@@ -34,10 +34,9 @@ CHECKPOINT_EVERY = 100
 
 @dataclass
 class Control:
-    """What the server may ask of a running job."""
+    """What the server may ask of one job."""
 
     cancel: bool = False
-    shutdown: bool = False
 
 
 class GuidanceCache:
@@ -60,18 +59,20 @@ class GuidanceCache:
 
 class Worker(threading.Thread):
     def __init__(self, name: str, store: JobStore, jobs: "queue.Queue[str | None]", emit: Callable[[Message], None],
-                 controls: dict[str, Control], device: torch.device, guidance: GuidanceCache):
+                 controls: dict[str, Control], stopping: threading.Event, device: torch.device,
+                 guidance: GuidanceCache):
         super().__init__(name=name, daemon=True)
         self.store, self.jobs, self.emit, self.controls = store, jobs, emit, controls
+        self.stopping = stopping
         self.device, self.guidance = device, guidance
 
     def run(self) -> None:
         while True:
             job_id = self.jobs.get()
-            if job_id is None:  # the server is stopping
+            if job_id is None or self.stopping.is_set():  # queued jobs stay queued for the next start
                 return
             control = self.controls.setdefault(job_id, Control())
-            if control.shutdown or control.cancel:
+            if control.cancel:
                 continue
             record = self.store.transition(job_id, ("queued",), "running", reason="")
             if record is None:  # cancelled while it waited, or queued twice
@@ -108,15 +109,14 @@ class Worker(threading.Thread):
             self.emit(update)
 
         try:
-            done = trainer.run(on_step, on_stream, should_stop=lambda: control.cancel or control.shutdown)
+            done = trainer.run(on_step, on_stream, should_stop=lambda: control.cancel or self.stopping.is_set())
         except Exception as exc:
             # Keep what was learnt: the checkpoint of the last good step lets the user resume.
             self._fail(job_id, f"training stopped at step {trainer.step}: {type(exc).__name__}: {exc}")
             return
-        self._finish(job_id, trainer, reporter, done, control)
+        self._finish(job_id, trainer, reporter, done)
 
-    def _finish(self, job_id: str, trainer: Trainer, reporter: "_ProgressReporter", done: bool,
-                control: Control) -> None:
+    def _finish(self, job_id: str, trainer: Trainer, reporter: "_ProgressReporter", done: bool) -> None:
         checkpoint = save_checkpoint(trainer, self.store.checkpoint(job_id))
         snapshot = trainer.snapshot(reporter.last_loss, reporter.elapsed())
         mesh = snapshot.extraction.mesh
@@ -131,7 +131,7 @@ class Worker(threading.Thread):
             self.emit(Finished(job_id=job_id, step=trainer.step, elapsed=reporter.elapsed(),
                                checkpoint=str(checkpoint), files=files, mesh=mesh,
                                preview=snapshot.as_update(job_id).preview))
-        elif control.cancel:
+        elif not self.stopping.is_set():  # stopped early and the server goes on: a cancel
             self.store.update(job_id, state="cancelled", reason="cancelled by a client", **common)
             self.emit(Cancelled(job_id=job_id, step=trainer.step))
         else:  # the server is shutting down: the job waits for `resume`

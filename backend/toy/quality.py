@@ -43,13 +43,26 @@ def chamfer(a: np.ndarray, b: np.ndarray) -> float:
 
 def chamfer_best_yaw(points: np.ndarray, reference: np.ndarray) -> float:
     """Smallest Chamfer distance over rotations about Z (the prior fixes up, not necessarily yaw)."""
-    best = math.inf
+    return _best_yaw(points, reference)[0]
+
+
+def _best_yaw(points: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    best, best_angle = math.inf, 0.0
     for k in range(YAW_STEPS):
         angle = 2 * math.pi * k / YAW_STEPS
         c, s = math.cos(angle), math.sin(angle)
         rotated = points @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]).T
-        best = min(best, chamfer(rotated, reference))
-    return best
+        distance = chamfer(rotated, reference)
+        if distance < best:
+            best, best_angle = distance, math.degrees(angle)
+    return best, best_angle
+
+
+def yaw_offset(mesh: MeshData, shape: str, symmetry: float = 90.0) -> float:
+    """Degrees the mesh is turned about Z from the primitive's pose, folded into [0, symmetry/2] (cube: 90)."""
+    points = normalise(_subsample(mesh.positions.astype(np.float64)))
+    angle = _best_yaw(points, primitive_points(shape))[1] % symmetry
+    return min(angle, symmetry - angle)
 
 
 def shape_distances(mesh: MeshData) -> dict[str, float]:
