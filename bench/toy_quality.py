@@ -1,6 +1,6 @@
 """Quality of text-to-3D with the built-in toy-shapes prior: one JSON line per prompt, then a summary.
 
-    .venv/bin/python bench/toy_quality.py [--pairs 10] [--seed 0]
+    .venv/bin/python bench/toy_quality.py [--pairs 10] [--seed 0] [--prompts "a red cube" ...]
 
 For each prompt: seconds, steps, the Chamfer distance (best over yaw, centred and
 scale-normalised) to every primitive, the nearest one, and the hue error of the
@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.generate import generate  # noqa: E402
 from backend.guidance.loading import recommended_settings  # noqa: E402
-from backend.toy.quality import hue_error, shape_distances  # noqa: E402
-from backend.toy.vocab import COLOURS, SHAPES  # noqa: E402
+from backend.toy.quality import hue_error, shape_distances, yaw_offset  # noqa: E402
+from backend.toy.vocab import COLOURS, SHAPES, parse_prompt  # noqa: E402
 from shared import JobSpec  # noqa: E402
 
 
@@ -40,11 +40,18 @@ def main() -> None:
     parser.add_argument("--model", default="toy-shapes")
     parser.add_argument("--set", default="{}", help="JSON object of JobSpec fields to override")
     parser.add_argument("--shapes", default="", help="comma-separated shapes to run (default: --pairs)")
+    parser.add_argument("--prompts", nargs="+", default=None, metavar="'a COLOUR SHAPE'",
+                        help="exactly these prompts instead")
     args = parser.parse_args()
     rows = []
     chosen = pairs(args.pairs)
     if args.shapes:
         chosen = [p for p in pairs(len(SHAPES) * len(COLOURS)) if p[0] in args.shapes.split(",")][:args.pairs]
+    if args.prompts:
+        parsed = [parse_prompt(p) for p in args.prompts]
+        if any(p.colour is None or p.shape is None for p in parsed):
+            parser.error("--prompts: each prompt needs a colour and a shape, e.g. 'a red cube'")
+        chosen = [(p.shape, p.colour) for p in parsed]
     for shape, colour in chosen:
         prompt = f"a {colour} {shape}"
         spec = JobSpec.from_dict({**recommended_settings(args.model), "model": args.model, "prompt": prompt,
@@ -58,7 +65,8 @@ def main() -> None:
                "vertices": mesh.vertex_count, "chamfer": distances,
                "nearest": min(distances, key=distances.get) if distances else None,
                "shape_right": bool(distances) and min(distances, key=distances.get) == shape,
-               "hue_error_deg": hue_error(mesh, colour) if mesh.vertex_count else None}
+               "hue_error_deg": hue_error(mesh, colour) if mesh.vertex_count else None,
+               "cube_yaw_offset_deg": round(yaw_offset(mesh, "cube"), 1) if shape == "cube" and distances else None}
         rows.append(row)
         print(json.dumps(row), flush=True)
     print(json.dumps({"summary": {"prompts": len(rows), "shapes_right": sum(r["shape_right"] for r in rows),

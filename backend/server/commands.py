@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from pathlib import Path
 
+from .jobs import default_data_dir
 from .security import SecurityError
 
 FAILED = 1
-
-
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "dreamfusion-blender"
 
 
 def add_serve_parser(verbs) -> None:

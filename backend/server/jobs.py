@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import threading
 import time
 import uuid
@@ -25,6 +26,12 @@ TERMINAL = ("finished", "failed", "cancelled")
 #: States `resume` accepts: the job stopped before its last step and may have a checkpoint.
 RESUMABLE = ("interrupted", "cancelled", "failed")
 _RECORD = "job.json"
+
+
+def default_data_dir() -> Path:
+    """Where a server keeps its jobs unless told otherwise (the XDG data folder)."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "dreamfusion-blender"
 
 
 @dataclass

@@ -23,7 +23,7 @@ from shared.errors import BadJobSpec
 from shared.transport import recv_routed, send_routed
 
 from ..generate import resolve_device
-from .jobs import RESUMABLE, TERMINAL, JobStore
+from .jobs import RESUMABLE, TERMINAL, JobStore, default_data_dir
 from .security import check_bind, zmq_endpoint
 from .subscribers import ENDINGS, Subscribers
 from .worker import Control, GuidanceCache, Worker
@@ -36,7 +36,7 @@ READ_BATCH = 64
 class ServerConfig:
     bind: str = "tcp://127.0.0.1:5555"
     workers: int = 1
-    data_dir: Path = Path("dreamfusion-data")
+    data_dir: Path = dataclasses.field(default_factory=default_data_dir)
     curve_dir: Path | None = None
     device: str = "auto"
     heartbeat_interval: float = 5.0
@@ -47,6 +47,7 @@ class Server:
     def __init__(self, config: ServerConfig):
         self.config = config
         keys = check_bind(config.bind, config.curve_dir)  # refuses before anything is opened
+        device = resolve_device(config.device)
         self.context = zmq.Context()
         self._auth = None
         self.socket = self.context.socket(zmq.ROUTER)
@@ -77,7 +78,6 @@ class Server:
         self._controls: dict[str, Control] = {}
         self.subscribers = Subscribers()
         self._stop = threading.Event()
-        device = resolve_device(config.device)
         guidance = GuidanceCache()
         self._workers = [Worker(f"worker-{i}", self.store, self._queue, self._emit, self._controls, self._stop,
                                 device, guidance) for i in range(max(1, config.workers))]
