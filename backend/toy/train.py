@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             per_step = (time.perf_counter() - train_start) / step
             total = max(step + 1, int(args.minutes * 60.0 / per_step))
             print(f"{per_step:.2f} s per step: training {total} steps (repeat with --steps {total})", flush=True)
-        progress = step / total if total else 0.0
+        # The first steps run at progress 0 either way, so `--steps N` repeats a timed run bit for bit.
+        progress = step / total if total and step >= CALIBRATION_STEPS else 0.0
         lr = args.lr * min(1.0, (step + 1) / 100) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
         for group in optimiser.param_groups:
             group["lr"] = lr
