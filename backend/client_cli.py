@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -143,7 +144,7 @@ def _status(client: BackendClient, args, spec) -> int:
     if not isinstance(reply, (StatusReply, ListReply)):
         return _refused(reply)
     if args.json:
-        print(json.dumps([_info_dict(j) for j in reply.jobs], indent=2))
+        print(json.dumps([dataclasses.asdict(j) for j in reply.jobs], indent=2))
         return 0
     if not reply.jobs:
         print("no jobs")
@@ -219,12 +220,6 @@ def _refused(reply: Message) -> int:
     where = f" ({field})" if field and field != "job_id" else ""
     print(f"dreamfusion-backend client: {reply.TYPE}{where}: {reason}", file=sys.stderr)
     return FAILED
-
-
-def _info_dict(job) -> dict:
-    import dataclasses
-
-    return {f.name: getattr(job, f.name) for f in dataclasses.fields(job)}
 
 
 _ACTIONS = {"submit": _submit, "resume": _resume, "watch": _watch, "cancel": _cancel, "status": _status,

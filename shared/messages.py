@@ -108,10 +108,16 @@ class Submit(Message):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Cancel(Message):
-    TYPE = "cancel"
+class JobCommand(Message):
+    """Base of the client's commands about one existing job; the server refuses unknown ids."""
+
     SENDER = CLIENT
     job_id: str = wire(pattern=ID_PATTERN)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cancel(JobCommand):
+    TYPE = "cancel"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,30 +135,24 @@ class List(Message):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Result(Message):
+class Result(JobCommand):
     """Asks for a finished job's final mesh; the answer is its `finished` message, sent again."""
 
     TYPE = "result"
-    SENDER = CLIENT
-    job_id: str = wire(pattern=ID_PATTERN)
 
 
 @dataclass(frozen=True, kw_only=True)
-class Resume(Message):
+class Resume(JobCommand):
     """Continues an interrupted (or cancelled, or failed) job from its last checkpoint."""
 
     TYPE = "resume"
-    SENDER = CLIENT
-    job_id: str = wire(pattern=ID_PATTERN)
 
 
 @dataclass(frozen=True, kw_only=True)
-class Watch(Message):
+class Watch(JobCommand):
     """Subscribes to a job's events (any job, also one another client submitted); answered by `status_reply`."""
 
     TYPE = "watch"
-    SENDER = CLIENT
-    job_id: str = wire(pattern=ID_PATTERN)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -123,3 +123,44 @@ def dataclass_instances(cls):
 
 def messages_of(cls: type[Message]):
     return dataclass_instances(cls)
+
+
+# --- malformed messages: valid encodings, mutated ----------------------------------
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                           | st.text(max_size=8),
+                           lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+                           max_leaves=8)
+
+
+@st.composite
+def mutated_frames(draw, valid: list[list[bytes]], header_keys: list[str], values=JSON_VALUES):
+    """One of the `valid` frame lists, mutated 1-4 times: byte flips, truncation, dropped, duplicated or
+    replaced frames, and header fields (from `header_keys`) set to arbitrary JSON `values`."""
+    import json
+
+    frames = list(draw(st.sampled_from(valid)))
+    for _ in range(draw(st.integers(1, 4))):
+        action = draw(st.sampled_from(["flip", "truncate", "drop", "dup", "replace", "json"]))
+        index = draw(st.integers(0, len(frames) - 1)) if frames else 0
+        if action == "flip" and frames and frames[index]:
+            data = bytearray(frames[index])
+            data[draw(st.integers(0, len(data) - 1))] ^= draw(st.integers(1, 255))
+            frames[index] = bytes(data)
+        elif action == "truncate" and frames:
+            frames[index] = frames[index][: draw(st.integers(0, len(frames[index])))]
+        elif action == "drop" and frames:
+            frames.pop(index)
+        elif action == "dup" and frames:
+            frames.insert(index, frames[index])
+        elif action == "replace" and frames:
+            frames[index] = draw(st.binary(max_size=64))
+        elif action == "json" and len(frames) > 1:
+            try:
+                header = json.loads(frames[1])
+            except ValueError:
+                header = {}
+            header = header if isinstance(header, dict) else {}
+            header[draw(st.sampled_from(header_keys))] = draw(values)
+            frames[1] = json.dumps(header).encode()
+    return frames

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from shared import (CLIENT_TYPES, BadBuffer, BadDtype, BadField, BadJobSpec, BadJSON, BadTag, Error,
                     FrameCountMismatch, IndexOutOfRange, LengthMismatch, MissingField, MissingType, NonFinite,
                     OverSize, ProtocolError, UnexpectedType, UnknownField, UnknownType, decode, encode)
 from shared.version import PROTOCOL_TAG
 from tests.helpers import make_update
+from tests.strategies import mutated_frames
 
 GOOD_SPEC = {"prompt": "a red cube"}
 
@@ -212,46 +212,8 @@ def test_mesh_inside_the_json_is_refused():
 VALID = [bytes(f) for f in encode(make_update(5))]
 
 
-@st.composite
-def mutated_frames(draw):
-    frames_ = list(VALID)
-    for _ in range(draw(st.integers(1, 4))):
-        action = draw(st.sampled_from(["flip", "truncate", "drop", "dup", "replace", "json"]))
-        index = draw(st.integers(0, len(frames_) - 1)) if frames_ else 0
-        if action == "flip" and frames_ and frames_[index]:
-            data = bytearray(frames_[index])
-            pos = draw(st.integers(0, len(data) - 1))
-            data[pos] ^= draw(st.integers(1, 255))
-            frames_[index] = bytes(data)
-        elif action == "truncate" and frames_:
-            frames_[index] = frames_[index][: draw(st.integers(0, len(frames_[index])))]
-        elif action == "drop" and frames_:
-            frames_.pop(index)
-        elif action == "dup" and frames_:
-            frames_.insert(index, frames_[index])
-        elif action == "replace" and frames_:
-            frames_[index] = draw(st.binary(max_size=64))
-        elif action == "json" and len(frames_) > 1:
-            value = draw(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
-                                      | st.text(max_size=8),
-                                      lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c,
-                                                                                         max_size=3),
-                                      max_leaves=8))
-            header = json.loads(frames_[1]) if _is_json_object(frames_[1]) else {}
-            header[draw(st.sampled_from(["type", "job_id", "step", "buffers", "loss", "new", "request_id"]))] = value
-            frames_[1] = json.dumps(header).encode()
-    return frames_
-
-
-def _is_json_object(raw: bytes) -> bool:
-    try:
-        return isinstance(json.loads(raw), dict)
-    except ValueError:
-        return False
-
-
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mutated_frames())
+@given(mutated_frames([VALID], ["type", "job_id", "step", "buffers", "loss", "new", "request_id"]))
 def test_fuzzed_frames_raise_only_protocol_errors(frames_):
     try:
         decode(frames_)

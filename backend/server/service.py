@@ -20,6 +20,7 @@ from shared import (CLIENT_TYPES, Ack, Accepted, Bye, Cancel, Cancelled, Error, 
                     Hello, List, ListReply, Message, ProtocolError, Rejected, Result, Resume, Status, StatusReply,
                     Submit, Watch, Welcome, __version__, model_kind)
 from shared.errors import BadJobSpec
+from shared.messages import JobCommand
 from shared.transport import recv_routed, send_routed
 
 from ..generate import resolve_device
@@ -285,14 +286,14 @@ class Server:
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _known(self, peer: bytes, message: Message):
-        record = self.store.get(message.job_id)  # type: ignore[attr-defined]
+    def _known(self, peer: bytes, message: JobCommand | Status):
+        record = self.store.get(message.job_id)
         if record is None:
-            self._refuse(peer, message, f"no job {message.job_id!r} on this backend")  # type: ignore[attr-defined]
+            self._refuse(peer, message, f"no job {message.job_id!r} on this backend")
         return record
 
-    def _refuse(self, peer: bytes, message: Message, reason: str) -> None:
-        self._send(peer, Rejected(reason=reason, field="job_id", job_id=getattr(message, "job_id", None),
+    def _refuse(self, peer: bytes, message: JobCommand | Status, reason: str) -> None:
+        self._send(peer, Rejected(reason=reason, field="job_id", job_id=message.job_id,
                                   request_id=message.request_id))
 
     def _subscribe(self, peer: bytes, job_id: str) -> None:
