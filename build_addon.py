@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Assemble the installable Blender extension: blender_addon/ + a copy of shared/ (+ wheels).
+"""Assemble the installable Blender extension: blender_addon/ + a copy of shared/ + pyzmq wheels.
 
-    python build_addon.py            # -> dist/dreamfusion-<version>.zip
+    python build_addon.py                 # -> dist/dreamfusion-<version>.zip (every platform)
+    python build_addon.py --no-wheels     # code only, for a Blender that already has pyzmq
 
 The zip holds the add-on at its root with `shared/` vendored beside
-`__init__.py`, which is why `shared/` may only use relative imports.
-Bundling the pyzmq wheels for every platform arrives with the add-on issue;
-until then the zip installs but cannot talk to a backend.
+`__init__.py` (which is why `shared/` may only use relative imports) and the
+pyzmq wheels under `wheels/`, listed in the manifest's `wheels`, for Linux
+x86_64, Windows amd64 and macOS (universal2: arm64 and x86_64), for
+Blender 4.2-5.0 (Python 3.11) and 5.1+ (Python 3.13, which takes pyzmq's
+cp312-abi3 wheels). Blender installs only the wheels matching the machine.
+Wheels come from PyPI with `pip download` and are cached in `build/wheels`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import zipfile
@@ -22,7 +27,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 ADDON = ROOT / "blender_addon"
 SHARED = ROOT / "shared"
+WHEEL_CACHE = ROOT / "build" / "wheels"
 _SKIP = re.compile(r"(__pycache__|\.pyc$|\.pyo$)")
+
+PYZMQ = "pyzmq==27.1.0"
+#: (pip --platform, manifest platform names it serves)
+PLATFORMS = (
+    ("manylinux_2_28_x86_64", ("linux-x64",)),
+    ("win_amd64", ("windows-x64",)),
+    ("macosx_11_0_universal2", ("macos-arm64", "macos-x64")),
+)
+#: Blender 4.2-5.0 embed Python 3.11; 5.1+ embed 3.13 (pyzmq's abi3 wheel covers 3.12+).
+PYTHON_VERSIONS = ("3.11", "3.13")
 
 
 def manifest_version() -> str:
@@ -33,21 +49,70 @@ def manifest_version() -> str:
     return match.group(1)
 
 
-def assemble(target: Path) -> Path:
+def download_wheels(cache: Path = WHEEL_CACHE) -> list[Path]:
+    """pyzmq wheels for every platform and Python we support (cached; pip is only run for what is missing)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    wheels: list[Path] = []
+    for platform, _ in PLATFORMS:
+        for python in PYTHON_VERSIONS:
+            found = _cached_wheel(cache, platform, python)
+            if found is None:
+                command = [sys.executable, "-m", "pip", "download", PYZMQ, "--only-binary=:all:", "--no-deps",
+                           "--python-version", python, "--platform", platform, "--dest", str(cache),
+                           "--quiet", "--disable-pip-version-check"]
+                result = subprocess.run(command, capture_output=True, text=True)
+                found = _cached_wheel(cache, platform, python)
+                if result.returncode != 0 or found is None:
+                    raise SystemExit(f"pip download {PYZMQ} for {platform} / Python {python} failed:\n"
+                                     f"{result.stderr.strip() or result.stdout.strip()}")
+            if found not in wheels:
+                wheels.append(found)
+    return wheels
+
+
+def _cached_wheel(cache: Path, platform: str, python: str) -> Path | None:
+    version = PYZMQ.split("==")[1]
+    tag = "cp311-cp311" if python == "3.11" else "cp312-abi3"
+    arch = {"manylinux_2_28_x86_64": "manylinux*x86_64", "win_amd64": "win_amd64",
+            "macosx_11_0_universal2": "macosx*universal2"}[platform]
+    matches = sorted(cache.glob(f"pyzmq-{version}-{tag}-{arch}.whl"))
+    return matches[0] if matches else None
+
+
+def write_manifest(target: Path, wheels: list[Path]) -> None:
+    """Fill in the manifest's `wheels` (and `platforms` when wheels are bundled)."""
+    path = target / "blender_manifest.toml"
+    text = path.read_text(encoding="utf-8")
+    listed = "".join(f'  "./wheels/{w.name}",\n' for w in wheels)
+    text = re.sub(r"^wheels\s*=\s*\[[^\]]*\]", f"wheels = [\n{listed}]" if wheels else "wheels = []", text,
+                  flags=re.MULTILINE)
+    if wheels:
+        names = ", ".join(f'"{name}"' for _, served in PLATFORMS for name in served)
+        text = text.replace("\n# Tables last", f"\nplatforms = [{names}]\n\n# Tables last", 1)
+    path.write_text(text, encoding="utf-8")
+
+
+def assemble(target: Path, wheels: list[Path] = ()) -> Path:
     """Lay the extension out in `target` (created); return it. Tests import it from there."""
     if target.exists():
         shutil.rmtree(target)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
     shutil.copytree(ADDON, target, ignore=ignore)
     shutil.copytree(SHARED, target / "shared", ignore=ignore)
+    if wheels:
+        (target / "wheels").mkdir()
+        for wheel in wheels:
+            shutil.copy2(wheel, target / "wheels" / wheel.name)
+    write_manifest(target, list(wheels))
     return target
 
 
-def build_zip(out_dir: Path) -> Path:
+def build_zip(out_dir: Path, with_wheels: bool = True, cache: Path = WHEEL_CACHE) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     zip_path = out_dir / f"dreamfusion-{manifest_version()}.zip"
+    wheels = download_wheels(cache) if with_wheels else []
     with tempfile.TemporaryDirectory() as tmp:
-        tree = assemble(Path(tmp) / "dreamfusion")
+        tree = assemble(Path(tmp) / "dreamfusion", wheels)
         with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as zf:
             for path in sorted(tree.rglob("*")):
                 if path.is_file() and not _SKIP.search(str(path)):
@@ -58,8 +123,10 @@ def build_zip(out_dir: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "dist", help="output folder (default: dist/)")
+    parser.add_argument("--no-wheels", action="store_true", help="leave out the pyzmq wheels")
+    parser.add_argument("--wheel-cache", type=Path, default=WHEEL_CACHE, help="where downloaded wheels are kept")
     args = parser.parse_args(argv)
-    print(build_zip(args.out))
+    print(build_zip(args.out, with_wheels=not args.no_wheels, cache=args.wheel_cache))
     return 0
 
 

@@ -1,13 +1,14 @@
 """DreamFusion for Blender: the add-on.
 
-The thin Blender layer over the pure-Python `shared` protocol package, which
-`build_addon.py` vendors into this folder (so it is imported relatively).
-The panel, operators and client loop arrive with the add-on issue.
+A thin Blender layer over the pure-Python `shared` package (protocol,
+client, job tracking, local backend launcher), which `build_addon.py`
+vendors into this folder (so it is imported relatively).
 """
 
-from . import panel
+from . import client_loop, operators, panel, preferences, properties
 
-_modules = (panel,)
+# Order matters: properties before the panels that draw them; the timer last, so it stops first.
+_modules = (preferences, properties, operators, panel, client_loop)
 
 
 def register() -> None:

@@ -1,9 +1,10 @@
-"""The assembled extension loads in the real `bpy` module with the vendored protocol package."""
+"""The extension as built by build_addon.py: zip contents, and register/unregister in the real `bpy` module."""
 
 from __future__ import annotations
 
 import importlib
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -30,11 +31,14 @@ def addon(tmp_path, monkeypatch):
 
 def test_register_unregister_register(addon):
     addon.register()
-    assert hasattr(bpy.types, "VIEW3D_PT_dreamfusion")
+    assert hasattr(bpy.types, "VIEW3D_PT_dreamfusion") and hasattr(bpy.types.Scene, "dreamfusion")
+    assert bpy.app.timers.is_registered(addon.client_loop.tick)
     addon.unregister()
-    assert not hasattr(bpy.types, "VIEW3D_PT_dreamfusion")
+    assert not hasattr(bpy.types, "VIEW3D_PT_dreamfusion") and not hasattr(bpy.types.Scene, "dreamfusion")
+    assert not bpy.app.timers.is_registered(addon.client_loop.tick)
     addon.register()
     assert hasattr(bpy.types, "VIEW3D_PT_dreamfusion")
+    assert bpy.ops.dreamfusion.generate.poll()
 
 
 def test_vendored_protocol_is_the_addons_own_copy(addon):
@@ -44,10 +48,56 @@ def test_vendored_protocol_is_the_addons_own_copy(addon):
     assert shared_copy.PROTOCOL_TAG == b"dreamfusion/1"
 
 
-def test_zip_has_manifest_init_and_vendored_shared(tmp_path):
+def test_scene_settings_mirror_the_jobspec_limits(addon):
+    from shared.jobspec import jobspec_knobs
+
+    addon.register()
+    settings = bpy.context.scene.dreamfusion.settings
+    props = settings.bl_rna.properties
+    for name, knob in jobspec_knobs().items():
+        if name in addon.properties.HIDDEN_FIELDS:
+            continue
+        prop = props[name]
+        assert knob.help in prop.description, name
+        if knob.kind in ("int", "float", "range"):
+            assert prop.hard_min == pytest.approx(knob.minimum), name
+            assert prop.hard_max == pytest.approx(min(knob.maximum, 2**31 - 1)), name
+        if knob.kind == "choice":
+            assert {item.identifier for item in prop.enum_items} == set(knob.choices), name
+    # The default model is the built-in prior, so its recommended scene is what a new scene starts with.
+    assert settings.model == "toy-shapes" and settings.background == "grey" and settings.render_resolution == 32
+    settings.preset = "draft"
+    assert settings.steps == 1000 and settings.mesh_resolution == 64
+
+
+def test_zip_has_manifest_vendored_shared_and_the_wheels_it_lists(tmp_path):
     zip_path = build_addon.build_zip(tmp_path)
-    names = set(zipfile.ZipFile(zip_path).namelist())
-    assert {"blender_manifest.toml", "__init__.py", "panel.py", "shared/__init__.py", "shared/framing.py"} <= names
+    archive = zipfile.ZipFile(zip_path)
+    names = set(archive.namelist())
+    assert {"blender_manifest.toml", "__init__.py", "panel.py", "operators.py", "client_loop.py",
+            "shared/__init__.py", "shared/client.py", "shared/job_tracker.py", "shared/local_backend.py"} <= names
     assert not any("__pycache__" in n for n in names)
-    manifest = zipfile.ZipFile(zip_path).read("blender_manifest.toml").decode()
-    assert 'id = "dreamfusion"' in manifest and 'blender_version_min = "4.2.0"' in manifest
+    manifest = tomllib.loads(archive.read("blender_manifest.toml").decode())
+    assert manifest["id"] == "dreamfusion" and manifest["blender_version_min"] == "4.2.0"
+    assert manifest["type"] == "add-on" and set(manifest["permissions"]) == {"network", "files"}
+    wheels = manifest["wheels"]
+    for wheel in wheels:
+        assert wheel.startswith("./wheels/") and wheel[2:] in names, wheel
+        assert archive.getinfo(wheel[2:]).file_size > 100_000  # a real wheel, not a stub
+    tags = " ".join(wheels)
+    for python in ("cp311-cp311", "cp312-abi3"):
+        for platform in ("manylinux", "win_amd64", "universal2"):
+            assert any(python in w and platform in w for w in wheels), (python, platform)
+    assert set(manifest["platforms"]) == {"linux-x64", "windows-x64", "macos-arm64", "macos-x64"}
+    assert "pyzmq-27" in tags
+    # shared/ is imported relatively inside the add-on: no absolute `shared` imports may slip in.
+    for name in names:
+        if name.startswith("shared/") and name.endswith(".py"):
+            text = archive.read(name).decode()
+            assert "from shared" not in text and "import shared" not in text, name
+
+
+def test_zip_without_wheels_lists_none(tmp_path):
+    zip_path = build_addon.build_zip(tmp_path, with_wheels=False)
+    manifest = tomllib.loads(zipfile.ZipFile(zip_path).read("blender_manifest.toml").decode())
+    assert manifest["wheels"] == [] and "platforms" not in manifest

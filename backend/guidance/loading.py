@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from shared import model_kind
+from shared.recommended import builtin_recommendations
 
 from .base import Guidance
 
@@ -60,15 +61,18 @@ def builtin_folder(model: str) -> Path:
 
 
 def recommended_settings(model: str) -> dict:
-    """JobSpec values a model's folder recommends (`_recommended_spec` in model_index.json), else {}.
+    """JobSpec values a model recommends: built-ins from `shared.recommended`, local folders from
+    `_recommended_spec` in their model_index.json, else {}.
 
-    Only local and built-in models are looked at: reading a hub model's index could mean a download.
+    Hub models are not looked at: reading a hub model's index could mean a download.
     """
     kind = model_kind(model)
+    if kind == "builtin":
+        return builtin_recommendations(model)
     if kind == "hub":
         return {}
     try:
-        folder = builtin_folder(model) if kind == "builtin" else Path(model).expanduser()
+        folder = Path(model).expanduser()
         index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
     except (ModelLoadError, OSError, ValueError):
         return {}

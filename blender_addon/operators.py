@@ -1,0 +1,241 @@
+"""Operators: generate, cancel, resume, start/stop/connect the backend, export a result."""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+
+from . import client_loop, preferences
+from .properties import spec_values
+from .session import SESSION
+from .shared.client import BackendTimeout
+from .shared.errors import SpecError
+from .shared.jobspec import JobSpec
+from .shared.local_backend import LocalBackendError
+
+
+def _ensure_backend(op, context) -> bool:
+    """Start or connect per the preferences if nothing is connected yet; False (reported) if that failed."""
+    if SESSION.client is not None or SESSION.backend is not None:
+        return True
+    prefs = preferences.get(context)
+    try:
+        if prefs.backend_mode == "LOCAL":
+            SESSION.start_local(bpy.path.abspath(prefs.backend_executable), prefs.device,
+                                bpy.path.abspath(prefs.data_dir))
+        else:
+            SESSION.connect(prefs.address, bpy.path.abspath(prefs.server_key),
+                            bpy.path.abspath(prefs.client_secret_key))
+    except (LocalBackendError, ValueError, BackendTimeout) as exc:
+        op.report({"ERROR"}, f"DreamFusion: {exc}")
+        return False
+    client_loop.start()
+    return True
+
+
+def _selected_job(context):
+    state = context.scene.dreamfusion
+    if 0 <= state.active_job_index < len(state.jobs):
+        return state.jobs[state.active_job_index]
+    return None
+
+
+def _cancellable(context):
+    """The selected job if it is still running or queued, else the newest one that is."""
+    job = _selected_job(context)
+    if job is not None and job.active:
+        return job
+    return next((j for j in reversed(context.scene.dreamfusion.jobs) if j.active), None)
+
+
+class DREAMFUSION_OT_generate(bpy.types.Operator):
+    bl_idname = "dreamfusion.generate"
+    bl_label = "Generate"
+    bl_description = "Send the prompt and settings to the backend and stream the mesh into the scene"
+    bl_options = {"REGISTER"}
+
+    def execute(self, context):
+        settings = context.scene.dreamfusion.settings
+        try:
+            spec = JobSpec.from_dict(spec_values(settings))
+        except SpecError as exc:
+            self.report({"ERROR"}, f"DreamFusion: {exc}")  # names the field and the allowed range; nothing sent
+            return {"CANCELLED"}
+        prefs = preferences.get(context)
+        if prefs.backend_mode == "LOCAL" and not prefs.start_on_generate and SESSION.client is None:
+            self.report({"ERROR"}, "DreamFusion: the backend is not running; press Start Backend")
+            return {"CANCELLED"}
+        if not _ensure_backend(self, context):
+            return {"CANCELLED"}
+        if SESSION.client is None:
+            # A local backend is still starting: queue the job and send it once it listens.
+            SESSION.pending_submits.append((spec, context.scene.name))
+            self.report({"INFO"}, "DreamFusion: starting the backend; the job is sent when it is up")
+            return {"FINISHED"}
+        try:
+            SESSION.submit(spec, context.scene.name)
+        except BackendTimeout as exc:
+            self.report({"ERROR"}, f"DreamFusion: {exc}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"DreamFusion: sent '{spec.prompt}' ({spec.steps} steps, model {spec.model})")
+        return {"FINISHED"}
+
+
+class DREAMFUSION_OT_cancel(bpy.types.Operator):
+    bl_idname = "dreamfusion.cancel"
+    bl_label = "Cancel"
+    bl_description = "Stop the selected job after its current step; its latest mesh stays in the scene"
+    bl_options = {"REGISTER"}
+
+    job_id: bpy.props.StringProperty(name="Job ID", description="Job to cancel (default: the selected one)")
+
+    @classmethod
+    def poll(cls, context):
+        return SESSION.client is not None and _cancellable(context) is not None
+
+    def execute(self, context):
+        job_id = self.job_id or _cancellable(context).job_id
+        try:
+            SESSION.cancel(job_id)
+        except BackendTimeout as exc:
+            self.report({"ERROR"}, f"DreamFusion: {exc}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"DreamFusion: cancelling {job_id}")
+        return {"FINISHED"}
+
+
+class DREAMFUSION_OT_resume(bpy.types.Operator):
+    bl_idname = "dreamfusion.resume"
+    bl_label = "Resume"
+    bl_description = "Continue an interrupted job from its last checkpoint"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        job = _selected_job(context)
+        return SESSION.connected and job is not None and job.state == "interrupted"
+
+    def execute(self, context):
+        job = _selected_job(context)
+        try:
+            SESSION.resume(job.job_id)
+        except BackendTimeout as exc:
+            self.report({"ERROR"}, f"DreamFusion: {exc}")
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class DREAMFUSION_OT_start_backend(bpy.types.Operator):
+    bl_idname = "dreamfusion.start_backend"
+    bl_label = "Start Backend"
+    bl_description = "Launch dreamfusion-backend on this machine (loopback only), as set in the preferences"
+
+    @classmethod
+    def poll(cls, context):
+        return SESSION.backend is None or not SESSION.backend.running
+
+    def execute(self, context):
+        prefs = preferences.get(context)
+        try:
+            SESSION.start_local(bpy.path.abspath(prefs.backend_executable), prefs.device,
+                                bpy.path.abspath(prefs.data_dir))
+        except LocalBackendError as exc:
+            self.report({"ERROR"}, f"DreamFusion: {exc}")
+            return {"CANCELLED"}
+        client_loop.start()
+        self.report({"INFO"}, "DreamFusion: starting the local backend")
+        return {"FINISHED"}
+
+
+class DREAMFUSION_OT_stop_backend(bpy.types.Operator):
+    bl_idname = "dreamfusion.stop_backend"
+    bl_label = "Stop Backend"
+    bl_description = "Stop the backend this Blender started (running jobs are checkpointed as interrupted)"
+
+    @classmethod
+    def poll(cls, context):
+        return SESSION.backend is not None
+
+    def execute(self, context):
+        SESSION.stop_backend()
+        self.report({"INFO"}, "DreamFusion: backend stopped")
+        return {"FINISHED"}
+
+
+class DREAMFUSION_OT_connect(bpy.types.Operator):
+    bl_idname = "dreamfusion.connect"
+    bl_label = "Connect"
+    bl_description = "Connect to the remote backend set in the preferences"
+
+    def execute(self, context):
+        prefs = preferences.get(context)
+        try:
+            SESSION.connect(prefs.address, bpy.path.abspath(prefs.server_key),
+                            bpy.path.abspath(prefs.client_secret_key))
+        except (ValueError, BackendTimeout) as exc:
+            self.report({"ERROR"}, f"DreamFusion: {exc}")
+            return {"CANCELLED"}
+        client_loop.start()
+        self.report({"INFO"}, f"DreamFusion: connecting to {prefs.address}")
+        return {"FINISHED"}
+
+
+class DREAMFUSION_OT_export(bpy.types.Operator):
+    bl_idname = "dreamfusion.export"
+    bl_label = "Export .glb"
+    bl_description = "Write the selected job's mesh with its vertex colours to a glTF binary file"
+
+    filepath: bpy.props.StringProperty(subtype="FILE_PATH")
+    filter_glob: bpy.props.StringProperty(default="*.glb", options={"HIDDEN"})
+
+    @classmethod
+    def poll(cls, context):
+        job = _selected_job(context)
+        return job is not None and job.object is not None
+
+    def invoke(self, context, event):
+        job = _selected_job(context)
+        self.filepath = bpy.path.clean_name(job.object.name) + ".glb"
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        job = _selected_job(context)
+        path = bpy.path.abspath(self.filepath)
+        if not path.lower().endswith(".glb"):
+            path += ".glb"
+        view_layer = context.view_layer
+        previous = [o for o in view_layer.objects if o.select_get()]
+        for obj in previous:
+            obj.select_set(False)
+        job.object.select_set(True)
+        try:
+            try:  # Blender 4.2+ names the option; older glTF exporters take colours from the material
+                bpy.ops.export_scene.gltf(filepath=path, export_format="GLB", use_selection=True,
+                                          export_vertex_color="ACTIVE")
+            except TypeError:
+                bpy.ops.export_scene.gltf(filepath=path, export_format="GLB", use_selection=True)
+        except RuntimeError as exc:
+            self.report({"ERROR"}, f"DreamFusion: export failed: {exc}")
+            return {"CANCELLED"}
+        finally:
+            job.object.select_set(False)
+            for obj in previous:
+                obj.select_set(True)
+        self.report({"INFO"}, f"DreamFusion: wrote {os.path.basename(path)}")
+        return {"FINISHED"}
+
+
+_classes = (DREAMFUSION_OT_generate, DREAMFUSION_OT_cancel, DREAMFUSION_OT_resume, DREAMFUSION_OT_start_backend,
+            DREAMFUSION_OT_stop_backend, DREAMFUSION_OT_connect, DREAMFUSION_OT_export)
+
+
+def register() -> None:
+    for cls in _classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(_classes):
+        bpy.utils.unregister_class(cls)

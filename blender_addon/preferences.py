@@ -1,0 +1,75 @@
+"""Add-on preferences: where the backend runs (launched here, or a remote address with CURVE keys)."""
+
+import bpy
+
+from .shared.client import DEFAULT_ADDRESS
+from .shared.jobspec import DEFAULT_MODEL
+
+
+class DreamFusionPreferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    backend_mode: bpy.props.EnumProperty(
+        name="Backend", default="LOCAL",
+        items=[("LOCAL", "Local", "Start dreamfusion-backend on this machine (loopback only) and stop it on exit"),
+               ("REMOTE", "Remote", "Connect to a backend that is already running, e.g. on a GPU server")])
+    backend_executable: bpy.props.StringProperty(
+        name="Backend executable", subtype="FILE_PATH",
+        description="The dreamfusion-backend script, or the Python of the environment the backend is installed "
+                    "in (e.g. ~/dreamfusion/.venv/bin/python). Empty: dreamfusion-backend on PATH")
+    device: bpy.props.EnumProperty(
+        name="Device", default="auto",
+        items=[("auto", "Auto", "CUDA if available, else CPU"), ("cuda", "CUDA", "NVIDIA GPU"),
+               ("cpu", "CPU", "Slow, but works everywhere")])
+    data_dir: bpy.props.StringProperty(
+        name="Job folder", subtype="DIR_PATH",
+        description="Where the local backend keeps jobs, checkpoints and results. Empty: its default "
+                    "(~/.local/share/dreamfusion-blender)")
+    start_on_generate: bpy.props.BoolProperty(
+        name="Start backend on Generate", default=True,
+        description="In local mode, Generate starts the backend if it is not running")
+    address: bpy.props.StringProperty(
+        name="Address", default=DEFAULT_ADDRESS,
+        description="Remote backend's ZeroMQ address, tcp://HOST:PORT")
+    server_key: bpy.props.StringProperty(
+        name="Server public key", subtype="FILE_PATH",
+        description="server.key from `dreamfusion-backend keys generate` (needed for a non-loopback backend)")
+    client_secret_key: bpy.props.StringProperty(
+        name="Client secret key", subtype="FILE_PATH",
+        description="clients/NAME.key_secret from `dreamfusion-backend keys generate`")
+    default_model: bpy.props.StringProperty(
+        name="Default model", default=DEFAULT_MODEL,
+        description="Model for new scenes: toy-shapes, a diffusers repo id, or a local folder")
+
+    def draw(self, context):
+        layout = self.layout
+        layout.prop(self, "backend_mode", expand=True)
+        if self.backend_mode == "LOCAL":
+            layout.prop(self, "backend_executable")
+            layout.prop(self, "device")
+            layout.prop(self, "data_dir")
+            layout.prop(self, "start_on_generate")
+        else:
+            layout.prop(self, "address")
+            layout.prop(self, "server_key")
+            layout.prop(self, "client_secret_key")
+        layout.prop(self, "default_model")
+
+
+def get(context=None):
+    """This add-on's preferences."""
+    context = context or bpy.context
+    return context.preferences.addons[__package__].preferences
+
+
+_classes = (DreamFusionPreferences,)
+
+
+def register() -> None:
+    for cls in _classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(_classes):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,161 @@
+"""Scene settings mirroring the JobSpec, built from its knobs, and the scene's job list.
+
+Every property's type, default, min/max and tooltip comes from the same
+`Knob` the backend validates against, so the panel cannot offer a value the
+protocol refuses (Blender's 32-bit int properties cap the seed below the
+protocol's maximum).
+"""
+
+import bpy
+
+from .shared.jobspec import JobSpec, PRESETS, jobspec_knobs
+from .shared.recommended import builtin_recommendations
+from .shared.job_tracker import ACTIVE_STATES
+
+#: JobSpec fields the panel does not offer yet (refining from a mesh/checkpoint comes with its own issue).
+HIDDEN_FIELDS = ("init", "init_from")
+INT_MAX = 2**31 - 1
+JOB_STATES = ("submitting", "queued", "running", "finished", "failed", "cancelled", "interrupted")
+
+
+def _label(name: str) -> str:
+    return name.replace("_", " ").capitalize().replace("Cfg", "CFG")
+
+
+def _tooltip(knob) -> str:
+    return f"{knob.help} (allowed: {knob.allowed()})"
+
+
+def _defaults() -> dict:
+    values = JobSpec(prompt="x", seed=0).to_dict()
+    values.update(builtin_recommendations(values["model"]))
+    return values
+
+
+def _property(name: str, knob, default):
+    common = {"name": _label(name), "description": _tooltip(knob)}
+    if knob.kind == "text":
+        return bpy.props.StringProperty(default=default, maxlen=knob.max_len, **common)
+    if knob.kind == "bool":
+        return bpy.props.BoolProperty(default=default, **common)
+    if knob.kind == "choice":
+        items = [(c, _label(c), "") for c in knob.choices]
+        return bpy.props.EnumProperty(items=items, default=default, **common)
+    if knob.kind == "int":
+        low, high = int(knob.minimum), int(min(knob.maximum, INT_MAX))
+        return bpy.props.IntProperty(default=int(default), min=low, max=high, **common)
+    if knob.kind == "float":
+        return bpy.props.FloatProperty(default=float(default), min=knob.minimum, max=knob.maximum, **common)
+    if knob.kind == "range":
+        subtype = "NONE"
+        return bpy.props.FloatVectorProperty(size=2, default=tuple(float(v) for v in default), min=knob.minimum,
+                                             max=knob.maximum, subtype=subtype, **common)
+    raise AssertionError(f"unhandled knob kind {knob.kind!r}")
+
+
+def _apply_values(settings, values: dict) -> None:
+    for name, value in values.items():
+        if hasattr(settings, name):
+            setattr(settings, name, value)
+
+
+def _on_preset(self, context) -> None:
+    if self.preset != "CUSTOM":
+        _apply_values(self, PRESETS[self.preset])
+
+
+def _on_model(self, context) -> None:
+    # Built-in priors only work in the scene they were trained on: switching to one applies its settings.
+    _apply_values(self, builtin_recommendations(self.model))
+
+
+def settings_annotations() -> dict:
+    defaults = _defaults()
+    annotations = {name: _property(name, knob, defaults[name])
+                   for name, knob in jobspec_knobs().items() if name not in HIDDEN_FIELDS}
+    model = jobspec_knobs()["model"]
+    annotations["model"] = bpy.props.StringProperty(
+        name="Model", default=defaults["model"], maxlen=model.max_len, update=_on_model,
+        description=_tooltip(model) + ". Built-in: toy-shapes (CPU-sized shapes prior); choosing it applies "
+                                      "its recommended settings")
+    annotations["preset"] = bpy.props.EnumProperty(
+        name="Preset", default="CUSTOM", update=_on_preset,
+        description="Apply a named set of steps / resolutions; edit any value afterwards",
+        items=[("CUSTOM", "Custom", "Keep the values below")] +
+              [(p, p.capitalize(), ", ".join(f"{k} {v}" for k, v in values.items())) for p, values in PRESETS.items()])
+    return annotations
+
+
+DreamFusionSettings = type("DreamFusionSettings", (bpy.types.PropertyGroup,),
+                           {"__annotations__": settings_annotations()})
+
+
+def spec_values(settings) -> dict:
+    """The panel's values as a JobSpec dict (validated by JobSpec.from_dict, which names any bad field)."""
+    values = {}
+    for name in jobspec_knobs():
+        if name in HIDDEN_FIELDS:
+            continue
+        value, kind = getattr(settings, name), jobspec_knobs()[name].kind
+        # Blender stores floats in single precision: 1.6 reads back as 1.600000023841858.
+        if kind == "range":
+            value = [round(v, 6) for v in value]
+        elif kind == "float":
+            value = round(value, 6)
+        values[name] = value
+    return values
+
+
+class DreamFusionJobItem(bpy.types.PropertyGroup):
+    """One job in the scene's list; saved with the .blend so a reopened file can fetch its results."""
+
+    job_id: bpy.props.StringProperty(name="Job ID")
+    prompt: bpy.props.StringProperty(name="Prompt")
+    state: bpy.props.EnumProperty(name="State", items=[(s, s.capitalize(), "") for s in JOB_STATES],
+                                  default="queued")
+    step: bpy.props.IntProperty(name="Step", min=0)
+    steps: bpy.props.IntProperty(name="Steps", min=0)
+    summary: bpy.props.StringProperty(name="Progress")
+    reason: bpy.props.StringProperty(name="Reason")
+    object: bpy.props.PointerProperty(name="Object", type=bpy.types.Object)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+
+def _on_active_job(self, context) -> None:
+    # Clicking a job in the list selects its object.
+    if not (0 <= self.active_job_index < len(self.jobs)):
+        return
+    obj = self.jobs[self.active_job_index].object
+    # Property updates can come without a window (background mode): fall back to the scene's first layer.
+    view_layer = context.view_layer or (context.scene.view_layers[0] if context.scene else None)
+    if obj is None or view_layer is None or obj.name not in view_layer.objects:
+        return
+    for other in view_layer.objects:
+        if other.select_get():
+            other.select_set(False)
+    obj.select_set(True)
+    view_layer.objects.active = obj
+
+
+class DreamFusionScene(bpy.types.PropertyGroup):
+    settings: bpy.props.PointerProperty(type=DreamFusionSettings)
+    jobs: bpy.props.CollectionProperty(type=DreamFusionJobItem)
+    active_job_index: bpy.props.IntProperty(name="Job", default=-1, update=_on_active_job)
+
+
+_classes = (DreamFusionSettings, DreamFusionJobItem, DreamFusionScene)
+
+
+def register() -> None:
+    for cls in _classes:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.dreamfusion = bpy.props.PointerProperty(type=DreamFusionScene)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.dreamfusion
+    for cls in reversed(_classes):
+        bpy.utils.unregister_class(cls)

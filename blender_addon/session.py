@@ -1,0 +1,176 @@
+"""The add-on's one connection to a backend: client socket, job tracker, and the backend it launched.
+
+Module state on purpose: sockets and processes cannot live in Blender's data
+(they are not saved), and there is one backend per Blender session.
+Everything here returns at once; the timer in `client_loop` does the waiting.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .shared.client import BackendClient, BackendTimeout, CurveKeys
+from .shared.job_tracker import Applied, JobTracker
+from .shared.jobspec import JobSpec
+from .shared.local_backend import LocalBackend, LocalBackendError, backend_command
+
+#: A local backend that has not said where it listens by then is reported as stuck.
+START_TIMEOUT = 120.0
+
+
+@dataclass
+class Status:
+    state: str   # "off", "starting", "connecting", "connected", "lost", "error"
+    text: str
+
+
+class Session:
+    def __init__(self) -> None:
+        self.client: BackendClient | None = None
+        self.backend: LocalBackend | None = None
+        self.tracker = JobTracker()
+        self.error = ""
+        self.notices: list[str] = []
+        #: submit request id -> name of the scene whose Generate sent it (its job list gets the job).
+        self.submit_scenes: dict[str, str] = {}
+        #: Generate pressed while the local backend was still starting: sent once it listens.
+        self.pending_submits: list[tuple[JobSpec, str]] = []
+        self._lost = False
+
+    # --- lifetime ----------------------------------------------------------------------
+
+    def start_local(self, executable: str, device: str = "auto", data_dir: str = "") -> None:
+        """Launch `dreamfusion-backend serve` on a free loopback port; `tick` connects once it listens."""
+        if self.backend is not None and self.backend.running:
+            return
+        self.disconnect()
+        self.error = ""
+        try:
+            self.backend = LocalBackend(backend_command(executable), device=device, data_dir=data_dir)
+            self.backend.start()
+        except LocalBackendError as exc:
+            self.backend = None
+            self.error = str(exc)
+            raise
+
+    def connect(self, address: str, server_key: str = "", client_secret_key: str = "") -> None:
+        self.disconnect()
+        self.error = ""
+        curve = None
+        if server_key or client_secret_key:
+            try:
+                curve = CurveKeys.from_files(server_key, client_secret_key)
+            except (OSError, ValueError) as exc:
+                self.error = f"CURVE keys: {exc}"
+                raise ValueError(self.error) from None
+        self.client = BackendClient(address, curve=curve, name="blender", heartbeat_interval=2.0)
+        # Reconnecting (e.g. to a restarted backend) picks up the jobs we were following.
+        for job_id, view in self.tracker.jobs.items():
+            if view.active or view.state == "interrupted":
+                self.client.watch(job_id)
+
+    def disconnect(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def stop_backend(self) -> None:
+        self.disconnect()
+        if self.backend is not None:
+            self.backend.stop()
+            self.backend = None
+        self.tracker.connection_lost()
+
+    def shutdown(self) -> None:
+        """unregister / quit: close the socket and stop a backend we launched."""
+        self.stop_backend()
+
+    # --- per tick ---------------------------------------------------------------------------
+
+    def tick(self) -> Applied | None:
+        """Connect to a launched backend once it listens; return this tick's events (never blocks)."""
+        if self.backend is not None and self.client is not None and not self.backend.running:
+            # Our backend died (crash, OOM, killed): say so now rather than after the heartbeat timeout.
+            self.error = f"the backend exited ({self.backend.exit_code}): {self.backend.last_line()}"
+            self.backend = None
+            self.disconnect()
+            return Applied(changed=self.tracker.connection_lost())
+        if self.backend is not None and self.client is None:
+            endpoint = self.backend.poll_endpoint()
+            if endpoint:
+                self.client = BackendClient(endpoint, name="blender", heartbeat_interval=2.0)
+                for job_id, view in self.tracker.jobs.items():
+                    if view.active or view.state == "interrupted":
+                        self.client.watch(job_id)
+                pending, self.pending_submits = self.pending_submits, []
+                for spec, scene_name in pending:
+                    self.submit(spec, scene_name)
+            elif not self.backend.running:
+                self.error = f"the backend exited ({self.backend.exit_code}): {self.backend.last_line()}"
+                self.backend = None
+                if self.pending_submits:
+                    self.notices.append(f"{len(self.pending_submits)} job(s) not sent: {self.error}")
+                    self.pending_submits = []
+            elif time.monotonic() - self.backend.started_at > START_TIMEOUT:
+                self.error = f"the backend has not started after {START_TIMEOUT:g} s: {self.backend.last_line()}"
+        if self.client is None:
+            return None
+        events = self.client.poll(0)
+        applied = self.tracker.apply(events)
+        self.notices.extend(applied.notices)
+        alive = self.client.server_alive
+        if self._lost and alive:
+            self._lost = False
+            self.client.list()  # refresh every job's state after an outage
+        elif not self._lost and not alive and self.client.last_heard > 0:
+            self._lost = True
+            applied.changed |= self.tracker.connection_lost()
+        return applied
+
+    # --- commands ---------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec, scene_name: str = "") -> str:
+        client = self._require_client()
+        request_id = client.submit(spec)
+        self.tracker.submitted(request_id, spec)
+        self.submit_scenes[request_id] = scene_name
+        return request_id
+
+    def cancel(self, job_id: str) -> None:
+        self._require_client().cancel(job_id)
+
+    def resume(self, job_id: str) -> None:
+        self._require_client().resume(job_id)
+
+    def watch(self, job_id: str) -> None:
+        self._require_client().watch(job_id)
+
+    def _require_client(self) -> BackendClient:
+        if self.client is None:
+            raise BackendTimeout("not connected to a backend")
+        return self.client
+
+    # --- what the panel shows ------------------------------------------------------------
+
+    def status(self) -> Status:
+        if self.error:
+            return Status("error", self.error)
+        if self.backend is not None and self.client is None:
+            return Status("starting", "starting the local backend…")
+        if self.client is None:
+            return Status("off", "not connected")
+        if self.client.server_alive:
+            where = "local backend" if self.backend is not None else self.client.address
+            return Status("connected", f"connected to {where}")
+        if self.client.last_heard > 0:
+            return Status("lost", "lost contact with the backend (results so far are kept)")
+        return Status("connecting", f"connecting to {self.client.address}…")
+
+    @property
+    def connected(self) -> bool:
+        return self.client is not None and self.client.server_alive
+
+
+#: The one session of this Blender process.
+SESSION = Session()

@@ -1,0 +1,182 @@
+"""What a client shows about its jobs, folded from the backend's events. Pure Python: Blender's layer only draws it.
+
+The add-on's timer (and the headless batch loop) feed every event from
+`BackendClient.poll` into `JobTracker.apply`, which keeps one `JobView` per
+job and hands back only the newest mesh per job from that batch: when
+several updates queue up, applying the older ones to the scene would be
+wasted main-thread time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .jobspec import JobSpec
+from .mesh import MeshData
+from .messages import (Accepted, Cancelled, Error, Failed, Finished, JobInfo, ListReply, Message, Progress,
+                       Rejected, StatusReply, Update)
+
+ACTIVE_STATES = ("queued", "running")
+ENDED_STATES = ("finished", "failed", "cancelled", "interrupted")
+
+
+@dataclass
+class JobView:
+    job_id: str
+    prompt: str
+    state: str = "queued"
+    step: int = 0
+    steps: int = 0
+    loss: float | None = None
+    it_per_s: float = 0.0
+    eta: float | None = None
+    elapsed: float = 0.0
+    reason: str = ""
+    spec: JobSpec | None = None
+    #: Step of the newest mesh handed out for this job (-1: none yet).
+    mesh_step: int = -1
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.step / self.steps) if self.steps else 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    def summary(self) -> str:
+        """One line for a progress bar: 'step 120/600 · 3.9 it/s · ETA 2:03 · loss 0.84'."""
+        parts = [f"step {self.step}/{self.steps}" if self.steps else self.state]
+        if self.state == "running" and self.it_per_s > 0:
+            parts.append(f"{self.it_per_s:.1f} it/s")
+        if self.state == "running" and self.eta is not None:
+            parts.append(f"ETA {format_seconds(self.eta)}")
+        if self.loss is not None:
+            parts.append(f"loss {self.loss:.3g}")
+        return " · ".join(parts)
+
+
+@dataclass
+class MeshToApply:
+    job_id: str
+    step: int
+    mesh: MeshData
+    preview: object | None  # messages.Image
+    final: bool
+
+
+@dataclass
+class Applied:
+    """What one batch of events changed."""
+
+    meshes: dict[str, MeshToApply] = field(default_factory=dict)
+    #: job id -> the request id of the submit (or resume) it answers.
+    accepted: dict[str, str] = field(default_factory=dict)
+    changed: set[str] = field(default_factory=set)
+    #: User-facing lines: refusals and errors that belong to no job view.
+    notices: list[str] = field(default_factory=list)
+
+
+class JobTracker:
+    def __init__(self) -> None:
+        self.jobs: dict[str, JobView] = {}
+        self._submits: dict[str, JobSpec] = {}
+
+    @property
+    def submitting(self) -> int:
+        """Submits sent and not yet answered."""
+        return len(self._submits)
+
+    def submitted(self, request_id: str, spec: JobSpec) -> None:
+        """Remember a submit until its `accepted` (or `rejected`) names the job."""
+        self._submits[request_id] = spec
+
+    def follow(self, info: JobInfo) -> JobView:
+        """Add or refresh a job from a status/list row (e.g. one found in a reopened .blend)."""
+        view = self.jobs.get(info.job_id) or JobView(info.job_id, info.prompt)
+        self.jobs[info.job_id] = view
+        view.state, view.step, view.elapsed, view.loss = info.state, info.step, info.elapsed, info.loss
+        view.steps = info.steps or view.steps
+        view.reason = info.reason
+        return view
+
+    def connection_lost(self) -> set[str]:
+        """The backend went quiet: what was queued or running is shown as interrupted until it answers again."""
+        lost = {job_id for job_id, view in self.jobs.items() if view.state in ("queued", "running")}
+        for job_id in lost:
+            self.jobs[job_id].state = "interrupted"
+            self.jobs[job_id].reason = "lost contact with the backend"
+        return lost
+
+    def apply(self, events: list[Message]) -> Applied:
+        out = Applied()
+        for event in events:
+            job_id = getattr(event, "job_id", None)
+            if isinstance(event, Accepted):
+                self._submits.pop(event.request_id or "", None)
+                out.accepted[event.job_id] = event.request_id or ""
+                view = self.jobs.setdefault(event.job_id, JobView(event.job_id, event.spec.prompt))
+                view.spec, view.steps, view.prompt = event.spec, event.spec.steps, event.spec.prompt
+                if view.state == "interrupted":  # a resume was accepted
+                    view.state, view.reason = "queued", ""
+            elif isinstance(event, Rejected):
+                self._submits.pop(event.request_id or "", None)
+                where = f" ({event.field})" if event.field else ""
+                out.notices.append(f"refused{where}: {event.reason}")
+                if job_id and job_id in self.jobs:
+                    self.jobs[job_id].reason = event.reason
+            elif isinstance(event, Error):
+                out.notices.append(f"backend error {event.code}: {event.reason}")
+            elif isinstance(event, (StatusReply, ListReply)):
+                for info in event.jobs:
+                    if info.job_id in self.jobs:
+                        self.follow(info)
+                        out.changed.add(info.job_id)
+                continue
+            elif isinstance(event, Progress):
+                view = self._view(event.job_id)
+                view.state, view.step, view.steps = "running", event.step, event.steps
+                view.loss, view.it_per_s, view.eta, view.elapsed = event.loss, event.it_per_s, event.eta, event.elapsed
+            elif isinstance(event, Update):
+                view = self._view(event.job_id)
+                view.state, view.step, view.steps = "running", max(view.step, event.step), event.steps
+                view.loss, view.elapsed = event.loss, event.elapsed
+                self._offer(out, MeshToApply(event.job_id, event.step, event.mesh, event.preview, final=False))
+            elif isinstance(event, Finished):
+                view = self._view(event.job_id)
+                view.state, view.step, view.elapsed, view.eta = "finished", event.step, event.elapsed, 0.0
+                view.files = dict(event.files)
+                self._offer(out, MeshToApply(event.job_id, event.step, event.mesh, event.preview, final=True))
+            elif isinstance(event, Failed):
+                view = self._view(event.job_id)
+                view.state, view.reason = "failed", event.reason
+            elif isinstance(event, Cancelled):
+                view = self._view(event.job_id)
+                view.state, view.step = "cancelled", max(view.step, event.step)
+            else:
+                continue
+            if job_id:
+                out.changed.add(job_id)
+        for job_id, item in out.meshes.items():
+            self.jobs[job_id].mesh_step = item.step
+        return out
+
+    def _view(self, job_id: str) -> JobView:
+        return self.jobs.setdefault(job_id, JobView(job_id, ""))
+
+    def _offer(self, out: Applied, item: MeshToApply) -> None:
+        current = out.meshes.get(item.job_id)
+        if item.final:  # the final mesh (also when a `result` reply re-sends it) always wins
+            out.meshes[item.job_id] = item
+        elif current is not None:
+            if not current.final and item.step >= current.step:
+                out.meshes[item.job_id] = item
+        elif item.step > self.jobs[item.job_id].mesh_step:  # older than what the scene shows: skip
+            out.meshes[item.job_id] = item
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
