@@ -8,6 +8,7 @@ sidebar. Headless batch runs call `tick()` themselves in their own loop
 
 from __future__ import annotations
 
+import atexit
 import time
 
 import bpy
@@ -138,8 +139,11 @@ def stop() -> None:
 
 def register() -> None:
     start()
+    # Blender does not unregister add-ons when it quits; atexit still runs, and stops the backend we launched.
+    atexit.register(SESSION.shutdown)
 
 
 def unregister() -> None:
     stop()
+    atexit.unregister(SESSION.shutdown)
     SESSION.shutdown()

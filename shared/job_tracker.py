@@ -17,7 +17,8 @@ from .messages import (Accepted, Cancelled, Error, Failed, Finished, JobInfo, Li
                        Rejected, StatusReply, Update)
 
 ACTIVE_STATES = ("queued", "running")
-ENDED_STATES = ("finished", "failed", "cancelled", "interrupted")
+#: States a job never leaves (an interrupted one can be resumed).
+FINAL_STATES = ("finished", "failed", "cancelled")
 
 
 @dataclass
@@ -118,7 +119,7 @@ class JobTracker:
                 out.accepted[event.job_id] = event.request_id or ""
                 view = self.jobs.setdefault(event.job_id, JobView(event.job_id, event.spec.prompt))
                 view.spec, view.steps, view.prompt = event.spec, event.spec.steps, event.spec.prompt
-                if view.state == "interrupted":  # a resume was accepted
+                if view.state in ("interrupted", *FINAL_STATES):  # a resume was accepted: it runs again
                     view.state, view.reason = "queued", ""
             elif isinstance(event, Rejected):
                 self._submits.pop(event.request_id or "", None)
@@ -134,6 +135,8 @@ class JobTracker:
                         self.follow(info)
                         out.changed.add(info.job_id)
                 continue
+            elif isinstance(event, (Progress, Update)) and self._view(event.job_id).state in FINAL_STATES:
+                continue  # a straggler behind the job's end must not bring it back to life
             elif isinstance(event, Progress):
                 view = self._view(event.job_id)
                 view.state, view.step, view.steps = "running", event.step, event.steps

@@ -52,7 +52,7 @@ class LocalBackend:
     def __init__(self, command: list[str], *, data_dir: str = "", device: str = "auto", heartbeat: float = 2.0,
                  log_path: Path | None = None):
         self.command = [*command, "serve", "--bind", "tcp://127.0.0.1:0", "--device", device,
-                        "--heartbeat", f"{heartbeat:g}"]
+                        "--heartbeat", f"{heartbeat:g}", "--parent-pid", str(os.getpid())]
         if data_dir:
             self.command += ["--data-dir", str(Path(data_dir).expanduser())]
         self.log_path = log_path or Path(tempfile.gettempdir()) / f"dreamfusion-backend-{os.getpid()}.log"

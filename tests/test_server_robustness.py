@@ -178,3 +178,14 @@ def test_keys_for_a_remote_bind(tmp_path):
     assert is_loopback("tcp://127.0.0.1:5555") and is_loopback("tcp://[::1]:5555")
     assert is_loopback("tcp://localhost:0") and not is_loopback("tcp://*:5555")
     assert not is_loopback("tcp://192.168.1.4:5555") and not is_loopback("tcp://eth0:5555")
+
+
+def test_serve_stops_when_its_parent_process_exits(tmp_path):
+    parent = subprocess.Popen(["sleep", "600"])
+    server = ServeProcess(tmp_path, "--parent-pid", str(parent.pid))
+    assert server.process.poll() is None
+    parent.kill()
+    parent.wait()
+    # The watcher checks every 2 s; a graceful stop then marks running jobs interrupted and exits 0.
+    assert server.process.wait(timeout=30) == 0
+    assert "parent process" in server.process.stdout.read()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 from .jobs import default_data_dir
@@ -25,6 +28,9 @@ def add_serve_parser(verbs) -> None:
                        help="CURVE key folder from `keys generate`: only its authorised clients may connect")
     serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     serve.add_argument("--heartbeat", type=float, default=5.0, help="heartbeat interval in seconds")
+    serve.add_argument("--parent-pid", type=int, default=None, metavar="PID",
+                       help="stop (running jobs become interrupted) when process PID exits; the Blender add-on "
+                            "passes its own, so a crashed Blender leaves no backend behind (POSIX)")
 
     keys = verbs.add_parser("keys", help="make CURVE key pairs for remote use")
     actions = keys.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -54,12 +60,33 @@ def run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return FAILED
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: server.stop())
+    if args.parent_pid:
+        _stop_with_parent(args.parent_pid, server.stop)
     auth = " (CURVE)" if args.curve_dir else ""
     print(f"dreamfusion-backend serve: listening on {server.endpoint}{auth} with data in {config.data_dir}",
           flush=True)
     server.serve_forever()
     print("dreamfusion-backend serve: stopped; running jobs are interrupted and can be resumed", flush=True)
     return 0
+
+
+def _stop_with_parent(pid: int, stop) -> None:
+    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
+        return
+
+    def watch() -> None:
+        while True:
+            time.sleep(2.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                print(f"dreamfusion-backend serve: parent process {pid} is gone; stopping", flush=True)
+                stop()
+                return
+            except PermissionError:  # alive, just not ours to signal
+                pass
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def run_keys(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

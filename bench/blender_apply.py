@@ -1,0 +1,86 @@
+"""Main-thread cost of applying one streamed mesh update in Blender (PyPI `bpy`), as the add-on does it.
+
+    .venv/bin/python bench/blender_apply.py [--repeats 15]
+
+Prints one JSON line per size (10k, 50k, 100k vertices, 2 triangles per
+vertex like a marching-cubes surface): median / p90 / max milliseconds of
+`scene_update.apply_mesh` on an existing job object (the in-place path every
+update after the first takes), the first update's cost (object + material
+creation), and whether an update created any datablock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import bpy  # noqa: E402
+import numpy as np  # noqa: E402
+
+import build_addon  # noqa: E402
+from shared import MeshData  # noqa: E402
+
+
+def surface_mesh(vertices: int, seed: int) -> MeshData:
+    """A closed-looking surface: a UV sphere with about `vertices` vertices and 2x as many triangles."""
+    rings = int(np.sqrt(vertices / 2))
+    segments = vertices // rings
+    theta = np.linspace(0.05, np.pi - 0.05, rings)
+    phi = np.linspace(0, 2 * np.pi, segments, endpoint=False)
+    t, p = np.meshgrid(theta, phi, indexing="ij")
+    jitter = 1 + 0.02 * np.random.default_rng(seed).standard_normal(t.shape)
+    positions = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)], -1) * jitter[..., None] * 0.5
+    i, j = np.meshgrid(np.arange(rings - 1), np.arange(segments), indexing="ij")
+    a, b = i * segments + j, i * segments + (j + 1) % segments
+    c, d = a + segments, b + segments
+    triangles = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([b, d, c], -1).reshape(-1, 3)])
+    colors = np.random.default_rng(seed).integers(0, 256, (rings * segments, 4), dtype=np.uint8)
+    return MeshData.coerce(positions.reshape(-1, 3), triangles, colors)
+
+
+def datablocks() -> int:
+    return sum(len(collection) for collection in (bpy.data.meshes, bpy.data.objects, bpy.data.materials,
+                                                   bpy.data.images, bpy.data.collections))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        build_addon.assemble(Path(tmp) / "dreamfusion")
+        sys.path.insert(0, tmp)
+        from dreamfusion import scene_update
+
+        scene = bpy.context.scene
+        for size in (10_000, 50_000, 100_000):
+            job = f"bench{size}"
+            meshes = [surface_mesh(size, seed) for seed in range(args.repeats + 1)]
+            start = time.perf_counter()
+            scene_update.apply_mesh(scene, job, f"bench {size}", meshes[0], 0, "toy-shapes")
+            first_ms = (time.perf_counter() - start) * 1000
+            before = datablocks()
+            times = []
+            for step, mesh in enumerate(meshes[1:], 1):
+                start = time.perf_counter()
+                scene_update.apply_mesh(scene, job, f"bench {size}", mesh, step, "toy-shapes")
+                times.append((time.perf_counter() - start) * 1000)
+            times.sort()
+            print(json.dumps({
+                "vertices": meshes[1].vertex_count, "triangles": len(meshes[1].triangles),
+                "median_ms": round(statistics.median(times), 2),
+                "p90_ms": round(times[int(0.9 * (len(times) - 1))], 2), "max_ms": round(times[-1], 2),
+                "first_update_ms": round(first_ms, 2), "datablocks_created_per_update": datablocks() - before,
+                "bpy": bpy.app.version_string}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

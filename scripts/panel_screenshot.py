@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Take docs/panel.png: the DreamFusion sidebar mid-job in the real Blender (chroot from blender-root.sh, Xvfb).
+
+    sudo .venv/bin/python scripts/panel_screenshot.py [--prompt "a blue torus"] [--at 300]
+
+Runs a backend here on the built-in toy-shapes prior, installs the built
+extension into the chrooted Blender, presses Generate there and shoots the
+screen once the job passes step --at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.real_blender_helpers import chroot_run, install_extension  # noqa: E402
+from tests.server_helpers import ServeProcess  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompt", default="a blue torus")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--at", type=int, default=300, help="take the shot once the job passes this step")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "panel.png")
+    args = parser.parse_args()
+    made = subprocess.run(["bash", str(ROOT / "scripts" / "blender-root.sh")], capture_output=True, text=True)
+    if made.returncode != 0:
+        print(made.stderr, file=sys.stderr)
+        return 1
+    place = install_extension(Path(made.stdout.strip().splitlines()[-1]))
+    with tempfile.TemporaryDirectory() as jobs:
+        backend = ServeProcess(Path(jobs))
+        try:
+            done = chroot_run(place, ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "blender", "--python",
+                                      str(place.inside / "panel_screenshot.py"), "--", backend.endpoint,
+                                      "toy-shapes", args.prompt, str(args.steps), str(args.at),
+                                      str(place.inside / "panel")], timeout=1800)
+        finally:
+            backend.stop()
+    result_file = place.host / "panel.json"
+    result = json.loads(result_file.read_text()) if result_file.exists() else {"error": done.stderr[-3000:]}
+    print(json.dumps(result, indent=1))
+    if "error" in result:
+        return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(place.host / "panel.png", args.out)
+    shutil.rmtree(place.host, ignore_errors=True)
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
