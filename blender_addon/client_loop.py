@@ -21,6 +21,10 @@ from .session import SESSION
 ACTIVE_INTERVAL = 0.1
 IDLE_INTERVAL = 0.5
 PREVIEW_NAME = "dreamfusion_preview"
+#: Main-thread milliseconds per tick for applying meshes; at least one is applied per tick.
+MESH_BUDGET_MS = 15.0
+
+_deferred: dict = {}  # job id -> MeshToApply not applied yet (over the tick's budget)
 
 _previews = None  # bpy.utils.previews collection, made on first preview
 last_tick_ms = 0.0
@@ -35,7 +39,7 @@ def tick() -> float:
         _apply(applied)
     last_tick_ms = (time.perf_counter() - started) * 1000.0
     _redraw()
-    busy = any(view.active for view in SESSION.tracker.jobs.values()) or SESSION.tracker.submitting
+    busy = any(view.active for view in SESSION.tracker.jobs.values()) or SESSION.tracker.submitting or _deferred
     return ACTIVE_INTERVAL if busy or SESSION.status().state in ("starting", "connecting") else IDLE_INTERVAL
 
 
@@ -47,7 +51,12 @@ def _apply(applied) -> None:
             scene = bpy.data.scenes.get(scene_name or "") or bpy.context.scene
             _add_job_item(scene, job_id, tracker.jobs[job_id].prompt)
             applied.changed.add(job_id)
-    for job_id, item in applied.meshes.items():
+    _deferred.update(applied.meshes)  # newer meshes replace deferred ones of the same job
+    started = time.perf_counter()
+    for job_id in list(_deferred):
+        if (time.perf_counter() - started) * 1000.0 > MESH_BUDGET_MS:
+            break  # the rest waits for the next tick: Blender stays responsive with many jobs streaming
+        item = _deferred.pop(job_id)
         view = tracker.jobs[job_id]
         scene, job_item = _job_item(job_id)
         if scene is None:  # a job this Blender did not start (or whose scene was deleted): follow it here
@@ -130,6 +139,7 @@ def start() -> None:
 
 def stop() -> None:
     global _previews
+    _deferred.clear()
     if bpy.app.timers.is_registered(tick):
         bpy.app.timers.unregister(tick)
     if _previews is not None:

@@ -7,7 +7,7 @@ import os
 import bpy
 
 from . import client_loop, preferences
-from .properties import spec_values
+from .properties import adopt_default_model, spec_values
 from .session import SESSION
 from .shared.client import BackendTimeout
 from .shared.errors import SpecError
@@ -55,14 +55,20 @@ class DREAMFUSION_OT_generate(bpy.types.Operator):
     bl_description = "Send the prompt and settings to the backend and stream the mesh into the scene"
     bl_options = {"REGISTER"}
 
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and hasattr(context.scene, "dreamfusion")
+
     def execute(self, context):
         settings = context.scene.dreamfusion.settings
+        prefs = preferences.get(context)
+        if adopt_default_model(settings, prefs.default_model):
+            self.report({"INFO"}, f"DreamFusion: using the default model {settings.model} (see Guidance)")
         try:
             spec = JobSpec.from_dict(spec_values(settings))
         except SpecError as exc:
             self.report({"ERROR"}, f"DreamFusion: {exc}")  # names the field and the allowed range; nothing sent
             return {"CANCELLED"}
-        prefs = preferences.get(context)
         if prefs.backend_mode == "LOCAL" and not prefs.start_on_generate and SESSION.client is None:
             self.report({"ERROR"}, "DreamFusion: the backend is not running; press Start Backend")
             return {"CANCELLED"}
@@ -167,6 +173,10 @@ class DREAMFUSION_OT_connect(bpy.types.Operator):
     bl_idname = "dreamfusion.connect"
     bl_label = "Connect"
     bl_description = "Connect to the remote backend set in the preferences"
+
+    @classmethod
+    def poll(cls, context):
+        return SESSION.backend is None  # a backend we launched is connected to by itself
 
     def execute(self, context):
         prefs = preferences.get(context)

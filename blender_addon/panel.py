@@ -64,7 +64,9 @@ class VIEW3D_PT_dreamfusion(_Panel, bpy.types.Panel):
             box.label(text=job.prompt or job.job_id, icon=JOB_ICONS.get(job.state, "INFO"))
             if job.state in ("queued", "running") and hasattr(box, "progress"):  # layout.progress: 4.0+
                 fraction = job.step / job.steps if job.steps else 0.0
-                box.progress(factor=fraction, type="BAR", text=text)
+                box.progress(factor=fraction, type="BAR", text=view.bar_text() if view else text)
+                if view is not None and view.detail_text():
+                    box.label(text=view.detail_text())
             else:
                 box.label(text=f"{job.state}: {text}")
             if job.reason and job.state in ("failed", "interrupted"):

@@ -39,7 +39,8 @@ class DreamFusionPreferences(bpy.types.AddonPreferences):
         description="clients/NAME.key_secret from `dreamfusion-backend keys generate`")
     default_model: bpy.props.StringProperty(
         name="Default model", default=DEFAULT_MODEL,
-        description="Model for new scenes: toy-shapes, a diffusers repo id, or a local folder")
+        description="Model a scene uses until you choose one in its Guidance settings: toy-shapes, a diffusers "
+                    "repo id, or a local folder")
 
     def draw(self, context):
         layout = self.layout

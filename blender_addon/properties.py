@@ -90,6 +90,15 @@ DreamFusionSettings = type("DreamFusionSettings", (bpy.types.PropertyGroup,),
                            {"__annotations__": settings_annotations()})
 
 
+def adopt_default_model(settings, default_model: str) -> bool:
+    """A scene whose model was never chosen takes the preferences' default model (and, for a built-in model,
+    its recommended settings). True if it changed."""
+    if not default_model or settings.is_property_set("model") or settings.model == default_model:
+        return False
+    settings.model = default_model
+    return True
+
+
 def spec_values(settings) -> dict:
     """The panel's values as a JobSpec dict (validated by JobSpec.from_dict, which names any bad field)."""
     values = {}

@@ -82,7 +82,11 @@ def set_geometry(mesh: bpy.types.Mesh, positions: np.ndarray, triangles: np.ndar
     mesh.polygons.add(m)
     mesh.attributes["position"].data.foreach_set("vector", np.ascontiguousarray(positions, np.float32).ravel())
     mesh.polygons.foreach_set("loop_start", np.arange(0, 3 * m, 3, dtype=np.int32))
-    mesh.loops.foreach_set("vertex_index", np.ascontiguousarray(triangles, np.int32).ravel())
+    corners = np.ascontiguousarray(triangles, np.int32).ravel()
+    if ".corner_vert" in mesh.attributes:  # the raw attribute: ~100x faster than loops' vertex_index
+        mesh.attributes[".corner_vert"].data.foreach_set("value", corners)
+    else:
+        mesh.loops.foreach_set("vertex_index", corners)
     albedo = mesh.color_attributes.new(ATTRIBUTE, "BYTE_COLOR", "POINT")
     # Byte colours are stored as sRGB; c / 255 round-trips exactly to the wire's uint8 values.
     albedo.data.foreach_set("color_srgb", (np.asarray(colors, np.float32) / 255.0).ravel())

@@ -118,7 +118,7 @@ class Session:
             return None
         events = self.client.poll(0)
         applied = self.tracker.apply(events)
-        self.notices.extend(applied.notices)
+        self.notices = (self.notices + applied.notices)[-20:]
         alive = self.client.server_alive
         if self._lost and alive:
             self._lost = False

@@ -46,6 +46,20 @@ class JobView:
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
 
+    def bar_text(self) -> str:
+        """Short enough for a sidebar progress bar: '301/600 · ETA 1:52'."""
+        text = f"{self.step}/{self.steps}" if self.steps else self.state
+        if self.state == "running" and self.eta is not None:
+            text += f" · ETA {format_seconds(self.eta)}"
+        return text
+
+    def detail_text(self) -> str:
+        """The rest of the summary: '2.7 it/s · loss 1.75e+03'."""
+        parts = [f"{self.it_per_s:.1f} it/s"] if self.state == "running" and self.it_per_s > 0 else []
+        if self.loss is not None:
+            parts.append(f"loss {self.loss:.3g}")
+        return " · ".join(parts)
+
     def summary(self) -> str:
         """One line for a progress bar: 'step 120/600 · 3.9 it/s · ETA 2:03 · loss 0.84'."""
         parts = [f"step {self.step}/{self.steps}" if self.steps else self.state]

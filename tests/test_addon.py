@@ -70,8 +70,11 @@ def test_scene_settings_mirror_the_jobspec_limits(addon):
     assert settings.steps == 1000 and settings.mesh_resolution == 64
 
 
-def test_zip_has_manifest_vendored_shared_and_the_wheels_it_lists(tmp_path):
-    zip_path = build_addon.build_zip(tmp_path)
+@pytest.mark.parametrize("flavour, python_tag, blender_max", [("py311", "cp311-cp311", "5.1.0"),
+                                                                 ("py313", "cp312-abi3", None)])
+def test_zip_has_manifest_vendored_shared_and_the_wheels_it_lists(tmp_path, flavour, python_tag, blender_max):
+    zip_path = build_addon.build_zip(tmp_path, flavour)
+    assert zip_path.name.endswith(f"-{flavour}.zip")
     archive = zipfile.ZipFile(zip_path)
     names = set(archive.namelist())
     assert {"blender_manifest.toml", "__init__.py", "panel.py", "operators.py", "client_loop.py",
@@ -79,17 +82,17 @@ def test_zip_has_manifest_vendored_shared_and_the_wheels_it_lists(tmp_path):
     assert not any("__pycache__" in n for n in names)
     manifest = tomllib.loads(archive.read("blender_manifest.toml").decode())
     assert manifest["id"] == "dreamfusion" and manifest["blender_version_min"] == "4.2.0"
+    assert manifest.get("blender_version_max") == blender_max
     assert manifest["type"] == "add-on" and set(manifest["permissions"]) == {"network", "files"}
     wheels = manifest["wheels"]
     for wheel in wheels:
         assert wheel.startswith("./wheels/") and wheel[2:] in names, wheel
         assert archive.getinfo(wheel[2:]).file_size > 100_000  # a real wheel, not a stub
-    tags = " ".join(wheels)
-    for python in ("cp311-cp311", "cp312-abi3"):
-        for platform in ("manylinux", "win_amd64", "universal2"):
-            assert any(python in w and platform in w for w in wheels), (python, platform)
+        # Blender derives the extension's Python from the wheel tags: one zip must not mix them.
+        assert wheel.split("/")[-1].startswith("pyzmq-27") and python_tag in wheel, wheel
+    for platform in ("manylinux", "win_amd64", "universal2"):
+        assert any(platform in w for w in wheels), platform
     assert set(manifest["platforms"]) == {"linux-x64", "windows-x64", "macos-arm64", "macos-x64"}
-    assert "pyzmq-27" in tags
     # shared/ is imported relatively inside the add-on: no absolute `shared` imports may slip in.
     for name in names:
         if name.startswith("shared/") and name.endswith(".py"):
@@ -98,6 +101,21 @@ def test_zip_has_manifest_vendored_shared_and_the_wheels_it_lists(tmp_path):
 
 
 def test_zip_without_wheels_lists_none(tmp_path):
-    zip_path = build_addon.build_zip(tmp_path, with_wheels=False)
+    zip_path = build_addon.build_zip(tmp_path, None)
     manifest = tomllib.loads(zipfile.ZipFile(zip_path).read("blender_manifest.toml").decode())
     assert manifest["wheels"] == [] and "platforms" not in manifest
+
+
+def test_a_scene_takes_the_default_model_until_one_is_chosen(addon):
+    addon.register()
+    scene = bpy.data.scenes.new("Another")
+    try:
+        settings = scene.dreamfusion.settings
+        settings.model = "toy-shapes"  # chosen: the preference no longer applies
+        assert not addon.properties.adopt_default_model(settings, "/models/sd21")
+        fresh = bpy.data.scenes.new("Fresh").dreamfusion.settings
+        assert addon.properties.adopt_default_model(fresh, "/models/sd21") and fresh.model == "/models/sd21"
+        assert not addon.properties.adopt_default_model(fresh, "toy-shapes")  # now it counts as chosen
+    finally:
+        for name in ("Another", "Fresh"):
+            bpy.data.scenes.remove(bpy.data.scenes[name])

@@ -58,6 +58,7 @@ def test_progress_summary_and_states():
     tracker.apply([Progress(job_id="j1", step=40, steps=100, loss=0.8412, it_per_s=3.94, eta=15.2)])
     view = tracker.jobs["j1"]
     assert view.summary() == "step 40/100 · 3.9 it/s · ETA 0:15 · loss 0.841" and view.fraction == 0.4
+    assert view.bar_text() == "40/100 · ETA 0:15" and view.detail_text() == "3.9 it/s · loss 0.841"
     tracker.apply([Cancelled(job_id="j1", step=41)])
     assert view.state == "cancelled" and view.step == 41 and not view.active
     tracker.apply([Failed(job_id="j2", reason="out of memory")])
