@@ -22,16 +22,22 @@ def _ensure_backend(op, context) -> bool:
     prefs = preferences.get(context)
     try:
         if prefs.backend_mode == "LOCAL":
-            SESSION.start_local(bpy.path.abspath(prefs.backend_executable), prefs.device,
-                                bpy.path.abspath(prefs.data_dir))
+            _start_local(prefs)
         else:
-            SESSION.connect(prefs.address, bpy.path.abspath(prefs.server_key),
-                            bpy.path.abspath(prefs.client_secret_key))
+            _connect_remote(prefs)
     except (LocalBackendError, ValueError, BackendTimeout) as exc:
         op.report({"ERROR"}, f"DreamFusion: {exc}")
         return False
     client_loop.start()
     return True
+
+
+def _start_local(prefs) -> None:
+    SESSION.start_local(bpy.path.abspath(prefs.backend_executable), prefs.device, bpy.path.abspath(prefs.data_dir))
+
+
+def _connect_remote(prefs) -> None:
+    SESSION.connect(prefs.address, bpy.path.abspath(prefs.server_key), bpy.path.abspath(prefs.client_secret_key))
 
 
 def _selected_job(context):
@@ -142,10 +148,8 @@ class DREAMFUSION_OT_start_backend(bpy.types.Operator):
         return SESSION.backend is None or not SESSION.backend.running
 
     def execute(self, context):
-        prefs = preferences.get(context)
         try:
-            SESSION.start_local(bpy.path.abspath(prefs.backend_executable), prefs.device,
-                                bpy.path.abspath(prefs.data_dir))
+            _start_local(preferences.get(context))
         except LocalBackendError as exc:
             self.report({"ERROR"}, f"DreamFusion: {exc}")
             return {"CANCELLED"}
@@ -181,8 +185,7 @@ class DREAMFUSION_OT_connect(bpy.types.Operator):
     def execute(self, context):
         prefs = preferences.get(context)
         try:
-            SESSION.connect(prefs.address, bpy.path.abspath(prefs.server_key),
-                            bpy.path.abspath(prefs.client_secret_key))
+            _connect_remote(prefs)
         except (ValueError, BackendTimeout) as exc:
             self.report({"ERROR"}, f"DreamFusion: {exc}")
             return {"CANCELLED"}

@@ -64,6 +64,9 @@ class Session:
             except (OSError, ValueError) as exc:
                 self.error = f"CURVE keys: {exc}"
                 raise ValueError(self.error) from None
+        self._open(address, curve)
+
+    def _open(self, address: str, curve: CurveKeys | None = None) -> None:
         self.client = BackendClient(address, curve=curve, name="blender", heartbeat_interval=2.0)
         # Reconnecting (e.g. to a restarted backend) picks up the jobs we were following.
         for job_id, view in self.tracker.jobs.items():
@@ -92,23 +95,18 @@ class Session:
         """Connect to a launched backend once it listens; return this tick's events (never blocks)."""
         if self.backend is not None and self.client is not None and not self.backend.running:
             # Our backend died (crash, OOM, killed): say so now rather than after the heartbeat timeout.
-            self.error = f"the backend exited ({self.backend.exit_code}): {self.backend.last_line()}"
-            self.backend = None
+            self._backend_exited()
             self.disconnect()
             return Applied(changed=self.tracker.connection_lost())
         if self.backend is not None and self.client is None:
             endpoint = self.backend.poll_endpoint()
             if endpoint:
-                self.client = BackendClient(endpoint, name="blender", heartbeat_interval=2.0)
-                for job_id, view in self.tracker.jobs.items():
-                    if view.active or view.state == "interrupted":
-                        self.client.watch(job_id)
+                self._open(endpoint)
                 pending, self.pending_submits = self.pending_submits, []
                 for spec, scene_name in pending:
                     self.submit(spec, scene_name)
             elif not self.backend.running:
-                self.error = f"the backend exited ({self.backend.exit_code}): {self.backend.last_line()}"
-                self.backend = None
+                self._backend_exited()
                 if self.pending_submits:
                     self.notices.append(f"{len(self.pending_submits)} job(s) not sent: {self.error}")
                     self.pending_submits = []
@@ -127,6 +125,10 @@ class Session:
             self._lost = True
             applied.changed |= self.tracker.connection_lost()
         return applied
+
+    def _backend_exited(self) -> None:
+        self.error = f"the backend exited ({self.backend.exit_code}): {self.backend.last_line()}"
+        self.backend = None
 
     # --- commands ---------------------------------------------------------------------------
 
