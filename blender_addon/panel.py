@@ -10,7 +10,7 @@ from .shared.jobspec import jobspec_knobs
 STATUS_ICONS = {"off": "UNLINKED", "starting": "SORTTIME", "connecting": "SORTTIME", "connected": "LINKED",
                 "lost": "ERROR", "error": "ERROR"}
 JOB_ICONS = {"queued": "SORTTIME", "running": "PLAY", "finished": "CHECKMARK", "failed": "ERROR",
-             "cancelled": "X", "interrupted": "PAUSE", "submitting": "EXPORT"}
+             "cancelled": "X", "interrupted": "PAUSE"}
 
 
 def _settings(context):

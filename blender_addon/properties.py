@@ -11,11 +11,11 @@ import bpy
 from .shared.jobspec import JobSpec, PRESETS, jobspec_knobs
 from .shared.recommended import builtin_recommendations
 from .shared.job_tracker import ACTIVE_STATES
+from .shared.messages import JOB_STATES
 
 #: JobSpec fields the panel does not offer yet (refining from a mesh/checkpoint comes with its own issue).
 HIDDEN_FIELDS = ("init", "init_from")
 INT_MAX = 2**31 - 1
-JOB_STATES = ("submitting", "queued", "running", "finished", "failed", "cancelled", "interrupted")
 
 
 def _label(name: str) -> str:
@@ -47,9 +47,8 @@ def _property(name: str, knob, default):
     if knob.kind == "float":
         return bpy.props.FloatProperty(default=float(default), min=knob.minimum, max=knob.maximum, **common)
     if knob.kind == "range":
-        subtype = "NONE"
         return bpy.props.FloatVectorProperty(size=2, default=tuple(float(v) for v in default), min=knob.minimum,
-                                             max=knob.maximum, subtype=subtype, **common)
+                                             max=knob.maximum, **common)
     raise AssertionError(f"unhandled knob kind {knob.kind!r}")
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import bpy
 
-ROOT = Path(__file__).resolve().parents[1]
 BACKEND = Path(sys.executable).with_name("dreamfusion-backend")
 
 
