@@ -244,11 +244,4 @@ _classes = (DREAMFUSION_OT_generate, DREAMFUSION_OT_cancel, DREAMFUSION_OT_resum
             DREAMFUSION_OT_stop_backend, DREAMFUSION_OT_connect, DREAMFUSION_OT_export)
 
 
-def register() -> None:
-    for cls in _classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(_classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(_classes)

@@ -117,11 +117,4 @@ _GROUP_PANELS = tuple(_group_panel(group, label) for group, label in (
 _classes = (VIEW3D_PT_dreamfusion, DREAMFUSION_UL_jobs, VIEW3D_PT_dreamfusion_jobs, *_GROUP_PANELS)
 
 
-def register() -> None:
-    for cls in _classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(_classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(_classes)

@@ -66,11 +66,4 @@ def get(context=None):
 _classes = (DreamFusionPreferences,)
 
 
-def register() -> None:
-    for cls in _classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(_classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(_classes)

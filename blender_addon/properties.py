@@ -157,13 +157,14 @@ class DreamFusionScene(bpy.types.PropertyGroup):
 _classes = (DreamFusionSettings, DreamFusionJobItem, DreamFusionScene)
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(_classes)
+
+
 def register() -> None:
-    for cls in _classes:
-        bpy.utils.register_class(cls)
+    _register_classes()
     bpy.types.Scene.dreamfusion = bpy.props.PointerProperty(type=DreamFusionScene)
 
 
 def unregister() -> None:
     del bpy.types.Scene.dreamfusion
-    for cls in reversed(_classes):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()
