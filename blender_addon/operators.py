@@ -32,6 +32,16 @@ def _ensure_backend(op, context) -> bool:
     return True
 
 
+def _send(op, command, *args) -> bool:
+    """Run a SESSION command; False (reported to the user) when the backend cannot be reached."""
+    try:
+        command(*args)
+    except BackendTimeout as exc:
+        op.report({"ERROR"}, f"DreamFusion: {exc}")
+        return False
+    return True
+
+
 def _start_local(prefs) -> None:
     SESSION.start_local(bpy.path.abspath(prefs.backend_executable), prefs.device, bpy.path.abspath(prefs.data_dir))
 
@@ -85,10 +95,7 @@ class DREAMFUSION_OT_generate(bpy.types.Operator):
             SESSION.pending_submits.append((spec, context.scene.name))
             self.report({"INFO"}, "DreamFusion: starting the backend; the job is sent when it is up")
             return {"FINISHED"}
-        try:
-            SESSION.submit(spec, context.scene.name)
-        except BackendTimeout as exc:
-            self.report({"ERROR"}, f"DreamFusion: {exc}")
+        if not _send(self, SESSION.submit, spec, context.scene.name):
             return {"CANCELLED"}
         self.report({"INFO"}, f"DreamFusion: sent '{spec.prompt}' ({spec.steps} steps, model {spec.model})")
         return {"FINISHED"}
@@ -108,10 +115,7 @@ class DREAMFUSION_OT_cancel(bpy.types.Operator):
 
     def execute(self, context):
         job_id = self.job_id or _cancellable(context).job_id
-        try:
-            SESSION.cancel(job_id)
-        except BackendTimeout as exc:
-            self.report({"ERROR"}, f"DreamFusion: {exc}")
+        if not _send(self, SESSION.cancel, job_id):
             return {"CANCELLED"}
         self.report({"INFO"}, f"DreamFusion: cancelling {job_id}")
         return {"FINISHED"}
@@ -129,13 +133,7 @@ class DREAMFUSION_OT_resume(bpy.types.Operator):
         return SESSION.connected and job is not None and job.state == "interrupted"
 
     def execute(self, context):
-        job = _selected_job(context)
-        try:
-            SESSION.resume(job.job_id)
-        except BackendTimeout as exc:
-            self.report({"ERROR"}, f"DreamFusion: {exc}")
-            return {"CANCELLED"}
-        return {"FINISHED"}
+        return {"FINISHED"} if _send(self, SESSION.resume, _selected_job(context).job_id) else {"CANCELLED"}
 
 
 class DREAMFUSION_OT_start_backend(bpy.types.Operator):
