@@ -63,8 +63,10 @@ def _apply(applied) -> None:
             scene = bpy.context.scene
             job_item = _add_job_item(scene, job_id, view.prompt)
         if item.mesh.vertex_count:
+            # The job list's pointer saves scanning every object in the file on each update.
             obj = scene_update.apply_mesh(scene, job_id, view.prompt, item.mesh, item.step,
-                                          view.spec.model if view.spec else "", scene_update.spec_json(view.spec))
+                                          view.spec.model if view.spec else "", scene_update.spec_json(view.spec),
+                                          known=job_item.object)
             job_item.object = obj
         if item.preview is not None:
             show_preview(item.preview.pixels)

@@ -57,8 +57,10 @@ def find_object(job_id: str) -> bpy.types.Object | None:
     return None
 
 
-def ensure_object(scene: bpy.types.Scene, job_id: str, prompt: str) -> bpy.types.Object:
-    obj = find_object(job_id)
+def ensure_object(scene: bpy.types.Scene, job_id: str, prompt: str,
+                  known: bpy.types.Object | None = None) -> bpy.types.Object:
+    """The job's object: `known` (the job list's pointer) if it still is, else found by job id, else made."""
+    obj = known if known is not None and known.get(JOB_PROPERTY) == job_id else find_object(job_id)
     if obj is not None and obj.type == "MESH":
         return obj
     mesh = bpy.data.meshes.new(object_name(prompt))
@@ -98,8 +100,8 @@ def set_geometry(mesh: bpy.types.Mesh, positions: np.ndarray, triangles: np.ndar
 
 
 def apply_mesh(scene: bpy.types.Scene, job_id: str, prompt: str, mesh_data, step: int, model: str,
-               spec_json: str = "") -> bpy.types.Object:
-    obj = ensure_object(scene, job_id, prompt)
+               spec_json: str = "", known: bpy.types.Object | None = None) -> bpy.types.Object:
+    obj = ensure_object(scene, job_id, prompt, known)
     set_geometry(obj.data, mesh_data.positions, mesh_data.triangles, mesh_data.colors)
     obj["dreamfusion_step"] = int(step)
     obj["dreamfusion_model"] = model
