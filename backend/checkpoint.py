@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from shared import JobSpec
 
-from .atomic import atomic_write
+from shared.atomic import atomic_write
 from .field import FieldConfig
 from .trainer import Trainer, TrainerConfig
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from shared import MeshData
 
-from .atomic import atomic_write
+from shared.atomic import atomic_write
 
 FORMATS = (".glb", ".obj", ".ply")
 

@@ -6,7 +6,7 @@ import os
 
 import bpy
 
-from . import client_loop, preferences
+from . import client_loop, preferences, scene_update
 from .properties import adopt_default_model, spec_values
 from .session import SESSION
 from .shared.client import BackendTimeout
@@ -216,24 +216,11 @@ class DREAMFUSION_OT_export(bpy.types.Operator):
         path = bpy.path.abspath(self.filepath)
         if not path.lower().endswith(".glb"):
             path += ".glb"
-        view_layer = context.view_layer
-        previous = [o for o in view_layer.objects if o.select_get()]
-        for obj in previous:
-            obj.select_set(False)
-        job.object.select_set(True)
         try:
-            try:  # Blender 4.2+ names the option; older glTF exporters take colours from the material
-                bpy.ops.export_scene.gltf(filepath=path, export_format="GLB", use_selection=True,
-                                          export_vertex_color="ACTIVE")
-            except TypeError:
-                bpy.ops.export_scene.gltf(filepath=path, export_format="GLB", use_selection=True)
+            scene_update.export_glb(context, job.object, path)
         except RuntimeError as exc:
             self.report({"ERROR"}, f"DreamFusion: export failed: {exc}")
             return {"CANCELLED"}
-        finally:
-            job.object.select_set(False)
-            for obj in previous:
-                obj.select_set(True)
         self.report({"INFO"}, f"DreamFusion: wrote {os.path.basename(path)}")
         return {"FINISHED"}
 

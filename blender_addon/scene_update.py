@@ -112,3 +112,24 @@ def apply_mesh(scene: bpy.types.Scene, job_id: str, prompt: str, mesh_data, step
 
 def spec_json(spec) -> str:
     return json.dumps(spec.to_dict(), sort_keys=True) if spec is not None else ""
+
+
+def export_glb(context, obj: bpy.types.Object, path: str) -> None:
+    """Write `obj` alone, with its albedo as COLOR_0, to a .glb (Blender's glTF exporter; RuntimeError if it fails)."""
+    view_layer = context.view_layer
+    previous = [o for o in view_layer.objects if o.select_get()]
+    for other in previous:
+        other.select_set(False)
+    obj.select_set(True)
+    # Only this scene: by default the exporter walks every scene, and an object linked into two (batch mode
+    # keeps its results in a second scene) would come out twice, alongside whatever is selected there.
+    options = {"filepath": path, "export_format": "GLB", "use_selection": True, "use_active_scene": True}
+    try:
+        try:  # Blender 4.2+ names the option; older glTF exporters take colours from the material
+            bpy.ops.export_scene.gltf(**options, export_vertex_color="ACTIVE")
+        except TypeError:
+            bpy.ops.export_scene.gltf(**options)
+    finally:
+        obj.select_set(False)
+        for other in previous:
+            other.select_set(True)

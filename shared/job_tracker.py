@@ -88,6 +88,8 @@ class Applied:
     meshes: dict[str, MeshToApply] = field(default_factory=dict)
     #: job id -> the request id of the submit (or resume) it answers.
     accepted: dict[str, str] = field(default_factory=dict)
+    #: request id -> why the backend refused that submit (or resume).
+    rejected: dict[str, str] = field(default_factory=dict)
     changed: set[str] = field(default_factory=set)
     #: User-facing lines: refusals and errors that belong to no job view.
     notices: list[str] = field(default_factory=list)
@@ -139,6 +141,7 @@ class JobTracker:
                 self._submits.pop(event.request_id or "", None)
                 where = f" ({event.field})" if event.field else ""
                 out.notices.append(f"refused{where}: {event.reason}")
+                out.rejected[event.request_id or ""] = event.reason
                 if job_id and job_id in self.jobs:
                     self.jobs[job_id].reason = event.reason
             elif isinstance(event, Error):

@@ -95,3 +95,37 @@ def test_sidebar_panel_shows_a_running_job_under_xvfb(installed, backend, tiny_s
     assert result["sidebar_category"] == "DreamFusion" and result["panel"]
     assert result["state"] == "running" and 15 <= result["step"] < 400 and result["vertices"] > 0
     assert result["screenshot_rc"] == 0 and (host / "panel.png").stat().st_size > 10_000
+
+
+REOPEN = ("import bpy, json, sys; json.dump({o.name: [list(o.data.color_attributes.keys()), len(o.data.vertices)] "
+          "for o in bpy.context.scene.objects}, open(sys.argv[-1], 'w'))")
+
+
+def test_literal_batch_command_line_in_real_blender(installed, backend, tiny_sd, tmp_path_factory):
+    """`blender -b -c dreamfusion batch ...`: the command the extension registers, in Blender's own CLI."""
+    second = ServeProcess(tmp_path_factory.mktemp("real-blender-jobs-2"))
+    inside, host = installed.inside, installed.host
+    (host / "prompts.txt").write_text("# two toys\na red cube\n\na green cone\n", encoding="utf-8")
+    try:
+        done = chroot_run(installed, [
+            "blender", "-b", "-c", "dreamfusion", "batch", "--prompts", str(inside / "prompts.txt"),
+            "--out", str(inside / "batch"), "--backend", backend.endpoint, "--backend", second.endpoint,
+            "--model", str(tiny_sd), "--steps", "10", "--render-resolution", "32", "--mesh-resolution", "32",
+            "--views-per-step", "1", "--seed", "4"], timeout=400)
+    finally:
+        second.stop()
+    printed = done.stdout + done.stderr
+    assert done.returncode == 0, printed[-4000:]
+    assert "[1/2] finished: a red cube" in printed and "[2/2] finished: a green cone" in printed
+    summary = json.loads((host / "batch" / "summary.json").read_text())
+    assert summary["status"] == "ok" and [r["line"] for r in summary["results"]] == [2, 4]
+    assert {r["backend"] for r in summary["results"]} == {backend.endpoint, second.endpoint}
+    for result in summary["results"]:
+        assert (host / "batch" / f"{result['slug']}.glb").stat().st_size > 1000
+    # The .blend opens in the same Blender with both results and their albedo.
+    reopened = chroot_run(installed, ["blender", "-b", str(inside / "batch" / "results.blend"), "--python-expr",
+                                      REOPEN, "--", str(inside / "reopened.json")], timeout=120)
+    assert (host / "reopened.json").exists(), reopened.stdout[-2000:] + reopened.stderr[-2000:]
+    objects = json.loads((host / "reopened.json").read_text())
+    assert set(objects) == {"a red cube", "a green cone"}
+    assert all(attributes == ["albedo"] and vertices > 0 for attributes, vertices in objects.values())

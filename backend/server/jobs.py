@@ -20,7 +20,7 @@ import numpy as np
 
 from shared import JobInfo, JobSpec, MeshData
 
-from ..atomic import atomic_write
+from shared.atomic import atomic_write
 
 TERMINAL = ("finished", "failed", "cancelled")
 #: States `resume` accepts: the job stopped before its last step and may have a checkpoint.

@@ -1,0 +1,290 @@
+"""Runs a batch of JobSpecs on one or more backends, one job per backend at a time, until the list is done.
+
+Pure Python over add-on sessions (anything with `tick`, `submit`, `cancel`,
+`status` and a `tracker`): the Blender layer supplies `on_result`, which
+puts the final mesh into the scene and writes the files. `step()` never
+blocks; `wait()` sleeps until a backend has something to say.
+
+A backend that dies or stays silent is retired; the job it had goes back to
+the queue once (another backend may finish it), so a batch with several
+backends survives losing all but one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from .batch_plan import BatchItem
+from .job_tracker import FINAL_STATES, Applied, JobTracker, MeshToApply
+from .jobspec import JobSpec
+
+#: A backend that has not answered its first hello by then is retired.
+CONNECT_TIMEOUT = 60.0
+#: A backend silent this long (no heartbeat) while it has our job is retired, and the job goes elsewhere.
+LOST_TIMEOUT = 30.0
+#: How often a job may be tried on another backend after its backend was lost.
+RETRIES = 1
+
+
+class Session(Protocol):
+    tracker: JobTracker
+
+    def tick(self) -> Applied | None: ...
+    def submit(self, spec: JobSpec, scene_name: str = "") -> str: ...
+    def cancel(self, job_id: str) -> None: ...
+    def status(self) -> Any: ...
+    def shutdown(self) -> None: ...
+
+
+@dataclass
+class ItemResult:
+    item: BatchItem
+    status: str = "pending"   # pending, submitted, queued, running, finished, failed, cancelled, not started
+    backend: str = ""
+    job_id: str = ""
+    request_id: str = ""
+    started: float | None = None
+    seconds: float | None = None
+    step: int = 0
+    attempts: int = 0
+    files: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "finished"
+
+    def to_dict(self) -> dict[str, Any]:
+        spec = self.item.spec
+        return {"line": self.item.line, "prompt": spec.prompt, "slug": self.item.slug, "job_id": self.job_id or None,
+                "backend": self.backend or None, "model": spec.model, "seed": spec.seed, "steps": spec.steps,
+                "step": self.step, "seconds": None if self.seconds is None else round(self.seconds, 2),
+                "status": self.status, "attempts": self.attempts, "files": dict(self.files),
+                "error": self.error or None, "spec": spec.to_dict()}
+
+
+@dataclass
+class _Backend:
+    name: str
+    session: Session
+    since: float = field(default_factory=time.monotonic)
+    current: ItemResult | None = None
+    retired: str = ""
+    silent_since: float | None = None
+
+
+class BatchRunner:
+    def __init__(self, items: list[BatchItem], sessions: dict[str, Session],
+                 on_result: Callable[[ItemResult, MeshToApply], None],
+                 log: Callable[[str], None] = print, progress_every: float = 10.0,
+                 on_change: Callable[[ItemResult], None] | None = None,
+                 connect_timeout: float = CONNECT_TIMEOUT, lost_timeout: float = LOST_TIMEOUT):
+        self.results = [ItemResult(item) for item in items]
+        self.queue = list(self.results)
+        self.backends = [_Backend(name, session) for name, session in sessions.items()]
+        self.on_result, self.log, self.on_change = on_result, log, on_change
+        self.progress_every = progress_every
+        self.connect_timeout, self.lost_timeout = connect_timeout, lost_timeout
+        self._last_progress = time.monotonic()
+        self.total = len(items)
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return all(r.status in (*FINAL_STATES, "not started") for r in self.results)
+
+    def run(self, should_stop: Callable[[], bool] = lambda: False) -> bool:
+        """Until every item ended; False if `should_stop` interrupted it (running jobs are then cancelled)."""
+        while not self.done:
+            if should_stop():
+                self.cancel_all()
+                return False
+            self.step()
+            self.wait(0.2)
+        return True
+
+    def step(self) -> None:
+        now = time.monotonic()
+        for backend in self.backends:
+            if backend.retired:
+                continue
+            applied = backend.session.tick()
+            if applied is not None:
+                self._apply(backend, applied)
+            self._check_health(backend, now)
+            if not backend.retired and backend.current is None and self.queue and self._connected(backend):
+                self._submit(backend, self.queue.pop(0))
+        if self.queue and all(b.retired for b in self.backends):
+            reasons = "; ".join(f"{b.name}: {b.retired}" for b in self.backends)
+            for result in self.queue:
+                self._end(result, "failed", f"no backend left ({reasons})")
+            self.queue.clear()
+        if now - self._last_progress >= self.progress_every:
+            self._last_progress = now
+            for backend in self.backends:
+                if backend.current is not None and backend.current.status == "running":
+                    self._progress_line(backend)
+
+    def wait(self, seconds: float) -> None:
+        """Sleep until a backend sends something (or `seconds` pass)."""
+        import zmq
+
+        poller = zmq.Poller()
+        for backend in self.backends:
+            client = getattr(backend.session, "client", None)
+            if not backend.retired and client is not None:
+                poller.register(client.socket, zmq.POLLIN)
+        if poller.sockets:
+            poller.poll(int(seconds * 1000))
+        else:
+            time.sleep(seconds)
+
+    def cancel_all(self, timeout: float = 10.0) -> None:
+        """Cancel every running job and wait (up to `timeout`) for the backends to confirm; nothing new starts."""
+        for result in self.queue:
+            self._end(result, "not started", "the batch was interrupted")
+        self.queue.clear()
+        waiting = []
+        for backend in self.backends:
+            result = backend.current
+            if result is None or backend.retired:
+                continue
+            if result.job_id:
+                try:
+                    backend.session.cancel(result.job_id)
+                except Exception as exc:  # the backend is gone: nothing left to cancel there
+                    self._end(result, "cancelled", f"interrupted; could not cancel on {backend.name}: {exc}")
+                    continue
+                waiting.append(backend)
+            else:  # submitted but not accepted yet: it may still start, so say so
+                self._end(result, "cancelled", "interrupted before the backend accepted it")
+        deadline = time.monotonic() + timeout
+        while any(b.current is not None for b in waiting) and time.monotonic() < deadline:
+            self.step()
+            self.wait(0.1)
+        for backend in waiting:
+            if backend.current is not None:
+                self._end(backend.current, "cancelled", "interrupted (the backend did not confirm the cancel)")
+                backend.current = None
+
+    def shutdown(self) -> None:
+        for backend in self.backends:
+            backend.session.shutdown()
+
+    # --- events ---------------------------------------------------------------------------------
+
+    def _apply(self, backend: _Backend, applied: Applied) -> None:
+        result = backend.current
+        if result is None:
+            return
+        if result.request_id in applied.rejected:
+            self._end(result, "failed", f"refused by {backend.name}: {applied.rejected[result.request_id]}")
+            backend.current = None
+            return
+        for job_id, request_id in applied.accepted.items():
+            if request_id == result.request_id:
+                result.job_id = job_id
+                self._set_status(result, "queued", f"(job {job_id})")
+        if not result.job_id:
+            return
+        view = backend.session.tracker.jobs.get(result.job_id)
+        if view is None:
+            return
+        result.step = view.step
+        final = applied.meshes.get(result.job_id)
+        if view.state == "running" and result.status != "running":
+            result.started = result.started or time.monotonic()
+            self._set_status(result, "running", f"on {backend.name}")
+        elif view.state == "finished" and final is not None and final.final:
+            backend.current = None
+            self._finish(result, final)
+        elif view.state in ("failed", "cancelled"):
+            backend.current = None
+            self._end(result, view.state, view.reason or f"{view.state} on {backend.name}")
+
+    def _finish(self, result: ItemResult, final: MeshToApply) -> None:
+        result.step = final.step
+        if not final.mesh.vertex_count:
+            self._end(result, "failed", "the result mesh is empty (nothing dense enough to extract)")
+            return
+        try:
+            self.on_result(result, final)
+        except Exception as exc:  # a full disk must not stop the rest of the batch
+            self._end(result, "failed", f"could not write the result: {exc}")
+            return
+        self._end(result, "finished", "")
+
+    def _check_health(self, backend: _Backend, now: float) -> None:
+        status = backend.session.status()
+        if status.state == "error":
+            self._retire(backend, status.text)
+        elif status.state in ("connecting", "starting"):
+            if status.state == "connecting" and now - backend.since > self.connect_timeout:
+                self._retire(backend, f"no answer within {self.connect_timeout:g} s")
+        elif status.state == "lost":
+            backend.silent_since = backend.silent_since or now
+            if now - backend.silent_since > self.lost_timeout:
+                self._retire(backend, f"silent for {self.lost_timeout:g} s")
+        else:
+            backend.silent_since = None
+
+    def _retire(self, backend: _Backend, reason: str) -> None:
+        backend.retired = reason
+        self.log(f"backend {backend.name} dropped: {reason}")
+        result, backend.current = backend.current, None
+        if result is None:
+            return
+        if result.job_id:
+            try:
+                backend.session.cancel(result.job_id)  # if it is only unreachable, do not let it run on
+            except Exception:
+                pass
+        if result.attempts <= RETRIES:
+            result.status, result.job_id, result.request_id, result.started = "pending", "", "", None
+            self.queue.insert(0, result)
+            self.log(f"{self._tag(result)} {result.item.prompt}: will run again on another backend")
+        else:
+            self._end(result, "failed", f"{backend.name}: {reason}")
+
+    def _connected(self, backend: _Backend) -> bool:
+        return backend.session.status().state == "connected"
+
+    def _submit(self, backend: _Backend, result: ItemResult) -> None:
+        try:
+            result.request_id = backend.session.submit(result.item.spec)
+        except Exception as exc:
+            self.queue.insert(0, result)
+            self._retire(backend, f"submit failed: {exc}")
+            return
+        result.attempts += 1
+        result.backend, backend.current = backend.name, result
+        self._set_status(result, "submitted", f"to {backend.name}")
+
+    # --- reporting ------------------------------------------------------------------------------
+
+    def _end(self, result: ItemResult, status: str, error: str) -> None:
+        if result.started is not None:
+            result.seconds = time.monotonic() - result.started
+        result.error = error
+        detail = f"in {result.seconds:.1f} s" if status == "finished" and result.seconds is not None else error
+        self._set_status(result, status, detail)
+
+    def _set_status(self, result: ItemResult, status: str, detail: str = "") -> None:
+        result.status = status
+        files = " -> " + ", ".join(result.files.values()) if status == "finished" and result.files else ""
+        self.log(f"{self._tag(result)} {status}: {result.item.prompt}" + (f" {detail}" if detail else "") + files)
+        if self.on_change is not None:
+            self.on_change(result)
+
+    def _progress_line(self, backend: _Backend) -> None:
+        result = backend.current
+        view = backend.session.tracker.jobs.get(result.job_id)
+        if view is not None:
+            self.log(f"{self._tag(result)} {result.item.prompt}: {view.summary()}")
+
+    def _tag(self, result: ItemResult) -> str:
+        return f"[{result.item.index}/{self.total}]"
+

@@ -1,0 +1,204 @@
+"""`batch` end to end in the PyPI `bpy` module: the add-on's own `main()` against real backend subprocesses.
+
+The results are checked from the outside: the .glb files with trimesh, the
+.blend by opening it in a fresh Python process, summary.json as written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import build_addon  # noqa: E402
+from tests.addon_helpers import BACKEND, disable, install_from_zip  # noqa: E402
+from tests.server_helpers import ServeProcess  # noqa: E402
+
+from shared.client import BackendClient  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+#: Small and quick on the tiny random model.
+FAST = ["--steps", "12", "--render-resolution", "32", "--mesh-resolution", "32", "--views-per-step", "1",
+        "--stream-every", "4", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def addon(tmp_path_factory):
+    root = tmp_path_factory.mktemp("batch-addon")
+    zip_path = build_addon.build_zip(root / "dist")
+    module = install_from_zip(zip_path, root / "addons")
+    yield module, zip_path
+    if "dreamfusion" in bpy.context.preferences.addons:
+        disable()
+
+
+@pytest.fixture(scope="module")
+def two_backends(tmp_path_factory):
+    servers = [ServeProcess(tmp_path_factory.mktemp(f"batch-jobs-{i}")) for i in range(2)]
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def _jobs_on(server: ServeProcess) -> list:
+    client = BackendClient(server.endpoint)
+    try:
+        return client.request(client.list(), timeout=30).jobs
+    finally:
+        client.close()
+
+
+def _reopen_blend(path: Path) -> dict:
+    """Open the .blend in a fresh process (a real reopen, not this process's data) and describe its objects."""
+    script = textwrap.dedent(f"""
+        import bpy, json
+        bpy.ops.wm.open_mainfile(filepath={str(path)!r})
+        print("RESULT " + json.dumps({{o.name: {{"albedo": list(o.data.color_attributes.keys()),
+            "vertices": len(o.data.vertices), "job": o.get("dreamfusion_job_id"),
+            "location": list(o.location), "scene": [s.name for s in o.users_scene]}}
+            for o in bpy.data.objects}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+    assert line is not None, done.stdout[-2000:] + done.stderr[-2000:]
+    return json.loads(line[len("RESULT "):])
+
+
+def test_three_prompts_one_bad_line_on_two_backends(addon, two_backends, tiny_sd, tmp_path, capsys):
+    module, _ = addon
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text("prompt,seed,guidance_scale\n"
+                       "a red cube,1,\n"
+                       "a blue torus,many,\n"
+                       "a green cone,2,7.5\n", encoding="utf-8")
+    out = tmp_path / "out"
+    argv = ["batch", "--prompts", str(prompts), "--out", str(out), "--model", str(tiny_sd), *FAST,
+            "--backend", two_backends[0].endpoint, "--backend", two_backends[1].endpoint, "--progress-every", "1"]
+    status = module.batch.main(argv)
+    printed = capsys.readouterr().out
+    assert status == 1, printed  # a skipped line makes the batch fail, after the rest ran
+    assert "prompts.csv line 3 skipped: seed = 'many' is not an integer" in printed
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["finished"] == 2 and summary["total"] == 2
+    assert [(s["line"], s["text"]) for s in summary["skipped"]] == [(3, "a blue torus,many,")]
+    cube, cone = summary["results"]
+    assert (cube["prompt"], cube["line"], cube["seed"], cube["status"]) == ("a red cube", 2, 1, "finished")
+    assert (cone["prompt"], cone["line"], cone["seed"], cone["spec"]["guidance_scale"]) == ("a green cone", 4, 2, 7.5)
+    assert all(r["steps"] == 12 and r["seconds"] > 0 and r["error"] is None and r["job_id"] for r in (cube, cone))
+    # Both backends got a job: one each, since each runs one at a time.
+    assert {cube["backend"], cone["backend"]} == {s.endpoint for s in two_backends}
+    assert [len(_jobs_on(s)) for s in two_backends] == [1, 1]
+    # Progress lines: a state change per prompt, and step lines while running.
+    assert "[1/2] finished: a red cube in" in printed and "[2/2] running: a green cone on tcp://" in printed
+
+    import trimesh
+
+    for result in (cube, cone):
+        glb = Path(result["files"]["glb"])
+        assert glb == out / f"{result['slug']}.glb"
+        scene = trimesh.load(glb)
+        assert len(scene.geometry) == 1, f"{glb.name} holds {list(scene.geometry)}"  # that object alone
+        mesh = next(iter(scene.geometry.values()))
+        # trimesh keeps COLOR_0 beside the material (the albedo material makes it a TextureVisuals).
+        colours = np.asarray(mesh.visual.vertex_attributes["color"])
+        assert len(mesh.vertices) > 0 and colours.shape[0] == len(mesh.vertices) and np.ptp(colours[:, :3]) > 0
+
+    blend = _reopen_blend(out / "results.blend")
+    assert set(blend) == {"a red cube", "a green cone"}, blend
+    for name, obj in blend.items():
+        assert obj["albedo"] == ["albedo"] and obj["vertices"] > 0 and obj["scene"] == ["DreamFusion Batch"]
+    assert blend["a red cube"]["job"] == cube["job_id"]
+    assert blend["a red cube"]["location"] != blend["a green cone"]["location"]  # side by side
+
+
+def test_a_failing_prompt_makes_the_exit_status_non_zero(addon, two_backends, tiny_sd, tmp_path):
+    module, _ = addon
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "a red cube"}) + "\n"
+                       + json.dumps({"prompt": "a missing model", "model": str(tmp_path / "no-such-model")}) + "\n",
+                       encoding="utf-8")
+    out = tmp_path / "out"
+    status = module.batch.main(["batch", "--prompts", str(prompts), "--out", str(out), "--model", str(tiny_sd),
+                                *FAST, "--backend", two_backends[0].endpoint])
+    assert status == 1
+    summary = json.loads((out / "summary.json").read_text())
+    good, bad = summary["results"]
+    assert good["status"] == "finished" and Path(good["files"]["glb"]).exists()
+    assert bad["status"] == "failed" and "no-such-model" in bad["error"] and bad["files"] == {}
+    assert summary["skipped"] == [] and summary["status"] == "failed"
+
+
+def test_bad_arguments_and_unreadable_files_exit_2_without_starting_anything(addon, tmp_path, capsys):
+    module, _ = addon
+    assert module.batch.main(["batch", "--prompts", str(tmp_path / "none.txt"), "--out", str(tmp_path)]) == 2
+    assert "cannot read it" in capsys.readouterr().err
+    assert module.batch.main(["batch", "--prompts", "p.txt", "--out", "o", "--steps", "-3"]) == 2
+    assert "--steps: steps = -3 is out of range" in capsys.readouterr().err
+    assert module.batch.main(["render"]) == 2
+    assert module.batch.main(["batch", "--help"]) == 0
+    assert "--prompts FILE" in capsys.readouterr().out
+
+
+INTERRUPT_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from addon_helpers import install_from_zip
+from pathlib import Path
+module = install_from_zip(Path({zip!r}), Path({addons!r}))
+sys.exit(module.batch.main({argv!r}))
+"""
+
+
+def test_sigterm_cancels_the_running_job_and_still_writes_the_summary(addon, tiny_sd, tmp_path):
+    """No --backend: the batch starts its own local backend (as the panel does), and stops it at the end."""
+    _, zip_path = addon
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red cube\na blue torus\n", encoding="utf-8")
+    out = tmp_path / "out"
+    argv = ["batch", "--prompts", str(prompts), "--out", str(out), "--model", str(tiny_sd),
+            "--backend-executable", str(BACKEND), "--device", "cpu", "--jobs-dir", str(tmp_path / "jobs"),
+            "--steps", "5000", "--render-resolution", "32", "--mesh-resolution", "32", "--views-per-step", "1",
+            "--stream-every", "0"]
+    script = INTERRUPT_SCRIPT.format(tests=str(Path(__file__).parent), zip=str(zip_path),
+                                     addons=str(tmp_path / "addons"), argv=argv)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, cwd=str(tmp_path))
+    seen = []
+    deadline = time.monotonic() + 180
+    try:
+        for line in process.stdout:
+            seen.append(line)
+            if "[1/2] running: a red cube" in line or time.monotonic() > deadline:
+                break
+        assert any("[1/2] running" in line for line in seen), "".join(seen)[-3000:]
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    printed = "".join(seen) + rest
+    assert process.returncode == 130, printed[-3000:]
+    assert "SIGTERM: cancelling running jobs" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    first, second = summary["results"]
+    assert first["status"] == "cancelled" and first["job_id"] and first["step"] < 5000
+    assert second["status"] == "not started" and second["job_id"] is None
+    # The backend recorded the cancel (not just a dropped connection), and the batch stopped the backend it started.
+    record = tmp_path / "jobs" / "jobs" / first["job_id"] / "job.json"
+    assert json.loads(record.read_text())["state"] == "cancelled"
+    backends = subprocess.run(["pgrep", "-f", f"--data-dir {tmp_path / 'jobs'}"], capture_output=True, text=True)
+    assert backends.stdout.strip() == "", "the batch left its local backend running"
