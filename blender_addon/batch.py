@@ -2,10 +2,11 @@
 
 Timers never fire in `blender --background`, so this drives the same
 sessions, job tracker and scene update as the panel from its own blocking
-loop. For every prompt that finishes: its object in the scene (collection
-"DreamFusion", laid out side by side), `<slug>.glb`, and the shared
-`results.blend` rewritten; `summary.json` is rewritten after every change,
-so an interrupted or crashed batch still leaves an honest record.
+loop. For every prompt that finishes: its object in the open scene
+(collection "DreamFusion Batch", laid out side by side), `<slug>.glb`,
+and `results.blend` (that collection in a scene of its own) rewritten.
+`summary.json` is rewritten after every change, so an interrupted or
+crashed batch still leaves an honest record.
 
 Why one .blend for all results: a batch is reviewed as a set (open one file,
 see every result next to the others, each object carrying its JobSpec), and
@@ -37,6 +38,8 @@ from .shared.batch_options import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_
 from .shared.batch_plan import plan_batch
 from .shared.batch_runner import BatchRunner, ItemResult
 from .shared.job_tracker import MeshToApply
+from .shared.jobspec import DEFAULT_MODEL
+from .shared.local_backend import LocalBackendError
 from .shared.prompt_file import PromptFileError, read_prompt_file
 from .shared.recommended import builtin_recommendations
 
@@ -76,22 +79,27 @@ def run(options: BatchOptions) -> int:
         print(f"dreamfusion batch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     prefs = _preferences()
-    default_model = getattr(prefs, "default_model", "") or "toy-shapes"
+    default_model = getattr(prefs, "default_model", "") or DEFAULT_MODEL
     items, bad = plan_batch(prompt_file, options.flags, options.preset, builtin_recommendations, default_model)
     for line in bad:
         print(f"dreamfusion batch: {options.prompts.name} line {line.line} skipped: {line.error}", flush=True)
     if not items:
         print(f"dreamfusion batch: no prompt to run in {options.prompts}", file=sys.stderr)
         return EXIT_USAGE if not bad else EXIT_FAILED
-    options.out.mkdir(parents=True, exist_ok=True)
+    try:
+        options.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"dreamfusion batch: --out {options.out}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         sessions = _sessions(options, prefs)
-    except (OSError, ValueError) as exc:
+    except (LocalBackendError, OSError, ValueError) as exc:
         print(f"dreamfusion batch: cannot reach a backend: {exc}", file=sys.stderr)
         return EXIT_FAILED
     writer = _Writer(options, items, bad)
     runner = BatchRunner(items, sessions, writer.on_result, log=_log, progress_every=options.progress_every,
-                         on_change=lambda result: writer.write_summary())
+                         on_change=lambda result: writer.write_summary(),
+                         connect_timeout=options.backend_timeout, lost_timeout=options.backend_timeout)
     writer.runner = runner
     _log(f"dreamfusion batch: {len(items)} prompt(s) on {len(sessions)} backend(s) -> {options.out}")
     stop = _StopSignal()
@@ -122,6 +130,16 @@ def _preferences():
 def _sessions(options: BatchOptions, prefs) -> dict[str, Session]:
     """One session per --backend address; with none, what the preferences say (a local backend by default)."""
     sessions: dict[str, Session] = {}
+    try:
+        _open_sessions(options, prefs, sessions)
+    except BaseException:
+        for session in sessions.values():
+            session.shutdown()
+        raise
+    return sessions
+
+
+def _open_sessions(options: BatchOptions, prefs, sessions: dict[str, Session]) -> None:
     server_key = options.server_key or (bpy.path.abspath(prefs.server_key) if prefs else "")
     client_key = options.client_secret_key or (bpy.path.abspath(prefs.client_secret_key) if prefs else "")
     addresses = list(dict.fromkeys(options.backends))
@@ -136,9 +154,8 @@ def _sessions(options: BatchOptions, prefs) -> dict[str, Session]:
         device = options.device or (prefs.device if prefs else "auto")
         data_dir = options.jobs_dir or (bpy.path.abspath(prefs.data_dir) if prefs else "")
         session = Session()
-        session.start_local(executable, device, data_dir)
         sessions["local backend"] = session
-    return sessions
+        session.start_local(executable, device, data_dir)
 
 
 # --- results -------------------------------------------------------------------------------------------
@@ -152,17 +169,20 @@ class _Writer:
         self.runner: BatchRunner | None = None
         self.started = time.time()
         self.columns = max(1, math.ceil(math.sqrt(len(items))))
+        # A scene and collection of this run's own (Blender numbers repeats: "DreamFusion Batch.001"), so a
+        # second batch in the same session writes only its own results; the collection is also linked into
+        # the open scene, where the exporter and a watching artist see it.
         self.scene = bpy.context.scene
-        self.results_scene = bpy.data.scenes.get(SCENE_NAME) or bpy.data.scenes.new(SCENE_NAME)
-        self.results_collection = scene_update.ensure_collection(self.scene)
-        if self.results_collection.name not in self.results_scene.collection.children:
-            self.results_scene.collection.children.link(self.results_collection)
+        self.results_scene = bpy.data.scenes.new(SCENE_NAME)
+        self.collection = bpy.data.collections.new(SCENE_NAME)
+        self.results_scene.collection.children.link(self.collection)
+        self.scene.collection.children.link(self.collection)
 
     def on_result(self, result: ItemResult, final: MeshToApply) -> None:
         item, out = result.item, self.options.out
         spec = item.spec
         obj = scene_update.apply_mesh(self.scene, result.job_id, spec.prompt, final.mesh, final.step, spec.model,
-                                      scene_update.spec_json(spec))
+                                      scene_update.spec_json(spec), collection=self.collection)
         obj["dreamfusion_batch_line"] = item.line
         obj.location = (0.0, 0.0, 0.0)  # each .glb is centred on its own origin
         glb = out / f"{item.slug}.glb"

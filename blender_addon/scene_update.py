@@ -57,16 +57,17 @@ def find_object(job_id: str) -> bpy.types.Object | None:
     return None
 
 
-def ensure_object(scene: bpy.types.Scene, job_id: str, prompt: str,
-                  known: bpy.types.Object | None = None) -> bpy.types.Object:
-    """The job's object: `known` (the job list's pointer) if it still is, else found by job id, else made."""
+def ensure_object(scene: bpy.types.Scene, job_id: str, prompt: str, known: bpy.types.Object | None = None,
+                  collection: bpy.types.Collection | None = None) -> bpy.types.Object:
+    """The job's object: `known` (the job list's pointer) if it still is, else found by job id, else made
+    (in `collection`, by default the scene's "DreamFusion" collection)."""
     obj = known if known is not None and known.get(JOB_PROPERTY) == job_id else find_object(job_id)
     if obj is not None and obj.type == "MESH":
         return obj
     mesh = bpy.data.meshes.new(object_name(prompt))
     obj = bpy.data.objects.new(object_name(prompt), mesh)
     obj[JOB_PROPERTY] = job_id
-    ensure_collection(scene).objects.link(obj)
+    (collection or ensure_collection(scene)).objects.link(obj)
     mesh.materials.append(ensure_material())
     # View layers make an object's base lazily; do it now (the object is still empty, so this is cheap)
     # so that clicking the job in the list can select the object even before Blender redraws.
@@ -100,8 +101,9 @@ def set_geometry(mesh: bpy.types.Mesh, positions: np.ndarray, triangles: np.ndar
 
 
 def apply_mesh(scene: bpy.types.Scene, job_id: str, prompt: str, mesh_data, step: int, model: str,
-               spec_json: str = "", known: bpy.types.Object | None = None) -> bpy.types.Object:
-    obj = ensure_object(scene, job_id, prompt, known)
+               spec_json: str = "", known: bpy.types.Object | None = None,
+               collection: bpy.types.Collection | None = None) -> bpy.types.Object:
+    obj = ensure_object(scene, job_id, prompt, known, collection)
     set_geometry(obj.data, mesh_data.positions, mesh_data.triangles, mesh_data.colors)
     obj["dreamfusion_step"] = int(step)
     obj["dreamfusion_model"] = model

@@ -40,6 +40,7 @@ class BatchOptions:
     server_key: str = ""
     client_secret_key: str = ""
     progress_every: float = 10.0
+    backend_timeout: float = 30.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CURVE: this client's .key_secret")
     parser.add_argument("--progress-every", type=float, default=10.0, metavar="SECONDS",
                         help="seconds between step lines for running prompts (default 10)")
+    parser.add_argument("--backend-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="drop a backend that does not answer at first, or falls silent, for this long; its "
+                             "prompt runs once more on another backend (default 30)")
     add_spec_arguments(parser)
     return parser
 
@@ -81,8 +85,9 @@ def parse_batch_args(argv: list[str]) -> BatchOptions:
     except argparse.ArgumentError as exc:
         raise UsageError(f"{PROG}: error: {exc}") from None
     values = vars(args)
-    if args.progress_every <= 0:
-        raise UsageError(f"{PROG}: error: --progress-every = {args.progress_every:g} must be above 0")
+    for flag, value in (("--progress-every", args.progress_every), ("--backend-timeout", args.backend_timeout)):
+        if not value > 0 or value == float("inf"):
+            raise UsageError(f"{PROG}: error: {flag} = {value:g}; allowed: a number of seconds above 0")
     flags = {k: (list(v) if isinstance(v, list) else v) for k, v in values.items() if k in jobspec_knobs()}
     for name, value in flags.items():  # each flag on its own; rows combine them with their own fields later
         try:
@@ -97,7 +102,7 @@ def parse_batch_args(argv: list[str]) -> BatchOptions:
         flags=flags,
         preset=values.get("preset"), backend_executable=args.backend_executable, device=args.device,
         jobs_dir=args.jobs_dir, server_key=args.server_key, client_secret_key=args.client_secret_key,
-        progress_every=args.progress_every)
+        progress_every=args.progress_every, backend_timeout=args.backend_timeout)
 
 
 def usage() -> str:

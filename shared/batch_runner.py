@@ -21,8 +21,8 @@ from .job_tracker import FINAL_STATES, Applied, JobTracker, MeshToApply
 from .jobspec import JobSpec
 
 #: A backend that has not answered its first hello by then is retired.
-CONNECT_TIMEOUT = 60.0
-#: A backend silent this long (no heartbeat) while it has our job is retired, and the job goes elsewhere.
+CONNECT_TIMEOUT = 30.0
+#: A backend silent this long after the session noticed (three missed heartbeats) is retired; its job goes elsewhere.
 LOST_TIMEOUT = 30.0
 #: How often a job may be tried on another backend after its backend was lost.
 RETRIES = 1

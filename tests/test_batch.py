@@ -119,7 +119,8 @@ def test_three_prompts_one_bad_line_on_two_backends(addon, two_backends, tiny_sd
     blend = _reopen_blend(out / "results.blend")
     assert set(blend) == {"a red cube", "a green cone"}, blend
     for name, obj in blend.items():
-        assert obj["albedo"] == ["albedo"] and obj["vertices"] > 0 and obj["scene"] == ["DreamFusion Batch"]
+        assert obj["albedo"] == ["albedo"] and obj["vertices"] > 0
+        assert len(obj["scene"]) == 1 and obj["scene"][0].startswith("DreamFusion Batch")
     assert blend["a red cube"]["job"] == cube["job_id"]
     assert blend["a red cube"]["location"] != blend["a green cone"]["location"]  # side by side
 
@@ -139,6 +140,10 @@ def test_a_failing_prompt_makes_the_exit_status_non_zero(addon, two_backends, ti
     assert good["status"] == "finished" and Path(good["files"]["glb"]).exists()
     assert bad["status"] == "failed" and "no-such-model" in bad["error"] and bad["files"] == {}
     assert summary["skipped"] == [] and summary["status"] == "failed"
+    # A second batch in the same Blender session writes only its own results into its .blend.
+    blend = _reopen_blend(out / "results.blend")
+    # (Blender numbers a repeated name, "a red cube.001", when the earlier batch's object is still around.)
+    assert [obj["job"] for obj in blend.values()] == [good["job_id"]], blend
 
 
 def test_bad_arguments_and_unreadable_files_exit_2_without_starting_anything(addon, tmp_path, capsys):
@@ -202,3 +207,67 @@ def test_sigterm_cancels_the_running_job_and_still_writes_the_summary(addon, tin
     assert json.loads(record.read_text())["state"] == "cancelled"
     backends = subprocess.run(["pgrep", "-f", f"--data-dir {tmp_path / 'jobs'}"], capture_output=True, text=True)
     assert backends.stdout.strip() == "", "the batch left its local backend running"
+
+
+def test_a_dead_backends_prompt_runs_again_on_the_other(addon, tiny_sd, tmp_path_factory, tmp_path):
+    """Nothing is lost: backend A is killed mid-job; B finishes its own prompt and then A's."""
+    module, _ = addon
+    servers = [ServeProcess(tmp_path_factory.mktemp(f"retry-jobs-{i}")) for i in range(2)]
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red cube\na green cone\n", encoding="utf-8")
+    out = tmp_path / "out"
+    killed = []
+
+    def kill_a_when_it_runs():
+        # Runs beside the batch loop; reads only the summary file the batch keeps current.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            try:
+                results = json.loads((out / "summary.json").read_text())["results"]
+            except (OSError, ValueError):
+                results = []
+            victim = next((r for r in results if r["status"] == "running" and r["backend"] == servers[0].endpoint),
+                          None)
+            if victim is not None:
+                servers[0].kill()
+                killed.append(victim["prompt"])
+            time.sleep(0.05)
+
+    import threading
+
+    watcher = threading.Thread(target=kill_a_when_it_runs, daemon=True)
+    watcher.start()
+    try:
+        status = module.batch.main(["batch", "--prompts", str(prompts), "--out", str(out), "--model", str(tiny_sd),
+                                    *FAST, "--steps", "40", "--backend-timeout", "1",
+                                    "--backend", servers[0].endpoint, "--backend", servers[1].endpoint])
+    finally:
+        watcher.join(timeout=5)
+        for server in servers:
+            if server.process.poll() is None:
+                server.stop()
+    assert killed, "backend A never ran a prompt"
+    summary = json.loads((out / "summary.json").read_text())
+    assert status == 0 and summary["status"] == "ok", summary
+    moved = next(r for r in summary["results"] if r["prompt"] == killed[0])
+    assert moved["attempts"] == 2 and moved["backend"] == servers[1].endpoint and moved["status"] == "finished"
+    assert Path(moved["files"]["glb"]).exists()
+
+
+def test_no_backend_answering_fails_every_prompt_with_the_reason(addon, tmp_path):
+    module, _ = addon
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red cube\na green cone\n", encoding="utf-8")
+    out = tmp_path / "out"
+    started = time.monotonic()
+    status = module.batch.main(["batch", "--prompts", str(prompts), "--out", str(out), "--backend", address,
+                                "--backend-timeout", "1", "--seed", "1"])
+    assert status == 1 and time.monotonic() - started < 30
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["status"] for r in summary["results"]] == ["failed", "failed"]
+    assert summary["results"][0]["error"] == f"no backend left ({address}: no answer within 1 s)"
