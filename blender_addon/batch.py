@@ -83,20 +83,21 @@ def run(options: BatchOptions) -> int:
     items, bad = plan_batch(prompt_file, options.flags, options.preset, builtin_recommendations, default_model)
     for line in bad:
         print(f"dreamfusion batch: {options.prompts.name} line {line.line} skipped: {line.error}", flush=True)
-    if not items:
-        print(f"dreamfusion batch: no prompt to run in {options.prompts}", file=sys.stderr)
-        return EXIT_USAGE if not bad else EXIT_FAILED
     try:
         options.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         print(f"dreamfusion batch: --out {options.out}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    writer = _Writer(options, items, bad)
+    if not items:
+        print(f"dreamfusion batch: no prompt to run in {options.prompts}", file=sys.stderr)
+        writer.write_summary()
+        return EXIT_USAGE if not bad else EXIT_FAILED
     try:
         sessions = _sessions(options, prefs)
     except (LocalBackendError, OSError, ValueError) as exc:
         print(f"dreamfusion batch: cannot reach a backend: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    writer = _Writer(options, items, bad)
     runner = BatchRunner(items, sessions, writer.on_result, log=_log, progress_every=options.progress_every,
                          on_change=lambda result: writer.write_summary(),
                          connect_timeout=options.backend_timeout, lost_timeout=options.backend_timeout)
@@ -169,20 +170,25 @@ class _Writer:
         self.runner: BatchRunner | None = None
         self.started = time.time()
         self.columns = max(1, math.ceil(math.sqrt(len(items))))
-        # A scene and collection of this run's own (Blender numbers repeats: "DreamFusion Batch.001"), so a
-        # second batch in the same session writes only its own results; the collection is also linked into
-        # the open scene, where the exporter and a watching artist see it.
-        self.scene = bpy.context.scene
-        self.results_scene = bpy.data.scenes.new(SCENE_NAME)
-        self.collection = bpy.data.collections.new(SCENE_NAME)
-        self.results_scene.collection.children.link(self.collection)
-        self.scene.collection.children.link(self.collection)
+        self.collection = self.results_scene = None
+
+    def _results_collection(self) -> bpy.types.Collection:
+        """This run's own scene and collection, made with the first result (Blender numbers repeats:
+        "DreamFusion Batch.001"), so a second batch in one session writes only its own results. The
+        collection is also linked into the open scene, where the exporter and a watching artist see it."""
+        if self.collection is None:
+            self.results_scene = bpy.data.scenes.new(SCENE_NAME)
+            self.collection = bpy.data.collections.new(SCENE_NAME)
+            self.results_scene.collection.children.link(self.collection)
+            bpy.context.scene.collection.children.link(self.collection)
+        return self.collection
 
     def on_result(self, result: ItemResult, final: MeshToApply) -> None:
         item, out = result.item, self.options.out
         spec = item.spec
-        obj = scene_update.apply_mesh(self.scene, result.job_id, spec.prompt, final.mesh, final.step, spec.model,
-                                      scene_update.spec_json(spec), collection=self.collection)
+        collection = self._results_collection()
+        obj = scene_update.apply_mesh(bpy.context.scene, result.job_id, spec.prompt, final.mesh, final.step,
+                                      spec.model, scene_update.spec_json(spec), collection=collection)
         obj["dreamfusion_batch_line"] = item.line
         obj.location = (0.0, 0.0, 0.0)  # each .glb is centred on its own origin
         glb = out / f"{item.slug}.glb"

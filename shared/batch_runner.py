@@ -88,6 +88,7 @@ class BatchRunner:
         self.progress_every = progress_every
         self.connect_timeout, self.lost_timeout = connect_timeout, lost_timeout
         self._last_progress = time.monotonic()
+        self._cancelling = False
         self.total = len(items)
 
     # --- the loop -------------------------------------------------------------------------------
@@ -144,31 +145,30 @@ class BatchRunner:
 
     def cancel_all(self, timeout: float = 10.0) -> None:
         """Cancel every running job and wait (up to `timeout`) for the backends to confirm; nothing new starts."""
+        self._cancelling = True
         for result in self.queue:
             self._end(result, "not started", "the batch was interrupted")
         self.queue.clear()
-        waiting = []
         for backend in self.backends:
             result = backend.current
-            if result is None or backend.retired:
-                continue
-            if result.job_id:
-                try:
-                    backend.session.cancel(result.job_id)
-                except Exception as exc:  # the backend is gone: nothing left to cancel there
-                    self._end(result, "cancelled", f"interrupted; could not cancel on {backend.name}: {exc}")
-                    continue
-                waiting.append(backend)
-            else:  # submitted but not accepted yet: it may still start, so say so
-                self._end(result, "cancelled", "interrupted before the backend accepted it")
+            if result is not None and result.job_id and not backend.retired:
+                self._cancel(backend, result)
+            # Submitted but not accepted yet: `_apply` cancels it the moment the backend names the job.
         deadline = time.monotonic() + timeout
-        while any(b.current is not None for b in waiting) and time.monotonic() < deadline:
+        while any(b.current is not None and not b.retired for b in self.backends) and time.monotonic() < deadline:
             self.step()
             self.wait(0.1)
-        for backend in waiting:
+        for backend in self.backends:
             if backend.current is not None:
                 self._end(backend.current, "cancelled", "interrupted (the backend did not confirm the cancel)")
                 backend.current = None
+
+    def _cancel(self, backend: _Backend, result: ItemResult) -> None:
+        try:
+            backend.session.cancel(result.job_id)
+        except Exception as exc:  # the backend is gone: nothing left to cancel there
+            backend.current = None
+            self._end(result, "cancelled", f"interrupted; could not cancel on {backend.name}: {exc}")
 
     def shutdown(self) -> None:
         for backend in self.backends:
@@ -188,6 +188,9 @@ class BatchRunner:
             if request_id == result.request_id:
                 result.job_id = job_id
                 self._set_status(result, "queued", f"(job {job_id})")
+                if self._cancelling:
+                    self._cancel(backend, result)
+                    return
         if not result.job_id:
             return
         view = backend.session.tracker.jobs.get(result.job_id)

@@ -153,6 +153,12 @@ def test_bad_arguments_and_unreadable_files_exit_2_without_starting_anything(add
     assert module.batch.main(["batch", "--prompts", "p.txt", "--out", "o", "--steps", "-3"]) == 2
     assert "--steps: steps = -3 is out of range" in capsys.readouterr().err
     assert module.batch.main(["render"]) == 2
+    # Every row bad: nothing starts, and the summary still says why.
+    (tmp_path / "bad.csv").write_text("prompt,steps\na red cube,0\n", encoding="utf-8")
+    assert module.batch.main(["batch", "--prompts", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "o")]) == 1
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["results"] == [] and summary["skipped"][0]["line"] == 2 and summary["status"] == "failed"
+    assert "steps = 0 is out of range" in summary["skipped"][0]["error"]
     assert module.batch.main(["batch", "--help"]) == 0
     assert "--prompts FILE" in capsys.readouterr().out
 
