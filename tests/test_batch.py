@@ -117,13 +117,14 @@ def test_three_prompts_one_bad_line_on_two_backends(addon, two_backends, tiny_sd
         colours = np.asarray(mesh.visual.vertex_attributes["color"])
         assert len(mesh.vertices) > 0 and colours.shape[0] == len(mesh.vertices) and np.ptp(colours[:, :3]) > 0
 
-    blend = _reopen_blend(out / "results.blend")
-    assert set(blend) == {"a red cube", "a green cone"}, blend
-    for name, obj in blend.items():
-        assert obj["albedo"] == ["albedo"] and obj["vertices"] > 0
+    # Objects are named after their prompts (Blender numbers a name an earlier test in this process took).
+    by_job = {obj["job"]: (name, obj) for name, obj in _reopen_blend(out / "results.blend").items()}
+    assert set(by_job) == {cube["job_id"], cone["job_id"]}, by_job
+    for result in (cube, cone):
+        name, obj = by_job[result["job_id"]]
+        assert name.startswith(result["prompt"]) and obj["albedo"] == ["albedo"] and obj["vertices"] > 0
         assert len(obj["scene"]) == 1 and obj["scene"][0].startswith("DreamFusion Batch")
-    assert blend["a red cube"]["job"] == cube["job_id"]
-    assert blend["a red cube"]["location"] != blend["a green cone"]["location"]  # side by side
+    assert by_job[cube["job_id"]][1]["location"] != by_job[cone["job_id"]][1]["location"]  # side by side
 
 
 def test_a_failing_prompt_makes_the_exit_status_non_zero(addon, two_backends, tiny_sd, tmp_path):
