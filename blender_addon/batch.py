@@ -209,7 +209,7 @@ class _Writer:
             "seconds": round(time.time() - self.started, 2),
             "status": ("interrupted" if interrupted else
                        "running" if runner is not None and not runner.done else
-                       "ok" if all(r.ok for r in results) and not self.bad else "failed"),
+                       "ok" if self.items and all(r.ok for r in results) and not self.bad else "failed"),
             "backends": [b.name for b in runner.backends] if runner is not None else [],
             "finished": sum(r.ok for r in results), "total": len(self.items),
             "results": [r.to_dict() for r in results],
