@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 from shared import PROTOCOL_TAG, __version__
+from shared.names import slugify
 from shared.spec_args import add_spec_arguments, spec_from_args
 
 from .client_cli import add_client_parser, run_client
@@ -83,7 +83,7 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from backend.guidance.loading import recommended_settings
 
     job = spec_from_args(args, parser, args.prompt, model_defaults=recommended_settings)
-    out = args.out or Path(slug(job.prompt) + ".glb")
+    out = args.out or Path(slugify(job.prompt, separator="_", empty="mesh") + ".glb")
     save_every, save_dir = 0, None
     if args.save_every:
         try:
@@ -114,11 +114,6 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print(f"wrote {result.out} ({mesh.vertex_count} vertices, {mesh.triangle_count} triangles, seed {job.seed}, "
           f"{result.steps} steps in {result.seconds:.1f} s); checkpoint {result.checkpoint}")
     return INTERRUPTED if result.stopped_early else 0
-
-
-def slug(text: str) -> str:
-    """'A red cube!' -> 'a_red_cube' (file names from prompts)."""
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60] or "mesh"
 
 
 if __name__ == "__main__":

@@ -110,12 +110,10 @@ def run(options: BatchOptions) -> int:
     finally:
         runner.shutdown()
     writer.write_summary(interrupted=not finished)
-    ok = sum(r.ok for r in runner.results)
-    _log(f"dreamfusion batch: {ok}/{len(items)} finished, {len(bad)} line(s) skipped; summary: "
-         f"{options.out / SUMMARY_NAME}")
-    if not finished:
-        return EXIT_INTERRUPTED
-    return EXIT_OK if ok == len(items) and not bad else EXIT_FAILED
+    _log(f"dreamfusion batch: {sum(r.ok for r in runner.results)}/{len(items)} finished, {len(bad)} line(s) "
+         f"skipped; summary: {options.out / SUMMARY_NAME}")
+    # The exit status says what summary.json says.
+    return {"interrupted": EXIT_INTERRUPTED, "ok": EXIT_OK}.get(writer.status(not finished), EXIT_FAILED)
 
 
 # --- backends ------------------------------------------------------------------------------------------
@@ -200,6 +198,15 @@ class _Writer:
         atomic_write(blend, lambda tmp: bpy.data.libraries.write(tmp, {self.results_scene}, compress=True))
         result.files = {"glb": str(glb), "blend": str(blend)}
 
+    def status(self, interrupted: bool = False) -> str:
+        """The batch as a whole: interrupted, running, ok (every prompt finished, no line skipped) or failed."""
+        if interrupted:
+            return "interrupted"
+        if self.runner is not None and not self.runner.done:
+            return "running"
+        results = self.runner.results if self.runner is not None else []
+        return "ok" if self.items and all(r.ok for r in results) and not self.bad else "failed"
+
     def write_summary(self, interrupted: bool = False) -> None:
         runner = self.runner
         results = runner.results if runner is not None else []
@@ -207,9 +214,7 @@ class _Writer:
             "prompts": str(self.options.prompts), "out": str(self.options.out),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
             "seconds": round(time.time() - self.started, 2),
-            "status": ("interrupted" if interrupted else
-                       "running" if runner is not None and not runner.done else
-                       "ok" if self.items and all(r.ok for r in results) and not self.bad else "failed"),
+            "status": self.status(interrupted),
             "backends": [b.name for b in runner.backends] if runner is not None else [],
             "finished": sum(r.ok for r in results), "total": len(self.items),
             "results": [r.to_dict() for r in results],

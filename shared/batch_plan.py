@@ -8,13 +8,12 @@ spec does not validate becomes a `BadLine` naming the field and its range.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .errors import SpecError
 from .jobspec import DEFAULT_MODEL, JobSpec, preset_values
+from .names import slugify
 from .prompt_file import BadLine, PromptFile
 
 
@@ -58,13 +57,6 @@ def plan_batch(prompts: PromptFile, flags: Mapping[str, Any], preset: str | None
         items.append(BatchItem(len(items) + 1, row.line, slug, spec))
     bad.sort(key=lambda b: b.line)
     return items, bad
-
-
-def slugify(prompt: str, max_len: int = 60) -> str:
-    """A file-name-safe form of a prompt: 'A red cube, front!' -> 'a-red-cube-front'."""
-    ascii_text = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode("ascii")
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:max_len].rstrip("-")
-    return slug or "prompt"
 
 
 def unique_slug(prompt: str, taken: set[str]) -> str:

@@ -115,8 +115,8 @@ class BatchRunner:
             applied = backend.session.tick()
             if applied is not None:
                 self._apply(backend, applied)
-            self._check_health(backend, now)
-            if not backend.retired and backend.current is None and self.queue and self._connected(backend):
+            state = self._check_health(backend, now)
+            if not backend.retired and backend.current is None and self.queue and state == "connected":
                 self._submit(backend, self.queue.pop(0))
         if self.queue and all(b.retired for b in self.backends):
             reasons = "; ".join(f"{b.name}: {b.retired}" for b in self.backends)
@@ -220,7 +220,8 @@ class BatchRunner:
             return
         self._end(result, "finished", "")
 
-    def _check_health(self, backend: _Backend, now: float) -> None:
+    def _check_health(self, backend: _Backend, now: float) -> str:
+        """Retire a backend that failed or stayed silent too long; returns its session's state."""
         status = backend.session.status()
         if status.state == "error":
             self._retire(backend, status.text)
@@ -233,6 +234,7 @@ class BatchRunner:
                 self._retire(backend, f"silent for {self.lost_timeout:g} s")
         else:
             backend.silent_since = None
+        return status.state
 
     def _retire(self, backend: _Backend, reason: str) -> None:
         backend.retired = reason
@@ -251,9 +253,6 @@ class BatchRunner:
             self.log(f"{self._tag(result)} {result.item.prompt}: will run again on another backend")
         else:
             self._end(result, "failed", f"{backend.name}: {reason}")
-
-    def _connected(self, backend: _Backend) -> bool:
-        return backend.session.status().state == "connected"
 
     def _submit(self, backend: _Backend, result: ItemResult) -> None:
         try:

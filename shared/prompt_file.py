@@ -84,11 +84,17 @@ def parse_prompts(text: str, kind: str) -> PromptFile:
 # --- plain text ------------------------------------------------------------------------------------
 
 
-def _parse_text(text: str, out: PromptFile) -> None:
+def _content_lines(text: str):
+    """(line number, stripped line) for every line that is neither blank nor a `#` comment."""
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if stripped and not stripped.startswith("#"):
-            out.rows.append(PromptRow(number, {"prompt": stripped}))
+            yield number, stripped
+
+
+def _parse_text(text: str, out: PromptFile) -> None:
+    for number, line in _content_lines(text):
+        out.rows.append(PromptRow(number, {"prompt": line}))
 
 
 # --- JSON ------------------------------------------------------------------------------------------
@@ -107,16 +113,13 @@ def _row_from_json(item: Any, line: int, text: str, out: PromptFile) -> None:
 
 
 def _parse_json_lines(text: str, out: PromptFile) -> None:
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
+    for number, line in _content_lines(text):
         try:
-            item = json.loads(stripped)
+            item = json.loads(line)
         except json.JSONDecodeError as exc:
-            out.bad.append(BadLine(number, stripped, f"not JSON: {exc.msg} (column {exc.colno})"))
+            out.bad.append(BadLine(number, line, f"not JSON: {exc.msg} (column {exc.colno})"))
             continue
-        _row_from_json(item, number, stripped, out)
+        _row_from_json(item, number, line, out)
 
 
 def _parse_json(text: str, out: PromptFile) -> None:

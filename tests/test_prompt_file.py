@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from shared.batch_options import UsageError, parse_batch_args
-from shared.batch_plan import plan_batch, slugify
+from shared.batch_plan import plan_batch
+from shared.names import slugify
 from shared.prompt_file import PromptFileError, parse_prompts, read_prompt_file
 
 
@@ -86,6 +87,9 @@ def test_slugs_are_file_safe_and_unique():
     items, _ = plan_batch(parsed, {"seed": 1})
     assert [i.slug for i in items] == ["a-red-cube-front", "a-red-cube-front-2", "uber-wurfel", "prompt"]
     assert slugify("x" * 100) == "x" * 60
+    # The backend CLI's default file name uses the same function with its own separator and fallback.
+    assert slugify("A red cube!", separator="_", empty="mesh") == "a_red_cube"
+    assert slugify("!!", separator="_", empty="mesh") == "mesh"
 
 
 def test_batch_flags_are_checked_where_they_enter():
