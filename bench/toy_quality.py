@@ -69,6 +69,9 @@ def main() -> None:
                "cube_yaw_offset_deg": round(yaw_offset(mesh, "cube"), 1) if shape == "cube" and distances else None}
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if result.stopped_early:  # generate turns Ctrl-C/SIGTERM into "stop and keep the mesh": stop the bench too
+            print(json.dumps({"stopped_early": prompt, "at_step": result.steps}), flush=True)
+            break
     print(json.dumps({"summary": {"prompts": len(rows), "shapes_right": sum(r["shape_right"] for r in rows),
                                   "mean_seconds": round(sum(r["seconds"] for r in rows) / len(rows), 1)}}))
 

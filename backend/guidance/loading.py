@@ -106,27 +106,32 @@ def _load(model: str, device: torch.device) -> Guidance:
 
         vae = _load_part(model, source, "vae", index, dtype).requires_grad_(False).eval().to(device)
         return LatentGuidance(parts["unet"], vae, parts["text_encoder"], parts["tokenizer"], scheduler, device, dtype)
-    cls = _pixel_guidance_class(model, index)
-    return cls(parts["unet"], parts["text_encoder"], parts["tokenizer"], scheduler, device, dtype)
+    return _pixel_guidance(model, index, parts, scheduler, device, dtype)
 
 
-def _pixel_guidance_class(model: str, index: dict) -> type[Guidance]:
+def _pixel_guidance(model: str, index: dict, parts: dict, scheduler, device, dtype) -> Guidance:
     """Plain pixel guidance, or camera-aware when model_index.json declares it (the built-in prior adds its vocabulary)."""
+    args = (parts["unet"], parts["text_encoder"], parts["tokenizer"], scheduler, device, dtype)
     camera = index.get("_camera_conditioning")
     if camera is None:
         from .pixel import PixelGuidance
 
-        return PixelGuidance
-    from .camera_pixel import CAMERA_CONDITIONING, CameraAwarePixelGuidance
+        return PixelGuidance(*args)
+    from .camera_pixel import CAMERA_CONDITIONINGS, CameraAwarePixelGuidance, feature_size
 
-    if camera != CAMERA_CONDITIONING:
+    if camera not in CAMERA_CONDITIONINGS:
         raise ModelLoadError(f"model {model!r} wants camera conditioning {camera!r}; this backend knows "
-                             f"{CAMERA_CONDITIONING!r}")
+                             f"{', '.join(map(repr, CAMERA_CONDITIONINGS))}")
+    expected = parts["unet"].config.get("projection_class_embeddings_input_dim")
+    if expected != feature_size(camera):
+        raise ModelLoadError(f"model {model!r}: its UNet takes {expected} camera features, but "
+                             f"{camera!r} makes {feature_size(camera)}")
+    cls = CameraAwarePixelGuidance
     if model_kind(model) == "builtin":
         from .toy import ToyGuidance
 
-        return ToyGuidance
-    return CameraAwarePixelGuidance
+        cls = ToyGuidance
+    return cls(*args, conditioning=camera)
 
 
 def _model_index(model: str, source: str) -> dict:

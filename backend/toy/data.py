@@ -41,13 +41,20 @@ class ToyImages:
 
 
 @torch.no_grad()
-def make_images(count: int, resolution: int = 32, seed: int = 0, batch: int = 64) -> ToyImages:
+def make_images(count: int, resolution: int = 32, seed: int = 0, batch: int = 64,
+                shape_weights: dict[str, float] | None = None) -> ToyImages:
+    """`shape_weights` (default 1 each) sets how often each shape is drawn relative to the others."""
     spec = training_spec(seed)
     gen = torch.Generator().manual_seed(seed)
+    weights = shape_weights or {}
+    unknown = sorted(set(weights) - set(SHAPES))
+    if unknown or any(w < 0 for w in weights.values()):
+        raise ValueError(f"shape weights must be >= 0 for shapes among {', '.join(SHAPES)}; got {weights}")
+    shape_p = torch.tensor([float(weights.get(s, 1.0)) for s in SHAPES])
     shading_p = torch.tensor([spec.shading_probabilities()[s] for s in SHADINGS])
     parts: dict[str, list] = {k: [] for k in ("images", "shapes", "colours", "azimuth", "elevation")}
     for _ in range(math.ceil(count / batch)):
-        shape = int(torch.randint(len(SHAPES), (1,), generator=gen))
+        shape = int(torch.multinomial(shape_p, 1, generator=gen))
         colour = int(torch.randint(len(COLOURS), (1,), generator=gen))
         shading = SHADINGS[int(torch.multinomial(shading_p, 1, generator=gen))]
         cameras = sample_cameras(spec, batch, gen)
