@@ -219,3 +219,14 @@ def test_camera_features():
     assert new.shape == (3, 8)
     assert torch.allclose(new[:, 5], torch.tensor([1.0, -1.0, 1.0]), atol=1e-6)
     assert torch.allclose(new[:, 6:], old.new_tensor([[0.34202, 0.93969]] * 3), atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", ["dragon=2", "cube=-1", "cube=lots", "cube"])
+def test_a_bad_shape_weight_is_refused_naming_the_flag_and_the_allowed_values(bad, capsys):
+    from backend.toy import train
+
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--shape-weight", bad, "--steps", "1"])
+    assert exit_info.value.code == 2
+    assert "--shape-weight wants SHAPE=W with SHAPE among cube, sphere, torus, cone, cylinder and W >= 0" in \
+        capsys.readouterr().err

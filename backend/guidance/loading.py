@@ -122,10 +122,9 @@ def _pixel_guidance(model: str, index: dict, parts: dict, scheduler, device, dty
     if camera not in CAMERA_CONDITIONINGS:
         raise ModelLoadError(f"model {model!r} wants camera conditioning {camera!r}; this backend knows "
                              f"{', '.join(map(repr, CAMERA_CONDITIONINGS))}")
-    expected = parts["unet"].config.get("projection_class_embeddings_input_dim")
-    if expected != feature_size(camera):
-        raise ModelLoadError(f"model {model!r}: its UNet takes {expected} camera features, but "
-                             f"{camera!r} makes {feature_size(camera)}")
+    expected, made = parts["unet"].config.get("projection_class_embeddings_input_dim"), feature_size(camera)
+    if expected != made:
+        raise ModelLoadError(f"model {model!r}: its UNet takes {expected} camera features, but {camera!r} makes {made}")
     cls = CameraAwarePixelGuidance
     if model_kind(model) == "builtin":
         from .toy import ToyGuidance
