@@ -17,7 +17,8 @@ from safetensors.torch import load_file, save_file
 from shared import JobSpec
 
 from shared.atomic import atomic_write
-from .field import FieldConfig
+from .field import FieldConfig, GridField
+from .occupancy import OccupancyGrid
 from .trainer import Trainer, TrainerConfig
 
 FORMAT = "dreamfusion-checkpoint/1"
@@ -65,9 +66,7 @@ def load_checkpoint(path: str | Path, spec: JobSpec, guidance, device="cpu",
     from safetensors import safe_open
 
     meta = _metadata(path, safe_open)
-    field_config = FieldConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in json.loads(meta["field_config"]).items()})
-    config = dataclasses.replace(config or TrainerConfig(), field=field_config)
+    config = dataclasses.replace(config or TrainerConfig(), field=_field_config(meta))
     trainer = Trainer(spec, guidance, device, config)
     tensors = load_file(str(path), device="cpu")
     trainer.field.load_state_dict(_prefixed(tensors, "field."))
@@ -84,6 +83,23 @@ def load_checkpoint(path: str | Path, spec: JobSpec, guidance, device="cpu",
     trainer.step = int(meta["step"])
     trainer._cull_pays = bool(json.loads(meta.get("cull_pays", "false")))
     return trainer
+
+
+def load_field(path: str | Path, device="cpu") -> tuple[GridField, OccupancyGrid]:
+    """The field and occupancy grid in a checkpoint, without its guidance model: enough to extract a mesh."""
+    from safetensors import safe_open
+
+    field = GridField(_field_config(_metadata(path, safe_open)))
+    tensors = load_file(str(path), device="cpu")
+    field.load_state_dict(_prefixed(tensors, "field."))
+    mask = tensors["occupancy.mask"]
+    occupancy = OccupancyGrid(field.bound, mask.shape[0])
+    occupancy.load_state_dict(_prefixed(tensors, "occupancy."))
+    return field.to(device), occupancy.to(device)
+
+
+def _field_config(meta: dict[str, str]) -> FieldConfig:
+    return FieldConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(meta["field_config"]).items()})
 
 
 def _metadata(path, safe_open) -> dict[str, str]:

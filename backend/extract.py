@@ -13,10 +13,16 @@ from torch.nn import functional as F
 
 from shared import MeshData
 
-#: Density at which the surface is drawn; below it for the whole field, no surface.
+#: Density at which the surface of a crisp field is drawn.
 DEFAULT_ISO = 5.0
-#: When the field never reaches DEFAULT_ISO but does rise above this, draw at half its peak (early previews).
+#: A field peaking below this has no surface yet.
 MIN_PEAK = 0.5
+#: Soft fields: levels tried when DEFAULT_ISO's surface does not cover what the renders show.
+ISO_CANDIDATES = tuple(DEFAULT_ISO * 2.0 ** (k / 3) for k in range(-9, 10))  # 0.63 .. 40 in steps of 26 %, 5 included
+#: How far DEFAULT_ISO's silhouette agreement may fall short of the best level's before that level is used.
+SILHOUETTE_SLACK = 0.05
+#: Resolution of the grid the silhouettes are compared on.
+SILHOUETTE_RESOLUTION = 48
 #: Components smaller than this share of all triangles are floaters and dropped.
 MIN_COMPONENT_SHARE = 0.01
 CHUNK = 2**18
@@ -91,28 +97,57 @@ def narrow_band_grid(field, resolution: int, iso: float, coarse: torch.Tensor, o
     return volume.cpu().numpy()
 
 
+def silhouette_agreement(volume: np.ndarray, step: float, iso: float) -> float:
+    """How well the surface at `iso` covers what a volume render shows, seen along the three axes.
+
+    Intersection over union of two masks per axis: the columns whose optical depth makes a render at
+    least half opaque, and the columns the surface {density >= iso} crosses. 1 is a perfect match.
+    """
+    inter = union = 0
+    for axis in range(3):
+        seen = volume.sum(axis=axis) * step >= np.log(2.0)
+        drawn = (volume >= iso).any(axis=axis)
+        inter += int((seen & drawn).sum())
+        union += int((seen | drawn).sum())
+    return inter / union if union else 0.0
+
+
+def choose_iso(volume: np.ndarray, step: float) -> float | None:
+    """The level to draw a field's surface at; None when no render of it is half opaque anywhere.
+
+    DEFAULT_ISO suits a crisp field, whose density leaps past it at the surface. SDS against a small
+    prior often grows a soft one instead: renders show a solid shape (a density of 2 over its depth
+    is 80 % opaque) while the level-5 surface is a few lumps inside it. Then the surface is drawn at
+    the level whose silhouettes best match the renders', since that shape is what the prior judged.
+    """
+    scores = {iso: silhouette_agreement(volume, step, iso) for iso in ISO_CANDIDATES}
+    best = max(ISO_CANDIDATES, key=scores.get)
+    if scores[best] == 0.0:
+        return None
+    return DEFAULT_ISO if scores[DEFAULT_ISO] >= scores[best] - SILHOUETTE_SLACK else best
+
+
 def extract_mesh(field, resolution: int, occupancy=None, iso: float | None = None) -> Extraction:
+    """The field's surface as a coloured mesh; `iso` None picks the level (see `choose_iso`)."""
     message = ""
-    volume = None
+    if iso is None:
+        sample_res = min(resolution, SILHOUETTE_RESOLUTION)
+        sample = density_grid(field, sample_res, occupancy)
+        peak = float(sample.max())
+        if peak < MIN_PEAK:
+            return Extraction(MeshData.empty(), DEFAULT_ISO, f"no surface yet: the field's highest density is "
+                                                             f"{peak:.3g}, below {MIN_PEAK:g}")
+        iso = choose_iso(sample, 2.0 * field.bound / (sample_res - 1))
+        if iso is None:  # too faint for any render to be half opaque: an early preview
+            iso = 0.5 * peak
+            message = f"surface drawn at density {iso:.3g} (no render of the field is half opaque yet)"
     if resolution >= MIN_NARROW_BAND_RESOLUTION:
         coarse_res = max(16, resolution // NARROW_BAND_FACTOR)
         coarse = _densities(field, _nodes(field.bound, coarse_res, _device(field)), occupancy)
-        coarse = coarse.reshape((coarse_res,) * 3)
-        if iso is None and float(coarse.max()) >= DEFAULT_ISO:
-            iso = DEFAULT_ISO
-        if iso is not None:
-            volume = narrow_band_grid(field, resolution, iso, coarse, occupancy)
-    if volume is None:  # small grids, or a field too faint to pick the level from the coarse grid
+        volume = narrow_band_grid(field, resolution, iso, coarse.reshape((coarse_res,) * 3), occupancy)
+    else:
         volume = density_grid(field, resolution, occupancy)
     peak = float(volume.max())
-    if iso is None:
-        iso = DEFAULT_ISO
-        if peak < DEFAULT_ISO:
-            if peak < MIN_PEAK:
-                return Extraction(MeshData.empty(), iso, f"no surface yet: the field's highest density is "
-                                                         f"{peak:.3g}, below {MIN_PEAK:g}")
-            iso = 0.5 * peak
-            message = f"surface drawn at density {iso:.3g} (the field has not reached {DEFAULT_ISO:g} yet)"
     if peak <= iso:
         return Extraction(MeshData.empty(), iso, f"no surface: the field never reaches density {iso:g} "
                                                  f"(its highest is {peak:.3g})")

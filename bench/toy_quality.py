@@ -1,10 +1,12 @@
 """Quality of text-to-3D with the built-in toy-shapes prior: one JSON line per prompt, then a summary.
 
-    .venv/bin/python bench/toy_quality.py [--pairs 10] [--seed 0] [--prompts "a red cube" ...]
+    .venv/bin/python bench/toy_quality.py [--pairs 10] [--seed 0] [--prompts "a red cube" ...] [--rescore]
 
 For each prompt: seconds, steps, the Chamfer distance (best over yaw, centred and
-scale-normalised) to every primitive, the nearest one, and the hue error of the
-mean vertex colour.
+scale-normalised) to every primitive, the nearest one, the hue error of the
+mean vertex colour, and the density level the surface was drawn at.
+`--rescore` skips training and scores the checkpoints an earlier run left in
+--out with the current mesh extraction (seconds are then null).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.generate import generate  # noqa: E402
+from backend.checkpoint import load_field, read_checkpoint_spec  # noqa: E402
+from backend.extract import extract_mesh  # noqa: E402
+from backend.generate import checkpoint_path_for, generate  # noqa: E402
 from backend.guidance.loading import recommended_settings  # noqa: E402
 from backend.toy.quality import hue_error, shape_distances, yaw_offset  # noqa: E402
 from backend.toy.vocab import COLOURS, SHAPES, parse_prompt  # noqa: E402
@@ -42,6 +46,8 @@ def main() -> None:
     parser.add_argument("--shapes", default="", help="comma-separated shapes to run (default: --pairs)")
     parser.add_argument("--prompts", nargs="+", default=None, metavar="'a COLOUR SHAPE'",
                         help="exactly these prompts instead")
+    parser.add_argument("--rescore", action="store_true",
+                        help="re-extract and score the checkpoints an earlier run wrote to --out, without training")
     args = parser.parse_args()
     rows = []
     chosen = pairs(args.pairs)
@@ -56,12 +62,20 @@ def main() -> None:
         prompt = f"a {colour} {shape}"
         spec = JobSpec.from_dict({**recommended_settings(args.model), "model": args.model, "prompt": prompt,
                                   "seed": args.seed, **json.loads(args.set)})
-        start = time.perf_counter()
-        result = generate(spec, args.out / f"{colour}_{shape}.glb", device="cpu", show_progress=False)
-        seconds = time.perf_counter() - start
-        mesh = result.extraction.mesh
+        out = args.out / f"{colour}_{shape}.glb"
+        stopped_early = False
+        if args.rescore:
+            field, occupancy = load_field(checkpoint_path_for(out))
+            extraction = extract_mesh(field, spec.mesh_resolution, occupancy)
+            seconds, steps = None, read_checkpoint_spec(checkpoint_path_for(out))[1]
+        else:
+            start = time.perf_counter()
+            result = generate(spec, out, device="cpu", show_progress=False)
+            seconds = round(time.perf_counter() - start, 1)
+            extraction, steps, stopped_early = result.extraction, result.steps, result.stopped_early
+        mesh = extraction.mesh
         distances = shape_distances(mesh) if mesh.vertex_count else {}
-        row = {"prompt": prompt, "seconds": round(seconds, 1), "steps": result.steps,
+        row = {"prompt": prompt, "seconds": seconds, "steps": steps, "iso": round(extraction.iso, 2),
                "vertices": mesh.vertex_count, "chamfer": distances,
                "nearest": min(distances, key=distances.get) if distances else None,
                "shape_right": bool(distances) and min(distances, key=distances.get) == shape,
@@ -69,11 +83,12 @@ def main() -> None:
                "cube_yaw_offset_deg": round(yaw_offset(mesh, "cube"), 1) if shape == "cube" and distances else None}
         rows.append(row)
         print(json.dumps(row), flush=True)
-        if result.stopped_early:  # generate turns Ctrl-C/SIGTERM into "stop and keep the mesh": stop the bench too
-            print(json.dumps({"stopped_early": prompt, "at_step": result.steps}), flush=True)
+        if stopped_early:  # generate turns Ctrl-C/SIGTERM into "stop and keep the mesh": stop the bench too
+            print(json.dumps({"stopped_early": prompt, "at_step": steps}), flush=True)
             break
+    timed = [r["seconds"] for r in rows if r["seconds"] is not None]
     print(json.dumps({"summary": {"prompts": len(rows), "shapes_right": sum(r["shape_right"] for r in rows),
-                                  "mean_seconds": round(sum(r["seconds"] for r in rows) / len(rows), 1)}}))
+                                  "mean_seconds": round(sum(timed) / len(timed), 1) if timed else None}}))
 
 
 if __name__ == "__main__":

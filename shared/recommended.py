@@ -21,8 +21,8 @@ TOY_TRAINING_SCENE: dict[str, Any] = {
 BUILTIN_RECOMMENDATIONS: dict[str, dict[str, Any]] = {
     "toy-shapes": {
         **TOY_TRAINING_SCENE,
-        # 900 steps, not 600: a cube is still settling at 600 (two of eight came out lumpy blocks nearer a
-        # cylinder; both were cubes at 900), and 900 steps take about 3.5 minutes on 2 cores.
+        # 900 steps, not 600: a cube is still rounded at 600 (a white and a purple one came out nearer a
+        # cylinder); at 900 all nine cubes measured were cubes. 900 steps take about 3.7 minutes on 2 cores.
         "render_resolution": 32, "views_per_step": 4, "guidance_scale": 20.0, "steps": 900,
         "t_anneal": 0.5, "mesh_resolution": 96, "stream_every": 100,
     },

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from backend import extract
 from backend.extract import extract_mesh
 from backend.field import GridField
 from backend.occupancy import OccupancyGrid
+from backend.toy.quality import shape_distances
 from tests.fields import EmptyField, SphereField, TwoSpheres
 
 
@@ -36,17 +38,51 @@ def test_no_surface_gives_an_empty_mesh_and_a_clear_message():
 
 
 class FaintBall(SphereField):
-    """Never reaches the default iso-level of 5: peaks at 2."""
+    """A ball whose density stops at `peak`."""
+
+    def __init__(self, radius: float, peak: float):
+        super().__init__(radius)
+        self.peak = peak
 
     def forward(self, points):
         density, colour = super().forward(points)
-        return density.clamp_max(2.0), colour
+        return density.clamp_max(self.peak), colour
 
 
-def test_a_faint_field_is_drawn_at_half_its_peak_with_a_note():
-    result = extract_mesh(FaintBall(0.4), 48)
-    assert result.mesh.vertex_count > 0 and result.iso == pytest.approx(1.0)
-    assert "has not reached 5" in result.message
+class SoftCubeWithCores(SphereField):
+    """What SDS against a small prior often grows: a cube of density 2 (80 % opaque across its width,
+    so every render shows the cube) holding two dense lumps, the only places above density 5."""
+
+    def forward(self, points):
+        inside = (points.abs() <= 0.4).all(dim=-1)
+        lumps = torch.stack([(points - torch.tensor(c)).norm(dim=-1) for c in ((0.15, 0.0, 0.0), (-0.15, 0.1, 0.0))])
+        density = torch.where(inside, 2.0, 0.0) + 8.0 * (lumps.amin(0) < 0.12)
+        return density, self.colour.expand(points.shape[0], 3)
+
+
+@pytest.mark.parametrize("resolution", [64, 96])
+def test_a_soft_field_is_drawn_where_its_renders_are_opaque_not_around_its_dense_cores(resolution):
+    result = extract_mesh(SoftCubeWithCores(), resolution)
+    assert result.iso < 2.0 and result.message == ""
+    low, high = result.mesh.positions.min(axis=0), result.mesh.positions.max(axis=0)
+    assert np.allclose(low, -0.4, atol=0.05) and np.allclose(high, 0.4, atol=0.05)  # the cube, not the lumps
+    assert shape_distances(result.mesh)["cube"] < 0.05
+
+
+def test_a_field_that_never_reaches_the_default_level_is_drawn_where_it_is_opaque():
+    result = extract_mesh(FaintBall(0.4, peak=2.0), 48)
+    assert result.iso < 2.0 and result.message == ""
+    assert abs(np.linalg.norm(result.mesh.positions, axis=1).mean() - 0.4) < 0.03
+
+
+def test_a_field_no_render_sees_half_opaque_is_drawn_at_half_its_peak_with_a_note():
+    result = extract_mesh(FaintBall(0.3, peak=0.8), 48)  # 0.8 across 0.6: at most 38 % opaque
+    assert result.mesh.vertex_count > 0 and result.iso == pytest.approx(0.4, rel=0.05)
+    assert "no render of the field is half opaque yet" in result.message
+
+
+def test_a_crisp_field_keeps_the_default_level():
+    assert extract_mesh(SphereField(0.5), 64).iso == extract.DEFAULT_ISO
 
 
 def test_tiny_floaters_are_removed():
@@ -74,13 +110,12 @@ def test_narrow_band_extraction_matches_the_full_grid(resolution):
     with torch.no_grad():  # give the blob structure at every scale so the surface is not a plain sphere
         for g in field.grids:
             g.normal_(0.0, 1.0)
-    from backend import extract
-
-    banded = extract_mesh(field, resolution).mesh
+    result = extract_mesh(field, resolution)
+    banded = result.mesh
     full_volume = extract.density_grid(field, resolution)
     import mcubes
 
-    vertices, faces = mcubes.marching_cubes(np.pad(full_volume, 1), extract.DEFAULT_ISO)
+    vertices, faces = mcubes.marching_cubes(np.pad(full_volume, 1), result.iso)
     assert banded.vertex_count > 100
     # Same surface: every banded vertex lies on the full-grid surface's vertex set (up to float error).
     full = (vertices - 1.0) * (2.0 / (resolution - 1)) - 1.0

@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from backend.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_spec, save_checkpoint
+from backend.checkpoint import CheckpointError, load_checkpoint, load_field, read_checkpoint_spec, save_checkpoint
+from backend.extract import extract_mesh
 from backend.guidance import load_guidance
 from backend.trainer import Trainer, TrainerConfig, prompt_for_view
 from shared import JobSpec, decode, encode
@@ -81,6 +82,17 @@ def test_checkpoint_is_safetensors_with_spec_and_rng(guidance, tiny_sd, tmp_path
     assert json.loads(meta["spec"])["seed"] == 3
     restored, step = read_checkpoint_spec(path)
     assert restored == trainer.spec and step == 2
+
+
+def test_a_checkpoint_field_alone_extracts_the_trainers_mesh(guidance, tiny_sd, tmp_path):
+    trainer = Trainer(spec(tiny_sd, steps=4), guidance, config=TrainerConfig(occupancy_every=1))
+    trainer.run()
+    field, occupancy = load_field(save_checkpoint(trainer, tmp_path / "ckpt.safetensors"))
+    assert occupancy.occupied_fraction() < 1.0  # the trained grid, not a fresh all-occupied one
+    assert torch.equal(occupancy.mask, trainer.occupancy.mask)
+    expected = trainer.snapshot(preview=False).extraction.mesh
+    mesh = extract_mesh(field, trainer.spec.mesh_resolution, occupancy).mesh
+    assert mesh.vertex_count > 0 and (mesh.positions == expected.positions).all()
 
 
 def test_a_broken_checkpoint_is_a_clear_error(guidance, tiny_sd, tmp_path):
