@@ -97,16 +97,18 @@ def narrow_band_grid(field, resolution: int, iso: float, coarse: torch.Tensor, o
     return volume.cpu().numpy()
 
 
-def silhouette_agreement(volume: np.ndarray, step: float, iso: float) -> float:
-    """How well the surface at `iso` covers what a volume render shows, seen along the three axes.
+def silhouettes(volume: np.ndarray, step: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per axis: the columns whose optical depth makes a volume render at least half opaque, and each
+    column's peak density (the surface at a level crosses exactly the columns peaking at or above it)."""
+    return [(volume.sum(axis=axis) * step >= np.log(2.0), volume.max(axis=axis)) for axis in range(3)]
 
-    Intersection over union of two masks per axis: the columns whose optical depth makes a render at
-    least half opaque, and the columns the surface {density >= iso} crosses. 1 is a perfect match.
-    """
+
+def silhouette_agreement(views: list[tuple[np.ndarray, np.ndarray]], iso: float) -> float:
+    """How well the surface at `iso` covers what a volume render shows along the three axes: intersection
+    over union of the rendered and the surface's silhouettes (`silhouettes`). 1 is a perfect match."""
     inter = union = 0
-    for axis in range(3):
-        seen = volume.sum(axis=axis) * step >= np.log(2.0)
-        drawn = (volume >= iso).any(axis=axis)
+    for seen, peak in views:
+        drawn = peak >= iso
         inter += int((seen & drawn).sum())
         union += int((seen | drawn).sum())
     return inter / union if union else 0.0
@@ -120,7 +122,8 @@ def choose_iso(volume: np.ndarray, step: float) -> float | None:
     is 80 % opaque) while the level-5 surface is a few lumps inside it. Then the surface is drawn at
     the level whose silhouettes best match the renders', since that shape is what the prior judged.
     """
-    scores = {iso: silhouette_agreement(volume, step, iso) for iso in ISO_CANDIDATES}
+    views = silhouettes(volume, step)
+    scores = {iso: silhouette_agreement(views, iso) for iso in ISO_CANDIDATES}
     best = max(ISO_CANDIDATES, key=scores.get)
     if scores[best] == 0.0:
         return None

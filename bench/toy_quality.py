@@ -65,9 +65,10 @@ def main() -> None:
         out = args.out / f"{colour}_{shape}.glb"
         stopped_early = False
         if args.rescore:
-            field, occupancy = load_field(checkpoint_path_for(out))
+            checkpoint = checkpoint_path_for(out)
+            field, occupancy = load_field(checkpoint)
             extraction = extract_mesh(field, spec.mesh_resolution, occupancy)
-            seconds, steps = None, read_checkpoint_spec(checkpoint_path_for(out))[1]
+            seconds, steps = None, read_checkpoint_spec(checkpoint)[1]
         else:
             start = time.perf_counter()
             result = generate(spec, out, device="cpu", show_progress=False)
