@@ -2,7 +2,9 @@
 
 safetensors (tensors + a JSON string table) rather than torch.save: loading
 a checkpoint never unpickles anything. Writes go to a temporary file in the
-same folder and are renamed into place, so a crash never leaves half a file.
+same folder, fsynced and renamed into place, so a crash never leaves half a
+file; a server keeps the one before as well (`previous_checkpoint`), so a
+checkpoint damaged on disk costs one interval, not the job.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ class CheckpointError(RuntimeError):
     pass
 
 
-def save_checkpoint(trainer: Trainer, path: str | Path) -> Path:
+def previous_checkpoint(path: str | Path) -> Path:
+    """Where `save_checkpoint(..., keep_previous=True)` keeps the checkpoint before `path`."""
+    path = Path(path)
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
+def save_checkpoint(trainer: Trainer, path: str | Path, keep_previous: bool = False) -> Path:
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
     for name, value in trainer.field.state_dict().items():
@@ -49,7 +57,8 @@ def save_checkpoint(trainer: Trainer, path: str | Path) -> Path:
         "param_groups": json.dumps(optim["param_groups"]),
         "cull_pays": json.dumps(trainer._cull_pays),
     }
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata),
+                        keep_previous=previous_checkpoint(path) if keep_previous else None)
 
 
 def read_checkpoint_spec(path: str | Path) -> tuple[JobSpec, int]:

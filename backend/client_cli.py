@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from shared import (Accepted, Cancelled, Error, Failed, Finished, JobSpec, ListReply, Message, Progress, Rejected,
-                    StatusReply, Update)
+from shared import (Accepted, Cancelled, Deleted, Error, Failed, Finished, JobSpec, ListReply, Message, Progress,
+                    Rejected, StatusReply, Update)
 from shared.client import DEFAULT_ADDRESS, BackendClient, BackendTimeout, CurveKeys
 from shared.spec_args import add_spec_arguments, spec_from_args
 
@@ -20,7 +20,7 @@ INTERRUPTED = 130
 
 def add_client_parser(verbs) -> None:
     client = verbs.add_parser("client", help="talk to a running backend (submit, watch, cancel, status, result, "
-                                             "resume)")
+                                             "resume, delete)")
     actions = client.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     def connection(p: argparse.ArgumentParser) -> None:
@@ -49,6 +49,11 @@ def add_client_parser(verbs) -> None:
     cancel = actions.add_parser("cancel", help="stop a queued or running job (its checkpoint is kept)")
     cancel.add_argument("job_id")
     connection(cancel)
+
+    delete = actions.add_parser("delete", help="remove a job and its files from the backend (a queued or running "
+                                               "one is cancelled first)")
+    delete.add_argument("job_id")
+    connection(delete)
 
     status = actions.add_parser("status", help="show one job or all jobs")
     status.add_argument("job_id", nargs="?")
@@ -139,16 +144,29 @@ def _cancel(client: BackendClient, args, spec) -> int:
     return FAILED
 
 
-def _status(client: BackendClient, args, spec) -> int:
-    reply = client.request(client.status(args.job_id), args.timeout)
-    if not isinstance(reply, (StatusReply, ListReply)):
+def _delete(client: BackendClient, args, spec) -> int:
+    # A running job is deleted once it has stopped, after its current step.
+    reply = client.request(client.delete(args.job_id), max(args.timeout, 60.0))
+    if not isinstance(reply, Deleted):
         return _refused(reply)
+    print(f"job {reply.job_id} deleted ({reply.freed_bytes / 2**20:.1f} MiB freed)")
+    return 0
+
+
+def _status(client: BackendClient, args, spec) -> int:
+    if args.job_id is None:
+        jobs = client.list_all(args.timeout)  # every page
+    else:
+        reply = client.request(client.status(args.job_id), args.timeout)
+        if not isinstance(reply, (StatusReply, ListReply)):
+            return _refused(reply)
+        jobs = reply.jobs
     if args.json:
-        print(json.dumps([dataclasses.asdict(j) for j in reply.jobs], indent=2))
+        print(json.dumps([dataclasses.asdict(j) for j in jobs], indent=2))
         return 0
-    if not reply.jobs:
+    if not jobs:
         print("no jobs")
-    for job in reply.jobs:
+    for job in jobs:
         line = f"{job.job_id}  {job.state:<11}  {job.step:>6}/{job.steps:<6}  {job.prompt}"
         print(line + (f"  ({job.reason})" if job.reason else ""))
     return 0
@@ -223,4 +241,4 @@ def _refused(reply: Message) -> int:
 
 
 _ACTIONS = {"submit": _submit, "resume": _resume, "watch": _watch, "cancel": _cancel, "status": _status,
-            "result": _result}
+            "result": _result, "delete": _delete}

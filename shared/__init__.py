@@ -13,9 +13,9 @@ from .framing import DEFAULT_MAX_MESSAGE_BYTES, MAX_HEADER_BYTES, decode, encode
 from .jobspec import PRESETS, JobSpec, jobspec_knobs, model_kind
 from .knobs import Knob
 from .mesh import MeshData
-from .messages import (CLIENT_TYPES, MESSAGE_TYPES, SERVER_TYPES, Accepted, Ack, Bye, Cancel, Cancelled, Error,
-                       Failed, Finished, Heartbeat, Hello, Image, JobInfo, List, ListReply, Message, Progress,
-                       Rejected, Result, Resume, Status, StatusReply, Submit, Update, Watch, Welcome)
+from .messages import (CLIENT_TYPES, MESSAGE_TYPES, SERVER_TYPES, Accepted, Ack, Bye, Cancel, Cancelled, Delete,
+                       Deleted, Error, Failed, Finished, Heartbeat, Hello, Image, JobInfo, List, ListReply, Message,
+                       Progress, Rejected, Result, Resume, Status, StatusReply, Submit, Update, Watch, Welcome)
 from .version import PROTOCOL_TAG, PROTOCOL_VERSION, __version__
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -9,8 +9,8 @@ client is one DEALER socket; use it from one thread.
             for event in client.poll(0.1):
                 ...  # accepted, progress, update, finished, failed, cancelled, rejected, error, replies
 
-`poll` acknowledges every `update` it returns (that is what grants the
-server credit to send the next one), sends heartbeats when the client has
+`poll` acknowledges every `update` and `finished` it returns (that is what
+grants the server credit to send the next mesh), sends heartbeats when the client has
 been quiet, and re-subscribes to its jobs if it was silent long enough for
 the server to have forgotten it.
 """
@@ -28,8 +28,9 @@ from .errors import ProtocolError
 from .framing import DEFAULT_MAX_MESSAGE_BYTES
 from .jobspec import JobSpec
 from .mesh import MeshData
-from .messages import (SERVER_TYPES, Accepted, Ack, Bye, Cancel, Cancelled, Error, Failed, Finished, Heartbeat,
-                       Hello, List, Message, Rejected, Result, Resume, Status, Submit, Update, Watch, Welcome)
+from .messages import (SERVER_TYPES, Accepted, Ack, Bye, Cancel, Cancelled, Delete, Error, Failed, Finished,
+                       Heartbeat, Hello, JobInfo, List, ListReply, Message, Rejected, Result, Resume, Status,
+                       StatusReply, Submit, Update, Watch, Welcome)
 from .transport import recv, send
 from .version import __version__
 
@@ -98,11 +99,29 @@ class BackendClient:
     def cancel(self, job_id: str) -> str:
         return self._send(Cancel(job_id=job_id))
 
-    def status(self, job_id: str | None = None) -> str:
-        return self._send(Status(job_id=job_id))
+    def status(self, job_id: str | None = None, offset: int = 0) -> str:
+        return self._send(Status(job_id=job_id, offset=offset))
 
-    def list(self) -> str:
-        return self._send(List())
+    def list(self, offset: int = 0) -> str:
+        """Ask for one page of jobs from `offset`; the `list_reply` says where the next page starts."""
+        return self._send(List(offset=offset))
+
+    def delete(self, job_id: str) -> str:
+        return self._send(Delete(job_id=job_id))
+
+    def list_all(self, timeout: float = 10.0) -> list[JobInfo]:
+        """Every job this client may see, following the pages (blocks up to `timeout` per page)."""
+        jobs: list[JobInfo] = []
+        offset: int | None = 0
+        while offset is not None:
+            reply = self.request(self.list(offset), timeout)
+            if not isinstance(reply, (ListReply, StatusReply)):
+                raise BackendTimeout(f"the backend answered {reply.TYPE!r} to list: {getattr(reply, 'reason', '')}")
+            jobs += reply.jobs
+            if reply.next_offset is not None and reply.next_offset <= offset:
+                break  # a server that does not move on would loop forever
+            offset = reply.next_offset
+        return jobs
 
     def result(self, job_id: str) -> str:
         return self._send(Result(job_id=job_id))
@@ -213,8 +232,8 @@ class BackendClient:
             self.jobs.add(message.job_id)
         elif isinstance(message, TERMINAL_EVENTS) and message.request_id is None:
             self.jobs.discard(message.job_id)
-        elif isinstance(message, Update):
-            # Taking the update is what grants the next one (latest wins on the server).
+        if isinstance(message, (Update, Finished)):
+            # Taking the mesh is what grants the next one (latest wins on the server; results wait their turn).
             self._send(Ack(job_id=message.job_id, step=message.step))
         elif isinstance(message, Rejected) and message.job_id:
             self.jobs.discard(message.job_id)

@@ -11,6 +11,27 @@ from __future__ import annotations
 
 from typing import Any
 
+#: Longest JobSpec field name an error names (longer unknown keys are cut, so a reply can always carry it).
+MAX_FIELD_NAME = 200
+
+
+def safe_text(text: Any, limit: int = 4096) -> str:
+    """`text` as valid, printable Unicode of at most `limit` characters: safe to put in any reply.
+
+    Replies about bad input quote that input; lone surrogates and control characters in it would make the reply
+    itself invalid, so they become backslash escapes, and long text is cut with an ellipsis.
+    """
+    s = text if isinstance(text, str) else str(text)
+    s = s[:limit]
+    if not s.isprintable():
+        s = "".join(c if c.isprintable() or c in "\t\n" else _escape(c) for c in s)
+    return s if len(s) <= limit else s[:limit - 1] + "…"
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
 
 class DreamFusionError(Exception):
     """Base of everything this project raises on purpose."""
@@ -20,13 +41,16 @@ class SpecError(DreamFusionError, ValueError):
     """A JobSpec field is missing, unknown, of the wrong type or out of range."""
 
     def __init__(self, field: str, value: Any, allowed: str, problem: str = "is not allowed"):
-        self.field = field
+        self.field = safe_text(field, MAX_FIELD_NAME)
         self.value = value
         self.allowed = allowed
-        shown = repr(value)
+        try:
+            shown = repr(value)
+        except RecursionError:  # a value nested too deep to print; the wire refuses those before they get here
+            shown = f"<{type(value).__name__} nested too deep>"
         if len(shown) > 80:
             shown = shown[:77] + "..."
-        super().__init__(f"{field} = {shown} {problem}; allowed: {allowed}")
+        super().__init__(safe_text(f"{self.field} = {shown} {problem}; allowed: {allowed}"))
 
 
 class ProtocolError(DreamFusionError, ValueError):
@@ -35,6 +59,7 @@ class ProtocolError(DreamFusionError, ValueError):
     code = "protocol_error"
 
     def __init__(self, detail: str, *, message_type: str | None = None, request_id: str | None = None):
+        detail = safe_text(detail)
         self.detail = detail
         self.message_type = message_type
         self.request_id = request_id

@@ -31,6 +31,13 @@ DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
 DTYPES = {"uint8": np.dtype("u1"), "int32": np.dtype("<i4"), "float32": np.dtype("<f4")}
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 MAX_BUFFERS = 8
+#: Deepest nesting of JSON arrays/objects a header may have (a spec needs 3); deeper ones are refused up front,
+#: before printing or validating them could recurse without bound.
+MAX_JSON_DEPTH = 32
+#: Longest object key anywhere in a header.
+MAX_KEY_CHARS = 256
+#: Largest extent of one buffer axis (numpy and every consumer index with int32/int64 safely below this).
+MAX_DIM = 2**31 - 1
 
 _MESH_PARTS = {"positions": (POSITION_DTYPE, 3), "triangles": (INDEX_DTYPE, 3), "colors": (COLOR_DTYPE, 4)}
 
@@ -116,7 +123,26 @@ def _parse_header(view: memoryview) -> dict[str, Any]:
         raise BadJSON(f"header is not valid JSON ({str(exc)[:200]})") from None
     if not isinstance(header, dict):
         raise BadJSON(f"header must be a JSON object, got {type(header).__name__}")
+    _check_shape_of_json(header)
     return header
+
+
+def _check_shape_of_json(value: Any) -> None:
+    """Refuse nesting deeper than MAX_JSON_DEPTH and keys longer than MAX_KEY_CHARS (iteratively: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise BadJSON(f"header nests arrays/objects more than {MAX_JSON_DEPTH} deep")
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if len(key) > MAX_KEY_CHARS:
+                    raise BadJSON(f"header has an object key of {len(key)} characters; at most {MAX_KEY_CHARS} "
+                                  "allowed")
+                if isinstance(item, (dict, list)):
+                    stack.append((item, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((item, depth + 1) for item in node if isinstance(item, (dict, list)))
 
 
 def _reject_constant(name: str) -> float:
@@ -167,8 +193,8 @@ def _read_buffers(descriptors: Any, frames: list[memoryview], cls: type[Message]
         if DTYPES[dtype_name] != expected_dtype:
             raise BadDtype(f"buffer {name!r} must be {_DTYPE_NAMES[expected_dtype]}, got {dtype_name}")
         if (not isinstance(shape, list) or len(shape) != rank
-                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
-            raise BadBuffer(f"buffer {name!r} shape must be a list of {rank} non-negative integers, got "
+                or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIM for d in shape)):
+            raise BadBuffer(f"buffer {name!r} shape must be a list of {rank} integers from 0 to {MAX_DIM}, got "
                             f"{str(shape)[:64]}")
         expected = math.prod(shape) * expected_dtype.itemsize
         if frame.nbytes != expected:

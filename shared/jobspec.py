@@ -226,7 +226,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset_values(name: Any) -> Mapping[str, Any]:
-    if name not in PRESETS:
+    if not isinstance(name, str) or name not in PRESETS:  # a list or object is unhashable: refuse, never raise
         raise SpecError("preset", name, "one of " + ", ".join(repr(p) for p in PRESETS), "is not a preset")
     return PRESETS[name]
 

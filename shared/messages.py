@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .errors import BadBuffer, BadDtype, ProtocolError
+from .errors import BadBuffer, BadDtype, ProtocolError, safe_text
 from .jobspec import JobSpec
 from .mesh import COLOR_DTYPE, MeshData
 from .version import PROTOCOL_VERSION
@@ -26,7 +26,11 @@ SERVER = "server"
 BOTH = "both"
 
 ID_PATTERN = r"[A-Za-z0-9_.:-]{1,64}"
-JOB_STATES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
+#: `damaged`: the server found the job's folder but cannot read its record; the reason names the folder.
+JOB_STATES = ("queued", "running", "finished", "failed", "cancelled", "interrupted", "damaged")
+#: Jobs per `list_reply` / `status_reply` page: the default, and the most a client may ask for.
+DEFAULT_PAGE = 100
+MAX_PAGE = 200
 MAX_PREVIEW_SIDE = 4096
 MAX_STEP = 10**9
 MAX_SECONDS = 10.0**9
@@ -121,17 +125,31 @@ class Cancel(JobCommand):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Delete(JobCommand):
+    """Removes a job and its files from the backend (a queued or running one is cancelled first)."""
+
+    TYPE = "delete"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Status(Message):
+    """One job, or (`job_id` null) a page of the jobs this client may see, oldest first."""
+
     TYPE = "status"
     SENDER = CLIENT
-    #: One job, or every job when null.
     job_id: str | None = wire(None, pattern=ID_PATTERN)
+    offset: int = wire(0, minimum=0, maximum=MAX_STEP)
+    limit: int = wire(DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
 
 
 @dataclass(frozen=True, kw_only=True)
 class List(Message):
+    """A page of the jobs this client may see, oldest first; `next_offset` in the reply asks for the next."""
+
     TYPE = "list"
     SENDER = CLIENT
+    offset: int = wire(0, minimum=0, maximum=MAX_STEP)
+    limit: int = wire(DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,14 +168,15 @@ class Resume(JobCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class Watch(JobCommand):
-    """Subscribes to a job's events (any job, also one another client submitted); answered by `status_reply`."""
+    """Subscribes to a job's events (another client's too, where the server shares jobs); answered by
+    `status_reply`."""
 
     TYPE = "watch"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Ack(Message):
-    """Grants the server one more update for `job_id`: the client has taken the one at `step`."""
+    """The client has taken the mesh of `job_id` at `step` (an `update`, or a `finished`): grants the next one."""
 
     TYPE = "ack"
     SENDER = CLIENT
@@ -283,27 +302,51 @@ class Error(Message):
     @classmethod
     def from_exception(cls, exc: ProtocolError) -> "Error":
         """The reply to a message that raised `exc`, echoing its request id."""
-        return cls(code=exc.code, reason=str(exc)[:MAX_TEXT], request_id=exc.request_id)
+        return cls(code=exc.code, reason=safe_text(str(exc), MAX_TEXT), request_id=exc.request_id)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Deleted(Message):
+    """A `delete` done: the job and its folder are gone."""
+
+    TYPE = "deleted"
+    SENDER = SERVER
+    job_id: str = wire(pattern=ID_PATTERN)
+    #: Bytes of disk the job's files took.
+    freed_bytes: int = wire(0, minimum=0)
 
 
 @dataclass(frozen=True, kw_only=True)
 class StatusReply(Message):
+    """One job (`status {job_id}`, `watch`), or a page of them (`status {}`: see `list_reply`)."""
+
     TYPE = "status_reply"
     SENDER = SERVER
     jobs: list[JobInfo] = wire([])
+    #: Jobs this client may see in all; the page starts at `offset`.
+    total: int = wire(0, minimum=0)
+    offset: int = wire(0, minimum=0)
+    #: The `offset` of the next page, or null on the last page.
+    next_offset: int | None = wire(None, minimum=0)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ListReply(Message):
+    """A page of jobs. Summaries cut prompts and reasons to a few hundred characters, so a page always fits."""
+
     TYPE = "list_reply"
     SENDER = SERVER
     jobs: list[JobInfo] = wire([])
+    total: int = wire(0, minimum=0)
+    offset: int = wire(0, minimum=0)
+    next_offset: int | None = wire(None, minimum=0)
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
-    for cls in (Hello, Submit, Cancel, Status, List, Result, Resume, Watch, Ack, Bye, Heartbeat, Welcome, Accepted,
-                Rejected, Progress, Update, Finished, Failed, Cancelled, Error, StatusReply, ListReply)
+    for cls in (Hello, Submit, Cancel, Status, List, Result, Resume, Watch, Delete, Ack, Bye, Heartbeat, Welcome,
+                Accepted, Rejected, Progress, Update, Finished, Failed, Cancelled, Deleted, Error, StatusReply,
+                ListReply)
 }
 CLIENT_TYPES = frozenset(t for t, c in MESSAGE_TYPES.items() if c.SENDER in (CLIENT, BOTH))
 SERVER_TYPES = frozenset(t for t, c in MESSAGE_TYPES.items() if c.SENDER in (SERVER, BOTH))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from shared import JobSpec, Message
 from shared.client import BackendClient
 
 SCRIPT = Path(sys.executable).with_name("dreamfusion-backend")
+#: Tests keep their tiny models and checkpoints under the temp folder; the servers they start allow it.
+TEMP_ROOT = Path(tempfile.gettempdir())
 
 
 def tiny_spec(model: Path, **overrides) -> JobSpec:
@@ -30,6 +33,7 @@ class ThreadServer:
         config.setdefault("bind", "tcp://127.0.0.1:0")
         config.setdefault("device", "cpu")
         config.setdefault("heartbeat_interval", 1.0)
+        config.setdefault("allow_paths", (TEMP_ROOT,))
         self.server = Server(ServerConfig(data_dir=data_dir, **config))
         self.endpoint = self.server.endpoint
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -47,7 +51,8 @@ class ServeProcess:
     def __init__(self, data_dir: Path, *extra: str, timeout: float = 120.0):
         self.process = subprocess.Popen(
             [str(SCRIPT), "serve", "--bind", "tcp://127.0.0.1:0", "--data-dir", str(data_dir), "--device", "cpu",
-             "--heartbeat", "1", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             "--heartbeat", "1", "--allow-path", str(TEMP_ROOT), *extra], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
         line = self.process.stdout.readline()  # blocks until the server prints where it listens (or dies)
         match = re.search(r"listening on (tcp://[0-9.:]+)", line)
         if not match:

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+from .admission import ServerLimits, format_size, parse_size
 from .jobs import default_data_dir
 from .security import SecurityError
 
@@ -28,6 +29,25 @@ def add_serve_parser(verbs) -> None:
                        help="CURVE key folder from `keys generate`: only its authorised clients may connect")
     serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     serve.add_argument("--heartbeat", type=float, default=5.0, help="heartbeat interval in seconds")
+    limits = serve.add_argument_group("limits", "what keeps disk, memory and the queue bounded (0 turns one off)")
+    defaults = ServerLimits()
+    limits.add_argument("--max-jobs", type=int, default=defaults.max_jobs, metavar="N",
+                        help=f"jobs kept, in any state; further submits are refused (default {defaults.max_jobs})")
+    limits.add_argument("--max-disk", default=format_size(defaults.max_disk).replace(" ", ""), metavar="SIZE",
+                        help="job folder quota, e.g. 50G or 800M; submits are refused above it (default "
+                             f"{format_size(defaults.max_disk)})")
+    limits.add_argument("--max-queued-per-client", type=int, default=defaults.max_queued_per_client, metavar="N",
+                        help="queued or running jobs one client may have at once (default "
+                             f"{defaults.max_queued_per_client})")
+    limits.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints, metavar="N",
+                        help="finished jobs that keep their checkpoint, newest first; older ones keep their mesh "
+                             f"and files (default {defaults.keep_checkpoints}; 0: none once finished)")
+    serve.add_argument("--allow-path", action="append", type=Path, default=[], metavar="DIR",
+                       help="a folder whose local models and checkpoints jobs may use (repeatable); besides these "
+                            "only the data folder's own jobs may be named")
+    serve.add_argument("--shared-jobs", action=argparse.BooleanOptionalAction, default=None,
+                       help="let clients see (list, watch, fetch) each other's jobs (default: yes on loopback, no "
+                            "with --curve-dir, where jobs belong to the client key that submitted them)")
     serve.add_argument("--parent-pid", type=int, default=None, metavar="PID",
                        help="stop (running jobs become interrupted) when process PID exits; the Blender add-on "
                             "passes its own, so a crashed Blender leaves no backend behind (POSIX)")
@@ -45,11 +65,25 @@ def run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--workers: {args.workers} is out of range; allowed: 1 to 64")
     if not args.heartbeat > 0:
         parser.error(f"--heartbeat: {args.heartbeat} must be above 0 seconds")
+    for flag, value in (("--max-jobs", args.max_jobs), ("--max-queued-per-client", args.max_queued_per_client),
+                        ("--keep-checkpoints", args.keep_checkpoints)):
+        if not 0 <= value <= 10**9:
+            parser.error(f"{flag}: {value} is out of range; allowed: 0 to 1000000000")
+    try:
+        max_disk = parse_size(args.max_disk)
+    except ValueError as exc:
+        parser.error(f"--max-disk: {exc}")
+    for folder in args.allow_path:
+        if not folder.expanduser().is_dir():
+            parser.error(f"--allow-path: {folder} is not a folder")
     from ..generate import GenerateError
     from .service import Server, ServerConfig
 
+    limits = ServerLimits(max_jobs=args.max_jobs, max_disk=max_disk, max_queued_per_client=args.max_queued_per_client,
+                          keep_checkpoints=args.keep_checkpoints)
     config = ServerConfig(bind=args.bind, workers=args.workers, data_dir=args.data_dir or default_data_dir(),
-                          curve_dir=args.curve_dir, device=args.device, heartbeat_interval=args.heartbeat)
+                          curve_dir=args.curve_dir, device=args.device, heartbeat_interval=args.heartbeat,
+                          limits=limits, allow_paths=tuple(args.allow_path), shared_jobs=args.shared_jobs)
     try:
         server = Server(config)
     except (SecurityError, GenerateError) as exc:

@@ -1,8 +1,10 @@
 """Jobs on disk: one folder per job with its record, checkpoint, latest mesh and exported files.
 
-The record (`job.json`) is rewritten atomically on every state change, so a
-server killed at any moment restarts with every job it knew: the ones that
-were running come back `interrupted` and resume from their checkpoint.
+The record (`job.json`) is rewritten atomically (and fsynced) on every state
+change, so a server killed at any moment restarts with every job it knew:
+the ones that were running come back `interrupted` and resume from their
+checkpoint. A folder whose record cannot be read is listed as `damaged`
+(never hidden), and temporary files a crash left behind are swept at start.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import shutil
+import sys
 import threading
 import time
 import uuid
@@ -19,13 +24,17 @@ from pathlib import Path
 import numpy as np
 
 from shared import JobInfo, JobSpec, MeshData
-
-from shared.atomic import atomic_write
+from shared.atomic import TEMP_SUFFIX, atomic_write, fsync_folder
+from shared.errors import safe_text
+from shared.messages import ID_PATTERN
 
 TERMINAL = ("finished", "failed", "cancelled")
 #: States `resume` accepts: the job stopped before its last step and may have a checkpoint.
 RESUMABLE = ("interrupted", "cancelled", "failed")
 _RECORD = "job.json"
+#: What `list` and `status {}` show of a prompt and a reason (a single job's `status` shows them whole).
+SUMMARY_PROMPT_CHARS = 200
+SUMMARY_REASON_CHARS = 300
 
 
 def default_data_dir() -> Path:
@@ -45,12 +54,17 @@ class JobRecord:
     created: float = field(default_factory=time.time)
     reason: str = ""
     files: dict[str, str] = field(default_factory=dict)
+    #: Who submitted it ("key:<CURVE public key>" or "session:<n>"); "" for jobs older than ownership.
+    owner: str = ""
 
-    def info(self) -> JobInfo:
+    def info(self, summary: bool = False) -> JobInfo:
         loss = self.loss if self.loss is not None and np.isfinite(self.loss) else None
-        return JobInfo(job_id=self.job_id, state=self.state, prompt=self.spec.prompt, step=self.step,
+        prompt, reason = self.spec.prompt, self.reason[:2000]
+        if summary:
+            prompt, reason = _cut(prompt, SUMMARY_PROMPT_CHARS), _cut(reason, SUMMARY_REASON_CHARS)
+        return JobInfo(job_id=self.job_id, state=self.state, prompt=prompt, step=self.step,
                        steps=self.spec.steps, loss=loss, elapsed=self.elapsed, created=self.created,
-                       reason=self.reason[:2000])
+                       reason=reason)
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -64,6 +78,29 @@ class JobRecord:
         return cls(**data)
 
 
+@dataclass
+class DamagedJob:
+    """A job folder whose record cannot be read: listed, so it can be seen and deleted, but never run."""
+
+    job_id: str
+    folder: Path
+    problem: str
+    created: float = 0.0
+    owner: str = ""
+
+    state = "damaged"
+
+    def info(self, summary: bool = False) -> JobInfo:
+        reason = f"its record cannot be read ({self.problem}); the files are in {self.folder}; delete the job to " \
+                 "free them"
+        return JobInfo(job_id=self.job_id, state="damaged", prompt="", created=self.created,
+                       reason=_cut(reason, SUMMARY_REASON_CHARS if summary else 2000))
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 class JobStore:
     """Every job the server knows, in memory and under `root/jobs/<id>/`. Thread-safe."""
 
@@ -72,37 +109,67 @@ class JobStore:
         (self.root / "jobs").mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._jobs: dict[str, JobRecord] = {}
+        self._damaged: dict[str, DamagedJob] = {}
+        self._disk: tuple[float, int] | None = None  # (when measured, bytes)
 
     # --- lifecycle ---------------------------------------------------------------
 
     def load(self) -> list[JobRecord]:
-        """Read every job folder. Jobs that were running when the server died become `interrupted`.
+        """Read every job folder. Jobs that were running when the server died become `interrupted`; folders
+        whose record cannot be read become `damaged`; temporary files a crash left are removed.
 
         Returns the jobs still waiting to run (queued), oldest first.
         """
-        for record_file in sorted((self.root / "jobs").glob(f"*/{_RECORD}")):
+        swept = self.sweep_temporary_files()
+        if swept:
+            print(f"dreamfusion-backend serve: removed {swept} temporary file(s) left by an earlier crash",
+                  file=sys.stderr, flush=True)
+        for folder in sorted(p for p in (self.root / "jobs").iterdir() if p.is_dir()):
+            if not re.fullmatch(ID_PATTERN, folder.name):
+                continue  # not a job folder this server made; no message could name it
+            record_file = folder / _RECORD
             try:
                 record = JobRecord.from_json(record_file.read_text(encoding="utf-8"))
-            except (OSError, ValueError, TypeError, KeyError):
-                continue  # an unreadable record is not worth refusing to start over
+                if record.job_id != folder.name:
+                    raise ValueError(f"it names job {record.job_id!r}")
+            except Exception as exc:  # noqa: BLE001 - any unreadable record is listed, never fatal
+                problem = "job.json is missing" if not record_file.exists() else \
+                    f"{type(exc).__name__}: {safe_text(exc, 200)}"
+                self._damaged[folder.name] = DamagedJob(folder.name, folder, problem, _mtime(folder))
+                continue
             if record.state == "running":
                 record.state = "interrupted"
                 record.reason = "the backend stopped while this job was running; resume it to continue"
-                if self.checkpoint(record.job_id).is_file():
-                    from ..checkpoint import read_checkpoint_spec
-
-                    try:
-                        record.step = read_checkpoint_spec(self.checkpoint(record.job_id))[1]
-                    except Exception:  # a checkpoint we cannot read means starting over, not failing here
-                        record.step = 0
-                else:
-                    record.step = 0
+                record.step = self._checkpoint_step(record.job_id)
                 self._write(record)
             self._jobs[record.job_id] = record
         return sorted((r for r in self._jobs.values() if r.state == "queued"), key=lambda r: r.created)
 
-    def create(self, spec: JobSpec) -> JobRecord:
-        record = JobRecord(job_id=uuid.uuid4().hex[:12], spec=spec)
+    def _checkpoint_step(self, job_id: str) -> int:
+        """The step the newest readable checkpoint holds (what a resume continues from), 0 for none."""
+        from ..checkpoint import read_checkpoint_spec
+
+        for path in self.checkpoints(job_id):
+            try:
+                return read_checkpoint_spec(path)[1]
+            except Exception:  # noqa: BLE001 - an unreadable checkpoint: try the one before
+                continue
+        return 0
+
+    def sweep_temporary_files(self) -> int:
+        """Remove what interrupted writes left in job folders: ours (`*.tmp`) and safetensors' own (`.tmp*`)."""
+        removed = 0
+        for folder in (self.root / "jobs").iterdir():
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                if path.is_file() and (path.name.endswith(TEMP_SUFFIX) or path.name.startswith(".tmp")):
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    def create(self, spec: JobSpec, owner: str = "") -> JobRecord:
+        record = JobRecord(job_id=uuid.uuid4().hex[:12], spec=spec, owner=owner)
         with self._lock:
             self._jobs[record.job_id] = record
             self._write(record)
@@ -113,9 +180,60 @@ class JobStore:
             record = self._jobs.get(job_id)
             return dataclasses.replace(record) if record else None
 
+    def damaged(self, job_id: str) -> DamagedJob | None:
+        with self._lock:
+            return self._damaged.get(job_id)
+
     def all(self) -> list[JobRecord]:
         with self._lock:
             return sorted((dataclasses.replace(r) for r in self._jobs.values()), key=lambda r: r.created)
+
+    def listing(self) -> list[JobRecord | DamagedJob]:
+        """Every job, damaged ones included, oldest first (what `list` pages through)."""
+        with self._lock:
+            entries: list[JobRecord | DamagedJob] = [dataclasses.replace(r) for r in self._jobs.values()]
+            entries += list(self._damaged.values())
+        return sorted(entries, key=lambda r: (r.created, r.job_id))
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._jobs) + len(self._damaged)
+
+    def delete(self, job_id: str) -> int:
+        """Forget a job and remove its folder; returns the bytes freed. The job must not be running."""
+        with self._lock:
+            self._jobs.pop(job_id, None)
+            self._damaged.pop(job_id, None)
+            self._disk = None
+        folder = self.folder(job_id)
+        freed = _tree_size(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        fsync_folder(folder.parent)
+        return freed
+
+    def disk_usage(self, max_age: float = 1.0) -> int:
+        """Bytes under the jobs folder, measured at most every `max_age` seconds (a submit flood must not walk
+        thousands of folders each time)."""
+        now = time.monotonic()
+        if self._disk is None or now - self._disk[0] > max_age:
+            self._disk = (now, _tree_size(self.root / "jobs"))
+        return self._disk[1]
+
+    def prune_checkpoints(self, keep: int) -> int:
+        """Retention: finished jobs keep one checkpoint (their fallback goes), and only the newest `keep` finished
+        jobs keep theirs at all; their meshes and exported files stay. Returns the bytes freed."""
+        with self._lock:
+            finished = sorted((r for r in self._jobs.values() if r.state == "finished"), key=lambda r: r.created)
+        freed = 0
+        for index, record in enumerate(reversed(finished)):
+            paths = self.checkpoints(record.job_id)
+            drop = paths if index >= keep else paths[1:]
+            for path in drop:
+                freed += _tree_size(path)
+                path.unlink(missing_ok=True)
+        if freed:
+            self._disk = None
+        return freed
 
     def update(self, job_id: str, *, persist: bool = True, **changes) -> JobRecord:
         """Change fields of a job; state changes are written to disk at once, step counts when `persist`."""
@@ -148,6 +266,13 @@ class JobStore:
     def checkpoint(self, job_id: str) -> Path:
         return self.folder(job_id) / "checkpoint.safetensors"
 
+    def checkpoints(self, job_id: str) -> list[Path]:
+        """The job's checkpoints on disk, newest first (the current one, then the one kept before it)."""
+        from ..checkpoint import previous_checkpoint  # not at the top: `serve --help` should not import torch
+
+        current = self.checkpoint(job_id)
+        return [p for p in (current, previous_checkpoint(current)) if p.is_file()]
+
     def save_mesh(self, job_id: str, mesh: MeshData) -> Path:
         """The job's newest mesh (streamed or final), so a result survives the client and the server."""
         def write(tmp: str) -> None:
@@ -166,3 +291,23 @@ class JobStore:
     def _write(self, record: JobRecord) -> None:
         text = record.to_json()
         atomic_write(self.folder(record.job_id) / _RECORD, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _tree_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for folder, _, names in os.walk(path):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(folder, name)).st_size
+            except OSError:  # removed while we looked
+                pass
+    return total
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

@@ -25,7 +25,11 @@ class SecurityError(RuntimeError):
 
 
 def is_loopback(endpoint: str) -> bool:
-    """True for tcp on 127.0.0.0/8, ::1 or localhost, and for ipc:// / inproc:// (local by construction)."""
+    """True for tcp on 127.0.0.0/8, ::1 or localhost, and for ipc:// (a socket file, guarded by its folder's
+    permissions) and inproc://. Not for abstract ipc (`ipc://@name`): no file guards it, so any local user of
+    any account can connect."""
+    if endpoint.startswith("ipc://@"):
+        return False
     if endpoint.startswith(("ipc://", "inproc://")):
         return True
     match = _TCP.match(endpoint)
@@ -78,9 +82,11 @@ def check_bind(endpoint: str, curve_dir: Path | None) -> ServerKeys | None:
     if curve_dir is not None:
         return load_server_keys(curve_dir)
     if not is_loopback(endpoint):
-        raise SecurityError(f"refusing to listen on {endpoint} without authentication: only loopback "
-                            "(127.0.0.1, ::1, localhost) may run key-free. Make keys with `dreamfusion-backend "
-                            "keys generate DIR` and start with --curve-dir DIR")
+        what = "an abstract ipc socket, which every local user can reach," if endpoint.startswith("ipc://@") \
+            else endpoint
+        raise SecurityError(f"refusing to listen on {what} without authentication: only loopback "
+                            "(127.0.0.1, ::1, localhost) and ipc socket files may run key-free. Make keys with "
+                            "`dreamfusion-backend keys generate DIR` and start with --curve-dir DIR")
     return None
 
 

@@ -2,6 +2,10 @@
 
 Only the loop thread touches the socket. Workers hand their messages to
 `_outbox` and ring an inproc bell, so an update goes out as soon as it is made.
+
+No message can stop the loop: whatever decoding, checking or handling one
+message raises becomes one `error` (or `rejected`) reply, built only from
+checked, escaped text, and the loop goes on (`_on_frames`).
 """
 
 from __future__ import annotations
@@ -15,22 +19,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
-from shared import (CLIENT_TYPES, Ack, Accepted, Bye, Cancel, Cancelled, Error, Finished, Heartbeat,
-                    Hello, List, ListReply, Message, ProtocolError, Rejected, Result, Resume, Status, StatusReply,
-                    Submit, Watch, Welcome, __version__, model_kind)
-from shared.errors import BadJobSpec
+from shared import (CLIENT_TYPES, Ack, Accepted, Bye, Cancel, Cancelled, Delete, Deleted, Error, Finished,
+                    Heartbeat, Hello, List, ListReply, Message, ProtocolError, Rejected, Result, Resume, Status,
+                    StatusReply, Submit, Watch, Welcome, __version__, decode)
+from shared.errors import MAX_FIELD_NAME, BadJobSpec, safe_text
 from shared.messages import JobCommand
-from shared.transport import recv_routed, send_routed
+from shared.transport import send_routed
+from shared.wirefields import MAX_TEXT
 
 from ..generate import resolve_device
-from .jobs import RESUMABLE, TERMINAL, JobStore, default_data_dir
+from .admission import PathPolicy, Refused, ServerLimits, admit, format_size
+from .jobs import RESUMABLE, TERMINAL, DamagedJob, JobRecord, JobStore, default_data_dir
 from .security import check_bind, zmq_endpoint
+from .sessions import Session, Sessions
 from .subscribers import ENDINGS, Subscribers
 from .worker import Control, GuidanceCache, Worker
 
 #: Messages read per loop turn before the outbox gets its turn, so a flood cannot starve the jobs' events.
 READ_BATCH = 64
+#: Said when even describing a failure failed; fixed text, so it cannot fail in turn.
+_LAST_RESORT = "the message could not be handled"
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,11 @@ class ServerConfig:
     device: str = "auto"
     heartbeat_interval: float = 5.0
     max_message_bytes: int = 256 * 2**20
+    limits: ServerLimits = ServerLimits()
+    #: Folders (besides the data folder) whose files jobs may name: local models, checkpoints.
+    allow_paths: tuple[Path, ...] = ()
+    #: Whether clients may see (list, watch, fetch) each other's jobs; None: yes on loopback, no under CURVE.
+    shared_jobs: bool | None = None
 
 
 class Server:
@@ -49,12 +64,16 @@ class Server:
         self.config = config
         keys = check_bind(config.bind, config.curve_dir)  # refuses before anything is opened
         device = resolve_device(config.device)
+        self.curve = keys is not None
+        self.shared_jobs = (not self.curve) if config.shared_jobs is None else config.shared_jobs
+        self.limits = config.limits
+        self.paths = PathPolicy(config.data_dir, config.allow_paths)
         self.context = zmq.Context()
         self._auth = None
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes)
-        self.socket.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting client keeps its identity
+        # ROUTER_HANDOVER stays off: a second connection with an id already in use is refused (see sessions).
         if keys is not None:
             from zmq.auth.thread import ThreadAuthenticator
 
@@ -64,6 +83,7 @@ class Server:
             self.socket.curve_secretkey = keys.secret
             self.socket.curve_publickey = keys.public
             self.socket.curve_server = True
+        self._monitor = self.socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self.socket.bind(zmq_endpoint(config.bind))
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._bell = self.context.socket(zmq.PULL)
@@ -77,7 +97,10 @@ class Server:
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._outbox: queue.Queue[Message] = queue.Queue()
         self._controls: dict[str, Control] = {}
+        #: job id -> (peer, request id) of each `delete` waiting for the running job to stop.
+        self._deleting: dict[str, list[tuple[bytes, str | None]]] = {}
         self.subscribers = Subscribers()
+        self.sessions = Sessions(curve=self.curve)
         self._stop = threading.Event()
         guidance = GuidanceCache()
         self._workers = [Worker(f"worker-{i}", self.store, self._queue, self._emit, self._controls, self._stop,
@@ -93,10 +116,13 @@ class Server:
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         poller.register(self._bell, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
         tick = max(0.01, min(1.0, self.config.heartbeat_interval / 4))
         try:
             while not self._stop.is_set():
                 ready = dict(poller.poll(int(tick * 1000)))
+                # Disconnects first: a session must end before a message on a reused id is read.
+                self._read_monitor()
                 if self.socket in ready:
                     self._read_messages()
                 if self._bell in ready:
@@ -126,6 +152,8 @@ class Server:
             for bell in self._bells:
                 bell.close(0)
         self._bell.close(0)
+        self.socket.disable_monitor()
+        self._monitor.close(0)
         self.socket.close(0)
         if self._auth is not None:
             self._auth.stop()
@@ -155,42 +183,75 @@ class Server:
                 message = self._outbox.get_nowait()
             except queue.Empty:
                 return
-            self._publish(message)
+            try:
+                self._publish(message)
+            except Exception as exc:  # noqa: BLE001 - one bad event must not stop the loop
+                _log(f"error publishing {message.TYPE}: {exc!r}")
 
     def _publish(self, message: Message) -> None:
         for peer, out in self.subscribers.route(message):
-            self._send(peer, out)
+            if isinstance(out, Finished):
+                self._offer_finished(peer, out.job_id, None, out)
+            else:
+                self._send(peer, out)
         if isinstance(message, ENDINGS):
-            self._controls.pop(message.job_id, None)  # type: ignore[attr-defined]
+            job_id = message.job_id  # type: ignore[attr-defined]
+            self._controls.pop(job_id, None)
+            if isinstance(message, Finished) and self.limits.keep_checkpoints >= 0:
+                self.store.prune_checkpoints(self.limits.keep_checkpoints)
+            for peer, request_id in self._deleting.pop(job_id, []):
+                self._send(peer, Deleted(job_id=job_id, freed_bytes=self.store.delete(job_id),
+                                         request_id=request_id))
 
     # --- from the clients ---------------------------------------------------------------
+
+    def _read_monitor(self) -> None:
+        while self._monitor.poll(0):
+            try:
+                event = recv_monitor_message(self._monitor)
+            except Exception:  # noqa: BLE001 - a monitor frame we cannot parse is not worth stopping for
+                continue
+            if event.get("event") == zmq.EVENT_DISCONNECTED:
+                for peer in self.sessions.disconnected(int(event["value"])):
+                    self.subscribers.forget(peer)
 
     def _read_messages(self) -> None:
         for _ in range(READ_BATCH):
             try:
-                peer, message = recv_routed(self.socket, flags=zmq.NOBLOCK, accept=CLIENT_TYPES,
-                                            max_message_bytes=self.config.max_message_bytes)
+                frames = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            except BadJobSpec as exc:
-                self._heard(exc.peer)
-                spec_error = exc.spec_error
-                self._send(exc.peer, Rejected(reason=str(spec_error), field=spec_error.field,
-                                              request_id=exc.request_id))
-                continue
-            except ProtocolError as exc:
-                self._heard(exc.peer)
-                self._send(exc.peer, Error.from_exception(exc))
-                continue
-            self._heard(peer)
-            try:
-                self._handle(peer, message)
-            except Exception as exc:  # a bug in handling one message must not stop the service
-                print(f"dreamfusion-backend serve: error handling {message.TYPE}: {exc!r}", file=sys.stderr)
-                self._send(peer, Error(code="internal", reason=f"{message.TYPE}: {type(exc).__name__}: {exc}"[:2000],
-                                       request_id=message.request_id))
+            self.handle_frames(frames)
 
-    def _handle(self, peer: bytes, message: Message) -> None:
+    def handle_frames(self, frames: list) -> None:
+        """Decode, check and answer one message (`frames`: routing id, then the protocol frames).
+
+        Nothing escapes: a bad message gets `error` (or `rejected` for a bad spec), a bug gets `error` with code
+        `internal` and one line in the log, and the loop goes on.
+        """
+        peer = bytes(getattr(frames[0], "bytes", frames[0]))
+        request_id = None
+        try:
+            session, new = self.sessions.identify(peer, frames[-1])
+            if new:
+                self.subscribers.forget(peer)  # an earlier holder of this routing id: its subscriptions end here
+            self._heard(peer)
+            message = decode(frames[1:], accept=CLIENT_TYPES, max_message_bytes=self.config.max_message_bytes)
+            request_id = message.request_id
+            self._handle(peer, session, message)
+        except BadJobSpec as exc:
+            spec_error = exc.spec_error
+            self._reply(peer, lambda: Rejected(reason=safe_text(spec_error, MAX_TEXT),
+                                               field=safe_text(spec_error.field, MAX_FIELD_NAME),
+                                               request_id=exc.request_id))
+        except ProtocolError as exc:
+            self._reply(peer, lambda: Error.from_exception(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug in handling one message must not stop the service
+            _log(f"error handling a message: {safe_text(repr(exc), 500)}")
+            self._reply(peer, lambda: Error(code="internal", reason=safe_text(f"{type(exc).__name__}: {exc}", 2000),
+                                            request_id=request_id))
+
+    def _handle(self, peer: bytes, session: Session, message: Message) -> None:
         rid = message.request_id
         if isinstance(message, Hello):
             self._send(peer, Welcome(server=f"dreamfusion-backend {__version__}",
@@ -199,83 +260,158 @@ class Server:
         elif isinstance(message, Heartbeat):
             pass  # being heard is all it is for
         elif isinstance(message, Submit):
-            self._submit(peer, message)
+            self._submit(peer, session, message)
         elif isinstance(message, Ack):
             self._ack(peer, message)
         elif isinstance(message, Bye):
             self.subscribers.forget(peer)
         elif isinstance(message, List):
-            self._send(peer, ListReply(jobs=[r.info() for r in self.store.all()], request_id=rid))
+            self._send(peer, ListReply(**self._page(session, message.offset, message.limit), request_id=rid))
         elif isinstance(message, Status):
             if message.job_id is None:
-                self._send(peer, StatusReply(jobs=[r.info() for r in self.store.all()], request_id=rid))
-            elif (record := self._known(peer, message)) is not None:
-                self._send(peer, StatusReply(jobs=[record.info()], request_id=rid))
+                self._send(peer, StatusReply(**self._page(session, message.offset, message.limit), request_id=rid))
+            elif (entry := self._known(peer, session, message, any_state=True)) is not None:
+                self._send(peer, StatusReply(jobs=[entry.info()], total=1, request_id=rid))
         elif isinstance(message, Watch):
-            if (record := self._known(peer, message)) is not None:
+            if (record := self._known(peer, session, message)) is not None:
                 self._subscribe(peer, record.job_id)
-                self._send(peer, StatusReply(jobs=[record.info()], request_id=rid))
+                self._send(peer, StatusReply(jobs=[record.info()], total=1, request_id=rid))
         elif isinstance(message, Cancel):
-            self._cancel(peer, message)
+            self._cancel(peer, session, message)
         elif isinstance(message, Result):
-            self._result(peer, message)
+            self._result(peer, session, message)
         elif isinstance(message, Resume):
-            self._resume(peer, message)
+            self._resume(peer, session, message)
+        elif isinstance(message, Delete):
+            self._delete(peer, session, message)
 
-    def _submit(self, peer: bytes, message: Submit) -> None:
-        spec = message.spec
-        problem = _precheck(spec, self.store)
-        if problem is not None:
-            field_name, reason = problem
-            self._send(peer, Rejected(reason=reason, field=field_name, request_id=message.request_id))
+    def _page(self, session: Session, offset: int, limit: int) -> dict:
+        visible = [e for e in self.store.listing() if self._may_see(session, e.owner)]
+        page = visible[offset:offset + limit]
+        more = offset + len(page) < len(visible)
+        return dict(jobs=[e.info(summary=True) for e in page], total=len(visible), offset=offset,
+                    next_offset=offset + len(page) if more else None)
+
+    def _submit(self, peer: bytes, session: Session, message: Submit) -> None:
+        try:
+            self._within_limits(session)
+            spec = admit(message.spec, self.store, self.paths,
+                         lambda job_id: self._may_see(session, self.store.get(job_id).owner))
+        except Refused as refusal:
+            self._send(peer, Rejected(reason=refusal.reason, field=refusal.field, request_id=message.request_id))
             return
-        if spec.init == "checkpoint" and self.store.get(spec.init_from) is not None:
-            # Continuing another job: the spec records the checkpoint file it started from.
-            spec = dataclasses.replace(spec, init_from=str(self.store.checkpoint(spec.init_from)))
-        record = self.store.create(spec)
+        record = self.store.create(spec, owner=session.principal)
         self._subscribe(peer, record.job_id)
         self._send(peer, Accepted(job_id=record.job_id, spec=spec, request_id=message.request_id))
         self._queue.put(record.job_id)
+
+    def _within_limits(self, session: Session) -> None:
+        limits = self.limits
+        if limits.max_jobs and self.store.count() >= limits.max_jobs:
+            raise Refused(None, f"this backend holds {self.store.count()} jobs, its limit (--max-jobs "
+                                  f"{limits.max_jobs}); delete finished ones first (`dreamfusion-backend client "
+                                  "delete JOB`, or Remove in Blender's job list)")
+        if limits.max_disk and (used := self.store.disk_usage()) >= limits.max_disk:
+            raise Refused(None, f"this backend's job folder holds {format_size(used)}, its quota (--max-disk "
+                                  f"{format_size(limits.max_disk)}); delete finished jobs to free space")
+        if limits.max_queued_per_client:
+            mine = sum(1 for r in self.store.all()
+                       if r.owner == session.principal and r.state in ("queued", "running"))
+            if mine >= limits.max_queued_per_client:
+                raise Refused(None, f"you have {mine} jobs queued or running, the most one client may have "
+                                      f"(--max-queued-per-client {limits.max_queued_per_client}); wait for one to "
+                                      "finish or cancel one")
 
     def _ack(self, peer: bytes, message: Ack) -> None:
         held = self.subscribers.ack(peer, message.job_id)
         if held is not None:
             self._send(peer, held)  # the credit goes straight to the newest held update
+        following = self.subscribers.mesh_taken(peer, message.job_id)
+        if following is not None:
+            self._send_finished(peer, *following)
 
-    def _cancel(self, peer: bytes, message: Cancel) -> None:
-        record = self._known(peer, message)
+    def _cancel(self, peer: bytes, session: Session, message: Cancel) -> None:
+        record = self._known(peer, session, message, act="cancel")
         if record is None:
             return
         if record.state in TERMINAL or record.state == "interrupted":
             self._refuse(peer, message, f"job {record.job_id} is {record.state}; there is nothing to cancel")
             return
         self._subscribe(peer, record.job_id)  # the one who cancels hears that it happened
+        self._stop_job(record)
+
+    def _stop_job(self, record: JobRecord) -> bool:
+        """Ask a queued or running job to stop; True when it was still queued (it is cancelled now)."""
         control = self._controls.setdefault(record.job_id, Control())
         control.cancel = True
         # Not picked up yet: the worker will skip it, so answer at once. (Running: the worker answers.)
         if self.store.transition(record.job_id, ("queued",), "cancelled", reason="cancelled by a client"):
             self._publish(Cancelled(job_id=record.job_id, step=record.step))
+            return True
+        return False
 
-    def _result(self, peer: bytes, message: Result) -> None:
-        record = self._known(peer, message)
+    def _result(self, peer: bytes, session: Session, message: Result) -> None:
+        record = self._known(peer, session, message)
         if record is None:
             return
-        mesh = self.store.load_mesh(record.job_id) if record.state == "finished" else None
-        if mesh is None:
+        if record.state != "finished" or not (self.store.folder(record.job_id) / "mesh.npz").is_file():
             self._refuse(peer, message, f"job {record.job_id} is {record.state}; a result exists once it has "
                                         "finished")
             return
-        self._send(peer, Finished(job_id=record.job_id, step=record.step, elapsed=record.elapsed,
-                                  checkpoint=str(self.store.checkpoint(record.job_id)), files=record.files,
-                                  mesh=mesh, request_id=message.request_id))
+        self._offer_finished(peer, record.job_id, message.request_id)
 
-    def _resume(self, peer: bytes, message: Resume) -> None:
-        record = self._known(peer, message)
+    def _offer_finished(self, peer: bytes, job_id: str, request_id: str | None,
+                        message: Finished | None = None) -> None:
+        """Send a `finished` (with its mesh) when the client's mesh credit allows, else let it wait its turn."""
+        verdict, superseded = self.subscribers.want_mesh(peer, job_id, request_id)
+        if verdict is None:
+            self._send(peer, Rejected(reason="too many result requests are waiting for this client to take the "
+                                             "results already sent; read them (and ack each) first",
+                                      field="job_id", job_id=job_id, request_id=request_id))
+        elif verdict:
+            self._send_finished(peer, job_id, request_id, message)
+        elif superseded is not None:
+            self._send(peer, Rejected(reason=f"superseded by the later result request {request_id} for job "
+                                             f"{job_id}, which gets the mesh", field="job_id", job_id=job_id,
+                                      request_id=superseded))
+
+    def _send_finished(self, peer: bytes, job_id: str, request_id: str | None,
+                       message: Finished | None = None) -> None:
+        """Send the `finished` that holds the client's mesh credit; one that cannot go hands the credit on."""
+        while True:
+            message = message or self._finished_from_disk(job_id, request_id)
+            if message is not None and self._send(peer, message):
+                return
+            if message is None and request_id is not None:
+                self._send(peer, Rejected(reason=f"job {job_id} no longer has a result (it was deleted)",
+                                          field="job_id", job_id=job_id, request_id=request_id))
+            following = self.subscribers.mesh_taken(peer, job_id)
+            if following is None:
+                return
+            (job_id, request_id), message = following, None
+
+    def _finished_from_disk(self, job_id: str, request_id: str | None) -> Finished | None:
+        record = self.store.get(job_id)
+        mesh = self.store.load_mesh(job_id) if record is not None and record.state == "finished" else None
+        if mesh is None:
+            return None
+        checkpoints = self.store.checkpoints(job_id)
+        return Finished(job_id=job_id, step=record.step, elapsed=record.elapsed,
+                        checkpoint=str(checkpoints[0]) if checkpoints else "", files=record.files, mesh=mesh,
+                        request_id=request_id)
+
+    def _resume(self, peer: bytes, session: Session, message: Resume) -> None:
+        record = self._known(peer, session, message, act="resume")
         if record is None:
             return
         if record.state not in RESUMABLE:
             self._refuse(peer, message, f"job {record.job_id} is {record.state}; only "
                                         f"{', '.join(RESUMABLE)} jobs can be resumed")
+            return
+        try:
+            self._within_limits(session)
+        except Refused as refusal:
+            self._refuse(peer, message, refusal.reason)
             return
         self._controls.pop(record.job_id, None)
         if not self.store.transition(record.job_id, RESUMABLE, "queued", reason=""):
@@ -284,13 +420,46 @@ class Server:
         self._send(peer, Accepted(job_id=record.job_id, spec=record.spec, request_id=message.request_id))
         self._queue.put(record.job_id)
 
+    def _delete(self, peer: bytes, session: Session, message: Delete) -> None:
+        entry = self._known(peer, session, message, act="delete", any_state=True)
+        if entry is None:
+            return
+        if isinstance(entry, JobRecord) and entry.state in ("queued", "running") and not self._stop_job(entry):
+            # Running: the worker stops it after its step; the folder goes when it has (see _publish).
+            self._deleting.setdefault(entry.job_id, []).append((peer, message.request_id))
+            return
+        self._send(peer, Deleted(job_id=entry.job_id, freed_bytes=self.store.delete(entry.job_id),
+                                 request_id=message.request_id))
+
     # --- helpers ----------------------------------------------------------------------------
 
-    def _known(self, peer: bytes, message: JobCommand | Status):
-        record = self.store.get(message.job_id)
-        if record is None:
-            self._refuse(peer, message, f"no job {message.job_id!r} on this backend")
-        return record
+    def _may_see(self, session: Session, owner: str) -> bool:
+        return not owner or owner == session.principal or self.shared_jobs
+
+    def _may_act(self, session: Session, owner: str) -> bool:
+        # Shared loopback jobs are everyone's on this machine (a restarted Blender cancels what it started);
+        # shared CURVE jobs may be watched by other keys, never stopped or deleted by them.
+        return not owner or owner == session.principal or (self.shared_jobs and not self.curve)
+
+    def _known(self, peer: bytes, session: Session, message: JobCommand | Status, act: str = "",
+               any_state: bool = False) -> JobRecord | DamagedJob | None:
+        """The job `message` names if this client may see it (and, with `act`, act on it); else refused.
+        Another client's job it may not see is refused in the same words as no job at all."""
+        job_id = message.job_id
+        entry: JobRecord | DamagedJob | None = self.store.get(job_id)
+        if entry is None and (damaged := self.store.damaged(job_id)) is not None:
+            if not any_state:
+                self._refuse(peer, message, f"job {job_id} is damaged ({damaged.problem}); it can only be deleted")
+                return None
+            entry = damaged
+        if entry is None or not self._may_see(session, entry.owner):
+            self._refuse(peer, message, f"no job {job_id!r} on this backend")
+            return None
+        if act and not self._may_act(session, entry.owner):
+            self._refuse(peer, message, f"job {job_id} belongs to another client; only the client that submitted "
+                                        f"it may {act} it")
+            return None
+        return entry
 
     def _refuse(self, peer: bytes, message: JobCommand | Status, reason: str) -> None:
         self._send(peer, Rejected(reason=reason, field="job_id", job_id=message.job_id,
@@ -302,15 +471,30 @@ class Server:
     def _heard(self, peer: bytes) -> None:
         self.subscribers.heard(peer, time.monotonic())
 
-    def _send(self, peer: bytes, message: Message) -> None:
+    def _reply(self, peer: bytes, build) -> None:
+        """Send the reply `build()` makes; if making it fails, a fixed `error` instead (nothing escapes)."""
+        try:
+            reply = build()
+        except Exception:  # noqa: BLE001
+            reply = Error(code="protocol_error", reason=_LAST_RESORT)
+        self._send(peer, reply)
+
+    def _send(self, peer: bytes, message: Message) -> bool:
+        """Send without blocking; False when it could not go (the client is not reading, or has gone)."""
         try:
             send_routed(self.socket, peer, message, flags=zmq.NOBLOCK,
                         max_message_bytes=self.config.max_message_bytes)
         except zmq.Again:  # the client's queue is full: it is not reading; what matters is resent or held
-            return
+            return False
         except zmq.ZMQError:  # the peer went away between its message and our answer
-            return
+            return False
+        except ProtocolError as exc:  # a reply too big to encode: say so rather than say nothing
+            if isinstance(message, Error):
+                return False
+            return self._send(peer, Error(code=exc.code, reason=safe_text(f"cannot send {message.TYPE}: {exc}",
+                                                                         2000), request_id=message.request_id))
         self.subscribers.sent(peer, time.monotonic())
+        return True
 
     def _heartbeats(self) -> None:
         if self.config.heartbeat_interval <= 0:
@@ -319,22 +503,5 @@ class Server:
             self._send(peer, Heartbeat(time=time.time()))
 
 
-def _precheck(spec, store: JobStore) -> tuple[str, str] | None:
-    """What can be refused at submit time, cheaply, as (field, reason)."""
-    if spec.init == "mesh":
-        return "init", "init = mesh is not supported by this backend yet; allowed: blob, checkpoint"
-    if spec.init == "checkpoint":
-        path = store.checkpoint(spec.init_from) if store.get(spec.init_from) else Path(spec.init_from).expanduser()
-        if not path.is_file():
-            return "init_from", f"init_from = {spec.init_from!r}: no such job with a checkpoint, nor checkpoint file"
-    if model_kind(spec.model) == "local" and not Path(spec.model).expanduser().is_dir():
-        return "model", f"model = {spec.model!r}: no such folder on the backend's machine"
-    if model_kind(spec.model) == "builtin":
-        from ..toy.vocab import VocabularyError, parse_prompt
-
-        try:
-            parse_prompt(spec.prompt)
-        except VocabularyError as exc:
-            return "prompt", str(exc)
-    return None
-
+def _log(line: str) -> None:
+    print(f"dreamfusion-backend serve: {line}", file=sys.stderr, flush=True)

@@ -7,16 +7,25 @@ server holds at most one update per subscriber, however slow or absent the
 client is. Other events (progress, the end of a job) always go out: they
 are small, and losing one would leave a client with a wrong picture.
 
+The other messages that carry a mesh (`finished`, pushed at a job's end or
+sent again for `result`) share one more credit per client: while one is
+unacknowledged, later ones wait as (job id, request id) references and are
+built from disk when the credit comes back. A client that never reads holds
+one mesh in the server, however many results it asks for.
+
 Pure bookkeeping: the server's loop does the sending.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from shared import Cancelled, Failed, Finished, Message, Update
 
 ENDINGS = (Finished, Failed, Cancelled)
+#: `result` requests one client may have waiting for the mesh credit (pushed `finished` events always wait).
+MAX_WAITING_RESULTS = 64
 
 
 @dataclass
@@ -30,6 +39,10 @@ class Peer:
     last_heard: float
     last_sent: float = 0.0
     jobs: set[str] = field(default_factory=set)
+    #: The job whose `finished` (with its mesh) is out and not yet acknowledged.
+    mesh_out: str | None = None
+    #: job id -> request id (None: a pushed end of job) of `finished` messages waiting for that credit.
+    mesh_waiting: OrderedDict[str, str | None] = field(default_factory=OrderedDict)
 
 
 class Subscribers:
@@ -101,6 +114,48 @@ class Subscribers:
             return held
         sub.credit = True
         return None
+
+    # --- finished messages (one mesh credit per client) -----------------------------------
+
+    def want_mesh(self, peer: bytes, job_id: str, request_id: str | None) -> tuple[bool | None, str | None]:
+        """A `finished` for `peer`: (True, None) to send it now (taking the credit); (False, superseded) when it
+        waits its turn, where `superseded` is the request id of an earlier wait for the same job that this one
+        replaces (coalesced: one mesh answers both; tell that request so); (None, None) when too many `result`
+        requests already wait (refuse this one)."""
+        state = self._peers.get(peer)
+        if state is None:
+            return True, None  # nothing tracked for it (it never spoke): one message, no lasting state
+        if state.mesh_out is None:
+            state.mesh_out = job_id
+            return True, None
+        waiting = state.mesh_waiting
+        if job_id in waiting:
+            earlier = waiting[job_id]
+            if request_id is None:  # a pushed end of job joins a waiting request: that reply will do for both
+                return False, None
+            waiting[job_id] = request_id
+            return False, earlier
+        if request_id is not None and sum(r is not None for r in waiting.values()) >= MAX_WAITING_RESULTS:
+            return None, None
+        waiting[job_id] = request_id
+        return False, None
+
+    def mesh_taken(self, peer: bytes, job_id: str) -> tuple[str, str | None] | None:
+        """`peer` took (or could not be sent) the `finished` of `job_id`: the next waiting (job id, request id),
+        which now holds the credit, or None."""
+        state = self._peers.get(peer)
+        if state is None or state.mesh_out != job_id:
+            return None
+        if state.mesh_waiting:
+            next_job, request_id = state.mesh_waiting.popitem(last=False)
+            state.mesh_out = next_job
+            return next_job, request_id
+        state.mesh_out = None
+        return None
+
+    def waiting_meshes(self, peer: bytes | None = None) -> int:
+        """`finished` messages waiting for a client's credit (for one peer, or all)."""
+        return sum(len(s.mesh_waiting) for p, s in self._peers.items() if peer is None or p == peer)
 
     def held(self, peer: bytes | None = None) -> int:
         """Updates waiting for credit (for one peer, or in all)."""

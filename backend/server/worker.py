@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import queue
+import sys
 import threading
 import time
 import traceback
@@ -89,8 +90,7 @@ class Worker(threading.Thread):
         job_id, spec = record.job_id, record.spec
         checkpoint = self.store.checkpoint(job_id)
         try:
-            trainer = make_trainer(spec, self.device, load=self.guidance,
-                                   resume_from=checkpoint if checkpoint.is_file() else None)
+            trainer = self._trainer(job_id, spec)
         except (GenerateError, ModelLoadError, CheckpointError, ValueError, OSError) as exc:
             self._fail(job_id, str(exc))
             return
@@ -100,7 +100,7 @@ class Worker(threading.Thread):
         def on_step(stats: StepStats) -> None:
             reporter.step(stats)
             if stats.step % interval == 0 and stats.step < spec.steps:
-                save_checkpoint(trainer, checkpoint)
+                save_checkpoint(trainer, checkpoint, keep_previous=True)
                 self.store.update(job_id, step=stats.step, loss=stats.loss, elapsed=reporter.elapsed())
 
         def on_stream(snapshot: Snapshot) -> None:
@@ -116,12 +116,35 @@ class Worker(threading.Thread):
             return
         self._finish(job_id, trainer, reporter, done)
 
+    def _trainer(self, job_id: str, spec) -> Trainer:
+        """A fresh trainer, or one continuing the job's newest readable checkpoint: a damaged checkpoint falls
+        back to the one kept before it, so a crash mid-write costs one interval, not the job."""
+        candidates = self.store.checkpoints(job_id)
+        problems = []
+        for path in candidates:
+            try:
+                return make_trainer(spec, self.device, load=self.guidance, resume_from=path)
+            except (GenerateError, ModelLoadError):
+                raise  # about the job, not the file: another checkpoint would fail the same way
+            except Exception as exc:  # noqa: BLE001 - a truncated file raises whatever safetensors raises
+                problems.append(f"{path.name}: {type(exc).__name__}: {exc}")
+                print(f"dreamfusion-backend serve: job {job_id}: cannot resume from {path.name} ({exc}); "
+                      "trying the checkpoint before it", file=sys.stderr, flush=True)
+        if problems:
+            raise CheckpointError("no checkpoint of this job can be read: " + "; ".join(problems))
+        return make_trainer(spec, self.device, load=self.guidance)
+
     def _finish(self, job_id: str, trainer: Trainer, reporter: "_ProgressReporter", done: bool) -> None:
-        checkpoint = save_checkpoint(trainer, self.store.checkpoint(job_id))
+        common = dict(step=trainer.step, loss=reporter.last_loss, elapsed=reporter.elapsed())
+        if not done and trainer.step == reporter.first_step:
+            # Stopped before its first step (cancelled while loading, or the server stopping): nothing learnt,
+            # so nothing written; a job that never started keeps no checkpoint.
+            self._stopped(job_id, trainer, common)
+            return
+        checkpoint = save_checkpoint(trainer, self.store.checkpoint(job_id), keep_previous=True)
         snapshot = trainer.snapshot(reporter.last_loss, reporter.elapsed())
         mesh = snapshot.extraction.mesh
         self.store.save_mesh(job_id, mesh)
-        common = dict(step=trainer.step, loss=reporter.last_loss, elapsed=reporter.elapsed())
         if done:
             files = {}
             if mesh.vertex_count:
@@ -131,7 +154,11 @@ class Worker(threading.Thread):
             self.emit(Finished(job_id=job_id, step=trainer.step, elapsed=reporter.elapsed(),
                                checkpoint=str(checkpoint), files=files, mesh=mesh,
                                preview=snapshot.as_update(job_id).preview))
-        elif not self.stopping.is_set():  # stopped early and the server goes on: a cancel
+        else:
+            self._stopped(job_id, trainer, common)
+
+    def _stopped(self, job_id: str, trainer: Trainer, common: dict) -> None:
+        if not self.stopping.is_set():  # stopped early and the server goes on: a cancel
             self.store.update(job_id, state="cancelled", reason="cancelled by a client", **common)
             self.emit(Cancelled(job_id=job_id, step=trainer.step))
         else:  # the server is shutting down: the job waits for `resume`

@@ -1,0 +1,131 @@
+"""What a server lets in: its limits (jobs, disk, queue per client, retention), the folders a job may read, and
+the cheap checks a `submit` passes before it becomes a job.
+
+Every refusal is a (field, reason) pair that the server sends as `rejected`; each reason names the limit and
+what to do about it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared import JobSpec, model_kind
+from shared.errors import safe_text
+
+from .jobs import JobStore
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+
+
+class Refused(Exception):
+    """A submit (or command) the server will not take: the field at fault (None for a server limit) and the
+    reason, for `rejected`."""
+
+    def __init__(self, field: str | None, reason: str):
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """The bounds a server keeps. 0 turns a limit off."""
+
+    #: Jobs kept (any state, damaged ones included); the next submit is refused.
+    max_jobs: int = 1000
+    #: Bytes the job folder may hold before submits are refused.
+    max_disk: int = 50 * 2**30
+    #: Queued or running jobs one client (session, or CURVE key) may have at once.
+    max_queued_per_client: int = 32
+    #: Finished jobs whose checkpoints are kept (newest first); older ones keep their mesh and files only.
+    keep_checkpoints: int = 20
+
+
+def parse_size(text: str) -> int:
+    """'50G', '512M', '2.5GiB' or plain bytes -> bytes; ValueError naming the forms allowed."""
+    match = _SIZE.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a size; use bytes or a number with K, M, G or T (e.g. 50G)")
+    scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[match[2].lower()]
+    return int(float(match[1]) * scale)
+
+
+def format_size(n: int) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+class PathPolicy:
+    """Which files on the server a job may name: inside the data folder (checkpoints of its jobs) or one of the
+    configured roots (`--allow-path`). Anything else is refused with the same words whether or not it exists,
+    so the server is no oracle for what is on its disk."""
+
+    def __init__(self, data_dir: Path, roots: tuple[Path, ...] = ()):
+        self.data_dir = _real(data_dir)
+        self.roots = tuple(_real(r) for r in roots)
+
+    def resolve(self, text: str, *, data_dir_too: bool) -> Path | None:
+        """The real path `text` names if it lies inside an allowed folder, else None. Relative paths are refused:
+        they would resolve against wherever the server happened to be started."""
+        path = Path(text).expanduser()
+        if not path.is_absolute():
+            return None
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError, ValueError):  # a symlink loop, a name the OS refuses
+            return None
+        roots = (*self.roots, self.data_dir) if data_dir_too else self.roots
+        return real if any(real.is_relative_to(root) for root in roots) else None
+
+    def describe(self, data_dir_too: bool) -> str:
+        roots = [*map(str, self.roots), *([f"{self.data_dir} (its jobs)"] if data_dir_too else [])]
+        return ", ".join(roots) if roots else "none (start the server with --allow-path DIR)"
+
+
+def admit(spec: JobSpec, store: JobStore, paths: PathPolicy, can_read_job) -> JobSpec:
+    """The spec to run, with any file it names resolved to its real path, or Refused: what can be refused at
+    submit time, cheaply. `can_read_job(job_id)` says whether the submitter may start from that job."""
+    if spec.init == "mesh":
+        raise Refused("init", "init = mesh is not supported by this backend yet; allowed: blob, checkpoint")
+    if spec.init == "checkpoint":
+        if store.get(spec.init_from) is not None and can_read_job(spec.init_from):
+            checkpoints = store.checkpoints(spec.init_from)
+            if not checkpoints:
+                raise Refused("init_from", f"init_from = {spec.init_from!r}: that job has no checkpoint (it never "
+                                           "started, or the retention policy removed it)")
+            # Continuing another job: the spec records the checkpoint file it started from.
+            spec = dataclasses.replace(spec, init_from=str(checkpoints[0]))
+        else:
+            shown = safe_text(spec.init_from, 200)
+            path = paths.resolve(spec.init_from, data_dir_too=True)
+            if path is None:
+                raise Refused("init_from", f"init_from = {shown!r} is neither a job on this backend nor a path "
+                                           f"inside the folders it allows: {paths.describe(data_dir_too=True)}")
+            if not path.is_file():
+                raise Refused("init_from", f"init_from = {shown!r}: no such checkpoint file")
+            spec = dataclasses.replace(spec, init_from=str(path))
+    if model_kind(spec.model) == "local":
+        shown = safe_text(spec.model, 200)
+        path = paths.resolve(spec.model, data_dir_too=False)
+        if path is None:
+            raise Refused("model", f"model = {shown!r} is not inside a folder this backend allows models from: "
+                                   f"{paths.describe(data_dir_too=False)}")
+        if not path.is_dir():
+            raise Refused("model", f"model = {shown!r}: no such folder on the backend's machine")
+    if model_kind(spec.model) == "builtin":
+        from ..toy.vocab import VocabularyError, parse_prompt
+
+        try:
+            parse_prompt(spec.prompt)
+        except VocabularyError as exc:
+            raise Refused("prompt", str(exc)) from None
+    return spec
+
+
+def _real(path: Path) -> Path:
+    return Path(path).expanduser().resolve()
