@@ -38,8 +38,8 @@ from .shared.batch_options import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_
 from .shared.batch_plan import plan_batch
 from .shared.batch_runner import BatchRunner, ItemResult
 from .shared.job_tracker import MeshToApply
-from .shared.jobspec import DEFAULT_MODEL
-from .shared.local_backend import LocalBackendError
+from .shared.jobspec import DEFAULT_MODEL, model_kind
+from .shared.local_backend import LocalBackendError, split_folders
 from .shared.prompt_file import PromptFileError, read_prompt_file
 from .shared.recommended import builtin_recommendations
 
@@ -94,7 +94,7 @@ def run(options: BatchOptions) -> int:
         writer.write_summary()
         return EXIT_USAGE if not bad else EXIT_FAILED
     try:
-        sessions = _sessions(options, prefs)
+        sessions = _sessions(options, prefs, items)
     except (LocalBackendError, OSError, ValueError) as exc:
         print(f"dreamfusion batch: cannot reach a backend: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -126,11 +126,11 @@ def _preferences():
         return None
 
 
-def _sessions(options: BatchOptions, prefs) -> dict[str, Session]:
+def _sessions(options: BatchOptions, prefs, items) -> dict[str, Session]:
     """One session per --backend address; with none, what the preferences say (a local backend by default)."""
     sessions: dict[str, Session] = {}
     try:
-        _open_sessions(options, prefs, sessions)
+        _open_sessions(options, prefs, sessions, items)
     except BaseException:
         for session in sessions.values():
             session.shutdown()
@@ -138,7 +138,7 @@ def _sessions(options: BatchOptions, prefs) -> dict[str, Session]:
     return sessions
 
 
-def _open_sessions(options: BatchOptions, prefs, sessions: dict[str, Session]) -> None:
+def _open_sessions(options: BatchOptions, prefs, sessions: dict[str, Session], items) -> None:
     server_key = options.server_key or (bpy.path.abspath(prefs.server_key) if prefs else "")
     client_key = options.client_secret_key or (bpy.path.abspath(prefs.client_secret_key) if prefs else "")
     addresses = list(dict.fromkeys(options.backends))
@@ -154,7 +154,10 @@ def _open_sessions(options: BatchOptions, prefs, sessions: dict[str, Session]) -
         data_dir = options.jobs_dir or (bpy.path.abspath(prefs.data_dir) if prefs else "")
         session = Session()
         sessions["local backend"] = session
-        session.start_local(executable, device, data_dir)
+        # The backend loads local models only from folders it is told about: the prompts' and the preferences'.
+        models = sorted({item.spec.model for item in items if model_kind(item.spec.model) == "local"})
+        folders = [bpy.path.abspath(p) for p in split_folders(prefs.model_folders)] if prefs else []
+        session.start_local(executable, device, data_dir, allow_paths=[*models, *folders])
 
 
 # --- results -------------------------------------------------------------------------------------------

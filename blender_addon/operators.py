@@ -11,8 +11,8 @@ from .properties import adopt_default_model, spec_values
 from .session import SESSION
 from .shared.client import BackendTimeout
 from .shared.errors import SpecError
-from .shared.jobspec import JobSpec
-from .shared.local_backend import LocalBackendError
+from .shared.jobspec import JobSpec, model_kind
+from .shared.local_backend import LocalBackendError, split_folders
 
 
 def _ensure_backend(op, context) -> bool:
@@ -22,7 +22,7 @@ def _ensure_backend(op, context) -> bool:
     prefs = preferences.get(context)
     try:
         if prefs.backend_mode == "LOCAL":
-            _start_local(prefs)
+            _start_local(prefs, context)
         else:
             _connect_remote(prefs)
     except (LocalBackendError, ValueError, BackendTimeout) as exc:
@@ -42,8 +42,14 @@ def _send(op, command, *args) -> bool:
     return True
 
 
-def _start_local(prefs) -> None:
-    SESSION.start_local(bpy.path.abspath(prefs.backend_executable), prefs.device, bpy.path.abspath(prefs.data_dir))
+def _start_local(prefs, context) -> None:
+    # The backend loads local models only from folders it is told about: the preferences' and this scene's.
+    settings = getattr(getattr(context.scene, "dreamfusion", None), "settings", None)
+    models = [prefs.default_model, getattr(settings, "model", "")]
+    allowed = [bpy.path.abspath(p) for p in split_folders(prefs.model_folders)]
+    allowed += [bpy.path.abspath(m) for m in models if m and model_kind(m) == "local"]
+    SESSION.start_local(bpy.path.abspath(prefs.backend_executable), prefs.device, bpy.path.abspath(prefs.data_dir),
+                        allow_paths=allowed)
 
 
 def _connect_remote(prefs) -> None:
@@ -147,7 +153,7 @@ class DREAMFUSION_OT_start_backend(bpy.types.Operator):
 
     def execute(self, context):
         try:
-            _start_local(preferences.get(context))
+            _start_local(preferences.get(context), context)
         except LocalBackendError as exc:
             self.report({"ERROR"}, f"DreamFusion: {exc}")
             return {"CANCELLED"}
@@ -225,8 +231,43 @@ class DREAMFUSION_OT_export(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class DREAMFUSION_OT_remove_job(bpy.types.Operator):
+    bl_idname = "dreamfusion.remove_job"
+    bl_label = "Remove Job"
+    bl_description = ("Take the selected job off this list (its object stays in the scene); optionally delete it "
+                      "and its files on the backend as well, cancelling it first if it still runs")
+    bl_options = {"REGISTER", "UNDO"}
+
+    delete_on_backend: bpy.props.BoolProperty(
+        name="Delete on the backend", default=False,
+        description="Also remove the job's checkpoint, mesh and files from the backend's disk (cannot be undone)")
+
+    @classmethod
+    def poll(cls, context):
+        return _selected_job(context) is not None
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_props_dialog(self)
+
+    def execute(self, context):
+        state = context.scene.dreamfusion
+        job = _selected_job(context)
+        job_id = job.job_id
+        if self.delete_on_backend and job_id:
+            if not SESSION.connected:
+                self.report({"ERROR"}, "DreamFusion: not connected to the backend; the job was not deleted there")
+                return {"CANCELLED"}
+            if not _send(self, SESSION.delete, job_id):
+                return {"CANCELLED"}
+        state.jobs.remove(state.active_job_index)
+        state.active_job_index = min(state.active_job_index, len(state.jobs) - 1)
+        where = " and deleting it on the backend" if self.delete_on_backend and job_id else ""
+        self.report({"INFO"}, f"DreamFusion: removed job {job_id or '(not sent)'} from the list{where}")
+        return {"FINISHED"}
+
+
 _classes = (DREAMFUSION_OT_generate, DREAMFUSION_OT_cancel, DREAMFUSION_OT_resume, DREAMFUSION_OT_start_backend,
-            DREAMFUSION_OT_stop_backend, DREAMFUSION_OT_connect, DREAMFUSION_OT_export)
+            DREAMFUSION_OT_stop_backend, DREAMFUSION_OT_connect, DREAMFUSION_OT_export, DREAMFUSION_OT_remove_job)
 
 
 register, unregister = bpy.utils.register_classes_factory(_classes)

@@ -87,6 +87,7 @@ class VIEW3D_PT_dreamfusion_jobs(_Panel, bpy.types.Panel):
         row = layout.row(align=True)
         row.operator("dreamfusion.resume", icon="PLAY")
         row.operator("dreamfusion.export", icon="EXPORT")
+        row.operator("dreamfusion.remove_job", text="", icon="X")
 
 
 class DREAMFUSION_UL_jobs(bpy.types.UIList):

@@ -25,6 +25,11 @@ class DreamFusionPreferences(bpy.types.AddonPreferences):
         name="Job folder", subtype="DIR_PATH",
         description="Where the local backend keeps jobs, checkpoints and results. Empty: its default "
                     "(~/.local/share/dreamfusion-blender)")
+    model_folders: bpy.props.StringProperty(
+        name="Model folders",
+        description="Folders with local diffusers models the local backend may load, separated by ';' (the "
+                    "default model's folder and the scene's model folder are allowed anyway). A backend loads no "
+                    "file outside the folders it is told about")
     start_on_generate: bpy.props.BoolProperty(
         name="Start backend on Generate", default=True,
         description="In local mode, Generate starts the backend if it is not running")
@@ -49,6 +54,7 @@ class DreamFusionPreferences(bpy.types.AddonPreferences):
             layout.prop(self, "backend_executable")
             layout.prop(self, "device")
             layout.prop(self, "data_dir")
+            layout.prop(self, "model_folders")
             layout.prop(self, "start_on_generate")
         else:
             layout.prop(self, "address")

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Iterable
 
 from .shared.client import BackendClient, BackendTimeout, CurveKeys
 from .shared.job_tracker import Applied, JobTracker
 from .shared.jobspec import JobSpec
+from .shared.messages import ListReply
 from .shared.local_backend import LocalBackend, LocalBackendError, backend_command
 
 #: A local backend that has not said where it listens by then is reported as stuck.
@@ -40,14 +42,17 @@ class Session:
 
     # --- lifetime ----------------------------------------------------------------------
 
-    def start_local(self, executable: str, device: str = "auto", data_dir: str = "") -> None:
-        """Launch `dreamfusion-backend serve` on a free loopback port; `tick` connects once it listens."""
+    def start_local(self, executable: str, device: str = "auto", data_dir: str = "",
+                    allow_paths: Iterable[str] = ()) -> None:
+        """Launch `dreamfusion-backend serve` on a free loopback port; `tick` connects once it listens.
+        `allow_paths`: folders whose local models the backend may load."""
         if self.backend is not None and self.backend.running:
             return
         self.disconnect()
         self.error = ""
         try:
-            self.backend = LocalBackend(backend_command(executable), device=device, data_dir=data_dir)
+            self.backend = LocalBackend(backend_command(executable), device=device, data_dir=data_dir,
+                                        allow_paths=allow_paths)
             self.backend.start()
         except LocalBackendError as exc:
             self.backend = None
@@ -115,6 +120,9 @@ class Session:
         if self.client is None:
             return None
         events = self.client.poll(0)
+        for event in events:
+            if isinstance(event, ListReply) and event.next_offset is not None:
+                self.client.list(event.next_offset)  # a refresh covers every page, one per tick
         applied = self.tracker.apply(events)
         self.notices = (self.notices + applied.notices)[-20:]
         alive = self.client.server_alive
@@ -147,6 +155,10 @@ class Session:
 
     def watch(self, job_id: str) -> None:
         self._require_client().watch(job_id)
+
+    def delete(self, job_id: str) -> None:
+        """Remove the job and its files from the backend (it cancels a running one first)."""
+        self._require_client().delete(job_id)
 
     def _require_client(self) -> BackendClient:
         if self.client is None:

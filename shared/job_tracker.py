@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .jobspec import JobSpec
 from .mesh import MeshData
-from .messages import (Accepted, Cancelled, Error, Failed, Finished, JobInfo, ListReply, Message, Progress,
+from .messages import (Accepted, Cancelled, Deleted, Error, Failed, Finished, JobInfo, ListReply, Message, Progress,
                        Rejected, StatusReply, Update)
 
 ACTIVE_STATES = ("queued", "running")
@@ -146,6 +146,11 @@ class JobTracker:
                     self.jobs[job_id].reason = event.reason
             elif isinstance(event, Error):
                 out.notices.append(f"backend error {event.code}: {event.reason}")
+            elif isinstance(event, Deleted):
+                self.jobs.pop(event.job_id, None)
+                out.notices.append(f"deleted job {event.job_id} on the backend ({event.freed_bytes / 2**20:.1f} MiB "
+                                   "freed)")
+                continue
             elif isinstance(event, (StatusReply, ListReply)):
                 for info in event.jobs:
                     if info.job_id in self.jobs:

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterable
 
 _LISTENING = re.compile(r"listening on (tcp://127\.0\.0\.1:\d+)")
 _PYTHON = re.compile(r"^python(\d+(\.\d+)?)?(\.exe)?$", re.IGNORECASE)
@@ -24,6 +25,22 @@ _PYTHON = re.compile(r"^python(\d+(\.\d+)?)?(\.exe)?$", re.IGNORECASE)
 
 class LocalBackendError(RuntimeError):
     """The backend could not be started or stopped; the message says what to fix."""
+
+
+def allowed_folders(paths: Iterable[str]) -> list[str]:
+    """The existing folders among `paths` (blank entries and files dropped, each once, `~` expanded): what a local
+    backend is started with as `--allow-path`, so a model folder named in the preferences can be used."""
+    out: list[str] = []
+    for text in paths:
+        folder = Path(text.strip()).expanduser() if text and text.strip() else None
+        if folder is not None and folder.is_dir() and str(folder) not in out:
+            out.append(str(folder))
+    return out
+
+
+def split_folders(text: str) -> list[str]:
+    """A preference holding several folders, separated by ';' (or the platform's path separator)."""
+    return [part.strip() for part in re.split(rf"[;{re.escape(os.pathsep)}]", text or "") if part.strip()]
 
 
 def backend_command(executable: str = "") -> list[str]:
@@ -50,11 +67,14 @@ def backend_command(executable: str = "") -> list[str]:
 
 class LocalBackend:
     def __init__(self, command: list[str], *, data_dir: str = "", device: str = "auto", heartbeat: float = 2.0,
-                 log_path: Path | None = None):
+                 log_path: Path | None = None, allow_paths: Iterable[str] = ()):
         self.command = [*command, "serve", "--bind", "tcp://127.0.0.1:0", "--device", device,
                         "--heartbeat", f"{heartbeat:g}", "--parent-pid", str(os.getpid())]
         if data_dir:
             self.command += ["--data-dir", str(Path(data_dir).expanduser())]
+        # The backend reads local models and checkpoints only from folders it is told about.
+        for folder in allowed_folders(allow_paths):
+            self.command += ["--allow-path", folder]
         self.log_path = log_path or Path(tempfile.gettempdir()) / f"dreamfusion-backend-{os.getpid()}.log"
         self.process: subprocess.Popen | None = None
         self.endpoint: str | None = None

@@ -170,6 +170,26 @@ def test_backend_lost_keeps_the_mesh_and_reconnect_resumes(addon):
     tick_until(lambda: job().state == "cancelled")
 
 
+def test_remove_job_takes_it_off_the_list_and_can_delete_it_on_the_backend(addon):
+    state = bpy.context.scene.dreamfusion
+    jobs_dir = Path(bpy.context.preferences.addons["dreamfusion"].preferences.data_dir) / "jobs"
+    count = len(state.jobs)
+    state.active_job_index = 0
+    kept = state.jobs[0].job_id
+    assert bpy.ops.dreamfusion.remove_job() == {"FINISHED"}  # the list only: the backend keeps the job
+    assert len(state.jobs) == count - 1 and kept not in [j.job_id for j in state.jobs]
+    assert (jobs_dir / kept).is_dir()
+    state.active_job_index = len(state.jobs) - 1
+    doomed = state.jobs[state.active_job_index].job_id
+    assert (jobs_dir / doomed).is_dir()
+    assert bpy.ops.dreamfusion.remove_job(delete_on_backend=True) == {"FINISHED"}
+    assert len(state.jobs) == count - 2
+    session = _session()
+    tick_until(lambda: not (jobs_dir / doomed).exists())
+    tick_until(lambda: any(f"deleted job {doomed}" in n for n in session.notices))
+    assert doomed not in session.tracker.jobs
+
+
 def test_disable_removes_the_timer_and_stops_the_backend(addon):
     from dreamfusion import client_loop
 

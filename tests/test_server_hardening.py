@@ -4,7 +4,6 @@ clients that never read, thousands of jobs, other clients' jobs, paths outside t
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from hypothesis import strategies as st
 
 from backend.cli import main
 from backend.server.admission import ServerLimits
-from backend.server.jobs import JobRecord, JobStore
+from backend.server.jobs import JobStore
 from shared import (CLIENT_TYPES, MESSAGE_TYPES, Ack, Bye, Deleted, Finished, Heartbeat, Hello, JobSpec, ListReply,
                     MeshData, Progress, ProtocolError, Rejected, StatusReply, Submit, Update, decode, encode,
                     jobspec_knobs)
@@ -475,3 +474,16 @@ def test_serve_limit_flags_are_checked(capsys):
     with pytest.raises(SystemExit):
         main(["serve", "--allow-path", "/no/such/folder"])
     assert "--allow-path: /no/such/folder is not a folder" in capsys.readouterr().err
+
+
+def test_the_add_ons_local_backend_is_started_with_the_folders_it_may_read(tmp_path):
+    from shared.local_backend import LocalBackend, allowed_folders, split_folders
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    assert split_folders(f" {models} ;; ~/x ") == [str(models), "~/x"]
+    assert allowed_folders([str(models), "", str(tmp_path / "file.txt"), str(tmp_path / "none"), str(models)]) \
+        == [str(models)]  # existing folders only, once each
+    backend = LocalBackend(["dreamfusion-backend"], allow_paths=[str(models), str(tmp_path / "missing")])
+    assert backend.command[-2:] == ["--allow-path", str(models)] and backend.command.count("--allow-path") == 1

@@ -48,3 +48,27 @@ def test_silent_peers_are_forgotten_and_quiet_ones_get_heartbeats():
     assert subs.peer_count() == 1 and subs.route(_update(1)) == []  # silent's subscription is gone
     subs.sent(b"talkative", 10.5)
     assert subs.check_liveness(now=11.0, interval=1.0) == []
+
+
+def test_finished_messages_share_one_credit_per_client_and_wait_as_references():
+    from backend.server.subscribers import MAX_WAITING_RESULTS
+
+    subs = Subscribers()
+    subs.heard(b"a", 0.0)
+    assert subs.want_mesh(b"a", "j1", "r1") == (True, None)  # the credit: send it
+    assert subs.want_mesh(b"a", "j2", None) == (False, None)  # a pushed end of job waits its turn
+    assert subs.want_mesh(b"a", "j3", "r2") == (False, None)
+    assert subs.want_mesh(b"a", "j3", "r3") == (False, "r2")  # coalesced: r2 is told it was superseded
+    assert subs.want_mesh(b"a", "j2", "r4") == (False, None)  # a request joins the waiting push ...
+    assert subs.waiting_meshes(b"a") == 2
+    assert subs.mesh_taken(b"a", "j9") is None  # an ack for another job frees nothing
+    assert subs.mesh_taken(b"a", "j1") == ("j2", "r4")  # ... and that one reply does for both, oldest first
+    assert subs.mesh_taken(b"a", "j2") == ("j3", "r3")
+    assert subs.mesh_taken(b"a", "j3") is None and subs.want_mesh(b"a", "j4", "r5") == (True, None)
+    for i in range(MAX_WAITING_RESULTS):
+        assert subs.want_mesh(b"a", f"w{i}", f"q{i}") == (False, None)
+    assert subs.want_mesh(b"a", "one-too-many", "q") == (None, None)  # refused, not held
+    assert subs.want_mesh(b"a", "pushed", None) == (False, None)  # the end of a job is never refused
+    subs.forget(b"a")
+    assert subs.waiting_meshes() == 0  # a client that leaves leaves nothing waiting
+    assert subs.want_mesh(b"stranger", "j", "r") == (True, None)  # never heard of: nothing to track

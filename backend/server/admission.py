@@ -101,22 +101,14 @@ def admit(spec: JobSpec, store: JobStore, paths: PathPolicy, can_read_job) -> Jo
             # Continuing another job: the spec records the checkpoint file it started from.
             spec = dataclasses.replace(spec, init_from=str(checkpoints[0]))
         else:
-            shown = safe_text(spec.init_from, 200)
-            path = paths.resolve(spec.init_from, data_dir_too=True)
-            if path is None:
-                raise Refused("init_from", f"init_from = {shown!r} is neither a job on this backend nor a path "
-                                           f"inside the folders it allows: {paths.describe(data_dir_too=True)}")
-            if not path.is_file():
-                raise Refused("init_from", f"init_from = {shown!r}: no such checkpoint file")
+            path = _allowed_path("init_from", spec.init_from, paths, data_dir_too=True, is_there=Path.is_file,
+                                 outside="is neither a job on this backend nor a path inside the folders it allows",
+                                 missing="no such checkpoint file")
             spec = dataclasses.replace(spec, init_from=str(path))
     if model_kind(spec.model) == "local":
-        shown = safe_text(spec.model, 200)
-        path = paths.resolve(spec.model, data_dir_too=False)
-        if path is None:
-            raise Refused("model", f"model = {shown!r} is not inside a folder this backend allows models from: "
-                                   f"{paths.describe(data_dir_too=False)}")
-        if not path.is_dir():
-            raise Refused("model", f"model = {shown!r}: no such folder on the backend's machine")
+        _allowed_path("model", spec.model, paths, data_dir_too=False, is_there=Path.is_dir,
+                      outside="is not inside a folder this backend allows models from",
+                      missing="no such folder on the backend's machine")
     if model_kind(spec.model) == "builtin":
         from ..toy.vocab import VocabularyError, parse_prompt
 
@@ -125,6 +117,19 @@ def admit(spec: JobSpec, store: JobStore, paths: PathPolicy, can_read_job) -> Jo
         except VocabularyError as exc:
             raise Refused("prompt", str(exc)) from None
     return spec
+
+
+def _allowed_path(field: str, text: str, paths: PathPolicy, *, data_dir_too: bool, is_there, outside: str,
+                  missing: str) -> Path:
+    """The real path `text` names, or Refused: first whether it is inside an allowed folder (the same words
+    whether or not it exists), and only then whether it exists."""
+    shown = safe_text(text, 200)
+    path = paths.resolve(text, data_dir_too=data_dir_too)
+    if path is None:
+        raise Refused(field, f"{field} = {shown!r} {outside}: {paths.describe(data_dir_too)}")
+    if not is_there(path):
+        raise Refused(field, f"{field} = {shown!r}: {missing}")
+    return path
 
 
 def _real(path: Path) -> Path:

@@ -240,16 +240,15 @@ class Server:
             request_id = message.request_id
             self._handle(peer, session, message)
         except BadJobSpec as exc:
-            spec_error = exc.spec_error
-            self._reply(peer, lambda: Rejected(reason=safe_text(spec_error, MAX_TEXT),
-                                               field=safe_text(spec_error.field, MAX_FIELD_NAME),
-                                               request_id=exc.request_id))
+            self._reply(peer, lambda e=exc: Rejected(reason=safe_text(e.spec_error, MAX_TEXT),
+                                                     field=safe_text(e.spec_error.field, MAX_FIELD_NAME),
+                                                     request_id=e.request_id))
         except ProtocolError as exc:
-            self._reply(peer, lambda: Error.from_exception(exc))
+            self._reply(peer, lambda e=exc: Error.from_exception(e))
         except Exception as exc:  # noqa: BLE001 - a bug in handling one message must not stop the service
             _log(f"error handling a message: {safe_text(repr(exc), 500)}")
-            self._reply(peer, lambda: Error(code="internal", reason=safe_text(f"{type(exc).__name__}: {exc}", 2000),
-                                            request_id=request_id))
+            self._reply(peer, lambda e=exc: Error(code="internal", reason=safe_text(f"{type(e).__name__}: {e}", 2000),
+                                                  request_id=request_id))
 
     def _handle(self, peer: bytes, session: Session, message: Message) -> None:
         rid = message.request_id
@@ -305,9 +304,10 @@ class Server:
         self._send(peer, Accepted(job_id=record.job_id, spec=spec, request_id=message.request_id))
         self._queue.put(record.job_id)
 
-    def _within_limits(self, session: Session) -> None:
+    def _within_limits(self, session: Session, new_job: bool = True) -> None:
+        """Refused when a submit (`new_job`) or a resume would go past a server limit."""
         limits = self.limits
-        if limits.max_jobs and self.store.count() >= limits.max_jobs:
+        if new_job and limits.max_jobs and self.store.count() >= limits.max_jobs:
             raise Refused(None, f"this backend holds {self.store.count()} jobs, its limit (--max-jobs "
                                   f"{limits.max_jobs}); delete finished ones first (`dreamfusion-backend client "
                                   "delete JOB`, or Remove in Blender's job list)")
@@ -409,7 +409,7 @@ class Server:
                                         f"{', '.join(RESUMABLE)} jobs can be resumed")
             return
         try:
-            self._within_limits(session)
+            self._within_limits(session, new_job=False)
         except Refused as refusal:
             self._refuse(peer, message, refusal.reason)
             return

@@ -17,6 +17,7 @@ CURVE, the session itself.
 from __future__ import annotations
 
 import itertools
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,8 @@ class Sessions:
         self._by_peer: dict[bytes, Session] = {}
         self._by_fd: dict[int, set[bytes]] = {}
         self._numbers = itertools.count(1)
+        # Session principals are stored with jobs: a restarted server must not hand an old one out again.
+        self._run = uuid.uuid4().hex[:8]
 
     def identify(self, peer: bytes, frame: Any) -> tuple[Session, bool]:
         """The session a message from `peer` belongs to (`frame`: any frame of it), and whether that session is
@@ -48,7 +51,7 @@ class Sessions:
         if self.curve:
             principal = "key:" + (_user_id(frame) or "unknown")
         else:
-            principal = f"session:{next(self._numbers)}"
+            principal = f"session:{self._run}:{next(self._numbers)}"
         session = Session(principal, fd)
         self._by_peer[peer] = session
         self._by_fd.setdefault(fd, set()).add(peer)
