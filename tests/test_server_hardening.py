@@ -3,6 +3,7 @@ clients that never read, thousands of jobs, other clients' jobs, paths outside t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import time
@@ -113,7 +114,8 @@ def hostile_frames(draw) -> list[bytes]:
         message_type = draw(st.sampled_from(["update", "nonsense"]) | JSON)
     header: dict = {"type": message_type}
     cls = MESSAGE_TYPES.get(message_type) if isinstance(message_type, str) else None
-    names = [f for f in getattr(cls, "__dataclass_fields__", {})] + ["request_id", "buffers", "extra"]
+    names = [f.name for f in dataclasses.fields(cls)] if cls is not None else ["request_id"]
+    names += ["buffers", "extra"]
     for name in names:
         if draw(st.integers(0, 9)) < (3 if name not in ("buffers", "extra", "init_mesh") else 9):
             continue  # fields are there 7 times in 10; buffers, buffer fields and unknown fields once in 10
@@ -129,6 +131,8 @@ def hostile_frames(draw) -> list[bytes]:
                  "dtype": st.sampled_from(["float32", "int32", "uint8"]) | JSON, "shape": JSON}), max_size=3))
         elif name == "job_id" and draw(st.booleans()):
             header[name] = draw(st.sampled_from(["abc", "job00001", "x" * 64]))
+        elif name == "request_id" and draw(st.booleans()):
+            header[name] = draw(st.sampled_from(["r1", "a" * 64]))
         else:
             header[name] = draw(JSON)
     if draw(st.integers(0, 4)) == 0:

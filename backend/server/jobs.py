@@ -54,7 +54,8 @@ class JobRecord:
     created: float = field(default_factory=time.time)
     reason: str = ""
     files: dict[str, str] = field(default_factory=dict)
-    #: Who submitted it ("key:<CURVE public key>" or "session:<n>"); "" for jobs older than ownership.
+    #: Who submitted it ("key:<CURVE public key>", or "session:<server run>:<n>" without CURVE); "" for jobs
+    #: written before jobs had owners (everyone's).
     owner: str = ""
 
     def info(self, summary: bool = False) -> JobInfo:
