@@ -122,7 +122,10 @@ class Session:
         events = self.client.poll(0)
         for event in events:
             if isinstance(event, ListReply) and event.next_offset is not None:
-                self.client.list(event.next_offset)  # a refresh covers every page, one per tick
+                try:
+                    self.client.list(event.next_offset)  # a refresh covers every page, one per tick
+                except BackendTimeout:  # gone again: the next refresh starts over
+                    pass
         applied = self.tracker.apply(events)
         self.notices = (self.notices + applied.notices)[-20:]
         alive = self.client.server_alive
