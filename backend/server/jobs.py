@@ -200,6 +200,11 @@ class JobStore:
         with self._lock:
             return len(self._jobs) + len(self._damaged)
 
+    def active_count(self, owner: str) -> int:
+        """Jobs of `owner` that are queued or running (counted in place: a submit must not copy every record)."""
+        with self._lock:
+            return sum(1 for r in self._jobs.values() if r.owner == owner and r.state in ("queued", "running"))
+
     def delete(self, job_id: str) -> int:
         """Forget a job and remove its folder; returns the bytes freed. The job must not be running."""
         with self._lock:
@@ -274,16 +279,19 @@ class JobStore:
         current = self.checkpoint(job_id)
         return [p for p in (current, previous_checkpoint(current)) if p.is_file()]
 
+    def mesh_path(self, job_id: str) -> Path:
+        return self.folder(job_id) / "mesh.npz"
+
     def save_mesh(self, job_id: str, mesh: MeshData) -> Path:
         """The job's newest mesh (streamed or final), so a result survives the client and the server."""
         def write(tmp: str) -> None:
             with open(tmp, "wb") as f:
                 np.savez(f, positions=mesh.positions, triangles=mesh.triangles, colors=mesh.colors)
 
-        return atomic_write(self.folder(job_id) / "mesh.npz", write)
+        return atomic_write(self.mesh_path(job_id), write)
 
     def load_mesh(self, job_id: str) -> MeshData | None:
-        path = self.folder(job_id) / "mesh.npz"
+        path = self.mesh_path(job_id)
         if not path.is_file():
             return None
         with np.load(path, allow_pickle=False) as data:

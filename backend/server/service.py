@@ -5,7 +5,7 @@ Only the loop thread touches the socket. Workers hand their messages to
 
 No message can stop the loop: whatever decoding, checking or handling one
 message raises becomes one `error` (or `rejected`) reply, built only from
-checked, escaped text, and the loop goes on (`_on_frames`).
+checked, escaped text, and the loop goes on (`handle_frames`).
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ class Server:
         if isinstance(message, ENDINGS):
             job_id = message.job_id  # type: ignore[attr-defined]
             self._controls.pop(job_id, None)
-            if isinstance(message, Finished) and self.limits.keep_checkpoints >= 0:
+            if isinstance(message, Finished):
                 self.store.prune_checkpoints(self.limits.keep_checkpoints)
             for peer, request_id in self._deleting.pop(job_id, []):
                 self._send(peer, Deleted(job_id=job_id, freed_bytes=self.store.delete(job_id),
@@ -307,17 +307,15 @@ class Server:
     def _within_limits(self, session: Session, new_job: bool = True) -> None:
         """Refused when a submit (`new_job`) or a resume would go past a server limit."""
         limits = self.limits
-        if new_job and limits.max_jobs and self.store.count() >= limits.max_jobs:
-            raise Refused(None, f"this backend holds {self.store.count()} jobs, its limit (--max-jobs "
+        if new_job and limits.max_jobs and (held := self.store.count()) >= limits.max_jobs:
+            raise Refused(None, f"this backend holds {held} jobs, its limit (--max-jobs "
                                   f"{limits.max_jobs}); delete finished ones first (`dreamfusion-backend client "
                                   "delete JOB`, or Remove in Blender's job list)")
         if limits.max_disk and (used := self.store.disk_usage()) >= limits.max_disk:
             raise Refused(None, f"this backend's job folder holds {format_size(used)}, its quota (--max-disk "
                                   f"{format_size(limits.max_disk)}); delete finished jobs to free space")
         if limits.max_queued_per_client:
-            mine = sum(1 for r in self.store.all()
-                       if r.owner == session.principal and r.state in ("queued", "running"))
-            if mine >= limits.max_queued_per_client:
+            if (mine := self.store.active_count(session.principal)) >= limits.max_queued_per_client:
                 raise Refused(None, f"you have {mine} jobs queued or running, the most one client may have "
                                       f"(--max-queued-per-client {limits.max_queued_per_client}); wait for one to "
                                       "finish or cancel one")
@@ -354,7 +352,7 @@ class Server:
         record = self._known(peer, session, message)
         if record is None:
             return
-        if record.state != "finished" or not (self.store.folder(record.job_id) / "mesh.npz").is_file():
+        if record.state != "finished" or not self.store.mesh_path(record.job_id).is_file():
             self._refuse(peer, message, f"job {record.job_id} is {record.state}; a result exists once it has "
                                         "finished")
             return
