@@ -1,4 +1,4 @@
-"""Checkpoints: field, occupancy, optimiser, step, JobSpec and RNG state in one safetensors file.
+"""Checkpoints: geometry, occupancy, optimiser, step, JobSpec and RNG state in one safetensors file.
 
 safetensors (tensors + a JSON string table) rather than torch.save: loading
 a checkpoint never unpickles anything. Writes go to a temporary file in the
@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from shared import JobSpec
 
 from shared.atomic import atomic_write
-from .field import FieldConfig, GridField
+from .geometry import GEOMETRIES, Geometry, config_from_json, config_to_json, make_geometry
 from .occupancy import OccupancyGrid
 from .trainer import Trainer, TrainerConfig
 
@@ -53,7 +53,8 @@ def save_checkpoint(trainer: Trainer, path: str | Path, keep_previous: bool = Fa
         "format": FORMAT,
         "step": str(trainer.step),
         "spec": json.dumps(trainer.spec.to_dict()),
-        "field_config": json.dumps(dataclasses.asdict(trainer.config.field)),
+        "geometry": trainer.field.kind,
+        "field_config": config_to_json(trainer.field.config),
         "param_groups": json.dumps(optim["param_groups"]),
         "cull_pays": json.dumps(trainer._cull_pays),
     }
@@ -66,16 +67,23 @@ def read_checkpoint_spec(path: str | Path) -> tuple[JobSpec, int]:
     from safetensors import safe_open
 
     meta = _metadata(path, safe_open)
-    return JobSpec.from_dict(json.loads(meta["spec"])), int(meta["step"])
+    stored = json.loads(meta["spec"])
+    stored["geometry"] = _geometry_kind(meta)  # written before the knob existed: a density field
+    return JobSpec.from_dict(stored), int(meta["step"])
 
 
 def load_checkpoint(path: str | Path, spec: JobSpec, guidance, device="cpu",
                     config: TrainerConfig | None = None) -> Trainer:
-    """A trainer in the checkpoint's state, continuing toward `spec.steps` with `spec`'s settings."""
+    """A trainer in the checkpoint's state, continuing toward `spec.steps` with `spec`'s settings.
+
+    The geometry is the checkpoint's, whatever `spec.geometry` says: a shape cannot change kind midway.
+    """
     from safetensors import safe_open
 
     meta = _metadata(path, safe_open)
-    config = dataclasses.replace(config or TrainerConfig(), field=_field_config(meta))
+    kind = _geometry_kind(meta)
+    spec = dataclasses.replace(spec, geometry=kind)
+    config = (config or TrainerConfig()).with_geometry_config(kind, _geometry_config(meta))
     trainer = Trainer(spec, guidance, device, config)
     tensors = load_file(str(path), device="cpu")
     trainer.field.load_state_dict(_prefixed(tensors, "field."))
@@ -94,11 +102,14 @@ def load_checkpoint(path: str | Path, spec: JobSpec, guidance, device="cpu",
     return trainer
 
 
-def load_field(path: str | Path, device="cpu") -> tuple[GridField, OccupancyGrid]:
-    """The field and occupancy grid in a checkpoint, without its guidance model: enough to extract a mesh."""
+def load_field(path: str | Path, device="cpu") -> tuple[Geometry, OccupancyGrid]:
+    """The geometry and occupancy grid in a checkpoint, without its guidance model: enough to extract a mesh."""
     from safetensors import safe_open
 
-    field = GridField(_field_config(_metadata(path, safe_open)))
+    meta = _metadata(path, safe_open)
+    read = read_checkpoint_spec(path)
+    field = make_geometry(_geometry_kind(meta), _geometry_config(meta))
+    field.set_progress(read[1], read[0].steps)
     tensors = load_file(str(path), device="cpu")
     field.load_state_dict(_prefixed(tensors, "field."))
     mask = tensors["occupancy.mask"]
@@ -107,8 +118,16 @@ def load_field(path: str | Path, device="cpu") -> tuple[GridField, OccupancyGrid
     return field.to(device), occupancy.to(device)
 
 
-def _field_config(meta: dict[str, str]) -> FieldConfig:
-    return FieldConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(meta["field_config"]).items()})
+def _geometry_kind(meta: dict[str, str]) -> str:
+    kind = meta.get("geometry", "density")
+    if kind not in GEOMETRIES:
+        raise CheckpointError(f"checkpoint geometry {kind!r} is unknown to this backend (it knows "
+                              f"{', '.join(GEOMETRIES)})")
+    return kind
+
+
+def _geometry_config(meta: dict[str, str]):
+    return config_from_json(_geometry_kind(meta), meta["field_config"])
 
 
 def _metadata(path, safe_open) -> dict[str, str]:

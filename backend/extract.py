@@ -1,4 +1,9 @@
-"""Mesh extraction: density grid -> marching cubes -> cleaned, coloured mesh in Blender's frame."""
+"""Mesh extraction: a field's surface -> marching cubes -> cleaned, coloured mesh in Blender's frame.
+
+A density geometry's surface is an iso-level of density, chosen from what its
+renders show (`choose_iso`); a signed-distance geometry's is its zero level
+set (`extract_zero_level`), with nothing to choose.
+"""
 
 from __future__ import annotations
 
@@ -131,7 +136,9 @@ def choose_iso(volume: np.ndarray, step: float) -> float | None:
 
 
 def extract_mesh(field, resolution: int, occupancy=None, iso: float | None = None) -> Extraction:
-    """The field's surface as a coloured mesh; `iso` None picks the level (see `choose_iso`)."""
+    """The field's surface as a coloured mesh; for a density field `iso` None picks the level (`choose_iso`)."""
+    if getattr(field, "surface", "density") == "sdf":
+        return extract_zero_level(field, resolution)
     message = ""
     if iso is None:
         sample_res = min(resolution, SILHOUETTE_RESOLUTION)
@@ -154,16 +161,65 @@ def extract_mesh(field, resolution: int, occupancy=None, iso: float | None = Non
     if peak <= iso:
         return Extraction(MeshData.empty(), iso, f"no surface: the field never reaches density {iso:g} "
                                                  f"(its highest is {peak:.3g})")
+    return _surface_mesh(field, volume, iso, 0.0, message)
+
+
+def _surface_mesh(field, volume: np.ndarray, level: float, outside: float, message: str) -> Extraction:
+    """Marching cubes of `volume` (inside above `level`), floaters dropped, coloured from the field."""
+    resolution = volume.shape[0]
     # Pad with empty space so surfaces touching the bound still close.
-    padded = np.pad(volume, 1, mode="constant", constant_values=0.0)
-    vertices, faces = mcubes.marching_cubes(padded, iso)
+    padded = np.pad(volume, 1, mode="constant", constant_values=outside)
+    vertices, faces = mcubes.marching_cubes(padded, level)
     if len(faces) == 0:
-        return Extraction(MeshData.empty(), iso, "no surface: marching cubes found no triangles")
+        return Extraction(MeshData.empty(), level, "no surface: marching cubes found no triangles")
     vertices = (vertices - 1.0) * (2.0 * field.bound / (resolution - 1)) - field.bound
     faces = faces.astype(np.int64)  # mcubes winds counter-clockwise seen from outside when inside is high
     vertices, faces = drop_small_components(vertices, faces)
     colors = vertex_colors(field, vertices)
-    return Extraction(MeshData.coerce(vertices, faces, colors), iso, message)
+    return Extraction(MeshData.coerce(vertices, faces, colors), level, message)
+
+
+@torch.no_grad()
+def _signed_distances(field, points: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+    return torch.cat([field.signed_distance(part).float() for part in points.split(chunk)])
+
+
+@torch.no_grad()
+def signed_distance_grid(field, resolution: int) -> np.ndarray:
+    """Signed distance at resolution^3 nodes spanning the bound, float32, indexed [x, y, z].
+
+    From MIN_NARROW_BAND_RESOLUTION up, only nodes within a few coarse cells of the surface are
+    evaluated; the rest take the coarse grid's trilinear value, whose sign is right that far out.
+    """
+    device = _device(field)
+    if resolution < MIN_NARROW_BAND_RESOLUTION:
+        return _signed_distances(field, _nodes(field.bound, resolution, device)).reshape((resolution,) * 3).cpu().numpy()
+    c = max(16, resolution // NARROW_BAND_FACTOR)
+    coarse = _signed_distances(field, _nodes(field.bound, c, device)).reshape((c,) * 3)
+    cell = 2.0 * field.bound / (c - 1)
+    corners = torch.stack([coarse[i:c - 1 + i, j:c - 1 + j, k:c - 1 + k].abs()
+                           for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+    # Two cells of slack: the eikonal term keeps |grad s| near 1, not at it.
+    near_surface = corners.amin(0) < 2.0 * cell
+    near_surface = F.max_pool3d(near_surface.float()[None, None], 3, stride=1, padding=1)[0, 0] > 0
+    volume = F.interpolate(coarse[None, None], size=(resolution,) * 3, mode="trilinear", align_corners=True)[0, 0]
+    axis = torch.linspace(0.0, c - 1.0, resolution, device=device).floor().long().clamp(max=c - 2)
+    band = near_surface[axis[:, None, None], axis[None, :, None], axis[None, None, :]]
+    nodes = band.nonzero()
+    if len(nodes):
+        step = 2.0 * field.bound / (resolution - 1)
+        volume[band] = _signed_distances(field, nodes.float() * step - field.bound)
+    return volume.cpu().numpy()
+
+
+def extract_zero_level(field, resolution: int) -> Extraction:
+    """A signed-distance field's surface, s = 0, as a coloured mesh (inside is s < 0)."""
+    volume = signed_distance_grid(field, resolution)
+    low, high = float(volume.min()), float(volume.max())
+    if low >= 0.0 or high <= 0.0:
+        return Extraction(MeshData.empty(), 0.0, f"no surface: the signed distance never crosses zero "
+                                                 f"(it runs from {low:.3g} to {high:.3g})")
+    return _surface_mesh(field, -volume, 0.0, -max(1.0, abs(low), abs(high)), "")
 
 
 def drop_small_components(vertices: np.ndarray, faces: np.ndarray,

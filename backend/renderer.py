@@ -1,8 +1,9 @@
 """Volume rendering of a field: rays, stratified samples with empty-space skipping, compositing, shading.
 
 Normals are taken once per ray at the expected surface point (deferred
-shading) instead of at every sample: 6 density probes per ray rather than
-per sample, which is what makes lambertian steps cheap on a CPU.
+shading) instead of at every sample: 4 probes per ray rather than per
+sample, which is what makes lambertian steps cheap on a CPU. The field is
+any `backend.geometry.Geometry` (or an analytic one with the same methods).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class Render:
     orientation: torch.Tensor  # scalar: DreamFusion's orientation loss
     evaluated: int  # field evaluations with gradient, after skipping empty and hidden space
     culled: int = 0  # samples dropped as hidden behind the surface (when cull_hidden is on)
+    #: (M, 3) expected surface points of the rays that hit something, detached (where the eikonal term looks).
+    surface_points: torch.Tensor | None = None
 
 
 def ray_box(origins: torch.Tensor, dirs: torch.Tensor, bound: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,8 +88,15 @@ def _visible(field, flat: torch.Tensor, keep: torch.Tensor, step: torch.Tensor, 
              min_transmittance: float) -> torch.Tensor:
     density = torch.zeros(n * s, device=flat.device)
     density[keep] = field.density(flat[keep])
-    _, transmittance = _alpha_transmittance(density.reshape(n, s), step)
-    return keep & (transmittance > min_transmittance).reshape(-1)
+    alpha, transmittance = _alpha_transmittance(density.reshape(n, s), step)
+    visible = keep & (transmittance > min_transmittance).reshape(-1)
+    # A geometry whose density gradient vanishes with its density (an SDF's, outside its wall) learns
+    # nothing from samples that are all but empty: drop those too. A density field's empty samples carry
+    # the gradient that grows it into empty space, so it keeps them (min_sample_alpha 0).
+    min_alpha = getattr(field, "min_sample_alpha", 0.0)
+    if min_alpha > 0.0:
+        visible &= (alpha > min_alpha).reshape(-1)
+    return visible
 
 
 def _alpha_transmittance(density: torch.Tensor, step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,8 +161,8 @@ def render(field, cameras: Cameras, resolution: int, *, shading: str = "albedo",
     normal = torch.zeros_like(origins)
     orientation = torch.zeros((), device=device)
     surface = origins + dirs * depth[:, None]
+    hit = opacity.detach() > 1e-3
     if shading != "albedo" or with_orientation:
-        hit = opacity > 1e-3
         if hit.any():
             normal = normal.index_put((hit.nonzero().squeeze(1),), field.normals(surface[hit]))
         facing_away = (normal * dirs).sum(dim=-1).clamp_min(0.0)
@@ -178,4 +188,4 @@ def render(field, cameras: Cameras, resolution: int, *, shading: str = "albedo",
     depth = depth * (opacity > 1e-3)
     return Render(rgb=image(rgb, 3), opacity=image(opacity[:, None], 1), depth=image(depth[:, None], 1),
                   normal=image(normal, 3), orientation=orientation,
-                  evaluated=int(keep.sum()), culled=culled)
+                  evaluated=int(keep.sum()), culled=culled, surface_points=surface[hit].detach())

@@ -20,7 +20,7 @@ from shared import Image, JobSpec, Update
 
 from .cameras import make_cameras, sample_cameras
 from .extract import Extraction, extract_mesh
-from .field import FieldConfig, GridField
+from .geometry import FieldConfig, Geometry, SDFConfig, make_geometry
 from .guidance import Guidance
 from .occupancy import OccupancyGrid
 from .renderer import SHADINGS, RenderConfig, render, sample_backgrounds
@@ -40,8 +40,20 @@ class TrainerConfig:
     #: `cull_probe_every` steps and keep it on while it removes at least `cull_min_share` of the samples.
     cull_probe_every: int = 16
     cull_min_share: float = 0.15
+    #: Each geometry kind's shape; the JobSpec's `geometry` picks which is used.
     field: FieldConfig = dataclass_field(default_factory=FieldConfig)
+    sdf: SDFConfig = dataclass_field(default_factory=SDFConfig)
     render: RenderConfig = dataclass_field(default_factory=RenderConfig)
+
+    def geometry_config(self, kind: str):
+        return getattr(self, _GEOMETRY_CONFIG_FIELDS[kind])
+
+    def with_geometry_config(self, kind: str, config) -> "TrainerConfig":
+        return dataclasses.replace(self, **{_GEOMETRY_CONFIG_FIELDS[kind]: config})
+
+
+#: Which TrainerConfig field holds each geometry kind's config.
+_GEOMETRY_CONFIG_FIELDS = {"density": "field", "sdf": "sdf"}
 
 
 @dataclass
@@ -67,8 +79,10 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(spec.seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)
-            self.field = GridField(config.field).to(self.device)
-        self.occupancy = OccupancyGrid(config.field.bound, config.occupancy_resolution).to(self.device)
+            self.field: Geometry = make_geometry(spec.geometry, config.geometry_config(spec.geometry),
+                                                   spec.render_resolution).to(self.device)
+        self.field.set_progress(0, spec.steps)
+        self.occupancy = OccupancyGrid(self.field.bound, config.occupancy_resolution).to(self.device)
         lr = spec.learning_rate
         self.optimizer = _adam([
             {"params": self.field.grid_parameters(), "lr": lr, "eps": 1e-15},
@@ -85,6 +99,7 @@ class Trainer:
         spec, cfg, gen = self.spec, self.config, self.generator
         times: dict[str, float] = {}
         clock = _Clock(self.device, times)
+        self.field.set_progress(self.step, spec.steps)
         if self.step % cfg.occupancy_every == 0:
             with clock("occupancy"):
                 self.occupancy.update(self.field.density, gen)
@@ -113,6 +128,9 @@ class Trainer:
         entropy = -(opacity * opacity.log() + (1 - opacity) * (1 - opacity).log()).mean()
         loss = (sds.loss + spec.orientation_weight * out.orientation + spec.opacity_weight * out.opacity.mean()
                 + spec.entropy_weight * entropy)
+        regulariser = self.field.regulariser(out.surface_points, gen, {"eikonal": spec.eikonal_weight})
+        if regulariser is not None:
+            loss = loss + regulariser
         with clock("backward"):
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

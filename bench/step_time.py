@@ -1,12 +1,17 @@
-"""Where an SDS step's time goes, and what extraction costs. Prints JSON.
+"""Where an SDS step's time goes, and what extraction costs, for each geometry side by side. Prints JSON.
 
-    .venv/bin/python bench/step_time.py [--steps 30] [--resolution 64]
+    .venv/bin/python bench/step_time.py [--steps 30] [--resolution 64] [--model tiny|toy-shapes] [--progress 0.5]
 
-Uses the tiny random Stable Diffusion (`backend.tiny_model`) on the CPU, so
-guidance is cheap and the field/renderer dominate, which is what this
-measures. Reference point (issue 3, same machine kind): stable-dreamfusion's
-pure-PyTorch path needs ~11.5 s and ~11.6 GB for one 64^2 lambertian render
-forward + backward, and ~23 s to query a 256^3 density grid.
+Both geometries train in the same process, their steps interleaved, so machine
+drift hits both alike; compare them as ratios. `--model tiny` (default) uses
+the tiny random Stable Diffusion (`backend.tiny_model`), so guidance is cheap
+and the geometry/renderer dominate; `--model toy-shapes` uses the built-in
+prior at its recommended settings (what a toy run costs per step).
+`--progress` puts the run's schedules (an SDF's wall sharpness, coarse to
+fine) that far along before measuring. Reference point (issue 3, same
+machine kind): stable-dreamfusion's pure-PyTorch path needs ~11.5 s and
+~11.6 GB for one 64^2 lambertian render forward + backward, and ~23 s to
+query a 256^3 density grid.
 """
 
 from __future__ import annotations
@@ -26,14 +31,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.cameras import make_cameras  # noqa: E402
-from backend.extract import density_grid, extract_mesh  # noqa: E402
-from backend.field import FieldConfig, GridField  # noqa: E402
+from backend.extract import density_grid, extract_mesh, signed_distance_grid  # noqa: E402
+from backend.geometry import FieldConfig, DensityField  # noqa: E402
 from backend.occupancy import OccupancyGrid  # noqa: E402
 from backend.guidance import load_guidance  # noqa: E402
+from backend.guidance.loading import recommended_settings  # noqa: E402
 from backend.renderer import render  # noqa: E402
 from backend.tiny_model import write_tiny_sd  # noqa: E402
 from backend.trainer import Trainer  # noqa: E402
 from shared import JobSpec  # noqa: E402
+
+GEOMETRIES = ("density", "sdf")
+PHASES = ("render", "guidance", "backward", "optimiser", "occupancy")
 
 
 def peak_rss_mb() -> float:
@@ -46,88 +55,107 @@ def timed(fn) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
+def grid_query(field, res: int, occupancy=None):
+    if field.surface == "sdf":
+        return signed_distance_grid(field, res)
+    return density_grid(field, res, occupancy)
+
+
+def extraction_costs(field, occupancy) -> dict:
+    costs = {}
+    for res in (64, 128, 256):
+        costs[f"{res}^3"] = {"grid_query_ms": round(timed(lambda: grid_query(field, res, occupancy)), 1),
+                             "extract_mesh_total_ms": round(timed(lambda: extract_mesh(field, res, occupancy)), 1)}
+    return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--model", choices=("tiny", "toy-shapes"), default="tiny")
+    parser.add_argument("--progress", type=float, default=0.0)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        model = write_tiny_sd(Path(tmp) / "tiny")
-        guidance = load_guidance(str(model), torch.device("cpu"))
-    spec = JobSpec(prompt="a red cube", model=str(model), seed=0, steps=args.warmup + args.steps,
-                   render_resolution=args.resolution, mesh_resolution=128)
-    trainer = Trainer(spec, guidance)
+        if args.model == "tiny":
+            model = str(write_tiny_sd(Path(tmp) / "tiny"))
+            base = {"render_resolution": args.resolution}
+        else:
+            model, base = "toy-shapes", recommended_settings("toy-shapes")
+        guidance = load_guidance(model, torch.device("cpu"))
+    measured = args.warmup + args.steps
+    total_steps = max(measured, int(round(measured / max(1e-6, 1.0 - args.progress)))) if args.progress else measured
+    trainers = {}
+    for kind in GEOMETRIES:
+        spec = JobSpec.from_dict({**base, "prompt": "a red cube", "model": model, "seed": 0, "steps": total_steps,
+                                  "mesh_resolution": 128, "geometry": kind})
+        trainers[kind] = Trainer(spec, guidance)
+        trainers[kind].step = total_steps - measured
     rss_before = peak_rss_mb()
-    phases: dict[str, list[float]] = {}
-    totals, fractions = [], []
-    for i in range(args.warmup + args.steps):
-        start = time.perf_counter()
-        stats = trainer.train_step()
-        elapsed = (time.perf_counter() - start) * 1000.0
-        if i >= args.warmup:
-            totals.append(elapsed)
-            fractions.append(stats.evaluated)
-            for name in ("render", "guidance", "backward", "optimiser", "occupancy"):
-                phases.setdefault(name, []).append(stats.timings_ms.get(name, 0.0))
+    totals = {k: [] for k in GEOMETRIES}
+    evaluated = {k: [] for k in GEOMETRIES}
+    phases = {k: {p: [] for p in PHASES} for k in GEOMETRIES}
+    for i in range(measured):
+        for kind, trainer in trainers.items():  # interleaved: drift hits both geometries alike
+            start = time.perf_counter()
+            stats = trainer.train_step()
+            elapsed = (time.perf_counter() - start) * 1000.0
+            if i >= args.warmup:
+                totals[kind].append(elapsed)
+                evaluated[kind].append(stats.evaluated)
+                for name in PHASES:
+                    phases[kind][name].append(stats.timings_ms.get(name, 0.0))
 
     # The reference's unit of work: one lambertian render forward + backward, no guidance.
     camera = make_cameras(0.0, 15.0, 1.8, 50.0)
-    # With the trainer's own culling decision (off while the blob is soft, as it is here).
-    config = dataclasses.replace(trainer.config.render, cull_hidden=trainer._cull_pays)
+    per_geometry = {}
+    for kind, trainer in trainers.items():
+        # With the trainer's own culling decision.
+        config = dataclasses.replace(trainer.config.render, cull_hidden=trainer._cull_pays)
 
-    def render_fwd_bwd():
-        out = render(trainer.field, camera, args.resolution, shading="lambertian", occupancy=trainer.occupancy,
-                     generator=torch.Generator().manual_seed(0), config=config)
-        out.rgb.mean().backward()
-    render_fwd_bwd()
-    render_ms = statistics.median(timed(render_fwd_bwd) for _ in range(15))
-
-    def extraction_costs(field, occupancy) -> dict:
-        costs = {}
-        for res in (64, 128, 256):
-            query_full = timed(lambda: density_grid(field, res))
-            query_skip = timed(lambda: density_grid(field, res, occupancy))
-            whole = timed(lambda: extract_mesh(field, res, occupancy))
-            costs[f"{res}^3"] = {"full_grid_query_ms": round(query_full, 1),
-                                 "full_grid_query_with_occupancy_ms": round(query_skip, 1),
-                                 "extract_mesh_total_ms": round(whole, 1)}
-        return costs
-
-    # The freshly trained field is still DreamFusion's soft blob: its "surface band" is thick.
-    extraction = extraction_costs(trainer.field, trainer.occupancy)
-    # A field with a crisp surface, as later in training: the narrow band is thin.
+        def render_fwd_bwd():
+            out = render(trainer.field, camera, args.resolution, shading="lambertian", occupancy=trainer.occupancy,
+                         generator=torch.Generator().manual_seed(0), config=config)
+            out.rgb.mean().backward()
+        render_fwd_bwd()
+        render_ms = statistics.median(timed(render_fwd_bwd) for _ in range(15))
+        extraction = extraction_costs(trainer.field, trainer.occupancy)
+        per_geometry[kind] = {
+            "step_ms_median": round(statistics.median(totals[kind]), 1),
+            "phase_ms_median": {k: round(statistics.median(v), 1) for k, v in phases[kind].items()},
+            "field_evaluations_with_grad_per_step": int(statistics.mean(evaluated[kind])),
+            "lambertian_render_fwd_bwd_ms": round(render_ms, 1),
+            "speedup_vs_reference_render_fwd_bwd": round(11500.0 / render_ms, 1),
+            "extraction": extraction,
+            "occupied_fraction": round(trainer.occupancy.occupied_fraction(), 3),
+            "parameters": sum(p.numel() for p in trainer.field.parameters()),
+        }
+    # A density field with a crisp surface, as later in training: its narrow band is thin.
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        sharp = GridField(FieldConfig(blob_density=200.0))
+        sharp = DensityField(FieldConfig(blob_density=200.0))
     sharp_occupancy = OccupancyGrid(sharp.bound, 64)
     for _ in range(3):
         sharp_occupancy.update(sharp.density, torch.Generator().manual_seed(0))
-    extraction_sharp = extraction_costs(sharp, sharp_occupancy)
+    per_geometry["density"]["extraction_sharp_surface"] = extraction_costs(sharp, sharp_occupancy)
 
     result = {
         "bench": "step_time",
         "device": "cpu",
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "model": "tiny random SD (backend.tiny_model), latent guidance",
-        "render_resolution": args.resolution,
-        "samples_per_ray": trainer.config.render.samples_per_ray,
+        "model": "tiny random SD (backend.tiny_model), latent guidance" if args.model == "tiny" else "toy-shapes",
+        "render_resolution": trainers["sdf"].spec.render_resolution,
+        "samples_per_ray": trainers["sdf"].config.render.samples_per_ray,
         "steps_measured": args.steps,
-        "step_ms_median": round(statistics.median(totals), 1),
-        "phase_ms_median": {k: round(statistics.median(v), 1) for k, v in phases.items()},
-        "field_evaluations_with_grad_per_step": int(statistics.mean(fractions)),
-        "lambertian_render_fwd_bwd_ms": round(render_ms, 1),
-        "speedup_vs_reference_render_fwd_bwd": round(11500.0 / render_ms, 1),
-        "extraction_soft_blob": extraction,
-        "extraction_sharp_surface": extraction_sharp,
-        "speedup_vs_reference_256_extraction_soft_blob": round(23000.0 / extraction["256^3"]["extract_mesh_total_ms"], 1),
-        "speedup_vs_reference_256_extraction_sharp": round(23000.0 / extraction_sharp["256^3"]["extract_mesh_total_ms"],
-                                                           1),
+        "schedule_progress": args.progress,
+        "geometries": per_geometry,
+        "sdf_over_density_step_time": round(per_geometry["sdf"]["step_ms_median"]
+                                            / per_geometry["density"]["step_ms_median"], 3),
         "peak_rss_mb": round(peak_rss_mb(), 0),
         "peak_rss_growth_during_training_mb": round(peak_rss_mb() - rss_before, 0),
-        "occupied_fraction": round(trainer.occupancy.occupied_fraction(), 3),
     }
     print(json.dumps(result, indent=2))
 

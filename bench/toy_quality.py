@@ -4,9 +4,13 @@
 
 For each prompt: seconds, steps, the Chamfer distance (best over yaw, centred and
 scale-normalised) to every primitive, the nearest one, the hue error of the
-mean vertex colour, and the density level the surface was drawn at.
+mean vertex colour, the level the surface was drawn at (density; 0 for an SDF),
+and the crispness figures of `backend.crispness` (soft share of a 64^2 render,
+silhouette IoU of mesh against volume render, roughness in degrees).
 `--rescore` skips training and scores the checkpoints an earlier run left in
 --out with the current mesh extraction (seconds are then null).
+
+Report on seeds nobody tuned on: `--seed 1000 --vary-seed` gives run i seed 1000 + i.
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.checkpoint import load_field, read_checkpoint_spec  # noqa: E402
+from backend.crispness import crispness  # noqa: E402
 from backend.extract import extract_mesh  # noqa: E402
 from backend.generate import checkpoint_path_for, generate  # noqa: E402
 from backend.guidance.loading import recommended_settings  # noqa: E402
 from backend.toy.quality import hue_error, shape_distances, yaw_offset  # noqa: E402
 from backend.toy.vocab import COLOURS, SHAPES, parse_prompt  # noqa: E402
 from shared import JobSpec  # noqa: E402
+
+#: A run has the named colour when its mean vertex hue is within this many degrees (as the toy tests check).
+HUE_RIGHT_DEG = 30.0
 
 
 def pairs(count: int) -> list[tuple[str, str]]:
@@ -40,6 +48,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vary-seed", action="store_true",
+                        help="run i uses seed --seed + i (report on seeds that were not tuned on)")
+    parser.add_argument("--start", type=int, default=0, help="skip the first N runs (to continue a table)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/toy_quality"))
     parser.add_argument("--model", default="toy-shapes")
     parser.add_argument("--set", default="{}", help="JSON object of JobSpec fields to override")
@@ -58,14 +69,15 @@ def main() -> None:
         if any(p.colour is None or p.shape is None for p in parsed):
             parser.error("--prompts: each prompt needs a colour and a shape, e.g. 'a red cube'")
         chosen = [(p.shape, p.colour) for p in parsed]
-    for shape, colour in chosen:
+    for index, (shape, colour) in list(enumerate(chosen))[args.start:]:
         prompt = f"a {colour} {shape}"
+        seed = args.seed + index if args.vary_seed else args.seed
         spec = JobSpec.from_dict({**recommended_settings(args.model), "model": args.model, "prompt": prompt,
-                                  "seed": args.seed, **json.loads(args.set)})
-        out = args.out / f"{colour}_{shape}.glb"
+                                  "seed": seed, **json.loads(args.set)})
+        out = args.out / (f"{colour}_{shape}_s{seed}.glb" if args.vary_seed else f"{colour}_{shape}.glb")
         stopped_early = False
+        checkpoint = checkpoint_path_for(out)
         if args.rescore:
-            checkpoint = checkpoint_path_for(out)
             field, occupancy = load_field(checkpoint)
             extraction = extract_mesh(field, spec.mesh_resolution, occupancy)
             seconds, steps = None, read_checkpoint_spec(checkpoint)[1]
@@ -74,22 +86,38 @@ def main() -> None:
             result = generate(spec, out, device="cpu", show_progress=False)
             seconds = round(time.perf_counter() - start, 1)
             extraction, steps, stopped_early = result.extraction, result.steps, result.stopped_early
+            field, occupancy = load_field(checkpoint)
         mesh = extraction.mesh
         distances = shape_distances(mesh) if mesh.vertex_count else {}
-        row = {"prompt": prompt, "seconds": seconds, "steps": steps, "iso": round(extraction.iso, 2),
-               "vertices": mesh.vertex_count, "chamfer": distances,
+        hue = hue_error(mesh, colour) if mesh.vertex_count else None
+        shape_right = bool(distances) and min(distances, key=distances.get) == shape
+        row = {"prompt": prompt, "seed": seed, "geometry": field.kind, "seconds": seconds, "steps": steps,
+               "iso": round(extraction.iso, 2), "vertices": mesh.vertex_count, "chamfer": distances,
                "nearest": min(distances, key=distances.get) if distances else None,
-               "shape_right": bool(distances) and min(distances, key=distances.get) == shape,
-               "hue_error_deg": hue_error(mesh, colour) if mesh.vertex_count else None,
-               "cube_yaw_offset_deg": round(yaw_offset(mesh, "cube"), 1) if shape == "cube" and distances else None}
+               "shape_right": shape_right, "hue_error_deg": hue,
+               "right": bool(shape_right and hue is not None and hue < HUE_RIGHT_DEG),
+               "chamfer_named": distances.get(shape),
+               "cube_yaw_offset_deg": round(yaw_offset(mesh, "cube"), 1) if shape == "cube" and distances else None,
+               **crispness(field, mesh, occupancy)}
         rows.append(row)
         print(json.dumps(row), flush=True)
         if stopped_early:  # generate turns Ctrl-C/SIGTERM into "stop and keep the mesh": stop the bench too
             print(json.dumps({"stopped_early": prompt, "at_step": steps}), flush=True)
             break
-    timed = [r["seconds"] for r in rows if r["seconds"] is not None]
-    print(json.dumps({"summary": {"prompts": len(rows), "shapes_right": sum(r["shape_right"] for r in rows),
-                                  "mean_seconds": round(sum(timed) / len(timed), 1) if timed else None}}))
+    print(json.dumps({"summary": summary(rows)}))
+
+
+def summary(rows: list[dict]) -> dict:
+    def mean(key: str):
+        values = [r[key] for r in rows if r[key] is not None]
+        return round(sum(values) / len(values), 4) if values else None
+
+    return {"prompts": len(rows), "shapes_right": sum(r["shape_right"] for r in rows),
+            "shape_and_colour_right": sum(r["right"] for r in rows),
+            "failures": [f"{r['prompt']} (seed {r['seed']}): {r['nearest']}, hue error {r['hue_error_deg']}"
+                         for r in rows if not r["right"]],
+            **{f"mean_{k}": mean(k) for k in ("seconds", "chamfer_named", "soft_share", "silhouette_iou",
+                                               "roughness_deg")}}
 
 
 if __name__ == "__main__":

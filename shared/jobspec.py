@@ -29,6 +29,7 @@ DEFAULT_MODEL = "toy-shapes"
 INIT_KINDS = ("blob", "mesh", "checkpoint")
 LIGHT_PLACEMENTS = ("near_camera", "random_elevation")
 BACKGROUNDS = ("random", "grey", "white", "black")
+GEOMETRY_KINDS = ("density", "sdf")
 
 # A Hugging Face repo id: `owner/name`, each part of letters, digits, - _ .
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9_.-]{1,96}$")
@@ -132,8 +133,14 @@ class JobSpec:
                                  help="Sparsity: penalises total opacity")
     entropy_weight: float = knob(0.001, kind="float", minimum=0.0, maximum=10_000.0, group="optimiser",
                                  help="Pushes each ray's opacity toward 0 or 1")
+    geometry: str = knob("sdf", kind="choice", choices=GEOMETRY_KINDS, group="optimiser",
+                         help="How the shape is held: density: a density field, its surface an iso-level chosen at "
+                              "extraction (DreamFusion); sdf: a signed distance, its surface the zero level set "
+                              "(crisp, solid)")
+    eikonal_weight: float = knob(0.1, kind="float", minimum=0.0, maximum=10_000.0, group="optimiser",
+                                 help="sdf: keeps the signed distance a distance (its gradient of length 1)")
     init: str = knob("blob", kind="choice", choices=INIT_KINDS, group="optimiser",
-                     help="Start from the density blob, a mesh, or a checkpoint")
+                     help="Start from the initial blob (density) or sphere (sdf), a mesh, or a checkpoint")
     init_from: str = knob("", kind="text", max_len=MAX_PATH_CHARS, group="optimiser",
                           help="checkpoint: a job id or checkpoint path on the backend; "
                                "mesh: a mesh path on the backend, or empty when the mesh travels with the submit")

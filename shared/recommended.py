@@ -21,9 +21,10 @@ TOY_TRAINING_SCENE: dict[str, Any] = {
 BUILTIN_RECOMMENDATIONS: dict[str, dict[str, Any]] = {
     "toy-shapes": {
         **TOY_TRAINING_SCENE,
-        # 900 steps, not 600: a cube is still rounded at 600 (a white and a purple one came out nearer a
-        # cylinder); at 900 all nine cubes measured were cubes. 900 steps take about 3.7 minutes on 2 cores.
-        "render_resolution": 32, "views_per_step": 4, "guidance_scale": 20.0, "steps": 900,
+        # A signed distance, not a density: a crisp solid whose mesh is its zero level set (README, toy
+        # section, for the figures). 600 steps: at 400 a cube's corners are still bitten.
+        "geometry": "sdf",
+        "render_resolution": 32, "views_per_step": 4, "guidance_scale": 20.0, "steps": 600,
         "t_anneal": 0.5, "mesh_resolution": 96, "stream_every": 100,
     },
 }

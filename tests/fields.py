@@ -1,9 +1,11 @@
-"""Analytic fields for tests: same interface as GridField (bound, forward, density, normals)."""
+"""Analytic fields for tests: the Geometry interface of backend.geometry (bound, forward, density, normals)."""
 
 from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
+
+from backend.geometry import SignedDistanceGeometry
 
 
 class SphereField(torch.nn.Module):
@@ -44,3 +46,23 @@ class TwoSpheres(torch.nn.Module):
 
     def density(self, points):
         return self(points)[0]
+
+
+class SphereSDF(SignedDistanceGeometry):
+    """The exact signed distance to a sphere, rendered through VolSDF like the learnt SDF geometry."""
+
+    kind = "analytic-sphere"
+
+    def __init__(self, radius: float = 0.5, beta: float = 0.005, offset: float = 0.0, bound: float = 1.0):
+        super().__init__()
+        self.radius, self.beta, self.offset, self._bound = radius, beta, offset, bound
+
+    @property
+    def bound(self) -> float:
+        return self._bound
+
+    def signed_distance(self, points):
+        return points.norm(dim=-1) - self.radius + self.offset
+
+    def albedo(self, points):
+        return torch.tensor([0.8, 0.1, 0.1]).expand(points.shape[0], 3)

@@ -6,7 +6,7 @@ import torch
 
 from backend import extract
 from backend.extract import extract_mesh
-from backend.field import GridField
+from backend.geometry import DensityField
 from backend.occupancy import OccupancyGrid
 from backend.toy.quality import shape_distances
 from tests.fields import EmptyField, SphereField, TwoSpheres
@@ -94,7 +94,7 @@ def test_tiny_floaters_are_removed():
 
 def test_occupancy_skipping_gives_the_same_mesh():
     torch.manual_seed(0)
-    field = GridField()
+    field = DensityField()
     grid = OccupancyGrid(field.bound, 64)
     grid.update(field.density, torch.Generator().manual_seed(0))
     full = extract_mesh(field, 64).mesh
@@ -106,7 +106,7 @@ def test_occupancy_skipping_gives_the_same_mesh():
 @pytest.mark.parametrize("resolution", [96, 128, 160])
 def test_narrow_band_extraction_matches_the_full_grid(resolution):
     torch.manual_seed(1)
-    field = GridField()
+    field = DensityField()
     with torch.no_grad():  # give the blob structure at every scale so the surface is not a plain sphere
         for g in field.grids:
             g.normal_(0.0, 1.0)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from backend.cameras import make_cameras
-from backend.field import GridField
+from backend.geometry import DensityField
 from backend.guidance import ModelLoadError, load_guidance
 from backend.guidance.latent import LatentGuidance
 from backend.guidance.pixel import PixelGuidance
@@ -22,7 +22,7 @@ def tiny_pixel(tmp_path_factory):
 
 
 def sds_reaches_the_field(guidance) -> None:
-    field = GridField()
+    field = DensityField()
     out = render(field, make_cameras(0.0, 10.0, 1.8, 50.0), 32, shading="lambertian",
                  generator=torch.Generator().manual_seed(0))
     result = guidance.sds(out.rgb, ["a red cube, front view"], [""], 50.0, (0.02, 0.98),

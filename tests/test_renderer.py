@@ -5,7 +5,7 @@ import math
 import torch
 
 from backend.cameras import make_cameras
-from backend.field import GridField
+from backend.geometry import DensityField
 from backend.occupancy import OccupancyGrid
 from backend.renderer import render
 from tests.fields import EmptyField, SphereField
@@ -49,7 +49,7 @@ def test_shading_modes():
 
 def test_occupancy_skipping_changes_nothing_visible_and_skips_most_samples():
     torch.manual_seed(0)
-    field = GridField()
+    field = DensityField()
     cam = make_cameras(20.0, 15.0, 1.8, 50.0)
     grid = OccupancyGrid(field.bound, 64)
     grid.update(field.density, torch.Generator().manual_seed(0))
@@ -64,7 +64,7 @@ def test_occupancy_skipping_changes_nothing_visible_and_skips_most_samples():
 
 
 def test_gradients_reach_the_field_through_every_shading():
-    field = GridField()
+    field = DensityField()
     cam = make_cameras(0.0, 10.0, 1.8, 50.0)
     for shading in ("albedo", "lambertian", "textureless"):
         field.zero_grad()
@@ -74,7 +74,7 @@ def test_gradients_reach_the_field_through_every_shading():
 
 
 def test_field_normals_point_outward_from_the_blob():
-    field = GridField()
+    field = DensityField()
     points = torch.tensor([[0.3, 0.0, 0.0], [0.0, -0.3, 0.0], [0.0, 0.0, 0.3], [-0.2, 0.2, -0.1]])
     normals = field.normals(points)
     assert torch.allclose(normals.norm(dim=-1), torch.ones(4), atol=1e-5)

@@ -6,7 +6,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from backend.cameras import make_cameras
-from backend.field import GridField
+from backend.geometry import DensityField
 from backend.guidance.base import Guidance
 from backend.renderer import render
 
@@ -69,7 +69,7 @@ def test_sds_shapes_the_field_renders_toward_the_target():
     size = 16
     camera = make_cameras(0.0, 0.0, 2.0, 40.0)
     torch.manual_seed(0)
-    field = GridField()
+    field = DensityField()
     with torch.no_grad():
         target = render(_SphereLike(), camera, size, background=torch.ones(1, 3)).rgb
     prior = TargetPrior(target)

@@ -53,16 +53,19 @@ def test_same_seed_same_result_and_training_changes_the_field(guidance, tiny_sd)
     assert any(not torch.equal(x, y) for x, y in zip(parameters(a), parameters(other)))
 
 
-def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(guidance, tiny_sd, tmp_path):
-    straight = Trainer(spec(tiny_sd), guidance, config=CONFIG)
+@pytest.mark.parametrize("geometry", ["density", "sdf"])
+def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(guidance, tiny_sd, tmp_path, geometry):
+    straight = Trainer(spec(tiny_sd, geometry=geometry), guidance, config=CONFIG)
     straight.run()
 
-    first = Trainer(spec(tiny_sd, steps=5), guidance, config=CONFIG)
-    first.run()
+    first = Trainer(spec(tiny_sd, geometry=geometry), guidance, config=CONFIG)
+    assert first.run(should_stop=lambda: first.step >= 5) is False  # schedules follow the whole run's length
     path = save_checkpoint(first, tmp_path / "job.checkpoint.safetensors")
     del first
-    resumed = load_checkpoint(path, spec(tiny_sd), guidance, config=CONFIG)
-    assert resumed.step == 5
+    # The checkpoint's geometry wins over the continuing spec's: a shape cannot change kind midway.
+    other = "sdf" if geometry == "density" else "density"
+    resumed = load_checkpoint(path, spec(tiny_sd, geometry=other), guidance, config=CONFIG)
+    assert resumed.step == 5 and resumed.field.kind == geometry and resumed.spec.geometry == geometry
     resumed.run()
     assert resumed.step == 10
     for x, y in zip(parameters(straight), parameters(resumed)):
@@ -78,21 +81,44 @@ def test_checkpoint_is_safetensors_with_spec_and_rng(guidance, tiny_sd, tmp_path
     with safe_open(str(path), framework="pt") as f:
         keys = set(f.keys())
         meta = f.metadata()
-    assert "rng" in keys and any(k.startswith("field.grids") for k in keys) and any(k.startswith("optim.") for k in keys)
+    assert "rng" in keys and any(k.startswith("field.shape_grids") for k in keys) and any(k.startswith("optim.") for k in keys)
+    assert meta["geometry"] == "sdf"
     assert json.loads(meta["spec"])["seed"] == 3
     restored, step = read_checkpoint_spec(path)
     assert restored == trainer.spec and step == 2
 
 
-def test_a_checkpoint_field_alone_extracts_the_trainers_mesh(guidance, tiny_sd, tmp_path):
-    trainer = Trainer(spec(tiny_sd, steps=4), guidance, config=TrainerConfig(occupancy_every=1))
+@pytest.mark.parametrize("geometry", ["density", "sdf"])
+def test_a_checkpoint_field_alone_extracts_the_trainers_mesh(guidance, tiny_sd, tmp_path, geometry):
+    trainer = Trainer(spec(tiny_sd, steps=4, geometry=geometry), guidance, config=TrainerConfig(occupancy_every=1))
     trainer.run()
     field, occupancy = load_field(save_checkpoint(trainer, tmp_path / "ckpt.safetensors"))
+    assert field.kind == geometry
     assert occupancy.occupied_fraction() < 1.0  # the trained grid, not a fresh all-occupied one
     assert torch.equal(occupancy.mask, trainer.occupancy.mask)
     expected = trainer.snapshot(preview=False).extraction.mesh
     mesh = extract_mesh(field, trainer.spec.mesh_resolution, occupancy).mesh
     assert mesh.vertex_count > 0 and (mesh.positions == expected.positions).all()
+
+
+def test_a_checkpoint_from_before_the_geometry_knob_loads_as_a_density_field(guidance, tiny_sd, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    trainer = Trainer(spec(tiny_sd, steps=2, geometry="density"), guidance, config=CONFIG)
+    trainer.run()
+    path = save_checkpoint(trainer, tmp_path / "new.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+    del meta["geometry"]
+    old_spec = json.loads(meta["spec"])
+    del old_spec["geometry"], old_spec["eikonal_weight"]
+    meta["spec"] = json.dumps(old_spec)
+    save_file(load_file(str(path)), str(tmp_path / "old.safetensors"), metadata=meta)
+    restored, _ = read_checkpoint_spec(tmp_path / "old.safetensors")
+    assert restored.geometry == "density"
+    resumed = load_checkpoint(tmp_path / "old.safetensors", spec(tiny_sd, geometry="sdf"), guidance, config=CONFIG)
+    assert resumed.field.kind == "density"
+    assert all(torch.equal(x, y) for x, y in zip(parameters(trainer), parameters(resumed)))
 
 
 def test_a_broken_checkpoint_is_a_clear_error(guidance, tiny_sd, tmp_path):

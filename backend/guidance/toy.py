@@ -13,11 +13,12 @@ class ToyGuidance(CameraAwarePixelGuidance):
         parse_prompt(prompt)  # raises VocabularyError listing the vocabulary
 
     def condition_prompt(self, prompt: str, shading: str) -> str:
+        # The prior reads the canonical form it was trained on ('an Orange cube' -> 'a orange cube').
         # Textureless renders show no colour, so they are scored against the colourless prompt.
-        if shading != "textureless":
-            return prompt
         parsed = parse_prompt(prompt)
-        return ToyPrompt(parsed.shape, None, parsed.view).text()
+        if shading == "textureless":
+            parsed = ToyPrompt(parsed.shape, None, parsed.view)
+        return parsed.text()
 
 
 __all__ = ["ToyGuidance", "VocabularyError"]

@@ -1,4 +1,8 @@
-"""What the toy prior understands: 'a {colour} {shape}' or 'a {shape}', plus the backend's view suffixes."""
+"""What the toy prior understands: '{article} {colour} {shape}' or '{article} {shape}', plus the backend's view suffixes.
+
+The article may be a, an, the or none, in any case and with any spacing;
+prompts reach the prior in one canonical form ('a orange sphere'), the one it was trained on.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ COLOUR_RGB = {
 }
 WORDS = ("a", *SHAPES, *COLOURS, *VIEWS, "view")
 
-_PROMPT = re.compile(r"^\s*a\s+(?:(?P<colour>[a-z]+)\s+)?(?P<shape>[a-z]+)\s*(?:,\s*(?P<view>[a-z]+)\s+view\s*)?$")
+ARTICLES = ("a", "an", "the")
+_PROMPT = re.compile(r"^\s*(?:(?:a|an|the)\s+)?(?:(?P<colour>[a-z]+)\s+)?(?P<shape>[a-z]+)\s*"
+                     r"(?:,\s*(?P<view>[a-z]+)\s+view\s*)?$")
 
 
 class VocabularyError(ValueError):
@@ -38,12 +44,12 @@ class ToyPrompt:
 
 
 def vocabulary_message() -> str:
-    return (f"the toy-shapes prior knows prompts 'a {{colour}} {{shape}}' or 'a {{shape}}' with shapes "
-            f"{', '.join(SHAPES)} and colours {', '.join(COLOURS)}")
+    return (f"the toy-shapes prior knows prompts 'a {{colour}} {{shape}}' or 'a {{shape}}' (article a, an, the "
+            f"or none) with shapes {', '.join(SHAPES)} and colours {', '.join(COLOURS)}")
 
 
 def parse_prompt(prompt: str) -> ToyPrompt:
-    """'A Red Cube, front view' -> ToyPrompt('cube', 'red', 'front'); '' -> unconditional."""
+    """'An  Orange Cube, front view' -> ToyPrompt('cube', 'orange', 'front'); '' -> unconditional."""
     if not prompt.strip():
         return ToyPrompt(None, None, None)
     match = _PROMPT.match(prompt.lower())
