@@ -74,6 +74,15 @@ def test_the_quality_metric_recognises_each_primitive(shape):
     assert hue_error(mesh, "red") < 5 and hue_error(mesh, "green") > 90
 
 
+@pytest.mark.parametrize("rgb, white", [((0.92, 0.92, 0.92), True), ((0.95, 0.9, 0.85), True),
+                                        ((0.35, 0.37, 0.42), False), ((0.9, 0.6, 0.6), False)])
+def test_white_is_judged_by_lightness_and_saturation(rgb, white):
+    mesh = MeshData.coerce(np.eye(3, dtype=np.float32), np.array([[0, 1, 2]]),
+                           np.full((3, 3), np.round(np.array(rgb) * 255), dtype=np.uint8))
+    error = hue_error(mesh, "white")
+    assert error == 0.0 if white else error >= 45.0
+
+
 def test_primitives_are_upright_and_the_cube_faces_the_axes():
     cone = extract_mesh(PrimitiveField("cone"), 64).mesh.positions
     apex = cone[cone[:, 2].argmax()]

@@ -16,6 +16,9 @@ from .primitives import PrimitiveField
 from .vocab import COLOUR_RGB, SHAPES
 
 YAW_STEPS = 36
+#: The toy prior paints white at 0.92 sRGB; a mean colour this grey or this tinted is not white.
+WHITE_MAX_SATURATION = 0.25
+WHITE_MIN_LIGHTNESS = 0.6
 POINTS = 3000
 
 
@@ -71,11 +74,15 @@ def shape_distances(mesh: MeshData) -> dict[str, float]:
 
 
 def hue_error(mesh: MeshData, colour: str) -> float:
-    """Degrees between the mean vertex colour's hue and the colour word's; white is judged by saturation."""
+    """Degrees between the mean vertex colour's hue and the colour word's. White has no hue: it is judged
+    by saturation and lightness (a grey or near-black mesh is not white), 0 when right, else at least 45."""
     mean = mesh.colors[:, :3].astype(np.float64).mean(axis=0) / 255.0
-    h, _, s = colorsys.rgb_to_hls(*mean)
+    h, lightness, _ = colorsys.rgb_to_hls(*mean)
     if colour == "white":
-        return 0.0 if s < 0.25 else 180.0 * min(1.0, s)
+        s = colorsys.rgb_to_hsv(*mean)[1]  # HLS saturation runs high near white; HSV's does not
+        if s < WHITE_MAX_SATURATION and lightness >= WHITE_MIN_LIGHTNESS:
+            return 0.0
+        return round(float(180.0 * min(1.0, max(s, 1.0 - lightness, 0.25))), 1)
     target = colorsys.rgb_to_hls(*COLOUR_RGB[colour])[0]
     difference = abs(h - target) % 1.0
     return round(360.0 * min(difference, 1.0 - difference), 1)
