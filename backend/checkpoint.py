@@ -98,6 +98,7 @@ def load_checkpoint(path: str | Path, spec: JobSpec, guidance, device="cpu",
     trainer.optimizer.load_state_dict({"state": state, "param_groups": groups})
     trainer.generator.set_state(tensors["rng"])
     trainer.step = int(meta["step"])
+    trainer.field.set_progress(trainer.step, trainer.spec.steps)  # a mesh or preview before the next step
     trainer._cull_pays = bool(json.loads(meta.get("cull_pays", "false")))
     return trainer
 
