@@ -61,7 +61,6 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(guidance, tiny_sd,
     first = Trainer(spec(tiny_sd, geometry=geometry), guidance, config=CONFIG)
     assert first.run(should_stop=lambda: first.step >= 5) is False  # schedules follow the whole run's length
     path = save_checkpoint(first, tmp_path / "job.checkpoint.safetensors")
-    del first
     # The checkpoint's geometry wins over the continuing spec's: a shape cannot change kind midway.
     other = "sdf" if geometry == "density" else "density"
     resumed = load_checkpoint(path, spec(tiny_sd, geometry=other), guidance, config=CONFIG)
