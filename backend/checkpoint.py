@@ -108,9 +108,8 @@ def load_field(path: str | Path, device="cpu") -> tuple[Geometry, OccupancyGrid]
     from safetensors import safe_open
 
     meta = _metadata(path, safe_open)
-    read = read_checkpoint_spec(path)
     field = make_geometry(_geometry_kind(meta), _geometry_config(meta))
-    field.set_progress(read[1], read[0].steps)
+    field.set_progress(int(meta["step"]), json.loads(meta["spec"])["steps"])
     tensors = load_file(str(path), device="cpu")
     field.load_state_dict(_prefixed(tensors, "field."))
     mask = tensors["occupancy.mask"]

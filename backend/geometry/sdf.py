@@ -124,7 +124,7 @@ class SDFField(SignedDistanceGeometry):
 
     def __init__(self, config: SDFConfig = SDFConfig()):
         super().__init__()
-        config = resolve_for_render(config, 32) if not (config.resolutions and config.colour_resolutions) else config
+        config = resolve_for_render(config, 32)  # built directly: levels for 32-pixel renders unless given
         self.config = config
         c, cc = config.features_per_level, config.colour_features_per_level
         self.shape_grids = feature_grids(config.resolutions, c, config.init_scale)
