@@ -1,12 +1,20 @@
 """Main-thread cost of applying one streamed mesh update in Blender (PyPI `bpy`), as the add-on does it.
 
     .venv/bin/python bench/blender_apply.py [--repeats 15]
+    sudo .venv/bin/python bench/blender_apply.py --overlay 50   # + the viewport overlay, in the real Blender
 
 Prints one JSON line per size (10k, 50k, 100k vertices, 2 triangles per
 vertex like a marching-cubes surface): median / p90 / max milliseconds of
 `scene_update.apply_mesh` on an existing job object, passed in as the job list
 does (the in-place path every update after the first takes), the first update's cost (object + material
 creation), and whether an update created any datablock.
+
+`--overlay N` adds one line for the viewport overlay, measured in the real
+Blender 4.3 under Xvfb (the chroot of `scripts/blender-root.sh`, so root):
+milliseconds to rebuild its batches after a setting change, per draw
+callback, and per whole viewport redraw with it shown, hidden and with the
+add-on disabled (N redraws each; software OpenGL, so absolute numbers are a
+CPU's, and the ratios are what carry over).
 """
 
 from __future__ import annotations
@@ -82,5 +90,28 @@ def main() -> None:
                 "bpy": bpy.app.version_string}), flush=True)
 
 
+def overlay_bench(repeats: int) -> dict:
+    import shutil
+    import subprocess
+
+    from tests.real_blender_helpers import chroot_run, install_extension
+
+    made = subprocess.run(["bash", str(ROOT / "scripts" / "blender-root.sh")], capture_output=True, text=True)
+    if made.returncode != 0:
+        return {"overlay": "skipped", "reason": made.stderr.strip()[-500:]}
+    place = install_extension(Path(made.stdout.strip().splitlines()[-1]))
+    done = chroot_run(place, ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "blender", "--python",
+                              str(place.inside / "overlay_screenshot.py"), "--", str(place.inside / "overlay"),
+                              "--bench", str(repeats)], timeout=600)
+    out = place.host / "overlay.json"
+    result = json.loads(out.read_text()) if out.exists() else {"error": done.stderr[-2000:]}
+    shutil.rmtree(place.host, ignore_errors=True)
+    return {"overlay": result.get("bench"), "blender": result.get("blender"), **({"error": result["error"]}
+                                                                                 if "error" in result else {})}
+
+
 if __name__ == "__main__":
-    main()
+    if "--overlay" in sys.argv:
+        print(json.dumps(overlay_bench(int(sys.argv[sys.argv.index("--overlay") + 1]))), flush=True)
+    else:
+        main()

@@ -8,7 +8,9 @@ the tiny random Stable Diffusion (`backend.tiny_model`), so guidance is cheap
 and the geometry/renderer dominate; `--model toy-shapes` uses the built-in
 prior at its recommended settings (what a toy run costs per step).
 `--progress` puts the run's schedules (an SDF's wall sharpness, coarse to
-fine) that far along before measuring. Reference point (issue 3, same
+fine) that far along before measuring. A third trainer, the SDF with every
+sample kept in the gradient pass (`min_sample_alpha` 0), shows what skipping
+the empty samples saves. Reference point (issue 3, same
 machine kind): stable-dreamfusion's pure-PyTorch path needs ~11.5 s and
 ~11.6 GB for one 64^2 lambertian render forward + backward, and ~23 s to
 query a 256^3 density grid.
@@ -38,10 +40,16 @@ from backend.guidance import load_guidance  # noqa: E402
 from backend.guidance.loading import recommended_settings  # noqa: E402
 from backend.renderer import render  # noqa: E402
 from backend.tiny_model import write_tiny_sd  # noqa: E402
-from backend.trainer import Trainer  # noqa: E402
+from backend.geometry.sdf import SDFConfig  # noqa: E402
+from backend.trainer import Trainer, TrainerConfig  # noqa: E402
 from shared import JobSpec  # noqa: E402
 
-GEOMETRIES = ("density", "sdf")
+#: name -> (JobSpec geometry, trainer config). The last keeps empty samples, as the renderer did before.
+VARIANTS = {
+    "density": ("density", TrainerConfig()),
+    "sdf": ("sdf", TrainerConfig()),
+    "sdf_without_sample_culling": ("sdf", TrainerConfig(sdf=dataclasses.replace(SDFConfig(), min_sample_alpha=0.0))),
+}
 PHASES = ("render", "guidance", "backward", "optimiser", "occupancy")
 
 
@@ -88,15 +96,15 @@ def main() -> None:
     measured = args.warmup + args.steps
     total_steps = max(measured, int(round(measured / max(1e-6, 1.0 - args.progress)))) if args.progress else measured
     trainers = {}
-    for kind in GEOMETRIES:
+    for name, (kind, config) in VARIANTS.items():
         spec = JobSpec.from_dict({**base, "prompt": "a red cube", "model": model, "seed": 0, "steps": total_steps,
                                   "mesh_resolution": 128, "geometry": kind})
-        trainers[kind] = Trainer(spec, guidance)
-        trainers[kind].step = total_steps - measured
+        trainers[name] = Trainer(spec, guidance, config=config)
+        trainers[name].step = total_steps - measured
     rss_before = peak_rss_mb()
-    totals = {k: [] for k in GEOMETRIES}
-    evaluated = {k: [] for k in GEOMETRIES}
-    phases = {k: {p: [] for p in PHASES} for k in GEOMETRIES}
+    totals = {k: [] for k in VARIANTS}
+    evaluated = {k: [] for k in VARIANTS}
+    phases = {k: {p: [] for p in PHASES} for k in VARIANTS}
     for i in range(measured):
         for kind, trainer in trainers.items():  # interleaved: drift hits both geometries alike
             start = time.perf_counter()
@@ -121,14 +129,15 @@ def main() -> None:
             out.rgb.mean().backward()
         render_fwd_bwd()
         render_ms = statistics.median(timed(render_fwd_bwd) for _ in range(15))
-        extraction = extraction_costs(trainer.field, trainer.occupancy)
+        # Culling changes only training; the same field's extraction is measured once.
+        extraction = extraction_costs(trainer.field, trainer.occupancy) if kind in ("density", "sdf") else None
         per_geometry[kind] = {
             "step_ms_median": round(statistics.median(totals[kind]), 1),
             "phase_ms_median": {k: round(statistics.median(v), 1) for k, v in phases[kind].items()},
             "field_evaluations_with_grad_per_step": int(statistics.mean(evaluated[kind])),
             "lambertian_render_fwd_bwd_ms": round(render_ms, 1),
             "speedup_vs_reference_render_fwd_bwd": round(11500.0 / render_ms, 1),
-            "extraction": extraction,
+            **({"extraction": extraction} if extraction else {}),
             "occupied_fraction": round(trainer.occupancy.occupied_fraction(), 3),
             "parameters": sum(p.numel() for p in trainer.field.parameters()),
         }
@@ -154,6 +163,8 @@ def main() -> None:
         "geometries": per_geometry,
         "sdf_over_density_step_time": round(per_geometry["sdf"]["step_ms_median"]
                                             / per_geometry["density"]["step_ms_median"], 3),
+        "sample_culling_speedup": round(per_geometry["sdf_without_sample_culling"]["step_ms_median"]
+                                        / per_geometry["sdf"]["step_ms_median"], 3),
         "peak_rss_mb": round(peak_rss_mb(), 0),
         "peak_rss_growth_during_training_mb": round(peak_rss_mb() - rss_before, 0),
     }

@@ -5,10 +5,10 @@ client, job tracking, local backend launcher), which `build_addon.py`
 vendors into this folder (so it is imported relatively).
 """
 
-from . import batch, client_loop, operators, panel, preferences, properties
+from . import batch, client_loop, history, operators, overlay, panel, preferences, properties
 
-# Order matters: properties before the panels that draw them; the timer last, so it stops first.
-_modules = (preferences, properties, operators, panel, batch, client_loop)
+# Order matters: properties before the panels and overlay that draw them; the timer last, so it stops first.
+_modules = (preferences, properties, operators, history, panel, overlay, batch, client_loop)
 
 
 def register() -> None:

@@ -14,7 +14,7 @@ import time
 import bpy
 import numpy as np
 
-from . import scene_update
+from . import history, scene_update
 from .session import SESSION
 
 #: Seconds between ticks while jobs run / while idle.
@@ -70,6 +70,7 @@ def _apply(applied) -> None:
             job_item.object = obj
         if item.preview is not None:
             show_preview(item.preview.pixels)
+            history.store_thumbnail(job_item, item.preview.pixels)
     for job_id in applied.changed:
         view = tracker.jobs.get(job_id)
         if view is None:
@@ -79,6 +80,9 @@ def _apply(applied) -> None:
             continue
         job_item.state, job_item.step, job_item.steps = view.state, view.step, view.steps
         job_item.summary, job_item.reason = view.summary(), view.reason[:1024]
+        job_item.elapsed = view.elapsed
+        if not job_item.spec_json:
+            history.record_spec(job_item, view.spec)
         if view.prompt:
             job_item.prompt = view.prompt
 
@@ -96,7 +100,8 @@ def _job_item(job_id: str):
 
 def _add_job_item(scene, job_id: str, prompt: str):
     item = scene.dreamfusion.jobs.add()
-    item.job_id, item.prompt = job_id, prompt
+    item.job_id, item.prompt, item.created = job_id, prompt, time.time()
+    history.record_spec(item, SESSION.tracker.jobs[job_id].spec if job_id in SESSION.tracker.jobs else None)
     return item
 
 

@@ -5,6 +5,7 @@ import bpy
 from . import client_loop
 from .properties import HIDDEN_FIELDS
 from .session import SESSION
+from .shared.job_tracker import format_seconds
 from .shared.jobspec import jobspec_knobs
 
 STATUS_ICONS = {"off": "UNLINKED", "starting": "SORTTIME", "connecting": "SORTTIME", "connected": "LINKED",
@@ -65,7 +66,9 @@ class VIEW3D_PT_dreamfusion(_Panel, bpy.types.Panel):
             if job.state in ("queued", "running") and hasattr(box, "progress"):  # layout.progress: 4.0+
                 fraction = job.step / job.steps if job.steps else 0.0
                 box.progress(factor=fraction, type="BAR", text=view.bar_text() if view else text)
-                if view is not None and view.detail_text():
+                if view is not None and job.state == "queued" and view.queue_position > 1:
+                    box.label(text=view.phase_text(), icon="SORTTIME")  # someone else's job runs first
+                elif view is not None and view.detail_text():
                     box.label(text=view.detail_text())
             else:
                 box.label(text=f"{job.state}: {text}")
@@ -88,20 +91,47 @@ class VIEW3D_PT_dreamfusion_jobs(_Panel, bpy.types.Panel):
         row.operator("dreamfusion.resume", icon="PLAY")
         row.operator("dreamfusion.export", icon="EXPORT")
         row.operator("dreamfusion.remove_job", text="", icon="X")
+        row = layout.row(align=True)
+        row.operator("dreamfusion.recall", icon="RECOVER_LAST")
+        row.operator("dreamfusion.copy_settings", text="", icon="COPYDOWN")
+        row.operator("dreamfusion.clear_finished", text="", icon="TRASH")
+        if 0 <= state.active_job_index < len(state.jobs):
+            job = state.jobs[state.active_job_index]
+            box = layout.box()
+            if job.thumbnail is not None:
+                box.template_icon(icon_value=layout.icon(job.thumbnail), scale=5.0)
+            col = box.column(align=True)
+            col.label(text=job.prompt or job.job_id)
+            col.label(text=f"seed {job.seed or '?'} · {job.steps} steps · {job.model or '?'}")
+            col.label(text=f"{job.state} · {format_seconds(job.elapsed)} taken")
 
 
 class DREAMFUSION_UL_jobs(bpy.types.UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
         row = layout.row(align=True)
-        row.label(text=item.prompt or item.job_id, icon=JOB_ICONS.get(item.state, "INFO"))
+        if item.thumbnail is not None:
+            row.label(text=item.prompt or item.job_id, icon_value=layout.icon(item.thumbnail))
+        else:
+            row.label(text=item.prompt or item.job_id, icon=JOB_ICONS.get(item.state, "INFO"))
         row.label(text=f"{item.step}/{item.steps}" if item.state == "running" else item.state)
+
+
+#: Sub-panels that carry a viewport-overlay toggle (a scene property of that name).
+OVERLAY_TOGGLES = {"camera": "overlay_cameras", "light": "overlay_lights"}
 
 
 def _group_panel(group: str, label: str):
     names = [name for name, knob in jobspec_knobs().items() if knob.group == group and name not in (*HIDDEN_FIELDS, "prompt")]
+    toggle = OVERLAY_TOGGLES.get(group)
 
     def draw(self, context):
         layout = self.layout
+        if toggle:
+            state = context.scene.dreamfusion
+            row = layout.row(align=True)
+            shown = getattr(state, toggle)
+            row.prop(state, toggle, toggle=True, icon="HIDE_OFF" if shown else "HIDE_ON")
+            row.prop(state, "overlay_while_running", text="", icon="PLAY")
         layout.use_property_split = True
         layout.use_property_decorate = False
         for name in names:
@@ -115,7 +145,45 @@ _GROUP_PANELS = tuple(_group_panel(group, label) for group, label in (
     ("prompt", "Prompt & Seed"), ("camera", "Camera"), ("light", "Light & Shading"),
     ("guidance", "Guidance"), ("optimiser", "Optimiser"), ("output", "Output")))
 
-_classes = (VIEW3D_PT_dreamfusion, DREAMFUSION_UL_jobs, VIEW3D_PT_dreamfusion_jobs, *_GROUP_PANELS)
+class VIEW3D_MT_dreamfusion(bpy.types.Menu):
+    """Object ▸ DreamFusion: every operator in a menu, so F3 search finds them by name."""
+
+    bl_label = "DreamFusion"
+    bl_idname = "VIEW3D_MT_dreamfusion"
+
+    def draw(self, context):
+        layout = self.layout
+        layout.operator("dreamfusion.generate", icon="SHADERFX")
+        layout.operator("dreamfusion.cancel", icon="CANCEL")
+        layout.operator("dreamfusion.resume", icon="PLAY")
+        layout.separator()
+        layout.operator("dreamfusion.recall", icon="RECOVER_LAST")
+        layout.operator("dreamfusion.copy_settings", icon="COPYDOWN")
+        layout.operator("dreamfusion.export", icon="EXPORT")
+        layout.operator("dreamfusion.remove_job", icon="X")
+        layout.operator("dreamfusion.clear_finished", icon="TRASH")
+        layout.separator()
+        layout.operator("dreamfusion.start_backend", icon="PLAY")
+        layout.operator("dreamfusion.connect", icon="LINKED")
+        layout.operator("dreamfusion.stop_backend", icon="CANCEL")
 
 
-register, unregister = bpy.utils.register_classes_factory(_classes)
+def _object_menu(self, context):
+    self.layout.menu(VIEW3D_MT_dreamfusion.bl_idname)
+
+
+_classes = (VIEW3D_PT_dreamfusion, DREAMFUSION_UL_jobs, VIEW3D_PT_dreamfusion_jobs, *_GROUP_PANELS,
+            VIEW3D_MT_dreamfusion)
+
+
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(_classes)
+
+
+def register() -> None:
+    _register_classes()
+    bpy.types.VIEW3D_MT_object.append(_object_menu)
+
+
+def unregister() -> None:
+    bpy.types.VIEW3D_MT_object.remove(_object_menu)
+    _unregister_classes()

@@ -12,6 +12,7 @@ from .shared.jobspec import JobSpec, PRESETS, jobspec_knobs
 from .shared.recommended import builtin_recommendations
 from .shared.job_tracker import ACTIVE_STATES
 from .shared.messages import JOB_STATES
+from .overlay import RANGE_FIELDS as OVERLAY_FIELDS
 
 #: JobSpec fields the panel does not offer yet (refining from a mesh/checkpoint comes with its own issue).
 HIDDEN_FIELDS = ("init", "init_from")
@@ -34,6 +35,8 @@ def _defaults() -> dict:
 
 def _property(name: str, knob, default):
     common = {"name": _label(name), "description": _tooltip(knob)}
+    if name in OVERLAY_FIELDS:  # the viewport overlay draws these: redraw it when one changes
+        common["update"] = _redraw_overlay
     if knob.kind == "text":
         return bpy.props.StringProperty(default=default, maxlen=knob.max_len, **common)
     if knob.kind == "bool":
@@ -56,6 +59,11 @@ def _apply_values(settings, values: dict) -> None:
     for name, value in values.items():
         if hasattr(settings, name):
             setattr(settings, name, value)
+
+
+def _redraw_overlay(self, context) -> None:
+    from .overlay import redraw_viewports
+    redraw_viewports()
 
 
 def _on_preset(self, context) -> None:
@@ -126,6 +134,15 @@ class DreamFusionJobItem(bpy.types.PropertyGroup):
     summary: bpy.props.StringProperty(name="Progress")
     reason: bpy.props.StringProperty(name="Reason")
     object: bpy.props.PointerProperty(name="Object", type=bpy.types.Object)
+    #: The history: what Recall puts back, and what the list shows.
+    spec_json: bpy.props.StringProperty(name="Settings", description="The job's whole JobSpec, as JSON")
+    model: bpy.props.StringProperty(name="Model")
+    seed: bpy.props.StringProperty(name="Seed")  # a string: seeds go to 2^32-1, past Blender's int properties
+    created: bpy.props.FloatProperty(name="Created", description="When the backend accepted the job (Unix time)")
+    elapsed: bpy.props.FloatProperty(name="Time Taken", description="Seconds the backend has trained the job",
+                                     min=0.0)
+    thumbnail: bpy.props.PointerProperty(name="Thumbnail", type=bpy.types.Image,
+                                         description="The job's newest preview (packed into the .blend)")
 
     @property
     def active(self) -> bool:
@@ -150,6 +167,17 @@ def _on_active_job(self, context) -> None:
 
 class DreamFusionScene(bpy.types.PropertyGroup):
     settings: bpy.props.PointerProperty(type=DreamFusionSettings)
+    overlay_cameras: bpy.props.BoolProperty(
+        name="Show Cameras", default=False, update=_redraw_overlay,
+        description="Draw in the viewport where the next job's cameras can be (radius, elevation and azimuth "
+                    "ranges), sample views at both field-of-view ends, the front (azimuth 0) and the scene cube")
+    overlay_lights: bpy.props.BoolProperty(
+        name="Show Light", default=False, update=_redraw_overlay,
+        description="Draw in the viewport where the next job's point light can be, and the scene cube")
+    overlay_while_running: bpy.props.BoolProperty(
+        name="Keep While Running", default=False, update=_redraw_overlay,
+        description="Keep drawing the overlay while one of this scene's jobs runs (hidden then by default, so "
+                    "the growing object is unobstructed)")
     jobs: bpy.props.CollectionProperty(type=DreamFusionJobItem)
     active_job_index: bpy.props.IntProperty(name="Job", default=-1, update=_on_active_job)
 

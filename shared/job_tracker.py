@@ -33,6 +33,9 @@ class JobView:
     eta: float | None = None
     elapsed: float = 0.0
     reason: str = ""
+    #: What the backend says the job is doing (JOB_PHASES), and its place in line while queued (0: not known).
+    phase: str = ""
+    queue_position: int = 0
     spec: JobSpec | None = None
     #: Step of the newest mesh handed out for this job (-1: none yet).
     mesh_step: int = -1
@@ -46,8 +49,22 @@ class JobView:
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
 
+    def phase_text(self) -> str:
+        """What the job is doing, when it is not simply taking steps: 'queued · 2nd in line (backend busy)'."""
+        if self.state == "queued":
+            if self.queue_position > 1:
+                return f"queued · {ordinal(self.queue_position)} in line (the backend is busy with other jobs)"
+            return "queued · next in line" if self.queue_position == 1 else "queued"
+        if self.state != "running":
+            return ""
+        return PHASE_TEXT.get(self.phase, "")
+
     def bar_text(self) -> str:
-        """Short enough for a sidebar progress bar: '301/600 · ETA 1:52'."""
+        """Short enough for a sidebar progress bar: '301/600 · ETA 1:52', or the phase when not training."""
+        if self.state == "queued" and self.queue_position:
+            return f"queued · {ordinal(self.queue_position)} in line"
+        if self.state == "running" and self.phase in PHASE_TEXT:
+            return PHASE_TEXT[self.phase]
         text = f"{self.step}/{self.steps}" if self.steps else self.state
         if self.state == "running" and self.eta is not None:
             text += f" · ETA {format_seconds(self.eta)}"
@@ -62,6 +79,8 @@ class JobView:
 
     def summary(self) -> str:
         """One line for a progress bar: 'step 120/600 · 3.9 it/s · ETA 2:03 · loss 0.84'."""
+        if self.phase_text():
+            return self.phase_text()
         parts = [f"step {self.step}/{self.steps}" if self.steps else self.state]
         if self.state == "running" and self.it_per_s > 0:
             parts.append(f"{self.it_per_s:.1f} it/s")
@@ -136,7 +155,7 @@ class JobTracker:
                 view = self.jobs.setdefault(event.job_id, JobView(event.job_id, event.spec.prompt))
                 view.spec, view.steps, view.prompt = event.spec, event.spec.steps, event.spec.prompt
                 if view.state in ("interrupted", *FINAL_STATES):  # a resume was accepted: it runs again
-                    view.state, view.reason = "queued", ""
+                    view.state, view.reason, view.phase = "queued", "", ""
             elif isinstance(event, Rejected):
                 self._submits.pop(event.request_id or "", None)
                 where = f" ({event.field})" if event.field else ""
@@ -159,18 +178,25 @@ class JobTracker:
                 continue
             elif isinstance(event, (Progress, Update)) and self._view(event.job_id).state in FINAL_STATES:
                 continue  # a straggler behind the job's end must not bring it back to life
+            elif isinstance(event, Progress) and event.phase == "queued" and self._view(event.job_id).state == "running":
+                continue  # a place in line announced just as a worker took the job: it runs already
             elif isinstance(event, Progress):
                 view = self._view(event.job_id)
-                view.state, view.step, view.steps = "running", event.step, event.steps
-                view.loss, view.it_per_s, view.eta, view.elapsed = event.loss, event.it_per_s, event.eta, event.elapsed
+                view.phase, view.queue_position = event.phase, event.queue_position
+                view.state = "queued" if event.phase == "queued" else "running"
+                view.step, view.steps, view.elapsed = event.step, event.steps, event.elapsed
+                if event.phase == "training":  # the other phases carry no rate
+                    view.loss, view.it_per_s, view.eta = event.loss, event.it_per_s, event.eta
             elif isinstance(event, Update):
                 view = self._view(event.job_id)
                 view.state, view.step, view.steps = "running", max(view.step, event.step), event.steps
+                view.phase = view.phase if view.phase == "extracting" else "training"
                 view.loss, view.elapsed = event.loss, event.elapsed
                 self._offer(out, MeshToApply(event.job_id, event.step, event.mesh, event.preview, final=False))
             elif isinstance(event, Finished):
                 view = self._view(event.job_id)
                 view.state, view.step, view.elapsed, view.eta = "finished", event.step, event.elapsed, 0.0
+                view.phase, view.queue_position = "", 0
                 view.files = dict(event.files)
                 self._offer(out, MeshToApply(event.job_id, event.step, event.mesh, event.preview, final=True))
             elif isinstance(event, Failed):
@@ -199,6 +225,16 @@ class JobTracker:
                 out.meshes[item.job_id] = item
         elif item.step > self.jobs[item.job_id].mesh_step:  # older than what the scene shows: skip
             out.meshes[item.job_id] = item
+
+
+#: Progress-bar text for the phases that take no steps.
+PHASE_TEXT = {"loading_model": "loading the model…", "fitting_mesh": "fitting the start mesh…",
+              "extracting": "extracting the final mesh…", "baking": "baking textures…"}
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def format_seconds(seconds: float) -> str:

@@ -28,6 +28,9 @@ BOTH = "both"
 ID_PATTERN = r"[A-Za-z0-9_.:-]{1,64}"
 #: `damaged`: the server found the job's folder but cannot read its record; the reason names the folder.
 JOB_STATES = ("queued", "running", "finished", "failed", "cancelled", "interrupted", "damaged")
+#: What a job is doing, as `progress` says: waiting in line, loading its model, fitting its start mesh, taking
+#: SDS steps, extracting its final mesh, baking textures (the last two after the final step).
+JOB_PHASES = ("queued", "loading_model", "fitting_mesh", "training", "extracting", "baking")
 #: Jobs per `list_reply` / `status_reply` page: the default, and the most a client may ask for.
 DEFAULT_PAGE = 100
 MAX_PAGE = 200
@@ -243,6 +246,9 @@ class Progress(Message):
     it_per_s: float = wire(0.0, minimum=0.0)
     eta: float | None = wire(None, minimum=0.0)
     elapsed: float = wire(0.0, minimum=0.0, maximum=MAX_SECONDS)
+    phase: str = wire("training", choices=JOB_PHASES)
+    #: In phase "queued": the job's place in the backend's line (1 runs next); 0 otherwise.
+    queue_position: int = wire(0, minimum=0, maximum=MAX_STEP)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 import tomllib
 import zipfile
@@ -30,15 +31,47 @@ def addon(tmp_path, monkeypatch):
 
 
 def test_register_unregister_register(addon):
+    import numpy as np
+
     addon.register()
     assert hasattr(bpy.types, "VIEW3D_PT_dreamfusion") and hasattr(bpy.types.Scene, "dreamfusion")
     assert bpy.app.timers.is_registered(addon.client_loop.tick)
+    addon.client_loop.show_preview(np.zeros((4, 4, 3), np.uint8))  # makes the icon collection
+    assert addon.client_loop.PREVIEW_NAME in addon.client_loop._previews
+    assert addon.panel._object_menu in bpy.types.VIEW3D_MT_object._dyn_ui_initialize()
     addon.unregister()
     assert not hasattr(bpy.types, "VIEW3D_PT_dreamfusion") and not hasattr(bpy.types.Scene, "dreamfusion")
     assert not bpy.app.timers.is_registered(addon.client_loop.tick)
+    # Nothing left behind: no icon collection, no draw handler, no menu entry.
+    assert addon.client_loop._previews is None and not addon.overlay.handler_installed()
+    assert addon.panel._object_menu not in bpy.types.VIEW3D_MT_object._dyn_ui_initialize()
     addon.register()
     assert hasattr(bpy.types, "VIEW3D_PT_dreamfusion")
     assert bpy.ops.dreamfusion.generate.poll()
+
+
+def test_overlay_is_off_by_default_hides_while_a_job_runs_and_never_draws_in_background(addon):
+    addon.register()
+    overlay, state = addon.overlay, bpy.context.scene.dreamfusion
+    assert not overlay.handler_installed()  # no viewport in background mode: no draw handler at all
+    assert overlay.visible_parts(bpy.context.scene) == (False, False)
+    state.overlay_cameras = True
+    assert overlay.visible_parts(bpy.context.scene) == (True, False)
+    state.overlay_lights = True
+    job = state.jobs.add()
+    job.job_id, job.state = "j1", "running"
+    assert overlay.visible_parts(bpy.context.scene) == (False, False)
+    state.overlay_while_running = True
+    assert overlay.visible_parts(bpy.context.scene) == (True, True)
+    job.state = "finished"
+    state.overlay_while_running = False
+    assert overlay.visible_parts(bpy.context.scene) == (True, True)
+    # Every setting the overlay draws redraws the viewport when it changes.
+    props = state.settings.bl_rna.properties
+    assert set(overlay.RANGE_FIELDS) <= set(props.keys())
+    state.jobs.clear()
+    addon.unregister()
+    assert not overlay.handler_installed()
 
 
 def test_vendored_protocol_is_the_addons_own_copy(addon):
@@ -119,3 +152,91 @@ def test_a_scene_takes_the_default_model_until_one_is_chosen(addon):
     finally:
         for name in ("Another", "Fresh"):
             bpy.data.scenes.remove(bpy.data.scenes[name])
+
+
+def _unlike(defaults: dict) -> dict:
+    """A valid JobSpec dict whose every panel field differs from `defaults` (exact in single precision)."""
+    from shared.jobspec import jobspec_knobs
+
+    values = {}
+    for name, knob in jobspec_knobs().items():
+        if name not in defaults:  # not in the panel
+            continue
+        default = defaults[name]
+        if knob.kind == "text":
+            values[name] = "toy-shapes" if name == "model" else f"recall {name} ✓"
+        elif knob.kind == "bool":
+            values[name] = not default
+        elif knob.kind == "choice":
+            values[name] = next(c for c in knob.choices if c != default)
+        elif knob.kind == "int":
+            high = min(knob.maximum, 2**31 - 1)
+            values[name] = default + 8 if default + 8 <= high else default - 8
+        elif knob.kind == "float":
+            step = (knob.maximum - knob.minimum) * 0.37
+            values[name] = round((knob.minimum + step) * 4) / 4 if round((knob.minimum + step) * 4) / 4 != default \
+                else knob.minimum
+        elif knob.kind == "range":
+            low = round((knob.minimum + (knob.maximum - knob.minimum) * 0.3) * 4) / 4
+            high = round((knob.minimum + (knob.maximum - knob.minimum) * 0.55) * 4) / 4
+            values[name] = [low, high] if [low, high] != list(default) else [knob.minimum, high]
+    values.update(init="blob", init_from="", seed=123_456_789)
+    return values
+
+
+def test_recall_puts_every_field_of_a_finished_job_back_into_the_panel(addon):
+    from shared.jobspec import JobSpec as PlainSpec
+
+    addon.register()
+    state = bpy.context.scene.dreamfusion
+    state.jobs.clear()
+    state.settings.model = "/models/another"  # Recall's toy-shapes then applies its recommendations first
+    spec = PlainSpec.from_dict(_unlike(addon.properties.spec_values(state.settings)))
+    item = state.jobs.add()
+    item.job_id, item.prompt, item.state = "j-recall", spec.prompt, "finished"
+    addon.history.record_spec(item, spec)
+    state.active_job_index = 0
+    assert item.spec_json and item.seed == "123456789", (item.spec_json, item.seed)
+    before = addon.properties.spec_values(state.settings)
+    assert bpy.ops.dreamfusion.recall() == {"FINISHED"}
+    recalled = addon.properties.spec_values(state.settings)
+    expected = {k: v for k, v in spec.to_dict().items() if k not in addon.properties.HIDDEN_FIELDS}
+    changed = [k for k in expected if before[k] != expected[k]]
+    assert len(changed) == len(expected), set(expected) - set(changed)  # every field had to move
+    assert PlainSpec.from_dict(recalled).to_dict() == {**spec.to_dict(), "init": "blob", "init_from": ""}
+    assert recalled == {k: (list(v) if isinstance(v, tuple) else v) for k, v in expected.items()}
+    # Copy Settings puts the same JobSpec on the clipboard (background mode has no clipboard to read back).
+    assert bpy.ops.dreamfusion.copy_settings() == {"FINISHED"}
+    assert json.loads(addon.history.settings_text(item)) == json.loads(json.dumps(spec.to_dict()))
+
+
+def test_thumbnails_survive_save_and_reopen_and_clear_finished_keeps_running_jobs(addon, tmp_path):
+    import numpy as np
+
+    addon.register()
+    state = bpy.context.scene.dreamfusion
+    state.jobs.clear()
+    pixels = np.zeros((6, 8, 3), np.uint8)
+    pixels[..., 0] = np.arange(8) * 30
+    pixels[..., 1] = (np.arange(6) * 40)[:, None]
+    for job_id, job_state in (("j-done", "finished"), ("j-live", "running")):
+        item = state.jobs.add()
+        item.job_id, item.state, item.prompt = job_id, job_state, f"prompt {job_id}"
+        addon.history.store_thumbnail(item, pixels)
+    addon.history.store_thumbnail(state.jobs[0], pixels)  # a newer preview rewrites the same image
+    assert len([i for i in bpy.data.images if i.name.startswith("DreamFusion ")]) == 2
+    path = tmp_path / "history.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    state = bpy.context.scene.dreamfusion
+    image = state.jobs[0].thumbnail
+    assert image is not None and tuple(image.size) == (8, 6) and image.packed_file is not None
+    back = np.empty(8 * 6 * 4, np.float32)
+    image.pixels.foreach_get(back)
+    rgb = np.round(back.reshape(6, 8, 4)[::-1, :, :3] * 255).astype(np.uint8)
+    assert np.array_equal(rgb, pixels)
+    state.active_job_index = 0
+    assert bpy.ops.dreamfusion.clear_finished() == {"FINISHED"}
+    assert [item.job_id for item in state.jobs] == ["j-live"] and state.jobs[0].thumbnail is not None
+    assert "DreamFusion j-done" not in bpy.data.images
+    bpy.ops.wm.read_homefile(use_empty=True)

@@ -96,3 +96,25 @@ def test_format_seconds():
 def test_builtin_recommendations_match_the_shipped_weights():
     index = json.loads((builtin_folder("toy-shapes") / "model_index.json").read_text())
     assert index["_recommended_spec"] == BUILTIN_RECOMMENDATIONS["toy-shapes"]
+
+
+def test_the_view_says_which_phase_a_job_is_in_and_its_place_in_line():
+    tracker = JobTracker()
+    _accepted(tracker)
+    view = tracker.jobs["j1"]
+    tracker.apply([Progress(job_id="j1", step=0, steps=100, phase="queued", queue_position=3)])
+    assert view.state == "queued" and view.bar_text() == "queued · 3rd in line"
+    assert "busy with other jobs" in view.phase_text() and view.summary() == view.phase_text()
+    tracker.apply([Progress(job_id="j1", step=0, steps=100, phase="queued", queue_position=1)])
+    assert view.phase_text() == "queued · next in line"
+    tracker.apply([Progress(job_id="j1", step=0, steps=100, phase="loading_model")])
+    assert view.state == "running" and view.bar_text() == "loading the model…"
+    tracker.apply([Progress(job_id="j1", step=40, steps=100, phase="training", it_per_s=2.0, eta=30.0)])
+    assert view.bar_text() == "40/100 · ETA 0:30" and view.phase_text() == ""
+    # A place in line announced just as a worker took the job does not send it back to the queue.
+    tracker.apply([Progress(job_id="j1", step=0, steps=100, phase="queued", queue_position=1)])
+    assert view.state == "running" and view.step == 40
+    tracker.apply([Progress(job_id="j1", step=100, steps=100, phase="extracting", eta=0.0)])
+    assert view.bar_text() == "extracting the final mesh…" and view.it_per_s == 2.0
+    tracker.apply([Finished(job_id="j1", step=100, mesh=_mesh())])
+    assert view.state == "finished" and view.phase == "" and view.phase_text() == ""

@@ -97,6 +97,41 @@ def test_sidebar_panel_shows_a_running_job_under_xvfb(installed, backend, tiny_s
     assert result["screenshot_rc"] == 0 and (host / "panel.png").stat().st_size > 10_000
 
 
+def overlay_difference(off: Path, on: Path, box: list[int], pad: int = 6) -> tuple[int, float]:
+    """(pixels that differ, share of them inside the padded box)."""
+    import numpy as np
+    from PIL import Image
+
+    a = np.asarray(Image.open(off).convert("RGB"), dtype=np.int16)
+    b = np.asarray(Image.open(on).convert("RGB"), dtype=np.int16)
+    changed = np.abs(a - b).max(axis=-1) > 24
+    left, top, right, bottom = box
+    inside = changed[max(0, top - pad):bottom + pad, max(0, left - pad):right + pad].sum()
+    total = int(changed.sum())
+    return total, (inside / total if total else 0.0)
+
+
+def test_viewport_overlay_draws_the_ranges_under_xvfb_and_goes_with_the_addon(installed):
+    inside, host = installed.inside, installed.host
+    command = ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "blender", "--python",
+               str(inside / "overlay_screenshot.py"), "--", str(inside / "overlay")]
+    done = chroot_run(installed, command, timeout=300)
+    assert (host / "overlay.json").exists(), done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((host / "overlay.json").read_text())
+    assert "error" not in result, result["error"]
+    assert result["handler_installed"] and result["handler_after_disable"] is False
+    assert result["off_rc"] == result["on_rc"] == result["disabled_rc"] == 0
+    # Cached batches: built once for the first drawing, redrawn without rebuilding, rebuilt once on an edit.
+    first, edited = result["first_stats"], result["edited_stats"]
+    assert first["rebuilds"] == 1 and first["draws"] >= 2, first
+    assert edited["rebuilds"] == 2 and edited["draws"] > first["draws"], edited
+    changed, share_inside = overlay_difference(host / "overlay_off.png", host / "overlay_on.png", result["box"])
+    assert changed > 2000, changed  # the lines are there
+    assert share_inside > 0.99, (share_inside, result["box"])  # and nowhere but where the overlay projects
+    gone, _ = overlay_difference(host / "overlay_off.png", host / "overlay_disabled.png", result["box"])
+    assert gone < 50, gone  # disabling the add-on took its drawing with it
+
+
 REOPEN = ("import bpy, json, sys; json.dump({o.name: [list(o.data.color_attributes.keys()), len(o.data.vertices)] "
           "for o in bpy.context.scene.objects}, open(sys.argv[-1], 'w'))")
 

@@ -52,7 +52,7 @@ def test_progress_is_rate_limited(server, tiny_sd):
     with BackendClient(server.endpoint) as client:
         job = client.request(client.submit(tiny_spec(tiny_sd, steps=60, stream_every=0))).job_id
         events = events_until(client, ended(job))
-    times = [e.elapsed for e in events if isinstance(e, Progress)]
+    times = [e.elapsed for e in events if isinstance(e, Progress) and e.phase == "training"]
     gaps = np.diff(times[:-1])  # the last step always reports
     assert len(times) < 60 and (gaps >= 0.45).all(), times
 
@@ -230,3 +230,29 @@ def test_a_client_forgotten_for_silence_watches_its_jobs_again(tmp_path, tiny_sd
             assert isinstance(events[-1], Finished)
     finally:
         running.stop()
+
+
+def test_progress_names_the_phase_and_queued_jobs_hear_their_place_in_line(server, tiny_sd):
+    with BackendClient(server.endpoint) as client:
+        first = client.request(client.submit(tiny_spec(tiny_sd, steps=20))).job_id
+        second = client.request(client.submit(tiny_spec(tiny_sd, steps=5))).job_id
+        third = client.request(client.submit(tiny_spec(tiny_sd, steps=5))).job_id
+        events = events_until(client, ended(third))
+    def phases(job):
+        return [(e.phase, e.queue_position) for e in events if isinstance(e, Progress) and e.job_id == job]
+
+    # The running job: loading its model, its steps, then the final extraction, in that order.
+    first_phases = [p for p, _ in phases(first) if p != "queued"]  # it may hear "next in line" first
+    assert first_phases[0] == "loading_model" and first_phases[-1] == "extracting", first_phases
+    assert set(first_phases[1:-1]) == {"training"}
+    # One worker: the third waits behind two, then moves up when the first finishes, then runs.
+    third_places = [pos for phase, pos in phases(third) if phase == "queued"]
+    assert third_places[0] == 2 and third_places[-1] == 1, third_places
+    assert [p for p, _ in phases(third) if p != "queued"][0] == "loading_model"
+    second_places = [pos for phase, pos in phases(second) if phase == "queued"]
+    assert second_places and set(second_places) == {1}, second_places
+    # No place in line is announced once a job runs.
+    for job in (first, second, third):
+        seen = [p for p, _ in phases(job)]
+        started = seen.index("loading_model")
+        assert "queued" not in seen[started:], seen

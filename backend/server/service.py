@@ -22,7 +22,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from shared import (CLIENT_TYPES, Ack, Accepted, Bye, Cancel, Cancelled, Delete, Deleted, Error, Finished,
-                    Heartbeat, Hello, List, ListReply, Message, ProtocolError, Rejected, Result, Resume, Status,
+                    Heartbeat, Hello, List, ListReply, Message, Progress, ProtocolError, Rejected, Result, Resume, Status,
                     StatusReply, Submit, Watch, Welcome, __version__, decode)
 from shared.errors import MAX_FIELD_NAME, BadJobSpec, safe_text
 from shared.messages import JobCommand
@@ -39,6 +39,8 @@ from .worker import Control, GuidanceCache, Worker
 
 #: Messages read per loop turn before the outbox gets its turn, so a flood cannot starve the jobs' events.
 READ_BATCH = 64
+#: A line longer than this tells only its first jobs their place (each move would otherwise cost a message per job).
+ANNOUNCED_POSITIONS = 64
 #: Said when even describing a failure failed; fixed text, so it cannot fail in turn.
 _LAST_RESORT = "the message could not be handled"
 
@@ -104,7 +106,8 @@ class Server:
         self._stop = threading.Event()
         guidance = GuidanceCache()
         self._workers = [Worker(f"worker-{i}", self.store, self._queue, self._emit, self._controls, self._stop,
-                                device, guidance) for i in range(max(1, config.workers))]
+                                device, guidance, on_started=self._announce_queue)
+                         for i in range(max(1, config.workers))]
         for record in self.store.load():
             self._queue.put(record.job_id)
 
@@ -176,6 +179,25 @@ class Server:
             bell.send(b"", zmq.NOBLOCK)
         except zmq.Again:  # the bell is already ringing
             pass
+
+    def _announce_queue(self) -> None:
+        """Tell each waiting job's subscribers its place in line (1 runs next). Called whenever the line moves
+        (a submit, a resume, a queued job cancelled, a worker taking the next job), from any thread."""
+        with self._queue.mutex:  # the line is the queue's own order: workers take jobs from its front
+            waiting = list(self._queue.queue)
+        position, seen = 0, set()
+        for job_id in waiting:
+            if job_id is None or job_id in seen:
+                continue
+            seen.add(job_id)
+            record = self.store.get(job_id)
+            if record is None or record.state != "queued":
+                continue  # cancelled while waiting: the worker will skip it
+            position += 1
+            if position > ANNOUNCED_POSITIONS:
+                break
+            self._emit(Progress(job_id=job_id, step=record.step, steps=record.spec.steps, elapsed=record.elapsed,
+                                phase="queued", queue_position=position))
 
     def _send_outbox(self) -> None:
         while True:
@@ -303,6 +325,7 @@ class Server:
         self._subscribe(peer, record.job_id)
         self._send(peer, Accepted(job_id=record.job_id, spec=spec, request_id=message.request_id))
         self._queue.put(record.job_id)
+        self._announce_queue()
 
     def _within_limits(self, session: Session, new_job: bool = True) -> None:
         """Refused when a submit (`new_job`) or a resume would go past a server limit."""
@@ -345,6 +368,7 @@ class Server:
         # Not picked up yet: the worker will skip it, so answer at once. (Running: the worker answers.)
         if self.store.transition(record.job_id, ("queued",), "cancelled", reason="cancelled by a client"):
             self._publish(Cancelled(job_id=record.job_id, step=record.step))
+            self._announce_queue()
             return True
         return False
 
@@ -417,6 +441,7 @@ class Server:
         self._subscribe(peer, record.job_id)
         self._send(peer, Accepted(job_id=record.job_id, spec=record.spec, request_id=message.request_id))
         self._queue.put(record.job_id)
+        self._announce_queue()
 
     def _delete(self, peer: bytes, session: Session, message: Delete) -> None:
         entry = self._known(peer, session, message, act="delete", any_state=True)

@@ -61,9 +61,10 @@ class GuidanceCache:
 class Worker(threading.Thread):
     def __init__(self, name: str, store: JobStore, jobs: "queue.Queue[str | None]", emit: Callable[[Message], None],
                  controls: dict[str, Control], stopping: threading.Event, device: torch.device,
-                 guidance: GuidanceCache):
+                 guidance: GuidanceCache, on_started: Callable[[], None] = lambda: None):
         super().__init__(name=name, daemon=True)
         self.store, self.jobs, self.emit, self.controls = store, jobs, emit, controls
+        self.on_started = on_started  # the line moved: the service tells the jobs still waiting
         self.stopping = stopping
         self.device, self.guidance = device, guidance
 
@@ -78,6 +79,7 @@ class Worker(threading.Thread):
             record = self.store.transition(job_id, ("queued",), "running", reason="")
             if record is None:  # cancelled while it waited, or queued twice
                 continue
+            self.on_started()
             try:
                 self.run_job(record, control)
             except Exception as exc:  # never let one job take the worker down
@@ -89,6 +91,8 @@ class Worker(threading.Thread):
     def run_job(self, record: JobRecord, control: Control) -> None:
         job_id, spec = record.job_id, record.spec
         checkpoint = self.store.checkpoint(job_id)
+        self.emit(Progress(job_id=job_id, step=record.step, steps=spec.steps, elapsed=record.elapsed,
+                           phase="loading_model"))
         try:
             trainer = self._trainer(job_id, spec)
         except (GenerateError, ModelLoadError, CheckpointError, ValueError, OSError) as exc:
@@ -142,6 +146,9 @@ class Worker(threading.Thread):
             self._stopped(job_id, trainer, common)
             return
         checkpoint = save_checkpoint(trainer, self.store.checkpoint(job_id), keep_previous=True)
+        self.emit(Progress(job_id=job_id, step=trainer.step, steps=trainer.spec.steps, loss=reporter.last_loss,
+                           it_per_s=reporter.last_rate, eta=0.0 if done else None, elapsed=reporter.elapsed(),
+                           phase="extracting"))
         snapshot = trainer.snapshot(reporter.last_loss, reporter.elapsed())
         mesh = snapshot.extraction.mesh
         self.store.save_mesh(job_id, mesh)
@@ -182,6 +189,7 @@ class _ProgressReporter:
         self.first_step = trainer.step
         self.last_sent = 0.0
         self.last_loss: float | None = None
+        self.last_rate = 0.0
 
     def elapsed(self) -> float:
         return self.already + time.perf_counter() - self.start
@@ -194,7 +202,7 @@ class _ProgressReporter:
             return
         self.last_sent = now
         done = stats.step - self.first_step
-        rate = done / max(1e-9, now - self.start)  # this session's speed, not diluted by a resume
+        rate = self.last_rate = done / max(1e-9, now - self.start)  # this session's speed, not diluted by a resume
         eta = (steps - stats.step) / rate if rate > 0 else None
         self.emit(Progress(job_id=self.job_id, step=stats.step, steps=steps, loss=self.last_loss,
                            it_per_s=rate, eta=eta, elapsed=self.elapsed()))

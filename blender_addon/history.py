@@ -1,0 +1,150 @@
+"""The scene's generation history: every job keeps its settings, time taken and a thumbnail (its newest preview,
+packed into the .blend), and can be recalled into the panel, copied as JSON, or cleared once done."""
+
+from __future__ import annotations
+
+import json
+
+import bpy
+import numpy as np
+
+from .properties import HIDDEN_FIELDS, INT_MAX
+from .shared.errors import SpecError
+from .shared.job_tracker import FINAL_STATES
+from .shared.jobspec import JobSpec
+
+THUMBNAIL_PREFIX = "DreamFusion "
+
+
+def record_spec(item, spec: JobSpec | None) -> None:
+    """Keep the job's whole JobSpec on its list entry (what Recall and Copy Settings read)."""
+    if spec is None:
+        return
+    item.spec_json = json.dumps(spec.to_dict(), sort_keys=True)
+    item.model, item.seed = spec.model, str(spec.seed)
+    item.steps = item.steps or spec.steps
+
+
+def store_thumbnail(item, pixels: np.ndarray) -> None:
+    """The job's newest preview (uint8 sRGB, H x W x 3, row 0 at the top) as a packed image datablock, so the
+    thumbnail is saved with the .blend; one image per job, rewritten in place."""
+    h, w = pixels.shape[:2]
+    image = item.thumbnail
+    if image is None or tuple(image.size) != (w, h):
+        if image is not None:
+            bpy.data.images.remove(image)
+        image = bpy.data.images.new(THUMBNAIL_PREFIX + (item.job_id or "job"), w, h, alpha=False)
+        image.colorspace_settings.name = "sRGB"
+        item.thumbnail = image
+    rgba = np.empty((h, w, 4), np.float32)
+    rgba[..., :3] = pixels[::-1] / 255.0  # Blender's rows start at the bottom
+    rgba[..., 3] = 1.0
+    image.pixels.foreach_set(rgba.ravel())
+    image.pack()
+
+
+def settings_text(item) -> str:
+    """What Copy Settings puts on the clipboard: the job's JobSpec as indented JSON."""
+    return json.dumps(json.loads(item.spec_json), indent=2, sort_keys=True)
+
+
+def _selected(context):
+    state = context.scene.dreamfusion
+    if 0 <= state.active_job_index < len(state.jobs):
+        return state.jobs[state.active_job_index]
+    return None
+
+
+def recall_into(settings, values: dict) -> list[str]:
+    """Put a JobSpec dict's values into the panel's settings; returns notes on what the panel cannot hold."""
+    notes = []
+    settings.preset = "CUSTOM"
+    # The model first: choosing a built-in one applies its recommendations, which the job's own values override.
+    settings.model = values["model"]
+    for name, value in values.items():
+        if name in HIDDEN_FIELDS or name == "model" or not hasattr(settings, name):
+            continue
+        if name == "seed" and value > INT_MAX:
+            notes.append(f"seed {value} is above the panel's largest ({INT_MAX}); kept {INT_MAX}")
+            value = INT_MAX
+        setattr(settings, name, value)
+    hidden = [f"{name}={values[name]!r}" for name in HIDDEN_FIELDS if values.get(name) not in (None, "", "blob")]
+    if hidden:
+        notes.append("not in the panel: " + ", ".join(hidden))
+    return notes
+
+
+class DREAMFUSION_OT_recall(bpy.types.Operator):
+    bl_idname = "dreamfusion.recall"
+    bl_label = "Recall Settings"
+    bl_description = ("Put the selected job's whole settings (prompt, seed, model and every knob) back into the "
+                      "panel, to run it again or vary it")
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        job = _selected(context)
+        return job is not None and bool(job.spec_json)
+
+    def execute(self, context):
+        job = _selected(context)
+        try:
+            values = JobSpec.from_dict(json.loads(job.spec_json)).to_dict()
+        except (ValueError, SpecError) as exc:
+            self.report({"ERROR"}, f"DreamFusion: this job's saved settings cannot be read: {exc}")
+            return {"CANCELLED"}
+        notes = recall_into(context.scene.dreamfusion.settings, values)
+        for note in notes:
+            self.report({"WARNING"}, f"DreamFusion: {note}")
+        self.report({"INFO"}, f"DreamFusion: recalled the settings of '{values['prompt']}' (seed {values['seed']})")
+        return {"FINISHED"}
+
+
+class DREAMFUSION_OT_copy_settings(bpy.types.Operator):
+    bl_idname = "dreamfusion.copy_settings"
+    bl_label = "Copy Settings"
+    bl_description = ("Copy the selected job's whole JobSpec to the clipboard as JSON (a row of a .json or "
+                      ".jsonl batch prompt file takes exactly this)")
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        job = _selected(context)
+        return job is not None and bool(job.spec_json)
+
+    def execute(self, context):
+        job = _selected(context)
+        context.window_manager.clipboard = settings_text(job)
+        self.report({"INFO"}, f"DreamFusion: copied the settings of '{job.prompt}' to the clipboard")
+        return {"FINISHED"}
+
+
+class DREAMFUSION_OT_clear_finished(bpy.types.Operator):
+    bl_idname = "dreamfusion.clear_finished"
+    bl_label = "Clear Finished Jobs"
+    bl_description = ("Take every finished, failed and cancelled job off this scene's list (their objects stay in "
+                      "the scene; running, queued and interrupted jobs stay listed)")
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        state = getattr(context.scene, "dreamfusion", None)
+        return state is not None and any(item.state in FINAL_STATES for item in state.jobs)
+
+    def execute(self, context):
+        state = context.scene.dreamfusion
+        done = [i for i, item in enumerate(state.jobs) if item.state in FINAL_STATES]
+        for index in reversed(done):
+            thumbnail = state.jobs[index].thumbnail
+            state.jobs.remove(index)
+            if thumbnail is not None and thumbnail.users == 0:
+                bpy.data.images.remove(thumbnail)
+        state.active_job_index = min(state.active_job_index, len(state.jobs) - 1)
+        self.report({"INFO"}, f"DreamFusion: cleared {len(done)} finished job(s) from the list")
+        return {"FINISHED"}
+
+
+_classes = (DREAMFUSION_OT_recall, DREAMFUSION_OT_copy_settings, DREAMFUSION_OT_clear_finished)
+
+
+register, unregister = bpy.utils.register_classes_factory(_classes)
