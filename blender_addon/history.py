@@ -14,6 +14,7 @@ from .shared.job_tracker import FINAL_STATES
 from .shared.jobspec import JobSpec
 
 THUMBNAIL_PREFIX = "DreamFusion "
+THUMBNAIL_SIDE = 128
 
 
 def record_spec(item, spec: JobSpec | None) -> None:
@@ -26,8 +27,11 @@ def record_spec(item, spec: JobSpec | None) -> None:
 
 
 def store_thumbnail(item, pixels: np.ndarray) -> None:
-    """The job's newest preview (uint8 sRGB, H x W x 3, row 0 at the top) as a packed image datablock, so the
-    thumbnail is saved with the .blend; one image per job, rewritten in place."""
+    """The job's newest preview (uint8 sRGB, H x W x 3, row 0 at the top) as its thumbnail image, one per job,
+    rewritten in place. At most THUMBNAIL_SIDE pixels a side (a remote backend may send big previews), and
+    packed only when the .blend is saved (`_pack_thumbnails`): an update costs a pixel copy, not a PNG encode."""
+    step = max(1, -(-max(pixels.shape[:2]) // THUMBNAIL_SIDE))
+    pixels = pixels[::step, ::step]
     h, w = pixels.shape[:2]
     image = item.thumbnail
     if image is None or tuple(image.size) != (w, h):
@@ -40,7 +44,14 @@ def store_thumbnail(item, pixels: np.ndarray) -> None:
     rgba[..., :3] = pixels[::-1] / 255.0  # Blender's rows start at the bottom
     rgba[..., 3] = 1.0
     image.pixels.foreach_set(rgba.ravel())
-    image.pack()
+
+
+@bpy.app.handlers.persistent
+def _pack_thumbnails(*_args) -> None:
+    """Before a save: pack the thumbnails changed since the last one, so they are kept in the .blend."""
+    for image in bpy.data.images:
+        if image.name.startswith(THUMBNAIL_PREFIX) and (image.is_dirty or image.packed_file is None):
+            image.pack()
 
 
 def settings_text(item) -> str:
@@ -147,4 +158,15 @@ class DREAMFUSION_OT_clear_finished(bpy.types.Operator):
 _classes = (DREAMFUSION_OT_recall, DREAMFUSION_OT_copy_settings, DREAMFUSION_OT_clear_finished)
 
 
-register, unregister = bpy.utils.register_classes_factory(_classes)
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(_classes)
+
+
+def register() -> None:
+    _register_classes()
+    bpy.app.handlers.save_pre.append(_pack_thumbnails)
+
+
+def unregister() -> None:
+    if _pack_thumbnails in bpy.app.handlers.save_pre:
+        bpy.app.handlers.save_pre.remove(_pack_thumbnails)
+    _unregister_classes()

@@ -45,6 +45,7 @@ def test_register_unregister_register(addon):
     # Nothing left behind: no icon collection, no draw handler, no menu entry.
     assert addon.client_loop._previews is None and not addon.overlay.handler_installed()
     assert addon.panel._object_menu not in bpy.types.VIEW3D_MT_object._dyn_ui_initialize()
+    assert addon.history._pack_thumbnails not in bpy.app.handlers.save_pre
     addon.register()
     assert hasattr(bpy.types, "VIEW3D_PT_dreamfusion")
     assert bpy.ops.dreamfusion.generate.poll()
@@ -225,6 +226,12 @@ def test_thumbnails_survive_save_and_reopen_and_clear_finished_keeps_running_job
         addon.history.store_thumbnail(item, pixels)
     addon.history.store_thumbnail(state.jobs[0], pixels)  # a newer preview rewrites the same image
     assert len([i for i in bpy.data.images if i.name.startswith("DreamFusion ")]) == 2
+    big = np.zeros((1000, 600, 3), np.uint8)
+    extra = state.jobs.add()
+    extra.job_id, extra.state = "j-big", "running"
+    addon.history.store_thumbnail(extra, big)  # a big preview from a remote backend: a small thumbnail
+    assert max(extra.thumbnail.size) <= addon.history.THUMBNAIL_SIDE
+    state.jobs.remove(2)
     path = tmp_path / "history.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(path))
     bpy.ops.wm.open_mainfile(filepath=str(path))
@@ -239,4 +246,5 @@ def test_thumbnails_survive_save_and_reopen_and_clear_finished_keeps_running_job
     assert bpy.ops.dreamfusion.clear_finished() == {"FINISHED"}
     assert [item.job_id for item in state.jobs] == ["j-live"] and state.jobs[0].thumbnail is not None
     assert "DreamFusion j-done" not in bpy.data.images
+    assert "DreamFusion j-big" not in bpy.data.images  # unused since its job left the list: not saved
     bpy.ops.wm.read_homefile(use_empty=True)

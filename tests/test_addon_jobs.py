@@ -121,6 +121,11 @@ def test_generate_streams_meshes_into_one_object(addon):
     assert spec["prompt"] == "a red cube" and spec["steps"] == 40 and spec["seed"] == 3
     assert obj["dreamfusion_job_id"] == item.job_id and obj["dreamfusion_step"] == 40
     assert obj["dreamfusion_model"] == bpy.context.scene.dreamfusion.settings.model
+    # The history entry: the whole JobSpec, seed, model, time taken, and the newest preview as its thumbnail.
+    assert json.loads(item.spec_json) == spec and item.seed == "3" and item.model == spec["model"]
+    assert item.elapsed > 0 and item.created > 0
+    assert item.thumbnail is not None and item.thumbnail.name == f"DreamFusion {item.job_id}"
+    assert 0 < min(item.thumbnail.size) <= max(item.thumbnail.size) <= 128
 
 
 def test_export_writes_a_glb_with_vertex_colours(addon, tmp_path):
