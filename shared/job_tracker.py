@@ -178,7 +178,8 @@ class JobTracker:
                 continue
             elif isinstance(event, (Progress, Update)) and self._view(event.job_id).state in FINAL_STATES:
                 continue  # a straggler behind the job's end must not bring it back to life
-            elif isinstance(event, Progress) and event.phase == "queued" and self._view(event.job_id).state == "running":
+            elif (isinstance(event, Progress) and event.phase == "queued"
+                  and self._view(event.job_id).state == "running"):
                 continue  # a place in line announced just as a worker took the job: it runs already
             elif isinstance(event, Progress):
                 view = self._view(event.job_id)
