@@ -92,19 +92,15 @@ def main() -> None:
 
 def overlay_bench(repeats: int) -> dict:
     import shutil
-    import subprocess
 
-    from tests.real_blender_helpers import chroot_run, install_extension
+    from tests.real_blender_helpers import install_extension, make_blender_root, run_windowed
 
-    made = subprocess.run(["bash", str(ROOT / "scripts" / "blender-root.sh")], capture_output=True, text=True)
-    if made.returncode != 0:
-        return {"overlay": "skipped", "reason": made.stderr.strip()[-500:]}
-    place = install_extension(Path(made.stdout.strip().splitlines()[-1]))
-    done = chroot_run(place, ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "blender", "--python",
-                              str(place.inside / "overlay_screenshot.py"), "--", str(place.inside / "overlay"),
-                              "--bench", str(repeats)], timeout=600)
-    out = place.host / "overlay.json"
-    result = json.loads(out.read_text()) if out.exists() else {"error": done.stderr[-2000:]}
+    try:
+        place = install_extension(make_blender_root())
+    except RuntimeError as exc:
+        return {"overlay": "skipped", "reason": str(exc)[-500:]}
+    result = run_windowed(place, "overlay_screenshot.py", str(place.inside / "overlay"), "--bench", str(repeats),
+                          out="overlay", timeout=600)
     shutil.rmtree(place.host, ignore_errors=True)
     return {"overlay": result.get("bench"), "blender": result.get("blender"), **({"error": result["error"]}
                                                                                  if "error" in result else {})}

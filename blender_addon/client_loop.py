@@ -114,11 +114,8 @@ def show_preview(pixels: np.ndarray) -> None:
         _previews = bpy.utils.previews.new()
     preview = _previews.get(PREVIEW_NAME) or _previews.new(PREVIEW_NAME)
     h, w = pixels.shape[:2]
-    rgba = np.empty((h, w, 4), np.float32)
-    rgba[..., :3] = pixels[::-1] / 255.0  # Blender's pixel rows start at the bottom
-    rgba[..., 3] = 1.0
     preview.image_size = (w, h)
-    preview.image_pixels_float.foreach_set(rgba.ravel())
+    preview.image_pixels_float.foreach_set(history.blender_rgba(pixels))
 
 
 def preview_icon() -> int:

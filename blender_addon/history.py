@@ -8,7 +8,7 @@ import json
 import bpy
 import numpy as np
 
-from .properties import HIDDEN_FIELDS, INT_MAX
+from .properties import HIDDEN_FIELDS, INT_MAX, selected_job
 from .shared.errors import SpecError
 from .shared.job_tracker import FINAL_STATES
 from .shared.jobspec import JobSpec
@@ -26,6 +26,16 @@ def record_spec(item, spec: JobSpec | None) -> None:
     item.steps = item.steps or spec.steps
 
 
+def blender_rgba(pixels: np.ndarray) -> np.ndarray:
+    """Preview pixels (uint8 sRGB, H x W x 3, row 0 at the top) as the flat float RGBA Blender's image and
+    icon buffers take (rows from the bottom, opaque)."""
+    h, w = pixels.shape[:2]
+    rgba = np.empty((h, w, 4), np.float32)
+    rgba[..., :3] = pixels[::-1] / 255.0
+    rgba[..., 3] = 1.0
+    return rgba.ravel()
+
+
 def store_thumbnail(item, pixels: np.ndarray) -> None:
     """The job's newest preview (uint8 sRGB, H x W x 3, row 0 at the top) as its thumbnail image, one per job,
     rewritten in place. At most THUMBNAIL_SIDE pixels a side (a remote backend may send big previews), and
@@ -40,10 +50,7 @@ def store_thumbnail(item, pixels: np.ndarray) -> None:
         image = bpy.data.images.new(THUMBNAIL_PREFIX + (item.job_id or "job"), w, h, alpha=False)
         image.colorspace_settings.name = "sRGB"
         item.thumbnail = image
-    rgba = np.empty((h, w, 4), np.float32)
-    rgba[..., :3] = pixels[::-1] / 255.0  # Blender's rows start at the bottom
-    rgba[..., 3] = 1.0
-    image.pixels.foreach_set(rgba.ravel())
+    image.pixels.foreach_set(blender_rgba(pixels))
 
 
 @bpy.app.handlers.persistent
@@ -59,11 +66,10 @@ def settings_text(item) -> str:
     return json.dumps(json.loads(item.spec_json), indent=2, sort_keys=True)
 
 
-def _selected(context):
-    state = context.scene.dreamfusion
-    if 0 <= state.active_job_index < len(state.jobs):
-        return state.jobs[state.active_job_index]
-    return None
+def _selected_with_settings(context):
+    """The selected job when it carries its JobSpec (what Recall and Copy Settings need), else None."""
+    job = selected_job(context)
+    return job if job is not None and job.spec_json else None
 
 
 def recall_into(settings, values: dict) -> list[str]:
@@ -94,11 +100,10 @@ class DREAMFUSION_OT_recall(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        job = _selected(context)
-        return job is not None and bool(job.spec_json)
+        return _selected_with_settings(context) is not None
 
     def execute(self, context):
-        job = _selected(context)
+        job = _selected_with_settings(context)
         try:
             values = JobSpec.from_dict(json.loads(job.spec_json)).to_dict()
         except (ValueError, SpecError) as exc:
@@ -120,11 +125,10 @@ class DREAMFUSION_OT_copy_settings(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        job = _selected(context)
-        return job is not None and bool(job.spec_json)
+        return _selected_with_settings(context) is not None
 
     def execute(self, context):
-        job = _selected(context)
+        job = _selected_with_settings(context)
         context.window_manager.clipboard = settings_text(job)
         self.report({"INFO"}, f"DreamFusion: copied the settings of '{job.prompt}' to the clipboard")
         return {"FINISHED"}

@@ -7,7 +7,7 @@ import os
 import bpy
 
 from . import client_loop, preferences, scene_update
-from .properties import adopt_default_model, spec_values
+from .properties import adopt_default_model, selected_job, spec_values
 from .session import SESSION
 from .shared.client import BackendTimeout
 from .shared.errors import SpecError
@@ -56,16 +56,9 @@ def _connect_remote(prefs) -> None:
     SESSION.connect(prefs.address, bpy.path.abspath(prefs.server_key), bpy.path.abspath(prefs.client_secret_key))
 
 
-def _selected_job(context):
-    state = context.scene.dreamfusion
-    if 0 <= state.active_job_index < len(state.jobs):
-        return state.jobs[state.active_job_index]
-    return None
-
-
 def _cancellable(context):
     """The selected job if it is still running or queued, else the newest one that is."""
-    job = _selected_job(context)
+    job = selected_job(context)
     if job is not None and job.active:
         return job
     return next((j for j in reversed(context.scene.dreamfusion.jobs) if j.active), None)
@@ -135,11 +128,11 @@ class DREAMFUSION_OT_resume(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        job = _selected_job(context)
+        job = selected_job(context)
         return SESSION.connected and job is not None and job.state == "interrupted"
 
     def execute(self, context):
-        return {"FINISHED"} if _send(self, SESSION.resume, _selected_job(context).job_id) else {"CANCELLED"}
+        return {"FINISHED"} if _send(self, SESSION.resume, selected_job(context).job_id) else {"CANCELLED"}
 
 
 class DREAMFUSION_OT_start_backend(bpy.types.Operator):
@@ -208,17 +201,17 @@ class DREAMFUSION_OT_export(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        job = _selected_job(context)
+        job = selected_job(context)
         return job is not None and job.object is not None
 
     def invoke(self, context, event):
-        job = _selected_job(context)
+        job = selected_job(context)
         self.filepath = bpy.path.clean_name(job.object.name) + ".glb"
         context.window_manager.fileselect_add(self)
         return {"RUNNING_MODAL"}
 
     def execute(self, context):
-        job = _selected_job(context)
+        job = selected_job(context)
         path = bpy.path.abspath(self.filepath)
         if not path.lower().endswith(".glb"):
             path += ".glb"
@@ -244,14 +237,14 @@ class DREAMFUSION_OT_remove_job(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return _selected_job(context) is not None
+        return selected_job(context) is not None
 
     def invoke(self, context, event):
         return context.window_manager.invoke_props_dialog(self)
 
     def execute(self, context):
         state = context.scene.dreamfusion
-        job = _selected_job(context)
+        job = selected_job(context)
         job_id = job.job_id
         if self.delete_on_backend and job_id:
             if not SESSION.connected:

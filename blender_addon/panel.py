@@ -3,7 +3,7 @@
 import bpy
 
 from . import client_loop
-from .properties import HIDDEN_FIELDS
+from .properties import HIDDEN_FIELDS, selected_job
 from .session import SESSION
 from .shared.job_tracker import format_seconds
 from .shared.jobspec import jobspec_knobs
@@ -20,10 +20,10 @@ def _settings(context):
 
 def _current_job(context):
     """The job the progress bar follows: the selected one, else the newest."""
-    state = context.scene.dreamfusion
-    if 0 <= state.active_job_index < len(state.jobs):
-        return state.jobs[state.active_job_index]
-    return state.jobs[-1] if len(state.jobs) else None
+    job, jobs = selected_job(context), context.scene.dreamfusion.jobs
+    if job is None and len(jobs):
+        return jobs[-1]
+    return job
 
 
 class _Panel:
@@ -95,8 +95,8 @@ class VIEW3D_PT_dreamfusion_jobs(_Panel, bpy.types.Panel):
         row.operator("dreamfusion.recall", icon="RECOVER_LAST")
         row.operator("dreamfusion.copy_settings", text="", icon="COPYDOWN")
         row.operator("dreamfusion.clear_finished", text="", icon="TRASH")
-        if 0 <= state.active_job_index < len(state.jobs):
-            job = state.jobs[state.active_job_index]
+        job = selected_job(context)
+        if job is not None:
             box = layout.box()
             if job.thumbnail is not None:
                 box.template_icon(icon_value=layout.icon(job.thumbnail), scale=5.0)

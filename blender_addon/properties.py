@@ -149,6 +149,14 @@ class DreamFusionJobItem(bpy.types.PropertyGroup):
         return self.state in ACTIVE_STATES
 
 
+def selected_job(context):
+    """The job selected in the scene's list, or None."""
+    state = context.scene.dreamfusion
+    if 0 <= state.active_job_index < len(state.jobs):
+        return state.jobs[state.active_job_index]
+    return None
+
+
 def _on_active_job(self, context) -> None:
     # Clicking a job in the list selects its object.
     if not (0 <= self.active_job_index < len(self.jobs)):

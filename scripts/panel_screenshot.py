@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.real_blender_helpers import chroot_run, install_extension  # noqa: E402
+from tests.real_blender_helpers import install_extension, make_blender_root, run_windowed  # noqa: E402
 from tests.server_helpers import ServeProcess  # noqa: E402
 
 
@@ -32,22 +31,19 @@ def main() -> int:
     parser.add_argument("--at", type=int, default=300, help="take the shot once the job passes this step")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "panel.png")
     args = parser.parse_args()
-    made = subprocess.run(["bash", str(ROOT / "scripts" / "blender-root.sh")], capture_output=True, text=True)
-    if made.returncode != 0:
-        print(made.stderr, file=sys.stderr)
+    try:
+        place = install_extension(make_blender_root())
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
         return 1
-    place = install_extension(Path(made.stdout.strip().splitlines()[-1]))
     with tempfile.TemporaryDirectory() as jobs:
         backend = ServeProcess(Path(jobs))
         try:
-            done = chroot_run(place, ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "blender", "--python",
-                                      str(place.inside / "panel_screenshot.py"), "--", backend.endpoint,
-                                      "toy-shapes", args.prompt, str(args.steps), str(args.at),
-                                      str(place.inside / "panel")], timeout=1800)
+            result = run_windowed(place, "panel_screenshot.py", backend.endpoint, "toy-shapes", args.prompt,
+                                  str(args.steps), str(args.at), str(place.inside / "panel"), out="panel",
+                                  timeout=1800)
         finally:
             backend.stop()
-    result_file = place.host / "panel.json"
-    result = json.loads(result_file.read_text()) if result_file.exists() else {"error": done.stderr[-3000:]}
     print(json.dumps(result, indent=1))
     if "error" in result:
         return 1

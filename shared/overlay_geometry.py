@@ -176,12 +176,12 @@ def front_marker(ranges: SamplingRanges) -> list[Segment]:
             (tip, (tip[0], tip[1] + head, tip[2] + head))]
 
 
-def light_region(ranges: SamplingRanges) -> list[Segment]:
+def light_region(ranges: SamplingRanges, camera: Vec3) -> list[Segment]:
     """Where the point light can be.
 
     random_elevation: a band over every azimuth between the light elevations, at both distances.
-    near_camera: the cap of half-angle light_offset around the middle sample camera's direction (the light
-    follows each camera; that one stands for all), as circles at both distances and lines joining them."""
+    near_camera: the cap of half-angle light_offset around `camera`'s direction (the light follows each
+    camera; one stands for all), as circles at both distances and lines joining them."""
     segments: list[Segment] = []
     if ranges.light_placement == "random_elevation":
         for distance in ranges.light_distance:
@@ -190,8 +190,7 @@ def light_region(ranges: SamplingRanges) -> list[Segment]:
             for azimuth in range(-180, 180, 90):
                 segments += _meridian(float(azimuth), ranges.light_elevation, distance)
         return segments
-    cameras = frustum_cameras(ranges)
-    axis = _normalise(cameras[len(cameras) // 2][0])
+    axis = _normalise(camera)
     u = _normalise(_cross(axis, (0.0, 0.0, 1.0) if abs(axis[2]) < 0.9 else (1.0, 0.0, 0.0)))
     v = _cross(axis, u)
     offset = math.radians(min(ranges.light_offset, 179.0))
@@ -225,6 +224,6 @@ def overlay_geometry(ranges: SamplingRanges, bound: float = SCENE_BOUND) -> Over
         camera_band=tuple(camera_band(ranges)),
         frusta=tuple(s for position, fov in cameras for s in frustum(position, fov)),
         front=tuple(front_marker(ranges)),
-        lights=tuple(light_region(ranges)),
+        lights=tuple(light_region(ranges, cameras[len(cameras) // 2][0])),  # the middle sample camera
         scene_cube=tuple(scene_cube(bound)),
         frustum_cameras=tuple(cameras))

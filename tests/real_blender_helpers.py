@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,18 @@ sys.path.insert(0, str(ROOT))
 import build_addon  # noqa: E402
 
 SCRIPTS = Path(__file__).resolve().parent / "real_blender"
+#: Blender with a window, on a virtual screen (Xvfb runs no window manager: window and screen coordinates agree).
+WINDOWED_BLENDER = ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "blender", "--python"]
+
+
+def make_blender_root(root: Path | None = None, timeout: float = 1800) -> Path:
+    """The Debian root holding the real Blender (`scripts/blender-root.sh`, cached after the first build).
+    RuntimeError with the script's output when it cannot be made (not root, no mirror)."""
+    command = ["bash", str(ROOT / "scripts" / "blender-root.sh"), *([str(root)] if root else [])]
+    made = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if made.returncode != 0:
+        raise RuntimeError(f"scripts/blender-root.sh failed: {made.stderr[-2000:]}")
+    return Path(made.stdout.strip().splitlines()[-1])
 
 
 @dataclass
@@ -42,6 +55,16 @@ def install_extension(root: Path) -> Installed:
     if done.returncode != 0 or 'Installed "dreamfusion"' not in done.stdout or "Error" in output:
         raise AssertionError(f"extension install-file failed:\n{output[-3000:]}")
     return place
+
+
+def run_windowed(place: Installed, script: str, *args: str, out: str, timeout: float) -> dict:
+    """One of `real_blender/`'s scripts in Blender with a window; the JSON it wrote to `out`.json in the install
+    folder, or {"error": the tail of Blender's output} when it wrote none."""
+    done = chroot_run(place, [*WINDOWED_BLENDER, str(place.inside / script), "--", *args], timeout=timeout)
+    written = place.host / f"{out}.json"
+    if written.exists():
+        return json.loads(written.read_text())
+    return {"error": f"{script} wrote no {out}.json:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"}
 
 
 def chroot_run(place: Installed, command: list[str], timeout: float) -> subprocess.CompletedProcess:

@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.real_blender_helpers import chroot_run, install_extension  # noqa: E402
+from tests.real_blender_helpers import chroot_run, install_extension, make_blender_root, run_windowed  # noqa: E402
 from tests.server_helpers import ServeProcess  # noqa: E402
 
 REQUIRED = os.environ.get("DREAMFUSION_REQUIRE_BLENDER") == "1"
@@ -39,11 +39,10 @@ def _unavailable(reason: str):
 def blender_root():
     if sys.platform != "linux" or os.geteuid() != 0:
         _unavailable("building and entering the Blender chroot needs root on Linux")
-    made = subprocess.run(["bash", str(ROOT / "scripts" / "blender-root.sh"), str(DEFAULT_ROOT)],
-                          capture_output=True, text=True, timeout=1800)
-    if made.returncode != 0:
-        _unavailable(f"scripts/blender-root.sh failed: {made.stderr[-2000:]}")
-    root = Path(made.stdout.strip().splitlines()[-1])
+    try:
+        root = make_blender_root(DEFAULT_ROOT)
+    except RuntimeError as exc:
+        _unavailable(str(exc))
     proc = root / "proc"
     mounted = subprocess.run(["mountpoint", "-q", str(proc)]).returncode == 0
     if not mounted:
@@ -85,12 +84,8 @@ def test_extension_runs_a_job_in_real_blender(installed, backend, tiny_sd):
 
 def test_sidebar_panel_shows_a_running_job_under_xvfb(installed, backend, tiny_sd):
     inside, host = installed.inside, installed.host
-    command = ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "blender", "--python",
-               str(inside / "panel_screenshot.py"), "--", backend.endpoint, str(tiny_sd), "a red cube", "400", "15",
-               str(inside / "panel")]
-    done = chroot_run(installed, command, timeout=600)
-    assert (host / "panel.json").exists(), done.stdout[-3000:] + done.stderr[-3000:]
-    result = json.loads((host / "panel.json").read_text())
+    result = run_windowed(installed, "panel_screenshot.py", backend.endpoint, str(tiny_sd), "a red cube", "400",
+                          "15", str(inside / "panel"), out="panel", timeout=600)
     assert "error" not in result, result["error"]
     assert result["sidebar_category"] == "DreamFusion" and result["panel"]
     assert result["state"] == "running" and 15 <= result["step"] < 400 and result["vertices"] > 0
@@ -113,11 +108,7 @@ def overlay_difference(off: Path, on: Path, box: list[int], pad: int = 6) -> tup
 
 def test_viewport_overlay_draws_the_ranges_under_xvfb_and_goes_with_the_addon(installed):
     inside, host = installed.inside, installed.host
-    command = ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "blender", "--python",
-               str(inside / "overlay_screenshot.py"), "--", str(inside / "overlay")]
-    done = chroot_run(installed, command, timeout=300)
-    assert (host / "overlay.json").exists(), done.stdout[-3000:] + done.stderr[-3000:]
-    result = json.loads((host / "overlay.json").read_text())
+    result = run_windowed(installed, "overlay_screenshot.py", str(inside / "overlay"), out="overlay", timeout=300)
     assert "error" not in result, result["error"]
     assert result["handler_installed"] and result["handler_after_disable"] is False
     assert result["off_rc"] == result["on_rc"] == result["disabled_rc"] == 0
