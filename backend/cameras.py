@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from shared import JobSpec
+from blender_dreamfusion.shared import JobSpec
 
 #: View-dependent prompt suffixes, as in DreamFusion.
 OVERHEAD_ELEVATION = 60.0

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from shared import JobSpec
+from blender_dreamfusion.shared import JobSpec
+from blender_dreamfusion.shared.atomic import atomic_write
 
-from shared.atomic import atomic_write
-from .geometry import GEOMETRIES, Geometry, config_from_json, config_to_json, make_geometry
+from .geometry import GEOMETRIES, Geometry, GeometryConfig, config_from_json, discover_geometries
 from .occupancy import OccupancyGrid
 from .trainer import Trainer, TrainerConfig
 
@@ -53,8 +53,9 @@ def save_checkpoint(trainer: Trainer, path: str | Path, keep_previous: bool = Fa
         "format": FORMAT,
         "step": str(trainer.step),
         "spec": json.dumps(trainer.spec.to_dict()),
-        "geometry": trainer.field.kind,
-        "field_config": config_to_json(trainer.field.config),
+        # The type tag loading dispatches on (the geometry registry's name), and that geometry's config.
+        "geometry": trainer.field.name,
+        "field_config": trainer.field.config.to_json(),
         "param_groups": json.dumps(optim["param_groups"]),
         "cull_pays": json.dumps(trainer._cull_pays),
     }
@@ -68,7 +69,7 @@ def read_checkpoint_spec(path: str | Path) -> tuple[JobSpec, int]:
 
     meta = _metadata(path, safe_open)
     stored = json.loads(meta["spec"])
-    stored["geometry"] = _geometry_kind(meta)  # written before the knob existed: a density field
+    stored["geometry"] = _geometry_name(meta)  # written before the knob existed: a density field
     return JobSpec.from_dict(stored), int(meta["step"])
 
 
@@ -76,14 +77,14 @@ def load_checkpoint(path: str | Path, spec: JobSpec, guidance, device="cpu",
                     config: TrainerConfig | None = None) -> Trainer:
     """A trainer in the checkpoint's state, continuing toward `spec.steps` with `spec`'s settings.
 
-    The geometry is the checkpoint's, whatever `spec.geometry` says: a shape cannot change kind midway.
+    The geometry is the checkpoint's, whatever `spec.geometry` says: a shape cannot change geometry midway.
     """
     from safetensors import safe_open
 
     meta = _metadata(path, safe_open)
-    kind = _geometry_kind(meta)
-    spec = dataclasses.replace(spec, geometry=kind)
-    config = (config or TrainerConfig()).with_geometry_config(kind, _geometry_config(meta))
+    name = _geometry_name(meta)
+    spec = dataclasses.replace(spec, geometry=name)
+    config = (config or TrainerConfig()).with_geometry_config(_geometry_config(meta))
     trainer = Trainer(spec, guidance, device, config)
     tensors = load_file(str(path), device="cpu")
     trainer.field.load_state_dict(_prefixed(tensors, "field."))
@@ -108,7 +109,7 @@ def load_field(path: str | Path, device="cpu") -> tuple[Geometry, OccupancyGrid]
     from safetensors import safe_open
 
     meta = _metadata(path, safe_open)
-    field = make_geometry(_geometry_kind(meta), _geometry_config(meta))
+    field = _geometry_config(meta).build()
     field.set_progress(int(meta["step"]), json.loads(meta["spec"])["steps"])
     tensors = load_file(str(path), device="cpu")
     field.load_state_dict(_prefixed(tensors, "field."))
@@ -118,16 +119,17 @@ def load_field(path: str | Path, device="cpu") -> tuple[Geometry, OccupancyGrid]
     return field.to(device), occupancy.to(device)
 
 
-def _geometry_kind(meta: dict[str, str]) -> str:
-    kind = meta.get("geometry", "density")
-    if kind not in GEOMETRIES:
-        raise CheckpointError(f"checkpoint geometry {kind!r} is unknown to this backend (it knows "
+def _geometry_name(meta: dict[str, str]) -> str:
+    name = meta.get("geometry", "density")  # checkpoints from before the tag hold a density field
+    discover_geometries()
+    if name not in GEOMETRIES:
+        raise CheckpointError(f"checkpoint geometry {name!r} is unknown to this backend (it knows "
                               f"{', '.join(GEOMETRIES)})")
-    return kind
+    return name
 
 
-def _geometry_config(meta: dict[str, str]):
-    return config_from_json(_geometry_kind(meta), meta["field_config"])
+def _geometry_config(meta: dict[str, str]) -> GeometryConfig:
+    return config_from_json(_geometry_name(meta), meta["field_config"])
 
 
 def _metadata(path, safe_open) -> dict[str, str]:

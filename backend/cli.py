@@ -11,9 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from shared import PROTOCOL_TAG, __version__
-from shared.names import slugify
-from shared.spec_args import add_spec_arguments, spec_from_args
+from blender_dreamfusion.shared import PROTOCOL_TAG, __version__
+from blender_dreamfusion.shared.names import slugify
+from blender_dreamfusion.shared.spec_args import add_spec_arguments, spec_from_args
 
 from .client_cli import add_client_parser, run_client
 from .server.commands import add_serve_parser, run_keys, run_serve
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "generate":
         return _generate(args, parser)
     if args.verb == "tiny-model":
-        from backend.tiny_model import write_tiny_sd
+        from blender_dreamfusion.backend.tiny_model import write_tiny_sd
 
         print(write_tiny_sd(args.folder))
         return 0
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from backend.guidance.loading import recommended_settings
+    from blender_dreamfusion.backend.guidance.loading import recommended_settings
 
     job = spec_from_args(args, parser, args.prompt, model_defaults=recommended_settings)
     out = args.out or Path(slugify(job.prompt, separator="_", empty="mesh") + ".glb")
@@ -94,9 +94,9 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(f"--save-every: K = {args.save_every[0]!r} must be a whole number >= 1")
         save_dir = Path(args.save_every[1])
 
-    from backend.checkpoint import CheckpointError
-    from backend.generate import GenerateError, generate
-    from backend.guidance import ModelLoadError
+    from blender_dreamfusion.backend.checkpoint import CheckpointError
+    from blender_dreamfusion.backend.generate import GenerateError, generate
+    from blender_dreamfusion.backend.guidance import ModelLoadError
 
     try:
         result = generate(job, out, device=args.device, save_every=save_every, save_dir=save_dir,

@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from shared import (Accepted, Cancelled, Deleted, Error, Failed, Finished, JobSpec, ListReply, Message, Progress,
+from blender_dreamfusion.shared import (Accepted, Cancelled, Deleted, Error, Failed, Finished, JobSpec, ListReply, Message, Progress,
                     Rejected, StatusReply, Update)
-from shared.client import DEFAULT_ADDRESS, BackendClient, BackendTimeout, CurveKeys
-from shared.spec_args import add_spec_arguments, spec_from_args
+from blender_dreamfusion.shared.client import DEFAULT_ADDRESS, BackendClient, BackendTimeout, CurveKeys
+from blender_dreamfusion.shared.spec_args import add_spec_arguments, spec_from_args
 
 FAILED = 1
 INTERRUPTED = 130
@@ -69,11 +69,11 @@ def add_client_parser(verbs) -> None:
 def run_client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     spec = None
     if args.action == "submit":
-        from backend.guidance.loading import recommended_settings
+        from blender_dreamfusion.backend.guidance.loading import recommended_settings
 
         spec = spec_from_args(args, parser, args.prompt, model_defaults=recommended_settings)
     if getattr(args, "out", None) is not None:
-        from backend.export import FORMATS
+        from blender_dreamfusion.backend.export import FORMATS
 
         if args.out.suffix.lower() not in FORMATS:
             parser.error(f"--out must end in {', '.join(FORMATS)}, got {args.out.name!r}")
@@ -224,7 +224,7 @@ def _report_finished(event: Finished, out: Path | None) -> None:
     if event.checkpoint:
         print(f"  checkpoint: {event.checkpoint} (on the backend)")
     if out is not None:
-        from backend.export import export_mesh
+        from blender_dreamfusion.backend.export import export_mesh
 
         if mesh.vertex_count:
             print(f"wrote {export_mesh(mesh, out)}")

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from shared import MeshData
+from blender_dreamfusion.shared import MeshData
 
 from .cameras import Cameras, make_cameras
 from .renderer import RenderConfig, render

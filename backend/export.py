@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from shared import MeshData
+from blender_dreamfusion.shared import MeshData
 
-from shared.atomic import atomic_write
+from blender_dreamfusion.shared.atomic import atomic_write
 
 FORMATS = (".glb", ".obj", ".ply")
 

@@ -16,7 +16,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from torch.nn import functional as F
 
-from shared import MeshData
+from blender_dreamfusion.shared import MeshData
 
 #: Density at which the surface of a crisp field is drawn.
 DEFAULT_ISO = 5.0

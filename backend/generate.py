@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from shared import JobSpec
+from blender_dreamfusion.shared import JobSpec
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .export import FORMATS, export_mesh

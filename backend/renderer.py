@@ -30,6 +30,8 @@ def sample_backgrounds(mode: str, n: int, generator: torch.Generator) -> torch.T
 
 @dataclass(frozen=True)
 class RenderConfig:
+    """How rays are sampled: samples and occupancy probes per ray, and whether hidden samples are skipped."""
+
     #: Stratified samples per ray, spread over the part of the ray that crosses occupied cells.
     samples_per_ray: int = 48
     #: Occupancy probes per ray used to find that part.

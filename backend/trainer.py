@@ -16,11 +16,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from shared import Image, JobSpec, Update
+from blender_dreamfusion.shared import Image, JobSpec, Update
 
 from .cameras import make_cameras, sample_cameras
 from .extract import Extraction, extract_mesh
-from .geometry import FieldConfig, Geometry, SDFConfig, make_geometry
+from .geometry import Geometry, GeometryConfig, geometry_class, make_geometry
 from .guidance import Guidance
 from .occupancy import OccupancyGrid
 from .renderer import SHADINGS, RenderConfig, render, sample_backgrounds
@@ -33,6 +33,11 @@ PREVIEW_ELEVATION = 20.0
 
 @dataclass(frozen=True)
 class TrainerConfig:
+    """How the backend trains, beyond what a JobSpec says: occupancy upkeep, learning-rate split, sample
+    culling, the renderer's settings and any geometry's config that is not the default one.
+
+    Not on the wire: clients choose through the JobSpec; benches and tests choose through this."""
+
     occupancy_every: int = 16
     occupancy_resolution: int = 64
     network_lr_scale: float = 0.1
@@ -40,20 +45,20 @@ class TrainerConfig:
     #: `cull_probe_every` steps and keep it on while it removes at least `cull_min_share` of the samples.
     cull_probe_every: int = 16
     cull_min_share: float = 0.15
-    #: Each geometry kind's shape; the JobSpec's `geometry` picks which is used.
-    field: FieldConfig = dataclass_field(default_factory=FieldConfig)
-    sdf: SDFConfig = dataclass_field(default_factory=SDFConfig)
     render: RenderConfig = dataclass_field(default_factory=RenderConfig)
+    #: Configs that replace a geometry's default one (each names its geometry); the JobSpec's `geometry`
+    #: picks which geometry is built.
+    geometries: tuple[GeometryConfig, ...] = ()
 
-    def geometry_config(self, kind: str):
-        return getattr(self, _GEOMETRY_CONFIG_FIELDS[kind])
+    def geometry_config(self, name: str) -> GeometryConfig:
+        for config in self.geometries:
+            if config.geometry == name:
+                return config
+        return geometry_class(name).config_class()
 
-    def with_geometry_config(self, kind: str, config) -> "TrainerConfig":
-        return dataclasses.replace(self, **{_GEOMETRY_CONFIG_FIELDS[kind]: config})
-
-
-#: Which TrainerConfig field holds each geometry kind's config.
-_GEOMETRY_CONFIG_FIELDS = {"density": "field", "sdf": "sdf"}
+    def with_geometry_config(self, config: GeometryConfig) -> "TrainerConfig":
+        others = tuple(c for c in self.geometries if c.geometry != config.geometry)
+        return dataclasses.replace(self, geometries=(*others, config))
 
 
 @dataclass

@@ -8,17 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import zmq
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared import SERVER_TYPES, MeshData, Update, decode, encode  # noqa: E402
-from shared.transport import recv, send  # noqa: E402
+from blender_dreamfusion.shared import SERVER_TYPES, MeshData, Update, decode, encode
+from blender_dreamfusion.shared.transport import recv, send
 
 
 def make_update(vertices: int) -> Update:

@@ -28,13 +28,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The one bench that reaches into the checkout: it measures the add-on, which the installed package does not
+# hold, so it builds it with build_addon.py (and, for --overlay, runs it with the tests' real-Blender helpers).
 sys.path.insert(0, str(ROOT))
 
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
 
 import build_addon  # noqa: E402
-from shared import MeshData  # noqa: E402
+from blender_dreamfusion.shared import MeshData  # noqa: E402
 
 
 def surface_mesh(vertices: int, seed: int) -> MeshData:
@@ -93,7 +95,7 @@ def main() -> None:
 def overlay_bench(repeats: int) -> dict:
     import shutil
 
-    from tests.real_blender_helpers import install_extension, make_blender_root, run_windowed
+    from tests.helpers.real_blender import install_extension, make_blender_root, run_windowed
 
     try:
         place = install_extension(make_blender_root())

@@ -13,20 +13,18 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from backend.checkpoint import save_checkpoint  # noqa: E402
-from backend.guidance import load_guidance  # noqa: E402
-from backend.tiny_model import write_tiny_sd  # noqa: E402
-from backend.trainer import Trainer  # noqa: E402
-from shared import JobSpec  # noqa: E402
+from blender_dreamfusion.backend.checkpoint import save_checkpoint
+from blender_dreamfusion.backend.guidance import load_guidance
+from blender_dreamfusion.backend.tiny_model import write_tiny_sd
+from blender_dreamfusion.backend.trainer import Trainer
+from blender_dreamfusion.shared import JobSpec
 
 
 def main() -> None:

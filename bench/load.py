@@ -23,14 +23,13 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import zmq  # noqa: E402
+import zmq
 
-from backend.tiny_model import write_tiny_sd  # noqa: E402
-from shared import Accepted, Cancelled, Deleted, Failed, Finished, JobSpec, Update, decode  # noqa: E402
-from shared.client import BackendClient  # noqa: E402
-from shared.version import PROTOCOL_TAG  # noqa: E402
+from blender_dreamfusion.backend.tiny_model import write_tiny_sd
+from blender_dreamfusion.shared import Accepted, Cancelled, Deleted, Failed, Finished, JobSpec, Update, decode
+from blender_dreamfusion.shared.client import BackendClient
+from blender_dreamfusion.shared.version import PROTOCOL_TAG
 
 SCRIPT = Path(sys.executable).with_name("dreamfusion-backend")
 ENDINGS = (Finished, Failed, Cancelled)

@@ -11,7 +11,7 @@ prior at its recommended settings (what a toy run costs per step).
 fine) that far along before measuring. A third trainer, the SDF with every
 sample kept in the gradient pass (`min_sample_alpha` 0), shows what skipping
 the empty samples saves. Reference point (issue 3, same
-machine kind): stable-dreamfusion's pure-PyTorch path needs ~11.5 s and
+machine geometry): stable-dreamfusion's pure-PyTorch path needs ~11.5 s and
 ~11.6 GB for one 64^2 lambertian render forward + backward, and ~23 s to
 query a 256^3 density grid.
 """
@@ -23,32 +23,30 @@ import dataclasses
 import json
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.cameras import make_cameras  # noqa: E402
-from backend.extract import density_grid, extract_mesh, signed_distance_grid  # noqa: E402
-from backend.geometry import FieldConfig, DensityField  # noqa: E402
-from backend.occupancy import OccupancyGrid  # noqa: E402
-from backend.guidance import load_guidance  # noqa: E402
-from backend.guidance.loading import recommended_settings  # noqa: E402
-from backend.renderer import render  # noqa: E402
-from backend.tiny_model import write_tiny_sd  # noqa: E402
-from backend.geometry.sdf import SDFConfig  # noqa: E402
-from backend.trainer import Trainer, TrainerConfig  # noqa: E402
-from shared import JobSpec  # noqa: E402
+from blender_dreamfusion.backend.cameras import make_cameras
+from blender_dreamfusion.backend.extract import density_grid, extract_mesh, signed_distance_grid
+from blender_dreamfusion.backend.geometry import DensityConfig, DensityField
+from blender_dreamfusion.backend.occupancy import OccupancyGrid
+from blender_dreamfusion.backend.guidance import load_guidance
+from blender_dreamfusion.backend.guidance.loading import recommended_settings
+from blender_dreamfusion.backend.renderer import render
+from blender_dreamfusion.backend.tiny_model import write_tiny_sd
+from blender_dreamfusion.backend.geometry.sdf import SDFConfig
+from blender_dreamfusion.backend.trainer import Trainer, TrainerConfig
+from blender_dreamfusion.shared import JobSpec
 
 #: name -> (JobSpec geometry, trainer config). The last keeps empty samples, as the renderer did before.
 VARIANTS = {
     "density": ("density", TrainerConfig()),
     "sdf": ("sdf", TrainerConfig()),
-    "sdf_without_sample_culling": ("sdf", TrainerConfig(sdf=dataclasses.replace(SDFConfig(), min_sample_alpha=0.0))),
+    "sdf_without_sample_culling": ("sdf", TrainerConfig(geometries=(SDFConfig(min_sample_alpha=0.0),))),
 }
 PHASES = ("render", "guidance", "backward", "optimiser", "occupancy")
 
@@ -96,9 +94,9 @@ def main() -> None:
     measured = args.warmup + args.steps
     total_steps = max(measured, int(round(measured / max(1e-6, 1.0 - args.progress)))) if args.progress else measured
     trainers = {}
-    for name, (kind, config) in VARIANTS.items():
+    for name, (geometry, config) in VARIANTS.items():
         spec = JobSpec.from_dict({**base, "prompt": "a red cube", "model": model, "seed": 0, "steps": total_steps,
-                                  "mesh_resolution": 128, "geometry": kind})
+                                  "mesh_resolution": 128, "geometry": geometry})
         trainers[name] = Trainer(spec, guidance, config=config)
         trainers[name].step = total_steps - measured
     rss_before = peak_rss_mb()
@@ -106,20 +104,20 @@ def main() -> None:
     evaluated = {k: [] for k in VARIANTS}
     phases = {k: {p: [] for p in PHASES} for k in VARIANTS}
     for i in range(measured):
-        for kind, trainer in trainers.items():  # interleaved: drift hits both geometries alike
+        for geometry, trainer in trainers.items():  # interleaved: drift hits both geometries alike
             start = time.perf_counter()
             stats = trainer.train_step()
             elapsed = (time.perf_counter() - start) * 1000.0
             if i >= args.warmup:
-                totals[kind].append(elapsed)
-                evaluated[kind].append(stats.evaluated)
+                totals[geometry].append(elapsed)
+                evaluated[geometry].append(stats.evaluated)
                 for name in PHASES:
-                    phases[kind][name].append(stats.timings_ms.get(name, 0.0))
+                    phases[geometry][name].append(stats.timings_ms.get(name, 0.0))
 
     # The reference's unit of work: one lambertian render forward + backward, no guidance.
     camera = make_cameras(0.0, 15.0, 1.8, 50.0)
     per_geometry = {}
-    for kind, trainer in trainers.items():
+    for geometry, trainer in trainers.items():
         # With the trainer's own culling decision.
         config = dataclasses.replace(trainer.config.render, cull_hidden=trainer._cull_pays)
 
@@ -130,11 +128,11 @@ def main() -> None:
         render_fwd_bwd()
         render_ms = statistics.median(timed(render_fwd_bwd) for _ in range(15))
         # Culling changes only training; the same field's extraction is measured once.
-        extraction = extraction_costs(trainer.field, trainer.occupancy) if kind in ("density", "sdf") else None
-        per_geometry[kind] = {
-            "step_ms_median": round(statistics.median(totals[kind]), 1),
-            "phase_ms_median": {k: round(statistics.median(v), 1) for k, v in phases[kind].items()},
-            "field_evaluations_with_grad_per_step": int(statistics.mean(evaluated[kind])),
+        extraction = extraction_costs(trainer.field, trainer.occupancy) if geometry in ("density", "sdf") else None
+        per_geometry[geometry] = {
+            "step_ms_median": round(statistics.median(totals[geometry]), 1),
+            "phase_ms_median": {k: round(statistics.median(v), 1) for k, v in phases[geometry].items()},
+            "field_evaluations_with_grad_per_step": int(statistics.mean(evaluated[geometry])),
             "lambertian_render_fwd_bwd_ms": round(render_ms, 1),
             "speedup_vs_reference_render_fwd_bwd": round(11500.0 / render_ms, 1),
             **({"extraction": extraction} if extraction else {}),
@@ -144,7 +142,7 @@ def main() -> None:
     # A density field with a crisp surface, as later in training: its narrow band is thin.
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        sharp = DensityField(FieldConfig(blob_density=200.0))
+        sharp = DensityField(DensityConfig(blob_density=200.0))
     sharp_occupancy = OccupancyGrid(sharp.bound, 64)
     for _ in range(3):
         sharp_occupancy.update(sharp.density, torch.Generator().manual_seed(0))

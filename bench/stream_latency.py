@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -21,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.server.service import Server, ServerConfig  # noqa: E402
-from shared import JobSpec, MeshData, Update  # noqa: E402
-from shared.client import BackendClient  # noqa: E402
+from blender_dreamfusion.backend.server.service import Server, ServerConfig
+from blender_dreamfusion.shared import JobSpec, MeshData, Update
+from blender_dreamfusion.shared.client import BackendClient
 
 
 def make_mesh(vertices: int) -> MeshData:

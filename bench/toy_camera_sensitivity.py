@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.cameras import make_cameras  # noqa: E402
-from backend.guidance import load_guidance  # noqa: E402
-from backend.renderer import render  # noqa: E402
-from backend.toy.primitives import PrimitiveField  # noqa: E402
-from backend.toy.vocab import COLOUR_RGB  # noqa: E402
+from blender_dreamfusion.backend.cameras import make_cameras
+from blender_dreamfusion.backend.guidance import load_guidance
+from blender_dreamfusion.backend.renderer import render
+from blender_dreamfusion.backend.toy.primitives import PrimitiveField
+from blender_dreamfusion.backend.toy.vocab import COLOUR_RGB
 
 
 def main() -> None:

@@ -18,20 +18,18 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.checkpoint import load_field, read_checkpoint_spec  # noqa: E402
-from backend.crispness import crispness  # noqa: E402
-from backend.extract import extract_mesh  # noqa: E402
-from backend.generate import checkpoint_path_for, generate  # noqa: E402
-from backend.guidance.loading import recommended_settings  # noqa: E402
-from backend.toy.quality import hue_error, shape_distances, yaw_offset  # noqa: E402
-from backend.toy.vocab import COLOURS, SHAPES, parse_prompt  # noqa: E402
-from shared import JobSpec  # noqa: E402
+from blender_dreamfusion.backend.checkpoint import load_field, read_checkpoint_spec
+from blender_dreamfusion.backend.crispness import crispness
+from blender_dreamfusion.backend.extract import extract_mesh
+from blender_dreamfusion.backend.generate import checkpoint_path_for, generate
+from blender_dreamfusion.backend.guidance.loading import recommended_settings
+from blender_dreamfusion.backend.toy.quality import hue_error, shape_distances, yaw_offset
+from blender_dreamfusion.backend.toy.vocab import COLOURS, SHAPES, parse_prompt
+from blender_dreamfusion.shared import JobSpec
 
 #: A run has the named colour when its mean vertex hue is within this many degrees (as the toy tests check).
 HUE_RIGHT_DEG = 30.0
@@ -91,7 +89,7 @@ def main() -> None:
         distances = shape_distances(mesh) if mesh.vertex_count else {}
         hue = hue_error(mesh, colour) if mesh.vertex_count else None
         shape_right = bool(distances) and min(distances, key=distances.get) == shape
-        row = {"prompt": prompt, "seed": seed, "geometry": field.kind, "seconds": seconds, "steps": steps,
+        row = {"prompt": prompt, "seed": seed, "geometry": field.name, "seconds": seconds, "steps": steps,
                "iso": round(extraction.iso, 2), "vertices": mesh.vertex_count, "chamfer": distances,
                "nearest": min(distances, key=distances.get) if distances else None,
                "shape_right": shape_right, "hue_error_deg": hue,

@@ -1,21 +1,31 @@
 """DreamFusion for Blender: the add-on.
 
-A thin Blender layer over the pure-Python `shared` package (protocol,
-client, job tracking, local backend launcher), which `build_addon.py`
-vendors into this folder (so it is imported relatively).
+A thin Blender layer (the modules here, which use `bpy`) over two pure-Python packages that import no
+`bpy`: `shared/` (the wire protocol and client, which `build_addon.py` vendors into this folder) and
+`addon_core/` (job tracking, batch planning, prompt files, the local backend launcher, the overlay's
+geometry). Everything is imported relatively, so the add-on works under any package name. The `bpy`
+modules load on first use (`register()`, or an attribute such as `dreamfusion.panel`), so importing
+`addon_core` or `shared` from the built extension needs no Blender. See docs/ARCHITECTURE.md.
 """
 
-from . import batch, client_loop, history, operators, overlay, panel, preferences, properties
+import importlib
 
 # Order matters: properties before the panels and overlay that draw them; the timer last, so it stops first.
-_modules = (preferences, properties, operators, history, panel, overlay, batch, client_loop)
+_REGISTERED = ("preferences", "properties", "operators", "history", "panel", "overlay", "batch", "client_loop")
+_BLENDER_MODULES = frozenset(_REGISTERED) | {"scene_update", "session"}
+
+
+def __getattr__(name: str):
+    if name in _BLENDER_MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register() -> None:
-    for module in _modules:
-        module.register()
+    for name in _REGISTERED:
+        importlib.import_module(f".{name}", __name__).register()
 
 
 def unregister() -> None:
-    for module in reversed(_modules):
-        module.unregister()
+    for name in reversed(_REGISTERED):
+        importlib.import_module(f".{name}", __name__).unregister()

@@ -33,14 +33,14 @@ import bpy
 from . import preferences, scene_update
 from .session import Session
 from .shared.atomic import atomic_write
-from .shared.batch_options import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, BatchOptions, UsageError,
+from .addon_core.batch_options import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, BatchOptions, UsageError,
                                    parse_batch_args, usage)
-from .shared.batch_plan import plan_batch
-from .shared.batch_runner import BatchRunner, ItemResult
-from .shared.job_tracker import MeshToApply
-from .shared.jobspec import DEFAULT_MODEL, model_kind
-from .shared.local_backend import LocalBackendError, split_folders
-from .shared.prompt_file import PromptFileError, read_prompt_file
+from .addon_core.batch_plan import plan_batch
+from .addon_core.batch_runner import BatchRunner, ItemResult
+from .addon_core.job_tracker import MeshToApply
+from .shared.jobspec import DEFAULT_MODEL, model_source
+from .addon_core.local_backend import LocalBackendError, split_folders
+from .addon_core.prompt_file import PromptFileError, read_prompt_file
 from .shared.recommended import builtin_recommendations
 
 COMMAND = "dreamfusion"
@@ -155,7 +155,7 @@ def _open_sessions(options: BatchOptions, prefs, sessions: dict[str, Session], i
         session = Session()
         sessions["local backend"] = session
         # The backend loads local models only from folders it is told about: the prompts' and the preferences'.
-        models = sorted({item.spec.model for item in items if model_kind(item.spec.model) == "local"})
+        models = sorted({item.spec.model for item in items if model_source(item.spec.model) == "local"})
         folders = [bpy.path.abspath(p) for p in split_folders(prefs.model_folders)] if prefs else []
         session.start_local(executable, device, data_dir, allow_paths=[*models, *folders])
 

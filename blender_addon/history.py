@@ -10,7 +10,7 @@ import numpy as np
 
 from .properties import HIDDEN_FIELDS, INT_MAX, selected_job
 from .shared.errors import SpecError
-from .shared.job_tracker import FINAL_STATES
+from .addon_core.job_tracker import FINAL_STATES
 from .shared.jobspec import JobSpec
 
 THUMBNAIL_PREFIX = "DreamFusion "

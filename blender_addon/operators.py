@@ -11,8 +11,8 @@ from .properties import adopt_default_model, selected_job, spec_values
 from .session import SESSION
 from .shared.client import BackendTimeout
 from .shared.errors import SpecError
-from .shared.jobspec import JobSpec, model_kind
-from .shared.local_backend import LocalBackendError, split_folders
+from .shared.jobspec import JobSpec, model_source
+from .addon_core.local_backend import LocalBackendError, split_folders
 
 
 def _ensure_backend(op, context) -> bool:
@@ -47,7 +47,7 @@ def _start_local(prefs, context) -> None:
     settings = getattr(getattr(context.scene, "dreamfusion", None), "settings", None)
     models = [prefs.default_model, getattr(settings, "model", "")]
     allowed = [bpy.path.abspath(p) for p in split_folders(prefs.model_folders)]
-    allowed += [bpy.path.abspath(m) for m in models if m and model_kind(m) == "local"]
+    allowed += [bpy.path.abspath(m) for m in models if m and model_source(m) == "local"]
     SESSION.start_local(bpy.path.abspath(prefs.backend_executable), prefs.device, bpy.path.abspath(prefs.data_dir),
                         allow_paths=allowed)
 

@@ -1,7 +1,7 @@
 """The viewport overlay: where the next job's cameras and light can be, and the scene cube, as wire lines.
 
 A POST_VIEW draw handler on the 3D viewport. The lines come from the pure
-`shared.overlay_geometry`; their GPU batches are cached on the setting values
+`addon_core.overlay_geometry`; their GPU batches are cached on the setting values
 they were built from, so a redraw with unchanged settings only submits the
 cached batches, and a hidden overlay returns before touching the GPU. No
 handler in background mode (no viewport there).
@@ -13,7 +13,7 @@ import time
 
 import bpy
 
-from .shared.overlay_geometry import SamplingRanges, overlay_geometry
+from .addon_core.overlay_geometry import SamplingRanges, overlay_geometry
 
 #: RGBA per group (Blender's theme-neutral overlay colours: cameras cyan, front red, light yellow).
 COLOURS = {"scene_cube": (0.75, 0.75, 0.75, 0.5), "camera_band": (0.25, 0.8, 1.0, 0.8),

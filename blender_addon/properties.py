@@ -10,7 +10,7 @@ import bpy
 
 from .shared.jobspec import JobSpec, PRESETS, jobspec_knobs
 from .shared.recommended import builtin_recommendations
-from .shared.job_tracker import ACTIVE_STATES
+from .addon_core.job_tracker import ACTIVE_STATES
 from .shared.messages import JOB_STATES
 from .overlay import RANGE_FIELDS as OVERLAY_FIELDS
 
@@ -37,22 +37,22 @@ def _property(name: str, knob, default):
     common = {"name": _label(name), "description": _tooltip(knob)}
     if name in OVERLAY_FIELDS:  # the viewport overlay draws these: redraw it when one changes
         common["update"] = _redraw_overlay
-    if knob.kind == "text":
+    if knob.value_type == "text":
         return bpy.props.StringProperty(default=default, maxlen=knob.max_len, **common)
-    if knob.kind == "bool":
+    if knob.value_type == "bool":
         return bpy.props.BoolProperty(default=default, **common)
-    if knob.kind == "choice":
+    if knob.value_type == "choice":
         items = [(c, _label(c), "") for c in knob.choices]
         return bpy.props.EnumProperty(items=items, default=default, **common)
-    if knob.kind == "int":
+    if knob.value_type == "int":
         low, high = int(knob.minimum), int(min(knob.maximum, INT_MAX))
         return bpy.props.IntProperty(default=int(default), min=low, max=high, **common)
-    if knob.kind == "float":
+    if knob.value_type == "float":
         return bpy.props.FloatProperty(default=float(default), min=knob.minimum, max=knob.maximum, **common)
-    if knob.kind == "range":
+    if knob.value_type == "range":
         return bpy.props.FloatVectorProperty(size=2, default=tuple(float(v) for v in default), min=knob.minimum,
                                              max=knob.maximum, **common)
-    raise AssertionError(f"unhandled knob kind {knob.kind!r}")
+    raise AssertionError(f"unhandled knob value type {knob.value_type!r}")
 
 
 def _apply_values(settings, values: dict) -> None:
@@ -112,11 +112,11 @@ def spec_values(settings) -> dict:
     for name in jobspec_knobs():
         if name in HIDDEN_FIELDS:
             continue
-        value, kind = getattr(settings, name), jobspec_knobs()[name].kind
+        value, value_type = getattr(settings, name), jobspec_knobs()[name].value_type
         # Blender stores floats in single precision: 1.6 reads back as 1.600000023841858.
-        if kind == "range":
+        if value_type == "range":
             value = [round(v, 6) for v in value]
-        elif kind == "float":
+        elif value_type == "float":
             value = round(value, 6)
         values[name] = value
     return values

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.real_blender_helpers import install_extension, make_blender_root, run_windowed  # noqa: E402
+from tests.helpers.real_blender import install_extension, make_blender_root, run_windowed  # noqa: E402
 
 
 def main() -> int:

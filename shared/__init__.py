@@ -10,7 +10,7 @@ from .errors import (BadBuffer, BadDtype, BadField, BadJobSpec, BadJSON, BadTag,
                      OverSize, PROTOCOL_ERRORS, ProtocolError, SpecError, UnexpectedType, UnknownField,
                      UnknownType)
 from .framing import DEFAULT_MAX_MESSAGE_BYTES, MAX_HEADER_BYTES, decode, encode
-from .jobspec import PRESETS, JobSpec, jobspec_knobs, model_kind
+from .jobspec import PRESETS, JobSpec, jobspec_knobs, model_source
 from .knobs import Knob
 from .mesh import MeshData
 from .messages import (CLIENT_TYPES, MESSAGE_TYPES, SERVER_TYPES, Accepted, Ack, Bye, Cancel, Cancelled, Delete,

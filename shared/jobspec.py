@@ -1,6 +1,6 @@
 """JobSpec: every user-facing knob of one generation, validated where it enters.
 
-Conventions (see DESIGN.md): Blender's world frame (Z up, metres), azimuth 0
+Conventions (docs/ARCHITECTURE.md, "Conventions"): Blender's world frame (Z up, metres), azimuth 0
 is the front view (camera on -Y looking toward +Y), elevation is positive
 above the XY plane, angles are degrees. The scene lives in the cube
 [-1, 1]^3 around the origin; the defaults frame an object of about half a
@@ -16,7 +16,7 @@ import dataclasses
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping, get_args
 
 from .errors import SpecError
 from .knobs import Knob, knob, knobs_of
@@ -26,10 +26,18 @@ MAX_PATH_CHARS = 1024
 SEED_MAX = 2**32 - 1
 BUILTIN_MODELS = ("toy-shapes",)
 DEFAULT_MODEL = "toy-shapes"
-INIT_KINDS = ("blob", "mesh", "checkpoint")
-LIGHT_PLACEMENTS = ("near_camera", "random_elevation")
-BACKGROUNDS = ("random", "grey", "white", "black")
-GEOMETRY_KINDS = ("density", "sdf")
+# Choices as Literal types (what the fields are annotated with) and as tuples (what the knobs offer).
+InitMode = Literal["blob", "mesh", "checkpoint"]
+LightPlacement = Literal["near_camera", "random_elevation"]
+Background = Literal["random", "grey", "white", "black"]
+#: The backend's geometry registry (`backend.geometry.GEOMETRIES`) has exactly these names.
+GeometryName = Literal["density", "sdf"]
+#: Where a model comes from (`model_source`).
+ModelSource = Literal["builtin", "local", "hub"]
+INIT_MODES: tuple[str, ...] = get_args(InitMode)
+LIGHT_PLACEMENTS: tuple[str, ...] = get_args(LightPlacement)
+BACKGROUNDS: tuple[str, ...] = get_args(Background)
+GEOMETRY_NAMES: tuple[str, ...] = get_args(GeometryName)
 
 # A Hugging Face repo id: `owner/name`, each part of letters, digits, - _ .
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9_.-]{1,96}$")
@@ -47,8 +55,8 @@ def random_seed() -> int:
     return random.SystemRandom().randint(0, SEED_MAX)
 
 
-def model_kind(model: str) -> str:
-    """'builtin', 'local' or 'hub' for a model string that passed validation."""
+def model_source(model: str) -> ModelSource:
+    """Where a model string that passed validation comes from: 'builtin', 'local' (a folder) or 'hub'."""
     if model in BUILTIN_MODELS:
         return "builtin"
     if _LOCAL_PATH.match(model):
@@ -61,93 +69,93 @@ class JobSpec:
     """One generation request. Construct it directly or with `from_dict`; both validate."""
 
     # --- prompt -----------------------------------------------------------
-    prompt: str = knob(kind="text", max_len=MAX_PROMPT_CHARS, required=True, group="prompt",
+    prompt: str = knob(value_type="text", max_len=MAX_PROMPT_CHARS, required=True, group="prompt",
                        help="What to generate, e.g. 'a red cube'")
-    negative_prompt: str = knob("", kind="text", max_len=MAX_PROMPT_CHARS, group="prompt",
+    negative_prompt: str = knob("", value_type="text", max_len=MAX_PROMPT_CHARS, group="prompt",
                                 help="What to steer away from")
-    seed: int = knob(factory=random_seed, kind="int", minimum=0, maximum=SEED_MAX, group="prompt",
+    seed: int = knob(factory=random_seed, value_type="int", minimum=0, maximum=SEED_MAX, group="prompt",
                      help="Random seed; the same seed, spec and machine give the same result")
-    steps: int = knob(5000, kind="int", minimum=1, maximum=200_000, group="prompt", unit="steps",
+    steps: int = knob(5000, value_type="int", minimum=1, maximum=200_000, group="prompt", unit="steps",
                       help="Optimisation steps")
     # --- guidance -----------------------------------------------------------
-    model: str = knob(DEFAULT_MODEL, kind="text", max_len=MAX_PATH_CHARS, group="guidance",
+    model: str = knob(DEFAULT_MODEL, value_type="text", max_len=MAX_PATH_CHARS, group="guidance",
                       help="Diffusion prior: 'toy-shapes', a diffusers repo id or a local folder")
-    guidance_scale: float = knob(100.0, kind="float", minimum=1.0, maximum=500.0, group="guidance",
+    guidance_scale: float = knob(100.0, value_type="float", minimum=1.0, maximum=500.0, group="guidance",
                                  help="Classifier-free guidance scale (DreamFusion uses 100)")
-    t_range: tuple[float, float] = knob((0.02, 0.98), kind="range", minimum=0.0, maximum=1.0,
+    t_range: tuple[float, float] = knob((0.02, 0.98), value_type="range", minimum=0.0, maximum=1.0,
                                         group="guidance",
                                         help="Diffusion noise levels sampled for SDS, as fractions of the schedule")
-    t_anneal: float = knob(0.0, kind="float", minimum=0.0, maximum=1.0, group="guidance",
+    t_anneal: float = knob(0.0, value_type="float", minimum=0.0, maximum=1.0, group="guidance",
                            help="Shrink the top of t_range toward its bottom over the run by this share "
                                 "(0: off), so late steps refine detail instead of reshaping (DreamTime)")
-    view_dependent: bool = knob(True, kind="bool", group="guidance",
+    view_dependent: bool = knob(True, value_type="bool", group="guidance",
                                 help="Append front/side/back/overhead view text to the prompt")
     # --- camera -----------------------------------------------------------
-    camera_radius: tuple[float, float] = knob((1.5, 2.0), kind="range", minimum=0.5, maximum=20.0,
+    camera_radius: tuple[float, float] = knob((1.5, 2.0), value_type="range", minimum=0.5, maximum=20.0,
                                               unit="m", group="camera",
                                               help="Camera distance from the origin")
-    camera_elevation: tuple[float, float] = knob((-10.0, 90.0), kind="range", minimum=-90.0, maximum=90.0,
+    camera_elevation: tuple[float, float] = knob((-10.0, 90.0), value_type="range", minimum=-90.0, maximum=90.0,
                                                  unit="deg", group="camera",
                                                  help="Camera height angle above the XY plane")
-    camera_azimuth: tuple[float, float] = knob((-180.0, 180.0), kind="range", minimum=-360.0, maximum=360.0,
+    camera_azimuth: tuple[float, float] = knob((-180.0, 180.0), value_type="range", minimum=-360.0, maximum=360.0,
                                                max_span=360.0, unit="deg", group="camera",
                                                help="Camera angle around Z; 0 is the front view (camera on -Y)")
-    camera_fov: tuple[float, float] = knob((40.0, 70.0), kind="range", minimum=5.0, maximum=120.0,
+    camera_fov: tuple[float, float] = knob((40.0, 70.0), value_type="range", minimum=5.0, maximum=120.0,
                                            unit="deg", group="camera",
                                            help="Vertical field of view")
     # --- light ------------------------------------------------------------
-    light_placement: str = knob("near_camera", kind="choice", choices=LIGHT_PLACEMENTS, group="light",
+    light_placement: LightPlacement = knob("near_camera", value_type="choice", choices=LIGHT_PLACEMENTS, group="light",
                                 help="near_camera: around the camera direction (DreamFusion); "
                                      "random_elevation: any azimuth within light_elevation")
-    light_distance: tuple[float, float] = knob((1.5, 3.0), kind="range", minimum=0.1, maximum=100.0,
+    light_distance: tuple[float, float] = knob((1.5, 3.0), value_type="range", minimum=0.1, maximum=100.0,
                                                unit="m", group="light",
                                                help="Point light distance from the origin")
-    light_offset: float = knob(45.0, kind="float", minimum=0.0, maximum=180.0, unit="deg", group="light",
+    light_offset: float = knob(45.0, value_type="float", minimum=0.0, maximum=180.0, unit="deg", group="light",
                                help="near_camera: largest angle between light and camera directions")
-    light_elevation: tuple[float, float] = knob((10.0, 80.0), kind="range", minimum=-90.0, maximum=90.0,
+    light_elevation: tuple[float, float] = knob((10.0, 80.0), value_type="range", minimum=-90.0, maximum=90.0,
                                                 unit="deg", group="light",
                                                 help="random_elevation: light height angle")
-    ambient: tuple[float, float] = knob((0.1, 0.3), kind="range", minimum=0.0, maximum=1.0, group="light",
+    ambient: tuple[float, float] = knob((0.1, 0.3), value_type="range", minimum=0.0, maximum=1.0, group="light",
                                         help="Ambient share a of lambertian shading a + (1-a) max(0, n.l)")
     # --- shading mix (relative weights, normalised by the backend) ---------
-    shading_albedo: float = knob(0.2, kind="float", minimum=0.0, maximum=1.0, group="light",
+    shading_albedo: float = knob(0.2, value_type="float", minimum=0.0, maximum=1.0, group="light",
                                  help="Relative weight of albedo-only renders")
-    shading_lambertian: float = knob(0.6, kind="float", minimum=0.0, maximum=1.0, group="light",
+    shading_lambertian: float = knob(0.6, value_type="float", minimum=0.0, maximum=1.0, group="light",
                                      help="Relative weight of lambertian-shaded renders")
-    shading_textureless: float = knob(0.2, kind="float", minimum=0.0, maximum=1.0, group="light",
+    shading_textureless: float = knob(0.2, value_type="float", minimum=0.0, maximum=1.0, group="light",
                                       help="Relative weight of shaded white (textureless) renders")
-    background: str = knob("random", kind="choice", choices=BACKGROUNDS, group="light",
+    background: Background = knob("random", value_type="choice", choices=BACKGROUNDS, group="light",
                            help="Behind the object in training renders: random: a new colour per view "
                                 "(DreamFusion's augmentation); grey, white, black: that colour, for priors "
                                 "trained on it")
     # --- optimisation -------------------------------------------------------
-    render_resolution: int = knob(64, kind="int", minimum=16, maximum=1024, unit="px", group="optimiser",
+    render_resolution: int = knob(64, value_type="int", minimum=16, maximum=1024, unit="px", group="optimiser",
                                   help="Side of the square training render")
-    views_per_step: int = knob(1, kind="int", minimum=1, maximum=16, group="optimiser",
+    views_per_step: int = knob(1, value_type="int", minimum=1, maximum=16, group="optimiser",
                                help="Cameras rendered and scored per step (a batch of views)")
-    learning_rate: float = knob(0.01, kind="float", minimum=1e-6, maximum=1.0, group="optimiser",
+    learning_rate: float = knob(0.01, value_type="float", minimum=1e-6, maximum=1.0, group="optimiser",
                                 help="Adam learning rate of the field")
-    orientation_weight: float = knob(0.01, kind="float", minimum=0.0, maximum=10_000.0, group="optimiser",
+    orientation_weight: float = knob(0.01, value_type="float", minimum=0.0, maximum=10_000.0, group="optimiser",
                                      help="Orientation loss: penalises normals facing away from the camera")
-    opacity_weight: float = knob(0.0, kind="float", minimum=0.0, maximum=10_000.0, group="optimiser",
+    opacity_weight: float = knob(0.0, value_type="float", minimum=0.0, maximum=10_000.0, group="optimiser",
                                  help="Sparsity: penalises total opacity")
-    entropy_weight: float = knob(0.001, kind="float", minimum=0.0, maximum=10_000.0, group="optimiser",
+    entropy_weight: float = knob(0.001, value_type="float", minimum=0.0, maximum=10_000.0, group="optimiser",
                                  help="Pushes each ray's opacity toward 0 or 1")
-    geometry: str = knob("sdf", kind="choice", choices=GEOMETRY_KINDS, group="optimiser",
+    geometry: GeometryName = knob("sdf", value_type="choice", choices=GEOMETRY_NAMES, group="optimiser",
                          help="How the shape is held: density: a density field, its surface an iso-level chosen at "
                               "extraction (DreamFusion); sdf: a signed distance, its surface the zero level set "
                               "(crisp, solid)")
-    eikonal_weight: float = knob(0.1, kind="float", minimum=0.0, maximum=10_000.0, group="optimiser",
+    eikonal_weight: float = knob(0.1, value_type="float", minimum=0.0, maximum=10_000.0, group="optimiser",
                                  help="sdf: keeps the signed distance a distance (its gradient of length 1)")
-    init: str = knob("blob", kind="choice", choices=INIT_KINDS, group="optimiser",
+    init: InitMode = knob("blob", value_type="choice", choices=INIT_MODES, group="optimiser",
                      help="Start from the initial blob (density) or sphere (sdf), a mesh, or a checkpoint")
-    init_from: str = knob("", kind="text", max_len=MAX_PATH_CHARS, group="optimiser",
+    init_from: str = knob("", value_type="text", max_len=MAX_PATH_CHARS, group="optimiser",
                           help="checkpoint: a job id or checkpoint path on the backend; "
                                "mesh: a mesh path on the backend, or empty when the mesh travels with the submit")
     # --- output -------------------------------------------------------------
-    stream_every: int = knob(100, kind="int", minimum=0, maximum=200_000, unit="steps", group="output",
+    stream_every: int = knob(100, value_type="int", minimum=0, maximum=200_000, unit="steps", group="output",
                              help="Send the mesh to Blender every N steps (0: only the final mesh)")
-    mesh_resolution: int = knob(128, kind="int", minimum=16, maximum=512, group="output",
+    mesh_resolution: int = knob(128, value_type="int", minimum=16, maximum=512, group="output",
                                 help="Marching-cubes grid size per axis")
 
     def __post_init__(self) -> None:
@@ -158,7 +166,7 @@ class JobSpec:
         self._check_across_fields()
 
     def _check_across_fields(self) -> None:
-        if model_kind(self.model) == "hub" and not _REPO_ID.match(self.model):
+        if model_source(self.model) == "hub" and not _REPO_ID.match(self.model):
             raise SpecError("model", self.model, MODEL_ALLOWED, "is not a model name")
         weights = (self.shading_albedo, self.shading_lambertian, self.shading_textureless)
         if sum(weights) <= 0.0:
@@ -214,8 +222,8 @@ class JobSpec:
     # --- derived values the backend needs ----------------------------------
 
     @property
-    def model_kind(self) -> str:
-        return model_kind(self.model)
+    def model_source(self) -> ModelSource:
+        return model_source(self.model)
 
     def shading_probabilities(self) -> dict[str, float]:
         weights = {"albedo": self.shading_albedo, "lambertian": self.shading_lambertian,

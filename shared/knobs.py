@@ -10,16 +10,20 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .errors import SpecError
 
-KINDS = ("text", "int", "float", "range", "bool", "choice")
+#: What a knob holds: it decides the check, the CLI flag's form and the Blender property's type.
+ValueType = Literal["text", "int", "float", "range", "bool", "choice"]
+VALUE_TYPES: tuple[str, ...] = get_args(ValueType)
 
 
 @dataclass(frozen=True)
 class Knob:
-    kind: str
+    """One user-facing setting: its value type, help text, panel group and what it allows."""
+
+    value_type: ValueType
     help: str
     group: str = "general"
     minimum: float | None = None
@@ -35,16 +39,16 @@ class Knob:
     def allowed(self) -> str:
         """Human text of what this knob accepts, used in every error message."""
         unit = f" {self.unit}" if self.unit else ""
-        if self.kind == "text":
+        if self.value_type == "text":
             lead = "non-empty text" if self.required else "text"
             return f"{lead} of at most {self.max_len} characters"
-        if self.kind == "bool":
+        if self.value_type == "bool":
             return "true or false"
-        if self.kind == "choice":
+        if self.value_type == "choice":
             return "one of " + ", ".join(repr(c) for c in self.choices)
-        if self.kind == "int":
+        if self.value_type == "int":
             return f"an integer from {format_number(self.minimum)} to {format_number(self.maximum)}{unit}"
-        if self.kind == "float":
+        if self.value_type == "float":
             return f"a number from {format_number(self.minimum)} to {format_number(self.maximum)}{unit}"
         span = f", max - min <= {format_number(self.max_span)}" if self.max_span is not None else ""
         return f"[min, max] with {format_number(self.minimum)} <= min <= max <= {format_number(self.maximum)}{unit}{span}"
@@ -52,7 +56,7 @@ class Knob:
     def check(self, name: str, value: Any) -> Any:
         """Return `value` in its canonical Python form, or raise SpecError naming `name`."""
         fail = lambda problem="is out of range": SpecError(name, value, self.allowed(), problem)  # noqa: E731
-        if self.kind == "text":
+        if self.value_type == "text":
             if not isinstance(value, str):
                 raise fail("is not text")
             if len(value) > self.max_len:
@@ -64,24 +68,24 @@ class Knob:
             if not is_valid_unicode(value):
                 raise fail("contains unpaired surrogates (not valid Unicode)")
             return value
-        if self.kind == "bool":
+        if self.value_type == "bool":
             if not isinstance(value, bool):
                 raise fail("is not true/false")
             return value
-        if self.kind == "choice":
+        if self.value_type == "choice":
             if value not in self.choices:
                 raise fail("is not a known choice")
             return value
-        if self.kind == "int":
+        if self.value_type == "int":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise fail("is not an integer")
             self._in_bounds(value, fail)
             return value
-        if self.kind == "float":
+        if self.value_type == "float":
             number = _as_float(value, fail)
             self._in_bounds(number, fail)
             return number
-        if self.kind == "range":
+        if self.value_type == "range":
             if not isinstance(value, (list, tuple)) or len(value) != 2:
                 raise fail("is not a [min, max] pair")
             low, high = (_as_float(v, fail) for v in value)
@@ -92,7 +96,7 @@ class Knob:
             if self.max_span is not None and high - low > self.max_span:
                 raise fail("spans too much")
             return (low, high)
-        raise AssertionError(f"unknown knob kind {self.kind!r}")
+        raise AssertionError(f"unknown knob value type {self.value_type!r}")
 
     def _in_bounds(self, number: float, fail) -> None:
         if self.minimum is not None and number < self.minimum:

@@ -13,7 +13,7 @@ from typing import Any
 
 #: The part of the toy prior's recommendations that its training renders are drawn from.
 TOY_TRAINING_SCENE: dict[str, Any] = {
-    "background": "grey",           # a 1.4 M-parameter model cannot also learn random backdrops
+    "background": "grey",           # a 1.5 M-parameter model cannot also learn random backdrops
     "camera_radius": [1.6, 2.0],
     "camera_fov": [40.0, 55.0],     # objects fill 40-75 % of a 32 px frame
 }

@@ -28,15 +28,15 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS,
                                   "help": f"{spec.help} ({spec.allowed()})"}
-        if spec.kind == "bool":
+        if spec.value_type == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif spec.kind == "range":
+        elif spec.value_type == "range":
             kwargs.update(nargs=2, type=float, metavar=("MIN", "MAX"))
-        elif spec.kind == "choice":
+        elif spec.value_type == "choice":
             kwargs["choices"] = spec.choices
-        elif spec.kind == "int":
+        elif spec.value_type == "int":
             kwargs["type"] = int
-        elif spec.kind == "float":
+        elif spec.value_type == "float":
             kwargs["type"] = float
         parser.add_argument(flag_name(name), **kwargs)
 

@@ -8,6 +8,6 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory):
     """Folder of a tiny random SD pipeline written with save_pretrained (built from config, no download)."""
-    from backend.tiny_model import write_tiny_sd
+    from blender_dreamfusion.backend.tiny_model import write_tiny_sd
 
     return write_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")

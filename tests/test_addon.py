@@ -83,7 +83,7 @@ def test_vendored_protocol_is_the_addons_own_copy(addon):
 
 
 def test_scene_settings_mirror_the_jobspec_limits(addon):
-    from shared.jobspec import jobspec_knobs
+    from blender_dreamfusion.shared.jobspec import jobspec_knobs
 
     addon.register()
     settings = bpy.context.scene.dreamfusion.settings
@@ -93,10 +93,10 @@ def test_scene_settings_mirror_the_jobspec_limits(addon):
             continue
         prop = props[name]
         assert knob.help in prop.description, name
-        if knob.kind in ("int", "float", "range"):
+        if knob.value_type in ("int", "float", "range"):
             assert prop.hard_min == pytest.approx(knob.minimum), name
             assert prop.hard_max == pytest.approx(min(knob.maximum, 2**31 - 1)), name
-        if knob.kind == "choice":
+        if knob.value_type == "choice":
             assert {item.identifier for item in prop.enum_items} == set(knob.choices), name
     # The default model is the built-in prior, so its recommended scene is what a new scene starts with.
     assert settings.model == "toy-shapes" and settings.background == "grey" and settings.render_resolution == 32
@@ -112,7 +112,8 @@ def test_zip_has_manifest_vendored_shared_and_the_wheels_it_lists(tmp_path, flav
     archive = zipfile.ZipFile(zip_path)
     names = set(archive.namelist())
     assert {"blender_manifest.toml", "__init__.py", "panel.py", "operators.py", "client_loop.py",
-            "shared/__init__.py", "shared/client.py", "shared/job_tracker.py", "shared/local_backend.py"} <= names
+            "shared/__init__.py", "shared/client.py", "addon_core/__init__.py", "addon_core/job_tracker.py",
+            "addon_core/local_backend.py"} <= names
     assert not any("__pycache__" in n for n in names)
     manifest = tomllib.loads(archive.read("blender_manifest.toml").decode())
     assert manifest["id"] == "dreamfusion" and manifest["blender_version_min"] == "4.2.0"
@@ -127,11 +128,14 @@ def test_zip_has_manifest_vendored_shared_and_the_wheels_it_lists(tmp_path, flav
     for platform in ("manylinux", "win_amd64", "universal2"):
         assert any(platform in w for w in wheels), platform
     assert set(manifest["platforms"]) == {"linux-x64", "windows-x64", "macos-arm64", "macos-x64"}
-    # shared/ is imported relatively inside the add-on: no absolute `shared` imports may slip in.
+    # shared/ and addon_core/ are imported relatively inside the add-on: no absolute imports of the
+    # installed package (or of the repository's folders) may slip in.
     for name in names:
-        if name.startswith("shared/") and name.endswith(".py"):
+        if name.startswith(("shared/", "addon_core/")) and name.endswith(".py"):
             text = archive.read(name).decode()
-            assert "from shared" not in text and "import shared" not in text, name
+            for absolute in ("from blender_dreamfusion", "import blender_dreamfusion", "from shared", "import shared",
+                             "from backend"):
+                assert absolute not in text, (name, absolute)
 
 
 def test_zip_without_wheels_lists_none(tmp_path):
@@ -157,27 +161,27 @@ def test_a_scene_takes_the_default_model_until_one_is_chosen(addon):
 
 def _unlike(defaults: dict) -> dict:
     """A valid JobSpec dict whose every panel field differs from `defaults` (exact in single precision)."""
-    from shared.jobspec import jobspec_knobs
+    from blender_dreamfusion.shared.jobspec import jobspec_knobs
 
     values = {}
     for name, knob in jobspec_knobs().items():
         if name not in defaults:  # not in the panel
             continue
         default = defaults[name]
-        if knob.kind == "text":
+        if knob.value_type == "text":
             values[name] = "toy-shapes" if name == "model" else f"recall {name} ✓"
-        elif knob.kind == "bool":
+        elif knob.value_type == "bool":
             values[name] = not default
-        elif knob.kind == "choice":
+        elif knob.value_type == "choice":
             values[name] = next(c for c in knob.choices if c != default)
-        elif knob.kind == "int":
+        elif knob.value_type == "int":
             high = min(knob.maximum, 2**31 - 1)
             values[name] = default + 8 if default + 8 <= high else default - 8
-        elif knob.kind == "float":
+        elif knob.value_type == "float":
             step = (knob.maximum - knob.minimum) * 0.37
             values[name] = round((knob.minimum + step) * 4) / 4 if round((knob.minimum + step) * 4) / 4 != default \
                 else knob.minimum
-        elif knob.kind == "range":
+        elif knob.value_type == "range":
             low = round((knob.minimum + (knob.maximum - knob.minimum) * 0.3) * 4) / 4
             high = round((knob.minimum + (knob.maximum - knob.minimum) * 0.55) * 4) / 4
             values[name] = [low, high] if [low, high] != list(default) else [knob.minimum, high]
@@ -186,7 +190,7 @@ def _unlike(defaults: dict) -> dict:
 
 
 def test_recall_puts_every_field_of_a_finished_job_back_into_the_panel(addon):
-    from shared.jobspec import JobSpec as PlainSpec
+    from blender_dreamfusion.shared.jobspec import JobSpec as PlainSpec
 
     addon.register()
     state = bpy.context.scene.dreamfusion

@@ -22,10 +22,10 @@ bpy = pytest.importorskip("bpy")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import build_addon  # noqa: E402
-from tests.addon_helpers import BACKEND, disable, install_from_zip  # noqa: E402
-from tests.server_helpers import ServeProcess  # noqa: E402
+from tests.helpers.addon import BACKEND, disable, install_from_zip  # noqa: E402
+from tests.helpers.servers import ServeProcess  # noqa: E402
 
-from shared.client import BackendClient  # noqa: E402
+from blender_dreamfusion.shared.client import BackendClient  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

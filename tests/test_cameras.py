@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from backend.cameras import camera_rays, make_cameras, sample_cameras, view_name
-from shared import JobSpec
+from blender_dreamfusion.backend.cameras import camera_rays, make_cameras, sample_cameras, view_name
+from blender_dreamfusion.shared import JobSpec
 
 
 def test_azimuth_0_elevation_0_is_the_front_view_on_minus_y():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.cli import main
+from blender_dreamfusion.backend.cli import main
 
 SCRIPT = Path(sys.executable).with_name("dreamfusion-backend")
 
@@ -56,7 +56,7 @@ def test_server_and_client_verbs_check_their_flags(argv, expected, capsys):
 def test_model_recommendations_sit_below_presets_and_flags():
     import argparse
 
-    from shared.spec_args import add_spec_arguments, spec_from_args
+    from blender_dreamfusion.shared.spec_args import add_spec_arguments, spec_from_args
 
     parser = argparse.ArgumentParser()
     add_spec_arguments(parser)

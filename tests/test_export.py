@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.export import export_mesh
-from shared import MeshData
+from blender_dreamfusion.backend.export import export_mesh
+from blender_dreamfusion.shared import MeshData
 
 bpy = pytest.importorskip("bpy")
 

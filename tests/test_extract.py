@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from backend import extract
-from backend.extract import extract_mesh
-from backend.geometry import DensityField
-from backend.occupancy import OccupancyGrid
-from backend.toy.quality import shape_distances
-from tests.fields import EmptyField, SphereField, TwoSpheres
+from blender_dreamfusion.backend import extract
+from blender_dreamfusion.backend.extract import extract_mesh
+from blender_dreamfusion.backend.geometry import DensityField
+from blender_dreamfusion.backend.occupancy import OccupancyGrid
+from blender_dreamfusion.backend.toy.quality import shape_distances
+from tests.helpers.fields import EmptyField, SphereField, TwoSpheres
 
 
 @pytest.mark.parametrize("resolution", [64, 128])

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from backend.checkpoint import read_checkpoint_spec
-from backend.cli import INTERRUPTED, main
+from blender_dreamfusion.backend.checkpoint import read_checkpoint_spec
+from blender_dreamfusion.backend.cli import INTERRUPTED, main
 
 SCRIPT = str(Path(sys.executable).with_name("dreamfusion-backend"))
 FAST = ["--preset", "draft", "--render-resolution", "32", "--mesh-resolution", "48", "--seed", "5", "--quiet"]

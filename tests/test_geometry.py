@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from backend.cameras import make_cameras
-from backend.extract import extract_mesh
-from backend.geometry import GEOMETRIES, DensityField, SDFConfig, SDFField, make_geometry, volsdf_density
-from backend.renderer import render
-from tests.fields import SphereSDF
-from shared.jobspec import GEOMETRY_KINDS
+from blender_dreamfusion.backend.cameras import make_cameras
+from blender_dreamfusion.backend.extract import extract_mesh
+from blender_dreamfusion.backend.geometry import GEOMETRIES, DensityField, SDFConfig, SDFField, make_geometry, volsdf_density
+from blender_dreamfusion.backend.renderer import render
+from tests.helpers.fields import SphereSDF
+from blender_dreamfusion.shared.jobspec import GEOMETRY_NAMES
 
 
 def test_every_jobspec_geometry_has_a_class_and_the_classes_say_their_kind():
-    assert set(GEOMETRIES) == set(GEOMETRY_KINDS)
-    for kind in GEOMETRY_KINDS:
-        assert make_geometry(kind).kind == kind
+    assert set(GEOMETRIES) == set(GEOMETRY_NAMES)
+    for kind in GEOMETRY_NAMES:
+        assert make_geometry(kind).name == kind
 
 
 def test_an_analytic_sphere_sdf_renders_a_disc_of_the_projected_radius():
@@ -133,7 +133,7 @@ def test_sdf_grid_levels_stop_at_the_detail_the_renders_can_show(render_resoluti
 
 
 def test_an_sdf_render_skips_its_empty_samples_without_changing_the_image():
-    from backend.renderer import RenderConfig
+    from blender_dreamfusion.backend.renderer import RenderConfig
 
     sphere, cameras = SphereSDF(0.45, beta=0.01), make_cameras([0.0, 120.0], [10.0, 40.0], 1.8, 50.0)
     full = render(sphere, cameras, 32, shading="lambertian", config=RenderConfig(cull_hidden=False))

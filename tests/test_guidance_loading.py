@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-from backend.cameras import make_cameras
-from backend.geometry import DensityField
-from backend.guidance import ModelLoadError, load_guidance
-from backend.guidance.latent import LatentGuidance
-from backend.guidance.pixel import PixelGuidance
-from backend.renderer import render
-from backend.tiny_model import write_tiny_pixel_model
+from blender_dreamfusion.backend.cameras import make_cameras
+from blender_dreamfusion.backend.geometry import DensityField
+from blender_dreamfusion.backend.guidance import ModelLoadError, load_guidance
+from blender_dreamfusion.backend.guidance.latent import LatentGuidance
+from blender_dreamfusion.backend.guidance.pixel import PixelGuidance
+from blender_dreamfusion.backend.renderer import render
+from blender_dreamfusion.backend.tiny_model import write_tiny_pixel_model
 
 
 @pytest.fixture(scope="module")

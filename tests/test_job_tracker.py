@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 
-from backend.guidance.loading import builtin_folder
-from shared import JobSpec, MeshData
-from shared.job_tracker import JobTracker, format_seconds
-from shared.messages import (Accepted, Cancelled, Failed, Finished, Image, JobInfo, Progress, Rejected, StatusReply,
+from blender_dreamfusion.backend.guidance.loading import builtin_folder
+from blender_dreamfusion.shared import JobSpec, MeshData
+from blender_dreamfusion.addon_core.job_tracker import JobTracker, format_seconds
+from blender_dreamfusion.shared.messages import (Accepted, Cancelled, Failed, Finished, Image, JobInfo, Progress, Rejected, StatusReply,
                              Update)
-from shared.recommended import BUILTIN_RECOMMENDATIONS
+from blender_dreamfusion.shared.recommended import BUILTIN_RECOMMENDATIONS
 
 SPEC = JobSpec(prompt="a red cube", steps=100, seed=1)
 

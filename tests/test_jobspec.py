@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from shared import PRESETS, JobSpec, SpecError, jobspec_knobs, model_kind
+from blender_dreamfusion.shared import PRESETS, JobSpec, SpecError, jobspec_knobs, model_source
 
 
 def spec(**fields):
@@ -118,8 +118,8 @@ def test_round_trip_is_exact_and_json_ready():
     ("D:/models/sd", "local"),
 ])
 def test_model_kinds(model, kind):
-    assert model_kind(model) == kind
-    assert spec(model=model).model_kind == kind
+    assert model_source(model) == kind
+    assert spec(model=model).model_source == kind
 
 
 def test_shading_weights_are_normalised():
@@ -134,7 +134,7 @@ def test_every_field_has_a_knob_with_help_and_a_complete_range():
     assert fields == set(knobs)
     for name, knob in knobs.items():
         assert knob.help, name
-        if knob.kind in ("int", "float", "range"):
+        if knob.value_type in ("int", "float", "range"):
             assert knob.minimum is not None and knob.maximum is not None, name
-        if knob.kind == "text":
+        if knob.value_type == "text":
             assert knob.max_len > 0, name

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shared import MESSAGE_TYPES, PROTOCOL_ERRORS, jobspec_knobs
+from blender_dreamfusion.shared import MESSAGE_TYPES, PROTOCOL_ERRORS, jobspec_knobs
 
 ROOT = Path(__file__).resolve().parents[1]
 ALLOWED_THIRD_PARTY = {"numpy", "zmq"}
@@ -65,7 +65,7 @@ def test_protocol_doc_covers_every_type_error_code_and_spec_field():
 
 
 def test_protocol_doc_tables_match_the_code():
-    from tests.protocol_doc import render
+    from tests.helpers.protocol_doc import render
 
     doc = (ROOT / "PROTOCOL.md").read_text(encoding="utf-8")
-    assert render(doc) == doc, "PROTOCOL.md is stale: run `python -m tests.protocol_doc --write`"
+    assert render(doc) == doc, "PROTOCOL.md is stale: run `python -m tests.helpers.protocol_doc --write`"

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from shared import (CLIENT_TYPES, BadBuffer, BadDtype, BadField, BadJobSpec, BadJSON, BadTag, Error,
+from blender_dreamfusion.shared import (CLIENT_TYPES, BadBuffer, BadDtype, BadField, BadJobSpec, BadJSON, BadTag, Error,
                     FrameCountMismatch, IndexOutOfRange, LengthMismatch, MissingField, MissingType, NonFinite,
                     OverSize, ProtocolError, UnexpectedType, UnknownField, UnknownType, decode, encode)
-from shared.version import PROTOCOL_TAG
-from tests.helpers import make_update
-from tests.strategies import mutated_frames
+from blender_dreamfusion.shared.version import PROTOCOL_TAG
+from tests.helpers.messages import make_update
+from tests.helpers.strategies import mutated_frames
 
 GOOD_SPEC = {"prompt": "a red cube"}
 

@@ -8,9 +8,9 @@ import random
 import pytest
 import torch
 
-from backend.cameras import camera_position
-from shared.jobspec import JobSpec
-from shared.overlay_geometry import SamplingRanges, frustum, overlay_geometry, spherical
+from blender_dreamfusion.backend.cameras import camera_position
+from blender_dreamfusion.shared.jobspec import JobSpec
+from blender_dreamfusion.addon_core.overlay_geometry import SamplingRanges, frustum, overlay_geometry, spherical
 
 EPS = 1e-6
 

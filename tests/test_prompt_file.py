@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from shared.batch_options import UsageError, parse_batch_args
-from shared.batch_plan import plan_batch
-from shared.names import slugify
-from shared.prompt_file import PromptFileError, parse_prompts, read_prompt_file
+from blender_dreamfusion.addon_core.batch_options import UsageError, parse_batch_args
+from blender_dreamfusion.addon_core.batch_plan import plan_batch
+from blender_dreamfusion.shared.names import slugify
+from blender_dreamfusion.addon_core.prompt_file import PromptFileError, parse_prompts, read_prompt_file
 
 
 def test_text_skips_comments_and_blank_lines_and_keeps_line_numbers():

@@ -20,8 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.real_blender_helpers import chroot_run, install_extension, make_blender_root, run_windowed  # noqa: E402
-from tests.server_helpers import ServeProcess  # noqa: E402
+from tests.helpers.real_blender import chroot_run, install_extension, make_blender_root, run_windowed  # noqa: E402
+from tests.helpers.servers import ServeProcess  # noqa: E402
 
 REQUIRED = os.environ.get("DREAMFUSION_REQUIRE_BLENDER") == "1"
 DEFAULT_ROOT = Path(os.environ.get("DREAMFUSION_BLENDER_ROOT", "~/.cache/dreamfusion/blender-trixie")).expanduser()

@@ -4,11 +4,11 @@ import math
 
 import torch
 
-from backend.cameras import make_cameras
-from backend.geometry import DensityField
-from backend.occupancy import OccupancyGrid
-from backend.renderer import render
-from tests.fields import EmptyField, SphereField
+from blender_dreamfusion.backend.cameras import make_cameras
+from blender_dreamfusion.backend.geometry import DensityField
+from blender_dreamfusion.backend.occupancy import OccupancyGrid
+from blender_dreamfusion.backend.renderer import render
+from tests.helpers.fields import EmptyField, SphereField
 
 
 def test_sphere_renders_a_disc_of_the_projected_radius():
@@ -82,7 +82,7 @@ def test_field_normals_point_outward_from_the_blob():
 
 
 def test_hidden_samples_are_culled_without_changing_the_image():
-    from backend.renderer import RenderConfig
+    from blender_dreamfusion.backend.renderer import RenderConfig
 
     sphere = SphereField(0.5, sharpness=1e4)
     cam = make_cameras(0.0, 0.0, 2.0, 50.0)

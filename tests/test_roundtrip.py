@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import JobSpec, MESSAGE_TYPES, decode, encode
-from shared.messages import CLIENT_TYPES, SERVER_TYPES
-from tests.strategies import jobspecs, messages_of
+from blender_dreamfusion.shared import JobSpec, MESSAGE_TYPES, decode, encode
+from blender_dreamfusion.shared.messages import CLIENT_TYPES, SERVER_TYPES
+from tests.helpers.strategies import jobspecs, messages_of
 
 
 @given(jobspecs())
@@ -46,7 +46,7 @@ def test_every_direction_is_covered():
 
 
 def test_decoded_buffers_are_views_of_the_frames():
-    from tests.helpers import make_update
+    from tests.helpers.messages import make_update
 
     frames = [bytearray(f) for f in encode(make_update(1000))]
     decoded = decode(frames)

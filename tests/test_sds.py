@@ -5,16 +5,16 @@ from __future__ import annotations
 import torch
 from diffusers import DDPMScheduler
 
-from backend.cameras import make_cameras
-from backend.geometry import DensityField
-from backend.guidance.base import Guidance
-from backend.renderer import render
+from blender_dreamfusion.backend.cameras import make_cameras
+from blender_dreamfusion.backend.geometry import DensityField
+from blender_dreamfusion.backend.guidance.base import Guidance
+from blender_dreamfusion.backend.renderer import render
 
 
 class TargetPrior(Guidance):
     """A pixel prior whose noise prediction is exact for one target image: eps = (x_t - sqrt(ab) x*) / sqrt(1 - ab)."""
 
-    kind = "pixel"
+    space = "pixel"
 
     def __init__(self, target: torch.Tensor):
         super().__init__(DDPMScheduler(num_train_timesteps=1000), torch.device("cpu"), torch.float32)

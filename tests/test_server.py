@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import zmq
 
-from shared import (Accepted, Cancelled, Finished, Heartbeat, JobSpec, ListReply, Progress, Rejected, StatusReply, Submit,
+from blender_dreamfusion.shared import (Accepted, Cancelled, Finished, Heartbeat, JobSpec, ListReply, Progress, Rejected, StatusReply, Submit,
                     Update, Welcome)
-from shared.client import BackendClient
-from shared.framing import decode
-from shared.transport import send
-from tests.server_helpers import ThreadServer, ended, events_until, tiny_spec
+from blender_dreamfusion.shared.client import BackendClient
+from blender_dreamfusion.shared.framing import decode
+from blender_dreamfusion.shared.transport import send
+from tests.helpers.servers import ThreadServer, ended, events_until, tiny_spec
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ def test_a_client_that_never_acks_costs_at_most_one_held_update(server, tiny_sd)
         first = next(m for m in messages if isinstance(m, Update))
         assert first.step == 5
         # ... and its ack releases the newest one the server held, not the ones in between.
-        from shared import Ack
+        from blender_dreamfusion.shared import Ack
 
         send(silent, Ack(job_id=job, step=first.step))
         newest = steps_streamed[-1]
@@ -165,7 +165,7 @@ def test_bad_submissions_are_rejected_naming_the_field(server, tiny_sd, tmp_path
             reply = client.request(client.submit(spec))
             assert isinstance(reply, Rejected) and reply.field == field, reply
         # A spec that fails validation on the wire is rejected too, with the field named.
-        from shared.framing import encode
+        from blender_dreamfusion.shared.framing import encode
 
         frames = [bytes(f) for f in encode(Submit(spec=tiny_spec(tiny_sd), request_id="bad"))]
         frames[1] = frames[1].replace(b'"steps":30', b'"steps":0')

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from shared import Deleted, Finished, Progress, Update
-from shared.client import BackendClient
-from tests.server_helpers import ServeProcess, ended, events_until, tiny_spec
+from blender_dreamfusion.shared import Deleted, Finished, Progress, Update
+from blender_dreamfusion.shared.client import BackendClient
+from tests.helpers.servers import ServeProcess, ended, events_until, tiny_spec
 
 KILLS = 10
 

@@ -15,16 +15,16 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backend.cli import main
-from backend.server.admission import ServerLimits
-from backend.server.jobs import JobStore
-from shared import (CLIENT_TYPES, MESSAGE_TYPES, Ack, Bye, Deleted, Finished, Heartbeat, Hello, JobSpec, ListReply,
+from blender_dreamfusion.backend.cli import main
+from blender_dreamfusion.backend.server.admission import ServerLimits
+from blender_dreamfusion.backend.server.jobs import JobStore
+from blender_dreamfusion.shared import (CLIENT_TYPES, MESSAGE_TYPES, Ack, Bye, Deleted, Finished, Heartbeat, Hello, JobSpec, ListReply,
                     MeshData, Progress, ProtocolError, Rejected, StatusReply, Submit, Update, decode, encode,
                     jobspec_knobs)
-from shared.client import BackendClient, CurveKeys
-from shared.version import PROTOCOL_TAG
-from backend.server.service import Server, ServerConfig
-from tests.server_helpers import SCRIPT, TEMP_ROOT, ServeProcess, ThreadServer, ended, events_until, tiny_spec
+from blender_dreamfusion.shared.client import BackendClient, CurveKeys
+from blender_dreamfusion.shared.version import PROTOCOL_TAG
+from blender_dreamfusion.backend.server.service import Server, ServerConfig
+from tests.helpers.servers import SCRIPT, TEMP_ROOT, ServeProcess, ThreadServer, ended, events_until, tiny_spec
 
 FUZZ_EXAMPLES = 600
 
@@ -481,7 +481,7 @@ def test_serve_limit_flags_are_checked(capsys):
 
 
 def test_the_add_ons_local_backend_is_started_with_the_folders_it_may_read(tmp_path):
-    from shared.local_backend import LocalBackend, allowed_folders, split_folders
+    from blender_dreamfusion.addon_core.local_backend import LocalBackend, allowed_folders, split_folders
 
     models = tmp_path / "models"
     models.mkdir()

@@ -10,12 +10,12 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backend.cli import main
-from shared import (CLIENT_TYPES, Ack, Cancel, Finished, Hello, Progress, ProtocolError, Status, StatusReply,
+from blender_dreamfusion.backend.cli import main
+from blender_dreamfusion.shared import (CLIENT_TYPES, Ack, Cancel, Finished, Hello, Progress, ProtocolError, Status, StatusReply,
                     Submit, Update, decode, encode)
-from shared.client import BackendClient, BackendTimeout, CurveKeys
-from tests.strategies import mutated_frames
-from tests.server_helpers import SCRIPT, ServeProcess, ThreadServer, ended, events_until, tiny_spec
+from blender_dreamfusion.shared.client import BackendClient, BackendTimeout, CurveKeys
+from tests.helpers.strategies import mutated_frames
+from tests.helpers.servers import SCRIPT, ServeProcess, ThreadServer, ended, events_until, tiny_spec
 
 FUZZ_EXAMPLES = 1000
 
@@ -172,7 +172,7 @@ def test_curve_authorised_client_works_and_unknown_key_gets_nothing(tmp_path, ti
 def test_keys_for_a_remote_bind(tmp_path):
     keys = tmp_path / "keys"
     assert main(["keys", "generate", str(keys)]) == 0
-    from backend.server.security import check_bind, is_loopback
+    from blender_dreamfusion.backend.server.security import check_bind, is_loopback
 
     assert check_bind("tcp://0.0.0.0:5555", keys) is not None
     assert is_loopback("tcp://127.0.0.1:5555") and is_loopback("tcp://[::1]:5555")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import zmq
 
-from shared import CLIENT_TYPES, BadTag, SERVER_TYPES, Image, JobSpec, Submit, Update, decode, encode
-from shared.transport import recv, recv_routed, send, send_routed
-from tests.helpers import make_mesh, make_update
+from blender_dreamfusion.shared import CLIENT_TYPES, BadTag, SERVER_TYPES, Image, JobSpec, Submit, Update, decode, encode
+from blender_dreamfusion.shared.transport import recv, recv_routed, send, send_routed
+from tests.helpers.messages import make_mesh, make_update
 
 SHARED = Path(__file__).resolve().parents[1] / "shared"
 DEADLINE_MS = 10_000

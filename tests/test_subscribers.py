@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from backend.server.subscribers import Subscribers
-from shared import Finished, Progress
-from tests.helpers import make_update
+from blender_dreamfusion.backend.server.subscribers import Subscribers
+from blender_dreamfusion.shared import Finished, Progress
+from tests.helpers.messages import make_update
 
 
 def _update(step: int):
@@ -51,7 +51,7 @@ def test_silent_peers_are_forgotten_and_quiet_ones_get_heartbeats():
 
 
 def test_finished_messages_share_one_credit_per_client_and_wait_as_references():
-    from backend.server.subscribers import MAX_WAITING_RESULTS
+    from blender_dreamfusion.backend.server.subscribers import MAX_WAITING_RESULTS
 
     subs = Subscribers()
     subs.heard(b"a", 0.0)

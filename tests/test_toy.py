@@ -18,22 +18,22 @@ import numpy as np
 import pytest
 import torch
 
-from backend.cameras import make_cameras
-from backend.checkpoint import load_field
-from backend.crispness import crispness
-from backend.extract import extract_mesh
-from backend.geometry import DensityField
-from backend.generate import generate
-from backend.guidance.loading import recommended_settings
-from backend.guidance import ModelLoadError, load_guidance
-from backend.guidance.camera_pixel import CameraAwarePixelGuidance, camera_features
-from backend.guidance.toy import ToyGuidance
-from backend.renderer import render
-from backend.toy.data import NO_COLOUR, make_images
-from backend.toy.primitives import PrimitiveField
-from backend.toy.quality import hue_error, shape_distances, yaw_offset
-from backend.toy.vocab import SHAPES, VocabularyError, parse_prompt
-from shared import JobSpec, MeshData
+from blender_dreamfusion.backend.cameras import make_cameras
+from blender_dreamfusion.backend.checkpoint import load_field
+from blender_dreamfusion.backend.crispness import crispness
+from blender_dreamfusion.backend.extract import extract_mesh
+from blender_dreamfusion.backend.geometry import DensityField
+from blender_dreamfusion.backend.generate import generate
+from blender_dreamfusion.backend.guidance.loading import recommended_settings
+from blender_dreamfusion.backend.guidance import ModelLoadError, load_guidance
+from blender_dreamfusion.backend.guidance.camera_pixel import CameraAwarePixelGuidance, camera_features
+from blender_dreamfusion.backend.guidance.toy import ToyGuidance
+from blender_dreamfusion.backend.renderer import render
+from blender_dreamfusion.backend.toy.data import NO_COLOUR, make_images
+from blender_dreamfusion.backend.toy.primitives import PrimitiveField
+from blender_dreamfusion.backend.toy.quality import hue_error, shape_distances, yaw_offset
+from blender_dreamfusion.backend.toy.vocab import SHAPES, VocabularyError, parse_prompt
+from blender_dreamfusion.shared import JobSpec, MeshData
 
 SCRIPT = str(Path(sys.executable).with_name("dreamfusion-backend"))
 
@@ -102,16 +102,16 @@ def test_training_images_follow_the_trainer_sampling():
 
 
 def test_missing_builtin_weights_are_a_clear_error(monkeypatch, tmp_path):
-    import backend.toy
+    from blender_dreamfusion.backend import toy
 
-    monkeypatch.setattr(backend.toy, "WEIGHTS", tmp_path / "nothing")
-    with pytest.raises(ModelLoadError, match="train them with `python -m backend.toy.train`"):
+    monkeypatch.setattr(toy, "WEIGHTS", tmp_path / "nothing")
+    with pytest.raises(ModelLoadError, match="train them with `python -m blender_dreamfusion.backend.toy.train`"):
         load_guidance("toy-shapes", torch.device("cpu"))
 
 
 def test_weights_load_offline_from_the_package_and_unknown_words_fail_clearly(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    code = ("import torch; from backend.guidance import load_guidance; g = load_guidance('toy-shapes', "
+    code = ("import torch; from blender_dreamfusion.backend.guidance import load_guidance; g = load_guidance('toy-shapes', "
             "torch.device('cpu')); print(type(g).__name__, g.input_size)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0 and "ToyGuidance 32" in done.stdout, done.stderr
@@ -184,7 +184,7 @@ def test_the_readme_main_command_writes_a_red_cube(tmp_path):
 
 @pytest.mark.slow
 def test_training_script_writes_a_camera_aware_prior_that_guides(tmp_path):
-    from backend.toy import train
+    from blender_dreamfusion.backend.toy import train
 
     folder = tmp_path / "toy"
     assert train.main(["--steps", "3", "--images", "128", "--batch", "16", "--sample-steps", "2",
@@ -216,8 +216,8 @@ def test_training_script_writes_a_camera_aware_prior_that_guides(tmp_path):
 
 @pytest.mark.slow
 def test_priors_trained_on_the_first_camera_features_still_load_and_mismatches_are_refused(tmp_path):
-    from backend.toy import train
-    from backend.toy.model import build_unet
+    from blender_dreamfusion.backend.toy import train
+    from blender_dreamfusion.backend.toy.model import build_unet
 
     folder = tmp_path / "toy"
     assert train.main(["--steps", "1", "--images", "32", "--batch", "8", "--sample-steps", "1",
@@ -258,7 +258,7 @@ def test_camera_features():
 
 @pytest.mark.parametrize("bad", ["dragon=2", "cube=-1", "cube=lots", "cube"])
 def test_a_bad_shape_weight_is_refused_naming_the_flag_and_the_allowed_values(bad, capsys):
-    from backend.toy import train
+    from blender_dreamfusion.backend.toy import train
 
     with pytest.raises(SystemExit) as exit_info:
         train.main(["--shape-weight", bad, "--steps", "1"])

@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from backend.checkpoint import CheckpointError, load_checkpoint, load_field, read_checkpoint_spec, save_checkpoint
-from backend.extract import extract_mesh
-from backend.guidance import load_guidance
-from backend.trainer import Trainer, TrainerConfig, prompt_for_view
-from shared import JobSpec, decode, encode
+from blender_dreamfusion.backend.checkpoint import CheckpointError, load_checkpoint, load_field, read_checkpoint_spec, save_checkpoint
+from blender_dreamfusion.backend.extract import extract_mesh
+from blender_dreamfusion.backend.guidance import load_guidance
+from blender_dreamfusion.backend.trainer import Trainer, TrainerConfig, prompt_for_view
+from blender_dreamfusion.shared import JobSpec, decode, encode
 
 CONFIG = TrainerConfig(occupancy_every=4)
 
@@ -35,7 +35,7 @@ def parameters(trainer: Trainer) -> list[torch.Tensor]:
 
 
 def test_the_guidance_loads_from_disk_as_latent(guidance, tiny_sd):
-    assert guidance.kind == "latent" and guidance.input_size == 16
+    assert guidance.prior_name == "latent" and guidance.space == "latent" and guidance.input_size == 16
     assert (Path(tiny_sd) / "model_index.json").exists()
     embeddings = guidance.embed_text(["a red cube, front view", "a red cube, front view"])
     assert embeddings.shape[0] == 2 and len(guidance._text_cache) == 1
@@ -64,7 +64,7 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(guidance, tiny_sd,
     # The checkpoint's geometry wins over the continuing spec's: a shape cannot change kind midway.
     other = "sdf" if geometry == "density" else "density"
     resumed = load_checkpoint(path, spec(tiny_sd, geometry=other), guidance, config=CONFIG)
-    assert resumed.step == 5 and resumed.field.kind == geometry and resumed.spec.geometry == geometry
+    assert resumed.step == 5 and resumed.field.name == geometry and resumed.spec.geometry == geometry
     resumed.run()
     assert resumed.step == 10
     for x, y in zip(parameters(straight), parameters(resumed)):
@@ -92,7 +92,7 @@ def test_a_checkpoint_field_alone_extracts_the_trainers_mesh(guidance, tiny_sd, 
     trainer = Trainer(spec(tiny_sd, steps=4, geometry=geometry), guidance, config=TrainerConfig(occupancy_every=1))
     trainer.run()
     field, occupancy = load_field(save_checkpoint(trainer, tmp_path / "ckpt.safetensors"))
-    assert field.kind == geometry
+    assert field.name == geometry
     assert occupancy.occupied_fraction() < 1.0  # the trained grid, not a fresh all-occupied one
     assert torch.equal(occupancy.mask, trainer.occupancy.mask)
     expected = trainer.snapshot(preview=False).extraction.mesh
@@ -116,7 +116,7 @@ def test_a_checkpoint_from_before_the_geometry_knob_loads_as_a_density_field(gui
     restored, _ = read_checkpoint_spec(tmp_path / "old.safetensors")
     assert restored.geometry == "density"
     resumed = load_checkpoint(tmp_path / "old.safetensors", spec(tiny_sd, geometry="sdf"), guidance, config=CONFIG)
-    assert resumed.field.kind == "density"
+    assert resumed.field.name == "density"
     assert all(torch.equal(x, y) for x, y in zip(parameters(trainer), parameters(resumed)))
 
 

@@ -1,41 +1,35 @@
-"""Geometries: how a job holds its shape (see base.py). Choose with the JobSpec `geometry` knob."""
+"""Geometries: how a job holds its shape (base.py). A new geometry is a new file here (registry.py).
+
+Choose one with the JobSpec `geometry` knob; every module of this package is imported below, so each
+registers itself.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-
-from .base import Geometry
-from .density import DensityField, FieldConfig
+from .base import Geometry, GeometryConfig
+from .density import DensityConfig, DensityField
+from .registry import GEOMETRIES, discover_geometries, geometry_class, register_geometry
 from .sdf import SDFConfig, SDFField, SignedDistanceGeometry, resolve_for_render, volsdf_density
 
-#: JobSpec `geometry` value -> (class, its config dataclass).
-GEOMETRIES: dict[str, tuple[type[Geometry], type]] = {
-    "density": (DensityField, FieldConfig),
-    "sdf": (SDFField, SDFConfig),
-}
+discover_geometries()
 
 
-def make_geometry(kind: str, config=None, render_resolution: int | None = None) -> Geometry:
-    """A fresh geometry of `kind`; `render_resolution` sizes what a config leaves to the renders (SDF levels)."""
-    cls, config_cls = GEOMETRIES[kind]
-    config = config if config is not None else config_cls()
-    if render_resolution is not None and isinstance(config, SDFConfig):
-        config = resolve_for_render(config, render_resolution)
-    return cls(config)
+def make_geometry(name: str, config: GeometryConfig | None = None,
+                  render_resolution: int | None = None) -> Geometry:
+    """A fresh geometry called `name`; `render_resolution` sizes what a config leaves to the renders."""
+    config = config if config is not None else geometry_class(name).config_class()
+    if config.geometry != name:
+        raise ValueError(f"a {type(config).__name__} builds the {config.geometry!r} geometry, not {name!r}")
+    if render_resolution is not None:
+        config = config.for_render(render_resolution)
+    return config.build()
 
 
-def config_to_json(config) -> str:
-    return json.dumps(dataclasses.asdict(config))
+def config_from_json(name: str, text: str) -> GeometryConfig:
+    """The config of geometry `name` from a checkpoint's JSON."""
+    return geometry_class(name).config_class.from_json(text)
 
 
-def config_from_json(kind: str, text: str):
-    """A geometry config from a checkpoint's JSON; fields a newer version added take their defaults."""
-    config_cls = GEOMETRIES[kind][1]
-    known = {f.name for f in dataclasses.fields(config_cls)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(text).items() if k in known}
-    return config_cls(**values)
-
-
-__all__ = ["GEOMETRIES", "DensityField", "FieldConfig", "Geometry", "SDFConfig", "SDFField",
-           "SignedDistanceGeometry", "config_from_json", "config_to_json", "make_geometry", "volsdf_density"]
+__all__ = ["GEOMETRIES", "DensityConfig", "DensityField", "Geometry", "GeometryConfig", "SDFConfig", "SDFField",
+           "SignedDistanceGeometry", "config_from_json", "discover_geometries", "geometry_class", "make_geometry",
+           "register_geometry", "resolve_for_render", "volsdf_density"]

@@ -5,26 +5,65 @@ frame) answering density (what volume rendering integrates), albedo (sRGB in
 [0, 1], as the image prior sees colour) and outward normals. Kinds differ in
 how they hold the shape: `density` (DensityField) learns the density itself,
 `sdf` (SDFField) learns a signed distance and derives density from it, so its
-surface is the zero level set. A new kind is a new file plus a line in
-`backend.geometry.GEOMETRIES`.
+surface is the zero level set. A new geometry is a new file in this package:
+a `GeometryConfig` subclass naming it and a `Geometry` subclass decorated
+with `registry.register_geometry` (see registry.py).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Mapping
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Mapping
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 
-class Geometry(nn.Module):
-    #: The JobSpec `geometry` value this class implements.
-    kind: ClassVar[str]
-    #: How extraction finds the surface: "density" (an iso-level of density) or "sdf" (the zero level set).
-    surface: ClassVar[str] = "density"
+@dataclass(frozen=True)
+class GeometryConfig:
+    """What every geometry config holds and does: it names the geometry it builds (`geometry`, the
+    registry key, the JobSpec `geometry` value and the type tag a checkpoint stores beside the config's
+    JSON) and builds it (`build`)."""
 
-    config: object  # a frozen dataclass; checkpoints store it as JSON
+    geometry: ClassVar[str]
+    #: Half the side of the cube the geometry lives in (metres).
+    bound: float = 1.0
+
+    def for_render(self, render_resolution: int) -> "GeometryConfig":
+        """This config with what it leaves to the renders filled in (the SDF's grid levels); as is by default."""
+        return self
+
+    def build(self) -> "Geometry":
+        from .registry import geometry_class
+
+        return geometry_class(self.geometry)(self)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "GeometryConfig":
+        """A config from a checkpoint's JSON; fields a newer version added take their defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in json.loads(text).items() if k in known}
+        return cls(**values)
+
+
+class Geometry(nn.Module):
+    """A shape and its colour over world points, trained by the SDS trainer (see the module docstring)."""
+
+    #: The registry name, set by `register_geometry` from `config_class.geometry`.
+    name: ClassVar[str]
+    #: The config dataclass this class is built from.
+    config_class: ClassVar[type[GeometryConfig]]
+    #: How extraction finds the surface: "density" (an iso-level of density) or "sdf" (the zero level set).
+    surface: ClassVar[Literal["density", "sdf"]] = "density"
+
+    config: GeometryConfig
 
     @property
     def bound(self) -> float:

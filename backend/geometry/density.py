@@ -9,19 +9,21 @@ surface is an iso-level of density that extraction has to choose.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import Geometry, feature_grids, forward_difference_gradient, sample_grids
+from .base import Geometry, GeometryConfig, feature_grids, forward_difference_gradient, sample_grids
+from .registry import register_geometry
 
 
 @dataclass(frozen=True)
-class FieldConfig:
+class DensityConfig(GeometryConfig):
     """Shape of a DensityField: grid resolutions and channels, MLP width, the initial blob."""
 
-    bound: float = 1.0
+    geometry: ClassVar[str] = "density"
     resolutions: tuple[int, ...] = (16, 32, 64, 128)
     features_per_level: int = 2
     hidden: int = 32
@@ -31,13 +33,14 @@ class FieldConfig:
     init_scale: float = 1e-2
 
 
+@register_geometry
 class DensityField(Geometry):
     """Density and albedo from one set of feature grids (the geometry of DreamFusion and our first release)."""
 
-    kind = "density"
+    config_class = DensityConfig
     surface = "density"
 
-    def __init__(self, config: FieldConfig = FieldConfig()):
+    def __init__(self, config: DensityConfig = DensityConfig()):
         super().__init__()
         self.config = config
         c = config.features_per_level

@@ -19,20 +19,21 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import Geometry, feature_grids, forward_difference_gradient, sample_grids
+from .base import Geometry, GeometryConfig, feature_grids, forward_difference_gradient, sample_grids
+from .registry import register_geometry
 
 
 @dataclass(frozen=True)
-class SDFConfig:
+class SDFConfig(GeometryConfig):
     """Shape of an SDFField and its sharpness schedule."""
 
-    bound: float = 1.0
+    geometry: ClassVar[str] = "sdf"
     #: Grid levels; empty: 16, 32, ... up to the render resolution (at most 128). A prior cannot judge
     #: detail finer than its render's pixel, so finer levels only learn noise: on the toy prior's 32^2
     #: renders, levels 16-32 gave a roughness of 4.6 deg where 16-64 gave 6.4 (9.9 with a thicker wall);
@@ -64,6 +65,9 @@ class SDFConfig:
     #: (400 toy steps in 160 s instead of 273 s).
     min_sample_alpha: float = 1e-3
 
+    def for_render(self, render_resolution: int) -> "SDFConfig":
+        return resolve_for_render(self, render_resolution)
+
 
 MAX_AUTO_RESOLUTION = 128
 
@@ -90,7 +94,8 @@ def volsdf_density(sdf: torch.Tensor, beta: float) -> torch.Tensor:
 
 
 class SignedDistanceGeometry(Geometry):
-    """Density, normals and the eikonal term from `signed_distance`; subclasses give that and `albedo`."""
+    """Density, normals and the eikonal term from `signed_distance`; subclasses give that and `albedo`.
+    Not registered: analytic subclasses (the toy prior's primitives, tests' spheres) are built in code."""
 
     surface = "sdf"
     beta: float
@@ -119,8 +124,11 @@ class SignedDistanceGeometry(Geometry):
         return F.normalize(self.gradient(points), dim=-1, eps=1e-12)
 
 
+@register_geometry
 class SDFField(SignedDistanceGeometry):
-    kind = "sdf"
+    """A learnt SDF (|x| - radius + MLP(shape grids)) and albedo (MLP(colour grids)), rendered through VolSDF."""
+
+    config_class = SDFConfig
 
     def __init__(self, config: SDFConfig = SDFConfig()):
         super().__init__()

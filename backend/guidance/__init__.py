@@ -1,6 +1,11 @@
-"""Guidance: frozen diffusion priors behind one interface (a new prior is a new file here)."""
+"""Guidance: frozen diffusion priors behind one interface (base.py). A new prior is a new file here.
 
-from .base import Guidance, SDSResult
-from .loading import ModelLoadError, load_guidance
+Its class registers itself with `@register_prior` (registry.py says how a model's model_index.json picks
+it); `load_guidance` imports every module of this package before it matches a model.
+"""
 
-__all__ = ["Guidance", "SDSResult", "ModelLoadError", "load_guidance"]
+from .base import Guidance, ModelLoadError, SDSResult
+from .loading import load_guidance
+from .registry import PRIORS, register_prior
+
+__all__ = ["Guidance", "ModelLoadError", "PRIORS", "SDSResult", "load_guidance", "register_prior"]

@@ -2,13 +2,17 @@
 
 A prior supplies three things: how to turn renders into its input space
 (`prepare`), how to embed text (`embed_text`) and its noise prediction
-(`predict_noise`). SDS itself is written once, here.
+(`predict_noise`), plus which model parts it needs (`components`) and how
+it is built from them (`from_parts`). SDS itself is written once, here.
+A new prior is a new module in this package whose class is decorated with
+`registry.register_prior` (see registry.py for how a model names it).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -22,11 +26,28 @@ class SDSResult:
     timesteps: torch.Tensor  # (B,) the sampled t
 
 
+class ModelLoadError(RuntimeError):
+    """The prior could not be loaded; the message says which model and what to do."""
+
+
 class Guidance(ABC):
     """A frozen diffusion prior that scores renders."""
 
-    #: "latent" or "pixel", for reporting.
-    kind: str = ""
+    #: The registry name (`registry.PRIORS`): what a model_index.json's `_prior` names.
+    prior_name: ClassVar[str] = ""
+    #: Where the UNet denoises: "latent" (through a VAE) or "pixel" (the render itself).
+    space: ClassVar[Literal["latent", "pixel"]]
+    #: The model_index.json parts `from_parts` is given, loaded (the scheduler is always read as well).
+    components: ClassVar[tuple[str, ...]] = ("unet", "text_encoder", "tokenizer")
+    #: diffusers pipeline `_class_name`s this prior answers for when a model names no `_prior`.
+    pipelines: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_parts(cls, model: str, index: dict[str, Any], parts: dict[str, Any], scheduler,
+                   device: torch.device, dtype: torch.dtype) -> "Guidance":
+        """The prior for `model` from its loaded `components` (raise ModelLoadError when they do not fit).
+        Every registered prior gives one; a prior built in code (a test's) need not."""
+        raise NotImplementedError(f"{cls.__name__} is not built from a model folder")
 
     def __init__(self, scheduler, device: torch.device, dtype: torch.dtype):
         self.scheduler = scheduler

@@ -13,7 +13,9 @@ from collections.abc import Callable
 import torch
 
 from ..cameras import Cameras
+from .base import ModelLoadError
 from .pixel import PixelGuidance
+from .registry import register_prior
 
 
 def _sincos(azimuth_deg: torch.Tensor, elevation_deg: torch.Tensor) -> torch.Tensor:
@@ -49,8 +51,24 @@ def feature_size(conditioning: str) -> int:
     return int(camera_features(torch.zeros(1), torch.zeros(1), conditioning).shape[-1])
 
 
+@register_prior
 class CameraAwarePixelGuidance(PixelGuidance):
-    kind = "pixel+camera"
+    """Pixel guidance whose UNet also takes the camera's features as its class embedding."""
+
+    prior_name = "camera-pixel"
+
+    @classmethod
+    def from_parts(cls, model, index, parts, scheduler, device, dtype):
+        camera = index.get("_camera_conditioning")
+        if camera not in CAMERA_CONDITIONINGS:
+            raise ModelLoadError(f"model {model!r} wants camera conditioning {camera!r}; this backend knows "
+                                 f"{', '.join(map(repr, CAMERA_CONDITIONINGS))}")
+        expected, made = parts["unet"].config.get("projection_class_embeddings_input_dim"), feature_size(camera)
+        if expected != made:
+            raise ModelLoadError(f"model {model!r}: its UNet takes {expected} camera features, but {camera!r} "
+                                 f"makes {made}")
+        return cls(parts["unet"], parts["text_encoder"], parts["tokenizer"], scheduler, device, dtype,
+                   conditioning=camera)
 
     def __init__(self, unet, text_encoder, tokenizer, scheduler, device, dtype,
                  conditioning: str = CAMERA_CONDITIONING):

@@ -6,10 +6,21 @@ import torch
 from torch.nn import functional as F
 
 from .base import Guidance
+from .registry import register_prior
 
 
+@register_prior
 class LatentGuidance(Guidance):
-    kind = "latent"
+    """Stable Diffusion-style priors: renders are VAE-encoded (with gradient) and scored in latent space."""
+
+    prior_name = "latent"
+    space = "latent"
+    components = ("unet", "text_encoder", "tokenizer", "vae")
+    pipelines = ("StableDiffusionPipeline",)
+
+    @classmethod
+    def from_parts(cls, model, index, parts, scheduler, device, dtype):
+        return cls(parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"], scheduler, device, dtype)
 
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, device, dtype):
         super().__init__(scheduler, device, dtype)

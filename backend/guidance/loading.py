@@ -10,21 +10,18 @@ from pathlib import Path
 
 import torch
 
-from shared import model_kind
-from shared.recommended import builtin_recommendations
+from blender_dreamfusion.shared import model_source
+from blender_dreamfusion.shared.recommended import builtin_recommendations
 
-from .base import Guidance
+from .base import Guidance, ModelLoadError
+from .registry import prior_class
 
 #: Libraries a model_index.json may name; nothing else is imported from a model's config.
 _LIBRARIES = ("diffusers", "transformers")
 
 
-class ModelLoadError(RuntimeError):
-    """The prior could not be loaded; the message says which model and what to do."""
-
-
 def load_guidance(model: str, device: torch.device) -> Guidance:
-    """The guidance for a JobSpec `model`: latent when the model has a VAE, else pixel."""
+    """The guidance for a JobSpec `model`: the registered prior its model_index.json names (registry.py)."""
     # Library deprecation chatter is not the user's business; our own errors say what matters.
     with warnings.catch_warnings(), _quiet_library_logs():
         warnings.simplefilter("ignore")
@@ -56,7 +53,7 @@ def builtin_folder(model: str) -> Path:
 
     if not (folder / "model_index.json").is_file():
         raise ModelLoadError(f"the built-in prior {model!r} has no weights in this installation ({folder}); "
-                             "train them with `python -m backend.toy.train`")
+                             "train them with `python -m blender_dreamfusion.backend.toy.train`")
     return folder
 
 
@@ -66,10 +63,10 @@ def recommended_settings(model: str) -> dict:
 
     Hub models are not looked at: reading a hub model's index could mean a download.
     """
-    kind = model_kind(model)
-    if kind == "builtin":
+    where = model_source(model)
+    if where == "builtin":
         return builtin_recommendations(model)
-    if kind == "hub":
+    if where == "hub":
         return {}
     try:
         folder = Path(model).expanduser()
@@ -81,62 +78,34 @@ def recommended_settings(model: str) -> dict:
 
 
 def _load(model: str, device: torch.device) -> Guidance:
-    kind = model_kind(model)
-    if kind == "builtin":
+    where = model_source(model)
+    if where == "builtin":
         source = str(builtin_folder(model))
-    elif kind == "local":
+    elif where == "local":
         source = str(Path(model).expanduser())
     else:
         source = model
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     index = _model_index(model, source)
-    missing = [name for name in ("unet", "text_encoder", "tokenizer", "scheduler") if name not in index]
+    cls = prior_class(model, index)
+    missing = [name for name in (*cls.components, "scheduler") if name not in index]
     if missing:
         raise ModelLoadError(f"model {model!r} has no {', '.join(missing)}: it is not a text-to-image "
                              "diffusion model")
-    parts = {name: _load_part(model, source, name, index, dtype) for name in ("unet", "text_encoder", "tokenizer")}
+    parts = {name: _load_part(model, source, name, index, dtype) for name in cls.components}
     scheduler = _ddpm_scheduler(model, source)
     for part in parts.values():
         if isinstance(part, torch.nn.Module):
             part.requires_grad_(False).eval().to(device)
     if device.type == "cuda":
         parts["unet"].to(memory_format=torch.channels_last)
-    if "vae" in index:
-        from .latent import LatentGuidance
-
-        vae = _load_part(model, source, "vae", index, dtype).requires_grad_(False).eval().to(device)
-        return LatentGuidance(parts["unet"], vae, parts["text_encoder"], parts["tokenizer"], scheduler, device, dtype)
-    return _pixel_guidance(model, index, parts, scheduler, device, dtype)
-
-
-def _pixel_guidance(model: str, index: dict, parts: dict, scheduler, device, dtype) -> Guidance:
-    """Plain pixel guidance, or camera-aware when model_index.json declares it (the built-in prior adds its vocabulary)."""
-    args = (parts["unet"], parts["text_encoder"], parts["tokenizer"], scheduler, device, dtype)
-    camera = index.get("_camera_conditioning")
-    if camera is None:
-        from .pixel import PixelGuidance
-
-        return PixelGuidance(*args)
-    from .camera_pixel import CAMERA_CONDITIONINGS, CameraAwarePixelGuidance, feature_size
-
-    if camera not in CAMERA_CONDITIONINGS:
-        raise ModelLoadError(f"model {model!r} wants camera conditioning {camera!r}; this backend knows "
-                             f"{', '.join(map(repr, CAMERA_CONDITIONINGS))}")
-    expected, made = parts["unet"].config.get("projection_class_embeddings_input_dim"), feature_size(camera)
-    if expected != made:
-        raise ModelLoadError(f"model {model!r}: its UNet takes {expected} camera features, but {camera!r} makes {made}")
-    cls = CameraAwarePixelGuidance
-    if model_kind(model) == "builtin":
-        from .toy import ToyGuidance
-
-        cls = ToyGuidance
-    return cls(*args, conditioning=camera)
+    return cls.from_parts(model, index, parts, scheduler, device, dtype)
 
 
 def _model_index(model: str, source: str) -> dict:
     from diffusers import DiffusionPipeline
 
-    if model_kind(model) != "hub" and not Path(source).is_dir():
+    if model_source(model) != "hub" and not Path(source).is_dir():
         raise ModelLoadError(f"model folder {model!r} does not exist")
     try:
         return DiffusionPipeline.load_config(source)
@@ -174,7 +143,7 @@ def _ddpm_scheduler(model: str, source: str):
 
 def _not_found(model: str, exc: Exception) -> str:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if model_kind(model) == "local":
+    if model_source(model) == "local":
         return f"could not load model folder {model!r}: {reason[:200]}"
     return (f"could not load model {model!r} ({reason[:200]}). If the machine is offline, download it where "
             f"there is network (`hf download {model}` fills the Hugging Face cache) or pass a local "

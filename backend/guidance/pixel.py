@@ -7,10 +7,19 @@ from torch.nn import functional as F
 
 from .base import Guidance
 from .latent import encode_with_tokenizer
+from .registry import register_prior
 
 
+@register_prior
 class PixelGuidance(Guidance):
-    kind = "pixel"
+    """Any text-conditioned pixel-space UNet (no VAE): renders are resized to its input and scored directly."""
+
+    prior_name = "pixel"
+    space = "pixel"
+
+    @classmethod
+    def from_parts(cls, model, index, parts, scheduler, device, dtype):
+        return cls(parts["unet"], parts["text_encoder"], parts["tokenizer"], scheduler, device, dtype)
 
     def __init__(self, unet, text_encoder, tokenizer, scheduler, device, dtype):
         super().__init__(scheduler, device, dtype)

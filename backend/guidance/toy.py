@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from ..toy.vocab import ToyPrompt, VocabularyError, parse_prompt
 from .camera_pixel import CameraAwarePixelGuidance
+from .registry import register_prior
 
 
+@register_prior
 class ToyGuidance(CameraAwarePixelGuidance):
-    kind = "toy-shapes"
+    """The built-in prior (its weights' model_index.json says `"_prior": "toy-shapes"`)."""
+
+    prior_name = "toy-shapes"
 
     def check_prompt(self, prompt: str) -> None:
         parse_prompt(prompt)  # raises VocabularyError listing the vocabulary

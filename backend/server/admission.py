@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared import JobSpec, model_kind
-from shared.errors import safe_text
+from blender_dreamfusion.shared import JobSpec, model_source
+from blender_dreamfusion.shared.errors import safe_text
 
 from .jobs import JobStore
 
@@ -105,11 +105,11 @@ def admit(spec: JobSpec, store: JobStore, paths: PathPolicy, can_read_job) -> Jo
                                  outside="is neither a job on this backend nor a path inside the folders it allows",
                                  missing="no such checkpoint file")
             spec = dataclasses.replace(spec, init_from=str(path))
-    if model_kind(spec.model) == "local":
+    if model_source(spec.model) == "local":
         _allowed_path("model", spec.model, paths, data_dir_too=False, is_there=Path.is_dir,
                       outside="is not inside a folder this backend allows models from",
                       missing="no such folder on the backend's machine")
-    if model_kind(spec.model) == "builtin":
+    if model_source(spec.model) == "builtin":
         from ..toy.vocab import VocabularyError, parse_prompt
 
         try:

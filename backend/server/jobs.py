@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from shared import JobInfo, JobSpec, MeshData
-from shared.atomic import TEMP_SUFFIX, atomic_write, fsync_folder
-from shared.errors import safe_text
-from shared.messages import ID_PATTERN
+from blender_dreamfusion.shared import JobInfo, JobSpec, MeshData
+from blender_dreamfusion.shared.atomic import TEMP_SUFFIX, atomic_write, fsync_folder
+from blender_dreamfusion.shared.errors import safe_text
+from blender_dreamfusion.shared.messages import ID_PATTERN
 
 TERMINAL = ("finished", "failed", "cancelled")
 #: States `resume` accepts: the job stopped before its last step and may have a checkpoint.

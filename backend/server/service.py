@@ -21,13 +21,13 @@ from pathlib import Path
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from shared import (CLIENT_TYPES, Ack, Accepted, Bye, Cancel, Cancelled, Delete, Deleted, Error, Finished,
+from blender_dreamfusion.shared import (CLIENT_TYPES, Ack, Accepted, Bye, Cancel, Cancelled, Delete, Deleted, Error, Finished,
                     Heartbeat, Hello, List, ListReply, Message, Progress, ProtocolError, Rejected, Result, Resume,
                     Status, StatusReply, Submit, Watch, Welcome, __version__, decode)
-from shared.errors import MAX_FIELD_NAME, BadJobSpec, safe_text
-from shared.messages import JobCommand
-from shared.transport import send_routed
-from shared.wirefields import MAX_TEXT
+from blender_dreamfusion.shared.errors import MAX_FIELD_NAME, BadJobSpec, safe_text
+from blender_dreamfusion.shared.messages import JobCommand
+from blender_dreamfusion.shared.transport import send_routed
+from blender_dreamfusion.shared.wirefields import MAX_TEXT
 
 from ..generate import resolve_device
 from .admission import PathPolicy, Refused, ServerLimits, admit, format_size

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from shared import Cancelled, Failed, Finished, Message, Update
+from blender_dreamfusion.shared import Cancelled, Failed, Finished, Message, Update
 
 ENDINGS = (Finished, Failed, Cancelled)
 #: `result` requests one client may have waiting for the mesh credit (pushed `finished` events always wait).

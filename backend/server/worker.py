@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from shared import Cancelled, Failed, Finished, Message, Progress
+from blender_dreamfusion.shared import Cancelled, Failed, Finished, Message, Progress
 
 from ..checkpoint import CheckpointError, save_checkpoint
 from ..export import export_mesh

@@ -2,5 +2,5 @@
 
 from pathlib import Path
 
-#: The trained weights, saved with `save_pretrained` by `python -m backend.toy.train`.
+#: The trained weights, saved with `save_pretrained` by `python -m blender_dreamfusion.backend.toy.train`.
 WEIGHTS = Path(__file__).resolve().parent / "weights"

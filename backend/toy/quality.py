@@ -9,7 +9,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.spatial import cKDTree
 
-from shared import MeshData
+from blender_dreamfusion.shared import MeshData
 
 from ..extract import extract_mesh
 from .primitives import PrimitiveField

@@ -9,8 +9,8 @@ trained views, never more), so tuning SDS cannot change what a retrain makes.
 
 from __future__ import annotations
 
-from shared import JobSpec
-from shared.recommended import BUILTIN_RECOMMENDATIONS, TOY_TRAINING_SCENE
+from blender_dreamfusion.shared import JobSpec
+from blender_dreamfusion.shared.recommended import BUILTIN_RECOMMENDATIONS, TOY_TRAINING_SCENE
 
 TRAINING_SCENE = TOY_TRAINING_SCENE
 RECOMMENDED_SPEC = BUILTIN_RECOMMENDATIONS["toy-shapes"]

@@ -1,6 +1,6 @@
 """Train the toy-shapes prior from scratch on the CPU.
 
-    .venv/bin/python -m backend.toy.train --minutes 50 --seed 0
+    .venv/bin/python -m blender_dreamfusion.backend.toy.train --minutes 50 --seed 0
 
 Renders the training images with the backend's renderer, trains the
 camera-aware pixel UNet and its tiny text encoder with separate condition
@@ -154,7 +154,7 @@ def save(folder: Path, tokenizer, text_encoder, unet, scheduler, info: dict) -> 
     text_encoder.save_pretrained(folder / "text_encoder")
     unet.save_pretrained(folder / "unet")
     scheduler.save_pretrained(folder / "scheduler")
-    index = {"_class_name": "DiffusionPipeline", "_diffusers_version": diffusers.__version__,
+    index = {"_class_name": "DiffusionPipeline", "_diffusers_version": diffusers.__version__, "_prior": "toy-shapes",
              "_camera_conditioning": CAMERA_CONDITIONING, "_training": info, "_recommended_spec": RECOMMENDED_SPEC,
              "unet": ["diffusers", "UNet2DConditionModel"], "scheduler": ["diffusers", "DDPMScheduler"],
              "text_encoder": ["transformers", "CLIPTextModel"],

@@ -59,7 +59,7 @@ def shoot(name: str) -> None:
 def screen_box(window, region, overlay_module, settings) -> list[int]:
     """[left, top, right, bottom] in screen pixels (y down, Xvfb puts the window at the origin) of every
     overlay point in front of the camera, clipped to the viewport region."""
-    from bl_ext.user_default.dreamfusion.shared.overlay_geometry import SamplingRanges, overlay_geometry
+    from bl_ext.user_default.dreamfusion.blender_dreamfusion.addon_core.overlay_geometry import SamplingRanges, overlay_geometry
 
     rv3d = region.data
     geometry = overlay_geometry(SamplingRanges.from_values(overlay_module._values(settings)))

@@ -1,6 +1,6 @@
 """Generate the reference tables of PROTOCOL.md from the code, so the doc cannot drift.
 
-    python -m tests.protocol_doc --write   # refresh PROTOCOL.md in place
+    python -m tests.helpers.protocol_doc --write   # refresh PROTOCOL.md in place
 
 `tests/test_layout.py` fails when PROTOCOL.md's tables differ from these.
 """
@@ -14,13 +14,13 @@ import types
 import typing
 from pathlib import Path
 
-from shared import MESSAGE_TYPES, JobSpec, jobspec_knobs
-from shared.framing import field_buffer_names
-from shared.knobs import format_number
-from shared.messages import BOTH, CLIENT, JobInfo, buffer_fields
-from shared.wirefields import field_limits, resolved_hints
+from blender_dreamfusion.shared import MESSAGE_TYPES, JobSpec, jobspec_knobs
+from blender_dreamfusion.shared.framing import field_buffer_names
+from blender_dreamfusion.shared.knobs import format_number
+from blender_dreamfusion.shared.messages import BOTH, CLIENT, JobInfo, buffer_fields
+from blender_dreamfusion.shared.wirefields import field_limits, resolved_hints
 
-DOC = Path(__file__).resolve().parents[1] / "PROTOCOL.md"
+DOC = Path(__file__).resolve().parents[2] / "PROTOCOL.md"
 _SENDERS = {CLIENT: "client → server", BOTH: "either way", "server": "server → client"}
 
 
@@ -97,7 +97,7 @@ def message_tables() -> str:
 
 
 def jobspec_table() -> str:
-    rows = ["| field | kind | default (`standard`) | allowed | meaning |", "|---|---|---|---|---|"]
+    rows = ["| field | type | default (`standard`) | allowed | meaning |", "|---|---|---|---|---|"]
     defaults = {f.name: f for f in dataclasses.fields(JobSpec)}
     for name, knob in jobspec_knobs().items():
         f = defaults[name]
@@ -109,7 +109,7 @@ def jobspec_table() -> str:
             default = "random, recorded"
         else:
             default = "**required**"
-        rows.append(f"| `{name}` | {knob.kind} | {default} | {knob.allowed()} | {knob.help} |")
+        rows.append(f"| `{name}` | {knob.value_type} | {default} | {knob.allowed()} | {knob.help} |")
     return "\n".join(rows)
 
 

@@ -10,11 +10,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import build_addon  # noqa: E402
 
-SCRIPTS = Path(__file__).resolve().parent / "real_blender"
+SCRIPTS = ROOT / "tests" / "real_blender"
 #: Blender with a window, on a virtual screen (Xvfb runs no window manager: window and screen coordinates agree).
 WINDOWED_BLENDER = ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "blender", "--python"]
 

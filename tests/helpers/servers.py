@@ -10,9 +10,9 @@ import threading
 import time
 from pathlib import Path
 
-from backend.server.service import Server, ServerConfig
-from shared import JobSpec, Message
-from shared.client import BackendClient
+from blender_dreamfusion.backend.server.service import Server, ServerConfig
+from blender_dreamfusion.shared import JobSpec, Message
+from blender_dreamfusion.shared.client import BackendClient
 
 SCRIPT = Path(sys.executable).with_name("dreamfusion-backend")
 #: Tests keep their tiny models and checkpoints under the temp folder; the servers they start allow it.

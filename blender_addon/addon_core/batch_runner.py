@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from ..shared.jobspec import JobSpec
 from .batch_plan import BatchItem
 from .job_tracker import FINAL_STATES, Applied, JobTracker, MeshToApply
-from .jobspec import JobSpec
 
 #: A backend that has not answered its first hello by then is retired.
 CONNECT_TIMEOUT = 30.0

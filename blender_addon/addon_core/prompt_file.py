@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError
-from .jobspec import jobspec_knobs
+from ..shared.errors import SpecError
+from ..shared.jobspec import jobspec_knobs
 
 #: Columns a CSV header may name besides the JobSpec fields.
 EXTRA_COLUMNS = ("preset",)
@@ -202,20 +202,20 @@ def csv_cell(name: str, cell: str) -> Any:
         return text
     knob = jobspec_knobs()[name]
     fail = lambda problem: SpecError(name, text, knob.allowed(), problem)  # noqa: E731
-    if knob.kind in ("text", "choice"):
+    if knob.value_type in ("text", "choice"):
         return text
-    if knob.kind == "bool":
+    if knob.value_type == "bool":
         if text.lower() in _TRUE:
             return True
         if text.lower() in _FALSE:
             return False
         raise fail("is not true/false")
-    if knob.kind == "int":
+    if knob.value_type == "int":
         try:
             return int(text)
         except ValueError:
             raise fail("is not an integer") from None
-    if knob.kind == "float":
+    if knob.value_type == "float":
         return _number(text, fail)
     parts = [p for p in re.split(r"[\s;]+", text.strip("[]() ")) if p]
     if len(parts) != 2:

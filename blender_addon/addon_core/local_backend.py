@@ -61,7 +61,7 @@ def backend_command(executable: str = "") -> list[str]:
     if not resolved.is_file():
         raise LocalBackendError(f"backend executable {path!r} does not exist")
     if _PYTHON.match(resolved.name):
-        return [str(resolved), "-m", "backend.cli"]
+        return [str(resolved), "-m", "blender_dreamfusion.backend.cli"]
     return [str(resolved)]
 
 

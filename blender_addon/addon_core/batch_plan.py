@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from .errors import SpecError
-from .jobspec import DEFAULT_MODEL, JobSpec, preset_values
-from .names import slugify
+from ..shared.errors import SpecError
+from ..shared.jobspec import DEFAULT_MODEL, JobSpec, preset_values
+from ..shared.names import slugify
 from .prompt_file import BadLine, PromptFile
 
 

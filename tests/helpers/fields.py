@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from backend.geometry import SignedDistanceGeometry
+from blender_dreamfusion.backend.geometry import SignedDistanceGeometry
 
 
 class SphereField(torch.nn.Module):
@@ -51,7 +51,7 @@ class TwoSpheres(torch.nn.Module):
 class SphereSDF(SignedDistanceGeometry):
     """The exact signed distance to a sphere, rendered through VolSDF like the learnt SDF geometry."""
 
-    kind = "analytic-sphere"
+    name = "analytic-sphere"
 
     def __init__(self, radius: float = 0.5, beta: float = 0.005, offset: float = 0.0, bound: float = 1.0):
         super().__init__()

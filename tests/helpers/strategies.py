@@ -13,9 +13,9 @@ import types
 import numpy as np
 from hypothesis import strategies as st
 
-from shared import JobSpec, MeshData, jobspec_knobs
-from shared.messages import Image, Message
-from shared.wirefields import Limits, field_limits, resolved_hints
+from blender_dreamfusion.shared import JobSpec, MeshData, jobspec_knobs
+from blender_dreamfusion.shared.messages import Image, Message
+from blender_dreamfusion.shared.wirefields import Limits, field_limits, resolved_hints
 
 # No control characters other than tab/newline, no lone surrogates.
 TEXT = st.characters(blacklist_categories=("Cs",), blacklist_characters=[chr(c) for c in range(32) if c not in (9, 10)])
@@ -24,19 +24,19 @@ MODELS = st.sampled_from(["toy-shapes", "stabilityai/stable-diffusion-2-1-base",
 
 
 def _knob_value(name, knob):
-    if knob.kind == "text":
+    if knob.value_type == "text":
         min_size = 1 if knob.required else 0
         text = st.text(TEXT, min_size=min_size, max_size=min(knob.max_len, 40))
         return text.filter(str.strip) if knob.required else text
-    if knob.kind == "bool":
+    if knob.value_type == "bool":
         return st.booleans()
-    if knob.kind == "choice":
+    if knob.value_type == "choice":
         return st.sampled_from(knob.choices)
-    if knob.kind == "int":
+    if knob.value_type == "int":
         return st.integers(int(knob.minimum), int(knob.maximum))
-    if knob.kind == "float":
+    if knob.value_type == "float":
         return st.floats(knob.minimum, knob.maximum, allow_nan=False)
-    assert knob.kind == "range"
+    assert knob.value_type == "range"
 
     @st.composite
     def pair(draw):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared import MeshData, Update
+from blender_dreamfusion.shared import MeshData, Update
 
 
 def make_mesh(vertices: int, seed: int = 0) -> MeshData:

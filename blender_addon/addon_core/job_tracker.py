@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .jobspec import JobSpec
-from .mesh import MeshData
-from .messages import (Accepted, Cancelled, Deleted, Error, Failed, Finished, JobInfo, ListReply, Message, Progress,
-                       Rejected, StatusReply, Update)
+from ..shared.jobspec import JobSpec
+from ..shared.mesh import MeshData
+from ..shared.messages import (Accepted, Cancelled, Deleted, Error, Failed, Finished, JobInfo, ListReply, Message,
+                               Progress, Rejected, StatusReply, Update)
 
 ACTIVE_STATES = ("queued", "running")
 #: States a job never leaves (an interrupted one can be resumed).

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError
-from .jobspec import jobspec_knobs
-from .spec_args import add_spec_arguments, flag_name
+from ..shared.errors import SpecError
+from ..shared.jobspec import jobspec_knobs
+from ..shared.spec_args import add_spec_arguments, flag_name
 
 PROG = "blender -b -c dreamfusion batch"
 #: Exit statuses: every prompt finished / some prompt failed or was skipped / bad arguments or prompt file.
