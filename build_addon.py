@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Assemble the installable Blender extensions: blender_addon/ + a copy of shared/ + pyzmq wheels.
+"""Assemble the installable Blender extensions: blender_addon/ (with addon_core/) + a copy of shared/ + pyzmq wheels.
 
     python build_addon.py                 # -> dist/dreamfusion-<version>-py311.zip and -py313.zip
     python build_addon.py --no-wheels     # -> dist/dreamfusion-<version>.zip, for a Blender that has pyzmq
 
 Each zip holds the add-on at its root with `shared/` vendored beside
-`__init__.py` (which is why `shared/` may only use relative imports) and
-pyzmq wheels under `wheels/`, listed in the manifest's `wheels`, for Linux
+`__init__.py` and `addon_core/` (which is why both may only use relative
+imports) and pyzmq wheels under `wheels/`, listed in the manifest's `wheels`, for Linux
 x86_64, Windows amd64 and macOS (universal2: arm64 and x86_64). Blender
 installs only the wheel matching the machine.
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from blender_dreamfusion.shared import JobSpec
 from blender_dreamfusion.shared.atomic import atomic_write
 
-from .geometry import GEOMETRIES, Geometry, GeometryConfig, config_from_json, discover_geometries
+from .geometry import Geometry, GeometryConfig, geometry_class
 from .occupancy import OccupancyGrid
 from .trainer import Trainer, TrainerConfig
 
@@ -119,17 +119,20 @@ def load_field(path: str | Path, device="cpu") -> tuple[Geometry, OccupancyGrid]
     return field.to(device), occupancy.to(device)
 
 
-def _geometry_name(meta: dict[str, str]) -> str:
+def _geometry_class(meta: dict[str, str]) -> type[Geometry]:
     name = meta.get("geometry", "density")  # checkpoints from before the tag hold a density field
-    discover_geometries()
-    if name not in GEOMETRIES:
-        raise CheckpointError(f"checkpoint geometry {name!r} is unknown to this backend (it knows "
-                              f"{', '.join(GEOMETRIES)})")
-    return name
+    try:
+        return geometry_class(name)
+    except KeyError as exc:
+        raise CheckpointError(f"checkpoint {exc.args[0]}") from None
+
+
+def _geometry_name(meta: dict[str, str]) -> str:
+    return _geometry_class(meta).name
 
 
 def _geometry_config(meta: dict[str, str]) -> GeometryConfig:
-    return config_from_json(_geometry_name(meta), meta["field_config"])
+    return _geometry_class(meta).config_class.from_json(meta["field_config"])
 
 
 def _metadata(path, safe_open) -> dict[str, str]:

@@ -31,16 +31,16 @@ from pathlib import Path
 import bpy
 
 from . import preferences, scene_update
-from .session import Session
-from .shared.atomic import atomic_write
 from .addon_core.batch_options import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, BatchOptions, UsageError,
-                                   parse_batch_args, usage)
+                                       parse_batch_args, usage)
 from .addon_core.batch_plan import plan_batch
 from .addon_core.batch_runner import BatchRunner, ItemResult
 from .addon_core.job_tracker import MeshToApply
-from .shared.jobspec import DEFAULT_MODEL, model_source
 from .addon_core.local_backend import LocalBackendError, split_folders
 from .addon_core.prompt_file import PromptFileError, read_prompt_file
+from .session import Session
+from .shared.atomic import atomic_write
+from .shared.jobspec import DEFAULT_MODEL, model_source
 from .shared.recommended import builtin_recommendations
 
 COMMAND = "dreamfusion"

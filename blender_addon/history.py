@@ -8,9 +8,9 @@ import json
 import bpy
 import numpy as np
 
+from .addon_core.job_tracker import FINAL_STATES
 from .properties import HIDDEN_FIELDS, INT_MAX, selected_job
 from .shared.errors import SpecError
-from .addon_core.job_tracker import FINAL_STATES
 from .shared.jobspec import JobSpec
 
 THUMBNAIL_PREFIX = "DreamFusion "

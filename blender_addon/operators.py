@@ -7,12 +7,12 @@ import os
 import bpy
 
 from . import client_loop, preferences, scene_update
+from .addon_core.local_backend import LocalBackendError, split_folders
 from .properties import adopt_default_model, selected_job, spec_values
 from .session import SESSION
 from .shared.client import BackendTimeout
 from .shared.errors import SpecError
 from .shared.jobspec import JobSpec, model_source
-from .addon_core.local_backend import LocalBackendError, split_folders
 
 
 def _ensure_backend(op, context) -> bool:

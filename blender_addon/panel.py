@@ -3,9 +3,9 @@
 import bpy
 
 from . import client_loop
+from .addon_core.job_tracker import format_seconds
 from .properties import HIDDEN_FIELDS, selected_job
 from .session import SESSION
-from .addon_core.job_tracker import format_seconds
 from .shared.jobspec import jobspec_knobs
 
 STATUS_ICONS = {"off": "UNLINKED", "starting": "SORTTIME", "connecting": "SORTTIME", "connected": "LINKED",

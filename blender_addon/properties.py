@@ -8,11 +8,11 @@ protocol's maximum).
 
 import bpy
 
-from .shared.jobspec import JobSpec, PRESETS, jobspec_knobs
-from .shared.recommended import builtin_recommendations
 from .addon_core.job_tracker import ACTIVE_STATES
-from .shared.messages import JOB_STATES
 from .overlay import RANGE_FIELDS as OVERLAY_FIELDS
+from .shared.jobspec import JobSpec, PRESETS, jobspec_knobs
+from .shared.messages import JOB_STATES
+from .shared.recommended import builtin_recommendations
 
 #: JobSpec fields the panel does not offer yet (refining from a mesh/checkpoint comes with its own issue).
 HIDDEN_FIELDS = ("init", "init_from")

@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
-from .shared.client import BackendClient, BackendTimeout, CurveKeys
 from .addon_core.job_tracker import Applied, JobTracker
+from .addon_core.local_backend import LocalBackend, LocalBackendError, backend_command
+from .shared.client import BackendClient, BackendTimeout, CurveKeys
 from .shared.jobspec import JobSpec
 from .shared.messages import ListReply
-from .addon_core.local_backend import LocalBackend, LocalBackendError, backend_command
 
 #: A local backend that has not said where it listens by then is reported as stuck.
 START_TIMEOUT = 120.0

@@ -21,7 +21,7 @@ from .errors import (BadBuffer, BadDtype, BadJSON, BadTag, FrameCountMismatch, L
                      OverSize, ProtocolError, UnexpectedType, UnknownType)
 from .mesh import COLOR_DTYPE, INDEX_DTYPE, POSITION_DTYPE, MeshData
 from .messages import (CLIENT_TYPES, MESSAGE_TYPES, SERVER_TYPES, ID_PATTERN, Image, Message, buffer_fields,
-                       buffer_kind)
+                       buffer_class)
 from .version import PROTOCOL_TAG
 from .wirefields import build_dataclass, to_json_value
 
@@ -218,7 +218,7 @@ def _buffer_names(cls: type[Message]) -> dict[str, tuple[np.dtype, int]]:
 
 def field_buffer_names(cls: type[Message], field_name: str) -> list[str]:
     """The wire buffers a MeshData or Image field travels as."""
-    if buffer_kind(cls, field_name) is MeshData:
+    if buffer_class(cls, field_name) is MeshData:
         return [mesh_prefix(field_name) + part for part in _MESH_PARTS]
     return [field_name]
 
@@ -254,7 +254,7 @@ def _assemble_buffers(cls: type[Message], arrays: dict[str, np.ndarray]) -> dict
         if len(present) != len(parts):
             missing = ", ".join(p for p in parts if p not in arrays)
             raise BadBuffer(f"{field_name} needs buffers {', '.join(parts)}; missing {missing}")
-        if buffer_kind(cls, field_name) is MeshData:
+        if buffer_class(cls, field_name) is MeshData:
             values[field_name] = MeshData(*(arrays[p] for p in parts))
         else:
             values[field_name] = Image(arrays[field_name])

@@ -36,6 +36,11 @@ class Knob:
     #: For `text`: must contain a non-space character.
     required: bool = False
 
+    def __post_init__(self) -> None:
+        # A typo here would otherwise surface as "unknown knob value type" on the first value checked.
+        if self.value_type not in VALUE_TYPES:
+            raise ValueError(f"Knob value_type {self.value_type!r} is not one of {', '.join(VALUE_TYPES)}")
+
     def allowed(self) -> str:
         """Human text of what this knob accepts, used in every error message."""
         unit = f" {self.unit}" if self.unit else ""

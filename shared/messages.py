@@ -92,7 +92,7 @@ class Message:
         for name in buffer_fields(type(self)):
             value = getattr(self, name)
             if value is not None and not isinstance(value, (MeshData, Image)):
-                raise BadBuffer(f"{name} must be a {buffer_kind(type(self), name).__name__}")
+                raise BadBuffer(f"{name} must be a {buffer_class(type(self), name).__name__}")
 
 
 # --- client -> server ---------------------------------------------------------
@@ -364,7 +364,7 @@ def buffer_fields(cls: type[Message]) -> frozenset[str]:
         f.name for f in dataclasses.fields(cls) if _buffer_type(f.type) is not None))
 
 
-def buffer_kind(cls: type[Message], name: str) -> type:
+def buffer_class(cls: type[Message], name: str) -> type:
     field = next(f for f in dataclasses.fields(cls) if f.name == name)
     return _buffer_type(field.type)  # type: ignore[return-value]
 

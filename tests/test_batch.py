@@ -167,8 +167,8 @@ def test_bad_arguments_and_unreadable_files_exit_2_without_starting_anything(add
 
 INTERRUPT_SCRIPT = """
 import sys
-sys.path.insert(0, {tests!r})
-from addon_helpers import install_from_zip
+sys.path.insert(0, {root!r})
+from tests.helpers.addon import install_from_zip
 from pathlib import Path
 module = install_from_zip(Path({zip!r}), Path({addons!r}))
 sys.exit(module.batch.main({argv!r}))
@@ -185,7 +185,7 @@ def test_sigterm_cancels_the_running_job_and_still_writes_the_summary(addon, tin
             "--backend-executable", str(BACKEND), "--device", "cpu", "--jobs-dir", str(tmp_path / "jobs"),
             "--steps", "5000", "--render-resolution", "32", "--mesh-resolution", "32", "--views-per-step", "1",
             "--stream-every", "0"]
-    script = INTERRUPT_SCRIPT.format(tests=str(Path(__file__).parent), zip=str(zip_path),
+    script = INTERRUPT_SCRIPT.format(root=str(Path(__file__).resolve().parents[1]), zip=str(zip_path),
                                      addons=str(tmp_path / "addons"), argv=argv)
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, cwd=str(tmp_path))

@@ -25,11 +25,6 @@ def make_geometry(name: str, config: GeometryConfig | None = None,
     return config.build()
 
 
-def config_from_json(name: str, text: str) -> GeometryConfig:
-    """The config of geometry `name` from a checkpoint's JSON."""
-    return geometry_class(name).config_class.from_json(text)
-
-
 __all__ = ["GEOMETRIES", "DensityConfig", "DensityField", "Geometry", "GeometryConfig", "SDFConfig", "SDFField",
-           "SignedDistanceGeometry", "config_from_json", "discover_geometries", "geometry_class", "make_geometry",
+           "SignedDistanceGeometry", "discover_geometries", "geometry_class", "make_geometry",
            "register_geometry", "resolve_for_render", "volsdf_density"]

@@ -2,7 +2,7 @@
 
 A geometry is a module over world points in [-bound, bound]^3 (Blender's
 frame) answering density (what volume rendering integrates), albedo (sRGB in
-[0, 1], as the image prior sees colour) and outward normals. Kinds differ in
+[0, 1], as the image prior sees colour) and outward normals. Geometries differ in
 how they hold the shape: `density` (DensityField) learns the density itself,
 `sdf` (SDFField) learns a signed distance and derives density from it, so its
 surface is the zero level set. A new geometry is a new file in this package:

@@ -6,19 +6,18 @@ else. A model folder names its prior in one of three ways, first match wins:
 
 1. `"_prior": "<name>"` in model_index.json (the built-in `toy-shapes` weights say so);
 2. its diffusers `_class_name`, when a prior claims that pipeline class (`pipelines = (...)`);
-3. its parts: `_camera_conditioning` -> `camera-pixel`, a `vae` -> `latent`, else `pixel`.
+3. its parts: a `vae` -> `latent`; else `_camera_conditioning` -> `camera-pixel`; else `pixel`.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import TypeVar
 
+from ..registry import Registry
 from .base import Guidance, ModelLoadError
 
 #: Registered prior name -> class.
-PRIORS: dict[str, type[Guidance]] = {}
+PRIORS: Registry[type[Guidance]] = Registry("prior", __package__)
 #: diffusers pipeline `_class_name` -> prior name, from the classes' `pipelines`.
 _BY_PIPELINE: dict[str, str] = {}
 
@@ -27,22 +26,15 @@ G = TypeVar("G", bound=type[Guidance])
 
 def register_prior(cls: G) -> G:
     """Class decorator: make `cls` the prior called `cls.prior_name` (and for its `pipelines`)."""
-    name = cls.__dict__.get("prior_name")
-    if not name:
-        raise TypeError(f"{cls.__name__} must set its own prior_name to be registered")
-    if PRIORS.get(name, cls) is not cls:
-        raise TypeError(f"prior name {name!r} is taken by {PRIORS[name].__qualname__}")
-    PRIORS[name] = cls
-    for pipeline in cls.pipelines:
-        _BY_PIPELINE[pipeline] = name
+    PRIORS.add(cls.__dict__.get("prior_name", ""), cls)
+    # Only what the class itself declares: a subclass of LatentGuidance must not take over Stable Diffusion.
+    for pipeline in cls.__dict__.get("pipelines", ()):
+        _BY_PIPELINE[pipeline] = cls.prior_name
     return cls
 
 
 def discover_priors() -> None:
-    """Import every module of this package (each registers its priors); the ones already imported cost nothing."""
-    package = importlib.import_module(__package__)
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{__package__}.{module.name}")
+    PRIORS.discover()
 
 
 def prior_name_for(index: dict) -> str:
@@ -53,16 +45,15 @@ def prior_name_for(index: dict) -> str:
     by_pipeline = _BY_PIPELINE.get(str(index.get("_class_name", "")))
     if by_pipeline is not None:
         return by_pipeline
-    if "_camera_conditioning" in index:
-        return "camera-pixel"
-    return "latent" if "vae" in index else "pixel"
+    if "vae" in index:
+        return "latent"
+    return "camera-pixel" if "_camera_conditioning" in index else "pixel"
 
 
 def prior_class(model: str, index: dict) -> type[Guidance]:
     discover_priors()
     name = prior_name_for(index)
-    cls = PRIORS.get(name)
-    if cls is None:
+    if name not in PRIORS:
         raise ModelLoadError(f"model {model!r} asks for the prior {name!r}; this backend knows "
                              f"{', '.join(map(repr, sorted(PRIORS)))}")
-    return cls
+    return PRIORS[name]

@@ -22,8 +22,8 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from blender_dreamfusion.shared import (CLIENT_TYPES, Ack, Accepted, Bye, Cancel, Cancelled, Delete, Deleted, Error, Finished,
-                    Heartbeat, Hello, List, ListReply, Message, Progress, ProtocolError, Rejected, Result, Resume,
-                    Status, StatusReply, Submit, Watch, Welcome, __version__, decode)
+                                        Heartbeat, Hello, List, ListReply, Message, Progress, ProtocolError, Rejected, Result, Resume,
+                                        Status, StatusReply, Submit, Watch, Welcome, __version__, decode)
 from blender_dreamfusion.shared.errors import MAX_FIELD_NAME, BadJobSpec, safe_text
 from blender_dreamfusion.shared.messages import JobCommand
 from blender_dreamfusion.shared.transport import send_routed

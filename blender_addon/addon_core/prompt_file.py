@@ -11,6 +11,9 @@ raise `PromptFileError`.
   empty cells keep the batch's value. Ranges are written `10 40` or `10;40`.
 - `.json`: a list whose items are prompts or objects `{"prompt": ..., field: value}`.
 - `.jsonl`: one such item per line.
+
+A new format is a parser function `(text, out) -> None` plus its entries in
+`SUFFIXES` and `PARSERS` at the end of this file.
 """
 
 from __future__ import annotations
@@ -68,14 +71,14 @@ def read_prompt_file(path: str | Path) -> PromptFile:
         text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheets save CSV with a BOM
     except (OSError, UnicodeDecodeError) as exc:
         raise PromptFileError(f"--prompts {path}: cannot read it ({exc})") from None
-    kind = {".json": "json", ".jsonl": "jsonl", ".csv": "csv"}.get(path.suffix.lower(), "txt")
-    parsed = parse_prompts(text, kind)
+    parsed = parse_prompts(text, SUFFIXES.get(path.suffix.lower(), "txt"))
     parsed.path = str(path)
     return parsed
 
 
-def parse_prompts(text: str, kind: str) -> PromptFile:
-    parse = {"txt": _parse_text, "json": _parse_json, "jsonl": _parse_json_lines, "csv": _parse_csv}[kind]
+def parse_prompts(text: str, file_format: str) -> PromptFile:
+    """Parse `text` as one of `PARSERS`' formats."""
+    parse = PARSERS[file_format]
     out = PromptFile(path="")
     parse(text, out)
     return out
@@ -228,3 +231,9 @@ def _number(text: str, fail) -> float:
         return float(text)
     except ValueError:
         raise fail("is not a number") from None
+
+
+#: File suffix (lower case) -> format; any other suffix is read as plain text.
+SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".csv": "csv"}
+#: Format -> its parser, which appends rows and bad lines to the PromptFile it is given.
+PARSERS = {"txt": _parse_text, "json": _parse_json, "jsonl": _parse_json_lines, "csv": _parse_csv}

@@ -14,17 +14,19 @@ change, per overlay draw callback, and per whole viewport redraw with the
 overlay shown, hidden, and with the add-on disabled.
 """
 
-import json
 import math
+import os
 import subprocess
 import sys
 import time
-import traceback
 
 import addon_utils
 import bpy
 from bpy_extras.view3d_utils import location_3d_to_region_2d
 from mathutils import Euler
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from windowed import guarded, screenshot, view3d, write_result  # noqa: E402
 
 MODULE = "bl_ext.user_default.dreamfusion"
 ARGS = sys.argv[sys.argv.index("--") + 1:]
@@ -35,31 +37,22 @@ TIMEOUT = 120.0
 SETTLE = 1.0
 
 
-def view3d():
-    for window in bpy.context.window_manager.windows:
-        for area in window.screen.areas:
-            if area.type == "VIEW_3D":
-                return window, area, next(r for r in area.regions if r.type == "WINDOW")
-    return None, None, None
-
-
 def finish(error: str = "") -> None:
     if error:
         STATE["result"]["error"] = error
-    with open(OUT + ".json", "w", encoding="utf-8") as handle:
-        json.dump(STATE["result"], handle)
+    write_result(OUT, STATE["result"])
     bpy.ops.wm.quit_blender()
 
 
 def shoot(name: str) -> None:
-    shot = subprocess.run(["import", "-window", "root", f"{OUT}_{name}.png"], capture_output=True, text=True)
+    shot = screenshot(f"{OUT}_{name}.png")
     STATE["result"][f"{name}_rc"] = shot.returncode
 
 
 def screen_box(window, region, overlay_module, settings) -> list[int]:
     """[left, top, right, bottom] in screen pixels (y down, Xvfb puts the window at the origin) of every
     overlay point in front of the camera, clipped to the viewport region."""
-    from bl_ext.user_default.dreamfusion.blender_dreamfusion.addon_core.overlay_geometry import SamplingRanges, overlay_geometry
+    from bl_ext.user_default.dreamfusion.addon_core.overlay_geometry import SamplingRanges, overlay_geometry
 
     rv3d = region.data
     geometry = overlay_geometry(SamplingRanges.from_values(overlay_module._values(settings)))
@@ -107,14 +100,6 @@ def bench(window, area, region, overlay, state) -> dict:
             "draw_callback_ms_median": median(draws), "draw_callback_ms_max": round(max(draws), 3),
             "viewport_redraw_ms_overlay_shown": round(shown, 3),
             "viewport_redraw_ms_overlay_hidden": round(hidden, 3)}
-
-
-def step():
-    try:
-        return _step()
-    except Exception:
-        finish(traceback.format_exc())
-        return None
 
 
 def _step():
@@ -180,4 +165,4 @@ def _step():
     return 0.2
 
 
-bpy.app.timers.register(step, first_interval=1.0)
+bpy.app.timers.register(guarded(_step, finish), first_interval=1.0)

@@ -9,14 +9,16 @@ screen (ImageMagick `import -window root`) to OUT_PREFIX.png, writes what it
 saw to OUT_PREFIX.json, cancels the job and quits.
 """
 
-import json
+import os
 import subprocess
 import sys
 import time
-import traceback
 
 import addon_utils
 import bpy
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from windowed import guarded, screenshot, view3d, write_result  # noqa: E402
 
 MODULE = "bl_ext.user_default.dreamfusion"
 ADDRESS, MODEL, PROMPT, STEPS, SHOT_AT, OUT = sys.argv[sys.argv.index("--") + 1:]
@@ -24,20 +26,11 @@ STATE = {"phase": "setup", "started": time.monotonic(), "result": {"blender": bp
 TIMEOUT = 420.0
 
 
-def view3d():
-    for window in bpy.context.window_manager.windows:
-        for area in window.screen.areas:
-            if area.type == "VIEW_3D":
-                return window, area
-    return None, None
-
-
 def finish(error: str = "") -> None:
     result = STATE["result"]
     if error:
         result["error"] = error
-    with open(OUT + ".json", "w", encoding="utf-8") as handle:
-        json.dump(result, handle)
+    write_result(OUT, result)
     try:
         bpy.ops.dreamfusion.cancel()
     except Exception:
@@ -46,20 +39,12 @@ def finish(error: str = "") -> None:
     bpy.ops.wm.quit_blender()
 
 
-def step() -> float | None:
-    try:
-        return _step()
-    except Exception:
-        finish(traceback.format_exc())
-        return None
-
-
 def _step():
     result, phase = STATE["result"], STATE["phase"]
     if time.monotonic() - STATE["started"] > TIMEOUT:
         finish(f"timed out in phase {phase}; jobs {[(j.state, j.step) for j in bpy.context.scene.dreamfusion.jobs]}")
         return None
-    window, area = view3d()
+    window, area, _ = view3d()
     if phase == "setup":
         addon_utils.enable(MODULE, default_set=True)
         prefs = bpy.context.preferences.addons[MODULE].preferences
@@ -121,7 +106,7 @@ def _step():
     if phase == "settle":
         if time.monotonic() < STATE["shot_after"]:
             return 0.2
-        shot = subprocess.run(["import", "-window", "root", OUT + ".png"], capture_output=True, text=True)
+        shot = screenshot(OUT + ".png")
         result["sidebar_category"] = STATE["sidebar"].active_panel_category
         result.update(screenshot_rc=shot.returncode, screenshot_err=shot.stderr[-500:], state=job.state,
                       step=job.step, steps=job.steps, vertices=len(job.object.data.vertices),
@@ -131,4 +116,4 @@ def _step():
     return 0.2
 
 
-bpy.app.timers.register(step, first_interval=1.0)
+bpy.app.timers.register(guarded(_step, finish), first_interval=1.0)
