@@ -77,7 +77,7 @@ def load_checkpoint(path: str | Path, spec: JobSpec, guidance, device="cpu",
                     config: TrainerConfig | None = None) -> Trainer:
     """A trainer in the checkpoint's state, continuing toward `spec.steps` with `spec`'s settings.
 
-    The geometry is the checkpoint's, whatever `spec.geometry` says: a shape cannot change geometry midway.
+    The geometry is the checkpoint's, whatever `spec.geometry` says: a job keeps the geometry it started with.
     """
     from safetensors import safe_open
 

@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from blender_dreamfusion.shared import (Accepted, Cancelled, Deleted, Error, Failed, Finished, JobSpec, ListReply, Message, Progress,
-                                        Rejected, StatusReply, Update)
+from blender_dreamfusion.shared import (Accepted, Cancelled, Deleted, Error, Failed, Finished, JobSpec, ListReply,
+                                        Message, Progress, Rejected, StatusReply, Update)
 from blender_dreamfusion.shared.client import DEFAULT_ADDRESS, BackendClient, BackendTimeout, CurveKeys
 from blender_dreamfusion.shared.spec_args import add_spec_arguments, spec_from_args
 

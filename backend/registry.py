@@ -1,7 +1,7 @@
 """Name -> class registries that fill themselves: each class registers in its own module, and a lookup
 first imports every module of the registry's package, so a new kind of thing is a new file there.
 
-The geometries (`backend.geometry.registry`) and the priors (`backend.guidance.registry`) are two.
+The geometries (geometry/registry.py) and the priors (guidance/registry.py) are two.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ class Registry(dict[str, T], Generic[T]):
     def add(self, name: str, cls: T) -> T:
         if not name:
             raise TypeError(f"{cls.__name__} must name itself to be registered as a {self.what}")
-        if self.get(name, cls) is not cls:
-            raise TypeError(f"{self.what} name {name!r} is taken by {self[name].__qualname__}")
+        taken = self.get(name, cls)
+        # The same class again (a module reloaded) replaces itself; another class may not take the name.
+        if (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise TypeError(f"{self.what} name {name!r} is taken by {taken.__qualname__}")
         self[name] = cls
         return cls
 

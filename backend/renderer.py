@@ -3,7 +3,7 @@
 Normals are taken once per ray at the expected surface point (deferred
 shading) instead of at every sample: 4 probes per ray rather than per
 sample, which is what makes lambertian steps cheap on a CPU. The field is
-any `backend.geometry.Geometry` (or an analytic one with the same methods).
+any `Geometry` (backend/geometry/) (or an analytic one with the same methods).
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ import time
 import numpy as np
 import zmq
 
-
 from blender_dreamfusion.shared import SERVER_TYPES, MeshData, Update, decode, encode
 from blender_dreamfusion.shared.transport import recv, send
 

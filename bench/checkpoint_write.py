@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 import torch
 
 from blender_dreamfusion.backend.checkpoint import save_checkpoint

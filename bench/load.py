@@ -23,7 +23,6 @@ import threading
 import time
 from pathlib import Path
 
-
 import zmq
 
 from blender_dreamfusion.backend.tiny_model import write_tiny_sd

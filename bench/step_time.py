@@ -4,14 +4,14 @@
 
 Both geometries train in the same process, their steps interleaved, so machine
 drift hits both alike; compare them as ratios. `--model tiny` (default) uses
-the tiny random Stable Diffusion (`backend.tiny_model`), so guidance is cheap
+the tiny random Stable Diffusion (`blender_dreamfusion.backend.tiny_model`), so guidance is cheap
 and the geometry/renderer dominate; `--model toy-shapes` uses the built-in
 prior at its recommended settings (what a toy run costs per step).
 `--progress` puts the run's schedules (an SDF's wall sharpness, coarse to
 fine) that far along before measuring. A third trainer, the SDF with every
 sample kept in the gradient pass (`min_sample_alpha` 0), shows what skipping
 the empty samples saves. Reference point (issue 3, same
-machine geometry): stable-dreamfusion's pure-PyTorch path needs ~11.5 s and
+machine kind): stable-dreamfusion's pure-PyTorch path needs ~11.5 s and
 ~11.6 GB for one 64^2 lambertian render forward + backward, and ~23 s to
 query a 256^3 density grid.
 """
@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import torch
-
 
 from blender_dreamfusion.backend.cameras import make_cameras
 from blender_dreamfusion.backend.extract import density_grid, extract_mesh, signed_distance_grid
@@ -104,20 +103,20 @@ def main() -> None:
     evaluated = {k: [] for k in VARIANTS}
     phases = {k: {p: [] for p in PHASES} for k in VARIANTS}
     for i in range(measured):
-        for geometry, trainer in trainers.items():  # interleaved: drift hits both geometries alike
+        for variant, trainer in trainers.items():  # interleaved: drift hits every variant alike
             start = time.perf_counter()
             stats = trainer.train_step()
             elapsed = (time.perf_counter() - start) * 1000.0
             if i >= args.warmup:
-                totals[geometry].append(elapsed)
-                evaluated[geometry].append(stats.evaluated)
+                totals[variant].append(elapsed)
+                evaluated[variant].append(stats.evaluated)
                 for name in PHASES:
-                    phases[geometry][name].append(stats.timings_ms.get(name, 0.0))
+                    phases[variant][name].append(stats.timings_ms.get(name, 0.0))
 
     # The reference's unit of work: one lambertian render forward + backward, no guidance.
     camera = make_cameras(0.0, 15.0, 1.8, 50.0)
     per_geometry = {}
-    for geometry, trainer in trainers.items():
+    for variant, trainer in trainers.items():
         # With the trainer's own culling decision.
         config = dataclasses.replace(trainer.config.render, cull_hidden=trainer._cull_pays)
 
@@ -128,11 +127,11 @@ def main() -> None:
         render_fwd_bwd()
         render_ms = statistics.median(timed(render_fwd_bwd) for _ in range(15))
         # Culling changes only training; the same field's extraction is measured once.
-        extraction = extraction_costs(trainer.field, trainer.occupancy) if geometry in ("density", "sdf") else None
-        per_geometry[geometry] = {
-            "step_ms_median": round(statistics.median(totals[geometry]), 1),
-            "phase_ms_median": {k: round(statistics.median(v), 1) for k, v in phases[geometry].items()},
-            "field_evaluations_with_grad_per_step": int(statistics.mean(evaluated[geometry])),
+        extraction = extraction_costs(trainer.field, trainer.occupancy) if variant in ("density", "sdf") else None
+        per_geometry[variant] = {
+            "step_ms_median": round(statistics.median(totals[variant]), 1),
+            "phase_ms_median": {k: round(statistics.median(v), 1) for k, v in phases[variant].items()},
+            "field_evaluations_with_grad_per_step": int(statistics.mean(evaluated[variant])),
             "lambertian_render_fwd_bwd_ms": round(render_ms, 1),
             "speedup_vs_reference_render_fwd_bwd": round(11500.0 / render_ms, 1),
             **({"extraction": extraction} if extraction else {}),
@@ -153,7 +152,8 @@ def main() -> None:
         "device": "cpu",
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "model": "tiny random SD (backend.tiny_model), latent guidance" if args.model == "tiny" else "toy-shapes",
+        "model": ("tiny random SD (blender_dreamfusion.backend.tiny_model), latent guidance"
+                  if args.model == "tiny" else "toy-shapes"),
         "render_resolution": trainers["sdf"].spec.render_resolution,
         "samples_per_ray": trainers["sdf"].config.render.samples_per_ray,
         "steps_measured": args.steps,

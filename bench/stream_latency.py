@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 from blender_dreamfusion.backend.server.service import Server, ServerConfig
 from blender_dreamfusion.shared import JobSpec, MeshData, Update
 from blender_dreamfusion.shared.client import BackendClient

@@ -21,7 +21,6 @@ import json
 
 import torch
 
-
 from blender_dreamfusion.backend.cameras import make_cameras
 from blender_dreamfusion.backend.guidance import load_guidance
 from blender_dreamfusion.backend.renderer import render

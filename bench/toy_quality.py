@@ -5,7 +5,7 @@
 For each prompt: seconds, steps, the Chamfer distance (best over yaw, centred and
 scale-normalised) to every primitive, the nearest one, the hue error of the
 mean vertex colour, the level the surface was drawn at (density; 0 for an SDF),
-and the crispness figures of `backend.crispness` (soft share of a 64^2 render,
+and the crispness figures of backend/crispness.py (soft share of a 64^2 render,
 silhouette IoU of mesh against volume render, roughness in degrees).
 `--rescore` skips training and scores the checkpoints an earlier run left in
 --out with the current mesh extraction (seconds are then null).
@@ -20,7 +20,6 @@ import itertools
 import json
 import time
 from pathlib import Path
-
 
 from blender_dreamfusion.backend.checkpoint import load_field, read_checkpoint_spec
 from blender_dreamfusion.backend.crispness import crispness

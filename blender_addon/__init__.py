@@ -22,8 +22,10 @@ def __getattr__(name: str):
 
 
 def register() -> None:
-    for name in _REGISTERED:
-        importlib.import_module(f".{name}", __name__).register()
+    # Import them all before registering any, so a module that fails to import leaves nothing half-registered.
+    modules = [importlib.import_module(f".{name}", __name__) for name in _REGISTERED]
+    for module in modules:
+        module.register()
 
 
 def unregister() -> None:

@@ -30,7 +30,7 @@ DEFAULT_MODEL = "toy-shapes"
 InitMode = Literal["blob", "mesh", "checkpoint"]
 LightPlacement = Literal["near_camera", "random_elevation"]
 Background = Literal["random", "grey", "white", "black"]
-#: The backend's geometry registry (`backend.geometry.GEOMETRIES`) has exactly these names.
+#: The backend's geometry registry (`GEOMETRIES`, backend/geometry/registry.py) has exactly these names.
 GeometryName = Literal["density", "sdf"]
 #: Where a model comes from (`model_source`).
 ModelSource = Literal["builtin", "local", "hub"]

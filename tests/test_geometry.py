@@ -10,16 +10,17 @@ import torch
 
 from blender_dreamfusion.backend.cameras import make_cameras
 from blender_dreamfusion.backend.extract import extract_mesh
-from blender_dreamfusion.backend.geometry import GEOMETRIES, DensityField, SDFConfig, SDFField, make_geometry, volsdf_density
+from blender_dreamfusion.backend.geometry import (GEOMETRIES, DensityField, SDFConfig, SDFField, make_geometry,
+                                                  volsdf_density)
 from blender_dreamfusion.backend.renderer import render
 from tests.helpers.fields import SphereSDF
 from blender_dreamfusion.shared.jobspec import GEOMETRY_NAMES
 
 
-def test_every_jobspec_geometry_has_a_class_and_the_classes_say_their_kind():
+def test_every_jobspec_geometry_has_a_class_and_the_classes_say_their_name():
     assert set(GEOMETRIES) == set(GEOMETRY_NAMES)
-    for kind in GEOMETRY_NAMES:
-        assert make_geometry(kind).name == kind
+    for name in GEOMETRY_NAMES:
+        assert make_geometry(name).name == name
 
 
 def test_an_analytic_sphere_sdf_renders_a_disc_of_the_projected_radius():

@@ -1,4 +1,4 @@
-"""Both guidance kinds load through the same `from_pretrained` path from folders written to disk."""
+"""Latent and pixel priors load through the same `from_pretrained` path from folders written to disk."""
 
 from __future__ import annotations
 

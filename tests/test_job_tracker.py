@@ -9,8 +9,8 @@ import numpy as np
 from blender_dreamfusion.backend.guidance.loading import builtin_folder
 from blender_dreamfusion.shared import JobSpec, MeshData
 from blender_dreamfusion.addon_core.job_tracker import JobTracker, format_seconds
-from blender_dreamfusion.shared.messages import (Accepted, Cancelled, Failed, Finished, Image, JobInfo, Progress, Rejected, StatusReply,
-                                                 Update)
+from blender_dreamfusion.shared.messages import (Accepted, Cancelled, Failed, Finished, Image, JobInfo, Progress,
+                                                 Rejected, StatusReply, Update)
 from blender_dreamfusion.shared.recommended import BUILTIN_RECOMMENDATIONS
 
 SPEC = JobSpec(prompt="a red cube", steps=100, seed=1)

@@ -108,7 +108,7 @@ def test_round_trip_is_exact_and_json_ready():
     assert set(d) == set(jobspec_knobs())
 
 
-@pytest.mark.parametrize("model, kind", [
+@pytest.mark.parametrize("model, source", [
     ("toy-shapes", "builtin"),
     ("stabilityai/stable-diffusion-2-1-base", "hub"),
     ("/srv/models/sd21", "local"),
@@ -117,9 +117,9 @@ def test_round_trip_is_exact_and_json_ready():
     ("C:\\models\\sd", "local"),
     ("D:/models/sd", "local"),
 ])
-def test_model_kinds(model, kind):
-    assert model_source(model) == kind
-    assert spec(model=model).model_source == kind
+def test_model_sources(model, source):
+    assert model_source(model) == source
+    assert spec(model=model).model_source == source
 
 
 def test_shading_weights_are_normalised():

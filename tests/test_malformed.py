@@ -9,8 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from blender_dreamfusion.shared import (CLIENT_TYPES, BadBuffer, BadDtype, BadField, BadJobSpec, BadJSON, BadTag, Error,
-                                        FrameCountMismatch, IndexOutOfRange, LengthMismatch, MissingField, MissingType, NonFinite,
-                                        OverSize, ProtocolError, UnexpectedType, UnknownField, UnknownType, decode, encode)
+                                        FrameCountMismatch, IndexOutOfRange, LengthMismatch, MissingField, MissingType,
+                                        NonFinite, OverSize, ProtocolError, UnexpectedType, UnknownField, UnknownType,
+                                        decode, encode)
 from blender_dreamfusion.shared.version import PROTOCOL_TAG
 from tests.helpers.messages import make_update
 from tests.helpers.strategies import mutated_frames

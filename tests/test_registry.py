@@ -14,7 +14,7 @@ from blender_dreamfusion.backend import geometry as geometry_package
 from blender_dreamfusion.backend import guidance as guidance_package
 from blender_dreamfusion.backend.checkpoint import load_field, save_checkpoint
 from blender_dreamfusion.backend.geometry import GEOMETRIES, DensityConfig, SDFConfig, make_geometry
-from blender_dreamfusion.backend.guidance import PRIORS, ModelLoadError, load_guidance
+from blender_dreamfusion.backend.guidance import PRIORS, Guidance, ModelLoadError, load_guidance
 from blender_dreamfusion.backend.guidance.camera_pixel import CameraAwarePixelGuidance
 from blender_dreamfusion.backend.guidance.latent import LatentGuidance
 from blender_dreamfusion.backend.guidance.loading import builtin_folder
@@ -117,6 +117,11 @@ def test_a_model_asking_for_an_unknown_prior_is_told_which_there_are(tiny_sd, tm
     with pytest.raises(ModelLoadError, match=r"asks for the prior 'imagen-9'; this backend knows .*'latent'.*"
                                              r"'toy-shapes'"):
         load_guidance(str(folder), torch.device("cpu"))
+    # Naming a pixel prior for a latent model is refused before anything loads.
+    (folder / "model_index.json").write_text(json.dumps({**index, "_prior": "pixel"}))
+    with pytest.raises(ModelLoadError, match="has a VAE, so its UNet denoises latents, but it names the "
+                                             "pixel-space prior 'pixel'"):
+        load_guidance(str(folder), torch.device("cpu"))
 
 
 def test_what_a_model_index_says_picks_the_prior():
@@ -126,7 +131,7 @@ def test_what_a_model_index_says_picks_the_prior():
         == "latent"
     assert prior_name_for({**parts, "_class_name": "DiffusionPipeline"}) == "pixel"
     assert prior_name_for({**parts, "_camera_conditioning": "azimuth_elevation_sincos"}) == "camera-pixel"
-    # A VAE decides first, as before the registry (a latent UNet cannot denoise pixels).
+    # Without a `_prior`, a VAE decides before camera conditioning, as before the registry.
     assert prior_name_for({**parts, "_camera_conditioning": "x", "vae": ["diffusers", "AutoencoderKL"]}) == "latent"
     assert prior_name_for({**parts, "_prior": "toy-shapes", "_camera_conditioning": "x"}) == "toy-shapes"
     assert {PRIORS[n] for n in ("latent", "pixel", "camera-pixel", "toy-shapes")} == \
@@ -142,6 +147,8 @@ def test_a_second_prior_under_a_taken_name_is_refused(clean_registries):
         register_prior(type("Impostor", (PixelGuidance,), {"prior_name": "pixel"}))
     with pytest.raises(TypeError, match="Nameless must name itself to be registered as a prior"):
         register_prior(type("Nameless", (PixelGuidance,), {}))
+    with pytest.raises(TypeError, match="Spaceless must say its space"):
+        register_prior(type("Spaceless", (Guidance,), {"prior_name": "spaceless"}))
     # A subclass does not inherit its parent's claim on a pipeline class.
     register_prior(type("Tweaked", (LatentGuidance,), {"prior_name": "tweaked-latent"}))
     assert prior_name_for({"_class_name": "StableDiffusionPipeline"}) == "latent"

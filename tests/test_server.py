@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import zmq
 
-from blender_dreamfusion.shared import (Accepted, Cancelled, Finished, Heartbeat, JobSpec, ListReply, Progress, Rejected, StatusReply, Submit,
-                                        Update, Welcome)
+from blender_dreamfusion.shared import (Accepted, Cancelled, Finished, Heartbeat, JobSpec, ListReply, Progress,
+                                        Rejected, StatusReply, Submit, Update, Welcome)
 from blender_dreamfusion.shared.client import BackendClient
 from blender_dreamfusion.shared.framing import decode
 from blender_dreamfusion.shared.transport import send

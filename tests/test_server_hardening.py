@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from blender_dreamfusion.backend.cli import main
 from blender_dreamfusion.backend.server.admission import ServerLimits
 from blender_dreamfusion.backend.server.jobs import JobStore
-from blender_dreamfusion.shared import (CLIENT_TYPES, MESSAGE_TYPES, Ack, Bye, Deleted, Finished, Heartbeat, Hello, JobSpec, ListReply,
-                                        MeshData, Progress, ProtocolError, Rejected, StatusReply, Submit, Update, decode, encode,
-                                        jobspec_knobs)
+from blender_dreamfusion.shared import (CLIENT_TYPES, MESSAGE_TYPES, Ack, Bye, Deleted, Finished, Heartbeat, Hello,
+                                        JobSpec, ListReply, MeshData, Progress, ProtocolError, Rejected, StatusReply,
+                                        Submit, Update, decode, encode, jobspec_knobs)
 from blender_dreamfusion.shared.client import BackendClient, CurveKeys
 from blender_dreamfusion.shared.version import PROTOCOL_TAG
 from blender_dreamfusion.backend.server.service import Server, ServerConfig

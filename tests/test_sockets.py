@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import zmq
 
-from blender_dreamfusion.shared import CLIENT_TYPES, BadTag, SERVER_TYPES, Image, JobSpec, Submit, Update, decode, encode
+from blender_dreamfusion.shared import (CLIENT_TYPES, BadTag, SERVER_TYPES, Image, JobSpec, Submit, Update, decode,
+                                        encode)
 from blender_dreamfusion.shared.transport import recv, recv_routed, send, send_routed
 from tests.helpers.messages import make_mesh, make_update
 

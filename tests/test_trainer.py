@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from blender_dreamfusion.backend.checkpoint import CheckpointError, load_checkpoint, load_field, read_checkpoint_spec, save_checkpoint
+from blender_dreamfusion.backend.checkpoint import (CheckpointError, load_checkpoint, load_field, read_checkpoint_spec,
+                                                    save_checkpoint)
 from blender_dreamfusion.backend.extract import extract_mesh
 from blender_dreamfusion.backend.guidance import load_guidance
 from blender_dreamfusion.backend.trainer import Trainer, TrainerConfig, prompt_for_view
@@ -61,7 +62,7 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(guidance, tiny_sd,
     first = Trainer(spec(tiny_sd, geometry=geometry), guidance, config=CONFIG)
     assert first.run(should_stop=lambda: first.step >= 5) is False  # schedules follow the whole run's length
     path = save_checkpoint(first, tmp_path / "job.checkpoint.safetensors")
-    # The checkpoint's geometry wins over the continuing spec's: a shape cannot change kind midway.
+    # The checkpoint's geometry wins over the continuing spec's: a job keeps the geometry it started with.
     other = "sdf" if geometry == "density" else "density"
     resumed = load_checkpoint(path, spec(tiny_sd, geometry=other), guidance, config=CONFIG)
     assert resumed.step == 5 and resumed.field.name == geometry and resumed.spec.geometry == geometry

@@ -2,7 +2,7 @@
 
 Each geometry module registers its class with `@register_geometry`; every module of this package is
 imported before a lookup, so a new geometry is a new file (plus its name in the JobSpec `geometry` knob's
-choices, `shared.jobspec.GeometryName`, since the wire says what a client may ask for).
+choices, `GeometryName` in shared/jobspec.py, since the wire says what a client may ask for).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The guidance interface and the Score Distillation Sampling loss shared by every prior.
 
 A prior supplies three things: how to turn renders into its input space
-(`prepare`), how to embed text (`embed_text`) and its noise prediction
+(`prepare`), how to embed text (`_encode_text`; `embed_text` caches it) and its noise prediction
 (`predict_noise`), plus which model parts it needs (`components`) and how
 it is built from them (`from_parts`). SDS itself is written once, here.
 A new prior is a new module in this package whose class is decorated with

@@ -58,7 +58,7 @@ def builtin_folder(model: str) -> Path:
 
 
 def recommended_settings(model: str) -> dict:
-    """JobSpec values a model recommends: built-ins from `shared.recommended`, local folders from
+    """JobSpec values a model recommends: built-ins from shared/recommended.py, local folders from
     `_recommended_spec` in their model_index.json, else {}.
 
     Hub models are not looked at: reading a hub model's index could mean a download.
@@ -88,6 +88,9 @@ def _load(model: str, device: torch.device) -> Guidance:
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     index = _model_index(model, source)
     cls = prior_class(model, index)
+    if cls.space == "pixel" and "vae" in index:
+        raise ModelLoadError(f"model {model!r} has a VAE, so its UNet denoises latents, but it names the "
+                             f"pixel-space prior {cls.prior_name!r}")
     missing = [name for name in (*cls.components, "scheduler") if name not in index]
     if missing:
         raise ModelLoadError(f"model {model!r} has no {', '.join(missing)}: it is not a text-to-image "

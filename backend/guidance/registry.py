@@ -26,6 +26,8 @@ G = TypeVar("G", bound=type[Guidance])
 
 def register_prior(cls: G) -> G:
     """Class decorator: make `cls` the prior called `cls.prior_name` (and for its `pipelines`)."""
+    if getattr(cls, "space", None) not in ("latent", "pixel"):
+        raise TypeError(f"{cls.__name__} must say its space: 'latent' or 'pixel'")
     PRIORS.add(cls.__dict__.get("prior_name", ""), cls)
     # Only what the class itself declares: a subclass of LatentGuidance must not take over Stable Diffusion.
     for pipeline in cls.__dict__.get("pipelines", ()):

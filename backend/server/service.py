@@ -21,9 +21,10 @@ from pathlib import Path
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from blender_dreamfusion.shared import (CLIENT_TYPES, Ack, Accepted, Bye, Cancel, Cancelled, Delete, Deleted, Error, Finished,
-                                        Heartbeat, Hello, List, ListReply, Message, Progress, ProtocolError, Rejected, Result, Resume,
-                                        Status, StatusReply, Submit, Watch, Welcome, __version__, decode)
+from blender_dreamfusion.shared import (CLIENT_TYPES, Ack, Accepted, Bye, Cancel, Cancelled, Delete, Deleted, Error,
+                                        Finished, Heartbeat, Hello, List, ListReply, Message, Progress, ProtocolError,
+                                        Rejected, Result, Resume, Status, StatusReply, Submit, Watch, Welcome,
+                                        __version__, decode)
 from blender_dreamfusion.shared.errors import MAX_FIELD_NAME, BadJobSpec, safe_text
 from blender_dreamfusion.shared.messages import JobCommand
 from blender_dreamfusion.shared.transport import send_routed
@@ -305,6 +306,8 @@ class Server:
             self._resume(peer, session, message)
         elif isinstance(message, Delete):
             self._delete(peer, session, message)
+        else:  # a client type added to the protocol but not here: the peer hears so (an `internal` error)
+            raise NotImplementedError(f"the server has no handler for {message.TYPE!r}")
 
     def _page(self, session: Session, offset: int, limit: int) -> dict:
         visible = [e for e in self.store.listing() if self._may_see(session, e.owner)]

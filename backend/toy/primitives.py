@@ -1,4 +1,4 @@
-"""Analytic primitives as radiance fields (the Geometry interface of backend.geometry), for making the prior's training renders.
+"""Analytic primitives as radiance fields (the Geometry interface of backend/geometry/), for making the prior's training renders.
 
 Centred at the origin, upright on +Z, at a fixed yaw: the cube's faces look
 along +-X / +-Y (its front toward -Y, the front camera), cone apex up,

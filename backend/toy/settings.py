@@ -1,6 +1,6 @@
 """The scene the toy prior is trained on, and how SDS should use it.
 
-Both live in `shared.recommended` so the Blender panel knows them too.
+Both live in shared/recommended.py so the Blender panel knows them too.
 `TRAINING_SCENE` is the part the training renders are drawn from: framing
 and background are part of what the prior learnt. The rest of
 `RECOMMENDED_SPEC` only steers the SDS run (it may sample a subset of the

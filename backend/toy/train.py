@@ -154,11 +154,15 @@ def save(folder: Path, tokenizer, text_encoder, unet, scheduler, info: dict) -> 
     text_encoder.save_pretrained(folder / "text_encoder")
     unet.save_pretrained(folder / "unet")
     scheduler.save_pretrained(folder / "scheduler")
-    index = {"_class_name": "DiffusionPipeline", "_diffusers_version": diffusers.__version__, "_prior": "toy-shapes",
+    index = {"_class_name": "DiffusionPipeline", "_diffusers_version": diffusers.__version__,
              "_camera_conditioning": CAMERA_CONDITIONING, "_training": info, "_recommended_spec": RECOMMENDED_SPEC,
              "unet": ["diffusers", "UNet2DConditionModel"], "scheduler": ["diffusers", "DDPMScheduler"],
              "text_encoder": ["transformers", "CLIPTextModel"],
              "tokenizer": ["transformers", "PreTrainedTokenizerFast"]}
+    if folder.resolve() == WEIGHTS.resolve():
+        # The shipped weights are the built-in prior, vocabulary rules and all; a copy trained elsewhere
+        # loads as a plain camera-aware prior (the server checks the vocabulary of the built-in model only).
+        index["_prior"] = "toy-shapes"
     (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
 
 

@@ -40,7 +40,7 @@ class PromptFileError(ValueError):
 @dataclass(frozen=True)
 class PromptRow:
     line: int
-    #: "prompt" plus the row's overrides, with JSON types (CSV cells are converted by their knob's kind).
+    #: "prompt" plus the row's overrides, with JSON types (CSV cells are converted by their knob's value_type).
     fields: dict[str, Any]
 
     @property

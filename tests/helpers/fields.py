@@ -1,4 +1,4 @@
-"""Analytic fields for tests: the Geometry interface of backend.geometry (bound, forward, density, normals)."""
+"""Analytic fields for tests: the Geometry interface of backend/geometry/ (bound, forward, density, normals)."""
 
 from __future__ import annotations
 
