@@ -69,7 +69,7 @@ def read_checkpoint_spec(path: str | Path) -> tuple[JobSpec, int]:
 
     meta = _metadata(path, safe_open)
     stored = json.loads(meta["spec"])
-    stored["geometry"] = _geometry_name(meta)  # written before the knob existed: a density field
+    stored["geometry"] = _geometry_class(meta).name  # written before the knob existed: a density field
     return JobSpec.from_dict(stored), int(meta["step"])
 
 
@@ -82,9 +82,9 @@ def load_checkpoint(path: str | Path, spec: JobSpec, guidance, device="cpu",
     from safetensors import safe_open
 
     meta = _metadata(path, safe_open)
-    name = _geometry_name(meta)
-    spec = dataclasses.replace(spec, geometry=name)
-    config = (config or TrainerConfig()).with_geometry_config(_geometry_config(meta))
+    geometry = _geometry_config(meta)
+    spec = dataclasses.replace(spec, geometry=geometry.geometry)
+    config = (config or TrainerConfig()).with_geometry_config(geometry)
     trainer = Trainer(spec, guidance, device, config)
     tensors = load_file(str(path), device="cpu")
     trainer.field.load_state_dict(_prefixed(tensors, "field."))
@@ -125,10 +125,6 @@ def _geometry_class(meta: dict[str, str]) -> type[Geometry]:
         return geometry_class(name)
     except KeyError as exc:
         raise CheckpointError(f"checkpoint {exc.args[0]}") from None
-
-
-def _geometry_name(meta: dict[str, str]) -> str:
-    return _geometry_class(meta).name
 
 
 def _geometry_config(meta: dict[str, str]) -> GeometryConfig:
