@@ -1,4 +1,5 @@
-"""Checkpoints: geometry, occupancy, optimiser, step, JobSpec and RNG state in one safetensors file.
+"""Checkpoints: geometry, occupancy, optimiser, step, JobSpec and RNG state in one safetensors file; for a
+refinement also its scene mapping, its lock (the colour field's config) and the artist's mesh it keeps.
 
 safetensors (tensors + a JSON string table) rather than torch.save: loading
 a checkpoint never unpickles anything. Writes go to a temporary file in the
@@ -13,15 +14,19 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from blender_dreamfusion.shared import JobSpec
+from blender_dreamfusion.shared import JobSpec, MeshData
 from blender_dreamfusion.shared.atomic import atomic_write
 
 from .geometry import Geometry, GeometryConfig, geometry_class
+from .geometry.colour import ColourConfig, ColourField
+from .geometry.locked import LockedGeometry
 from .occupancy import OccupancyGrid
-from .trainer import Trainer, TrainerConfig
+from .scene_mapping import SceneMapping
+from .trainer import Trainer, TrainerConfig, schedule_progress
 
 FORMAT = "dreamfusion-checkpoint/1"
 
@@ -48,6 +53,10 @@ def save_checkpoint(trainer: Trainer, path: str | Path, keep_previous: bool = Fa
         for key, value in state.items():
             tensors[f"optim.{index}.{key}"] = torch.as_tensor(value)
     tensors["rng"] = trainer.generator.get_state()
+    if trainer.fixed_mesh is not None:
+        tensors["fixed_mesh.positions"] = torch.from_numpy(np.array(trainer.fixed_mesh.positions))
+        tensors["fixed_mesh.triangles"] = torch.from_numpy(np.array(trainer.fixed_mesh.triangles))
+        tensors["fixed_mesh.colors"] = torch.from_numpy(np.array(trainer.fixed_mesh.colors))
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     metadata = {
         "format": FORMAT,
@@ -58,7 +67,11 @@ def save_checkpoint(trainer: Trainer, path: str | Path, keep_previous: bool = Fa
         "field_config": trainer.field.config.to_json(),
         "param_groups": json.dumps(optim["param_groups"]),
         "cull_pays": json.dumps(trainer._cull_pays),
+        "mapping": trainer.mapping.to_json(),
+        "schedule_from": json.dumps(list(trainer.schedule_from)),
     }
+    if isinstance(trainer.field, LockedGeometry):
+        metadata["lock"] = trainer.field.colour.config.to_json()
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata),
                         keep_previous=previous_checkpoint(path) if keep_previous else None)
 
@@ -73,19 +86,36 @@ def read_checkpoint_spec(path: str | Path) -> tuple[JobSpec, int]:
     return JobSpec.from_dict(stored), int(meta["step"])
 
 
+def checkpoint_locked(path: str | Path) -> bool:
+    """Whether the checkpoint's shape is locked (a texture-only job's): what continues it stays locked."""
+    from safetensors import safe_open
+
+    return "lock" in _metadata(path, safe_open)
+
+
 def load_checkpoint(path: str | Path, spec: JobSpec, guidance, device="cpu",
-                    config: TrainerConfig | None = None) -> Trainer:
+                    config: TrainerConfig | None = None, resume: bool = True) -> Trainer:
     """A trainer in the checkpoint's state, continuing toward `spec.steps` with `spec`'s settings.
 
-    The geometry is the checkpoint's, whatever `spec.geometry` says: a job keeps the geometry it started with.
+    The geometry, scene mapping and lock are the checkpoint's, whatever `spec` says: a job and what continues
+    it keep the geometry and framing they started with, and a locked shape stays locked. `resume`: the same
+    job carrying on (the very same draws and schedules follow); False for a new job continuing it, which
+    draws from its own seed and runs its schedules on from where the checkpoint's stopped
+    (`schedule_progress`).
     """
     from safetensors import safe_open
 
     meta = _metadata(path, safe_open)
     geometry = _geometry_config(meta)
-    spec = dataclasses.replace(spec, geometry=geometry.geometry)
+    locked = "lock" in meta
+    spec = dataclasses.replace(spec, geometry=geometry.geometry, lock_geometry=spec.lock_geometry or locked)
     config = (config or TrainerConfig()).with_geometry_config(geometry)
     trainer = Trainer(spec, guidance, device, config)
+    if locked:
+        colour = ColourField(ColourConfig.from_json(meta["lock"]))
+        trainer.field = LockedGeometry(trainer.field, colour).to(trainer.device)
+        trainer.optimizer = trainer._new_optimizer()
+        trainer._shading_p = trainer._shading_probabilities()
     tensors = load_file(str(path), device="cpu")
     trainer.field.load_state_dict(_prefixed(tensors, "field."))
     trainer.occupancy.load_state_dict(_prefixed(tensors, "occupancy."))
@@ -97,9 +127,21 @@ def load_checkpoint(path: str | Path, spec: JobSpec, guidance, device="cpu",
     for group, current in zip(groups, trainer.optimizer.param_groups):
         group["lr"] = current["lr"]  # the new spec's learning rate wins
     trainer.optimizer.load_state_dict({"state": state, "param_groups": groups})
-    trainer.generator.set_state(tensors["rng"])
+    if resume:
+        trainer.generator.set_state(tensors["rng"])
+    trainer.mapping = SceneMapping.from_json(meta["mapping"]) if "mapping" in meta else SceneMapping()
+    if "fixed_mesh.positions" in tensors:
+        trainer.fixed_mesh = MeshData(*(tensors[f"fixed_mesh.{part}"].numpy()
+                                        for part in ("positions", "triangles", "colors")))
     trainer.step = int(meta["step"])
-    trainer.field.set_progress(trainer.step, trainer.spec.steps)  # a mesh or preview before the next step
+    saved = json.loads(meta.get("schedule_from", "[0, 0.0]"))
+    schedule_from = (int(saved[0]), float(saved[1]))
+    if resume:
+        trainer.schedule_from = schedule_from
+    else:
+        parent_steps = int(json.loads(meta["spec"])["steps"])
+        trainer.schedule_from = (trainer.step, schedule_progress(schedule_from, trainer.step, parent_steps))
+    trainer.set_progress()  # a mesh or preview before the next step
     trainer._cull_pays = bool(json.loads(meta.get("cull_pays", "false")))
     return trainer
 
@@ -111,6 +153,8 @@ def load_field(path: str | Path, device="cpu") -> tuple[Geometry, OccupancyGrid]
     meta = _metadata(path, safe_open)
     field = _geometry_config(meta).build()
     field.set_progress(int(meta["step"]), json.loads(meta["spec"])["steps"])
+    if "lock" in meta:
+        field = LockedGeometry(field, ColourField(ColourConfig.from_json(meta["lock"])))
     tensors = load_file(str(path), device="cpu")
     field.load_state_dict(_prefixed(tensors, "field."))
     mask = tensors["occupancy.mask"]

@@ -97,7 +97,21 @@ def run_client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
 
 def _submit(client: BackendClient, args, spec: JobSpec) -> int:
-    reply = client.request(client.submit(spec), args.timeout)
+    init_mesh = None
+    if spec.init == "mesh" and spec.init_from:
+        # The file is read here and travels with the submit: the backend may be another machine.
+        from blender_dreamfusion.shared.mesh import check_init_mesh
+
+        from .mesh_import import MeshFileError, read_mesh
+
+        try:
+            init_mesh = read_mesh(spec.init_from)
+            check_init_mesh(init_mesh, "--init-from")
+        except (MeshFileError, ValueError) as exc:
+            print(f"dreamfusion-backend client: --init-from: {exc}", file=sys.stderr)
+            return FAILED
+        spec = spec.replace(init_from="")
+    reply = client.request(client.submit(spec, init_mesh), args.timeout)
     if not isinstance(reply, Accepted):
         return _refused(reply)
     print(f"job {reply.job_id} accepted (seed {reply.spec.seed})", flush=True)
@@ -168,6 +182,7 @@ def _status(client: BackendClient, args, spec) -> int:
         print("no jobs")
     for job in jobs:
         line = f"{job.job_id}  {job.state:<11}  {job.step:>6}/{job.steps:<6}  {job.prompt}"
+        line += f"  [continues {job.parent}]" if job.parent else ""
         print(line + (f"  ({job.reason})" if job.reason else ""))
     return 0
 

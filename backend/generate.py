@@ -11,12 +11,15 @@ from typing import Callable
 
 import torch
 
-from blender_dreamfusion.shared import JobSpec
+from blender_dreamfusion.shared import JobSpec, MeshData
+from blender_dreamfusion.shared.errors import ProtocolError
+from blender_dreamfusion.shared.mesh import check_init_mesh
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .export import FORMATS, export_mesh
 from .extract import Extraction
 from .guidance import Guidance, load_guidance
+from .mesh_import import MeshFileError, read_mesh
 from .trainer import StepStats, Trainer
 
 
@@ -49,16 +52,25 @@ def checkpoint_path_for(out: Path) -> Path:
 
 def make_trainer(spec: JobSpec, device: torch.device, on_loading=None,
                  load: Callable[[str, torch.device], Guidance] = load_guidance,
-                 resume_from: Path | None = None) -> Trainer:
-    """The trainer for `spec`: fresh, from `spec.init_from`, or continuing `resume_from` (a checkpoint)."""
+                 resume_from: Path | None = None, init_mesh: MeshData | None = None,
+                 on_fitting: Callable[[], None] | None = None) -> Trainer:
+    """The trainer for `spec`: fresh, from `spec.init_from` (a checkpoint, or a mesh file), from `init_mesh` (a
+    start mesh that travelled with the submit), or continuing `resume_from` (a checkpoint of this very job).
+    `on_fitting` is called before a start mesh is fitted or a shape is locked (the `fitting_mesh` phase)."""
     # Check what is cheap to check before the (possibly slow) model load.
-    if spec.init == "mesh":
-        raise GenerateError("init = mesh is not supported by this backend yet; use blob or checkpoint")
     checkpoint = resume_from
     if checkpoint is None and spec.init == "checkpoint":
         checkpoint = Path(spec.init_from).expanduser()
         if not checkpoint.is_file():
             raise GenerateError(f"init_from: checkpoint {spec.init_from!r} does not exist")
+    if checkpoint is None and spec.init == "mesh" and init_mesh is None:
+        if not spec.init_from:
+            raise GenerateError("init = mesh needs a start mesh: --init-from FILE (.glb, .gltf, .obj or .ply)")
+        try:
+            init_mesh = read_mesh(spec.init_from)
+            check_init_mesh(init_mesh, "init_from")
+        except (MeshFileError, ProtocolError) as exc:
+            raise GenerateError(f"init_from: {exc}") from None
     if on_loading is not None:
         on_loading(spec.model)
     guidance = load(spec.model, device)
@@ -67,8 +79,21 @@ def make_trainer(spec: JobSpec, device: torch.device, on_loading=None,
     except ValueError as exc:
         raise GenerateError(str(exc)) from None
     if checkpoint is not None:
-        return load_checkpoint(checkpoint, spec, guidance, device)
-    return Trainer(spec, guidance, device)
+        trainer = load_checkpoint(checkpoint, spec, guidance, device, resume=resume_from is not None)
+        if trainer.spec.lock_geometry and not trainer.locked:
+            if on_fitting is not None:
+                on_fitting()
+            trainer.lock_geometry()
+        return trainer
+    trainer = Trainer(spec, guidance, device)
+    if spec.init == "mesh":
+        if on_fitting is not None:
+            on_fitting()
+        try:
+            trainer.start_from_mesh(init_mesh)
+        except ValueError as exc:  # a mesh that encloses nothing, or has no area
+            raise GenerateError(f"init mesh: {exc}") from None
+    return trainer
 
 
 def generate(spec: JobSpec, out: Path, device: str = "auto", save_every: int = 0, save_dir: Path | None = None,

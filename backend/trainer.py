@@ -16,14 +16,19 @@ from typing import Callable
 import numpy as np
 import torch
 
-from blender_dreamfusion.shared import Image, JobSpec, Update
+from blender_dreamfusion.shared import Image, JobSpec, MeshData, Update
+from blender_dreamfusion.shared.mesh import VertexColors
 
 from .cameras import make_cameras, sample_cameras
-from .extract import Extraction, extract_mesh
+from .extract import Extraction, extract_mesh, vertex_colors
 from .geometry import Geometry, GeometryConfig, geometry_class, make_geometry
+from .geometry.locked import LockedGeometry
 from .guidance import Guidance
+from .mesh_metrics import SurfaceSamples
+from .mesh_start import MeshStartConfig, start_colour_field, start_geometry, start_samples, used_positions
 from .occupancy import OccupancyGrid
 from .renderer import SHADINGS, RenderConfig, render, sample_backgrounds
+from .scene_mapping import SceneMapping
 
 
 PREVIEW_SIZE = 96
@@ -49,6 +54,8 @@ class TrainerConfig:
     #: Configs that replace a geometry's default one (each names its geometry); the JobSpec's `geometry`
     #: picks which geometry is built.
     geometries: tuple[GeometryConfig, ...] = ()
+    #: How a start mesh (init = mesh) is fitted.
+    mesh_start: MeshStartConfig = dataclass_field(default_factory=MeshStartConfig)
 
     def geometry_config(self, name: str) -> GeometryConfig:
         for config in self.geometries:
@@ -71,6 +78,22 @@ class StepStats:
     evaluated: int
 
 
+#: Geometries take their schedule's position as a step of this many (`Geometry.set_progress`), when a
+#: continuation's schedule does not run from step 0.
+SCHEDULE_STEPS = 1_000_000
+
+
+def schedule_progress(schedule_from: tuple[int, float], step: int, steps: int) -> float:
+    """How far through its schedules (sharpness, coarse to fine, noise annealing) a run is at `step` of `steps`,
+    when its schedule started at `schedule_from` = (step, progress): from 0 at step 0 for a fresh job; a
+    continuation starts where its parent's stopped (a finished parent: 1, its wall thin, every level in) and
+    runs on to 1 at its own last step, so re-prompting never softens a finished shape again."""
+    start_step, start = schedule_from
+    if steps <= start_step:
+        return min(1.0, start)
+    return min(1.0, start + (1.0 - start) * max(0, step - start_step) / (steps - start_step))
+
+
 def prompt_for_view(prompt: str, view: str) -> str:
     """DreamFusion's view-dependent prompting: 'a red cube' -> 'a red cube, front view'."""
     return f"{prompt}, {view} view"
@@ -86,17 +109,80 @@ class Trainer:
             torch.manual_seed(spec.seed)
             self.field: Geometry = make_geometry(spec.geometry, config.geometry_config(spec.geometry),
                                                    spec.render_resolution).to(self.device)
+        #: (step, progress) where this run's schedules start: (0, 0) unless it continues another job's checkpoint.
+        self.schedule_from: tuple[int, float] = (0, 0.0)
         self.field.set_progress(0, spec.steps)
         self.occupancy = OccupancyGrid(self.field.bound, config.occupancy_resolution).to(self.device)
-        lr = spec.learning_rate
-        self.optimizer = _adam([
-            {"params": self.field.grid_parameters(), "lr": lr, "eps": 1e-15},
-            {"params": self.field.network_parameters(), "lr": lr * config.network_lr_scale, "eps": 1e-15},
-        ])
+        self.optimizer = self._new_optimizer()
+        #: Where the scene sits in the artist's world (a start mesh's framing; the identity otherwise).
+        self.mapping = SceneMapping()
+        #: init = mesh with lock_geometry: the artist's mesh (world frame), which every result is, recoloured.
+        self.fixed_mesh: MeshData | None = None
         self.step = 0
         self._cull_pays = False
-        probabilities = spec.shading_probabilities()
-        self._shading_p = torch.tensor([probabilities[s] for s in SHADINGS])
+        self._shading_p = self._shading_probabilities()
+
+    def _shading_probabilities(self) -> torch.Tensor:
+        probabilities = self.spec.shading_probabilities()
+        if self.locked:  # a textureless render of a frozen shape has nothing to teach the colour
+            probabilities["textureless"] = 0.0
+            if probabilities["albedo"] + probabilities["lambertian"] <= 0.0:
+                probabilities["albedo"] = 1.0
+        return torch.tensor([probabilities[s] for s in SHADINGS])
+
+    def _new_optimizer(self) -> torch.optim.Adam:
+        lr = self.spec.learning_rate
+        return _adam([
+            {"params": self.field.grid_parameters(), "lr": lr, "eps": 1e-15},
+            {"params": self.field.network_parameters(), "lr": lr * self.config.network_lr_scale, "eps": 1e-15},
+        ])
+
+    # --- refinement: a start mesh, a locked shape ------------------------------------
+
+    @property
+    def locked(self) -> bool:
+        return isinstance(self.field, LockedGeometry)
+
+    def start_from_mesh(self, mesh: MeshData) -> None:
+        """init = mesh: frame `mesh` (world frame) in the scene and start the geometry as its shape and colours;
+        with lock_geometry freeze that shape (then every result is `mesh` itself, recoloured)."""
+        spec, settings = self.spec, self.config.mesh_start
+        self.mapping = SceneMapping.framing(used_positions(mesh))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.seed)
+            field = start_geometry(spec.geometry, self.config.geometry_config(spec.geometry), spec.render_resolution,
+                                   mesh, self.mapping, settings, spec.seed).to(self.device)
+            if spec.lock_geometry:
+                samples = start_samples(self.mapping.to_scene(mesh.positions), mesh.triangles, mesh.colors,
+                                        settings, spec.seed)
+                field = LockedGeometry(field, start_colour_field(field.bound, samples, settings).to(self.device))
+                self.fixed_mesh = MeshData(np.array(mesh.positions), np.array(mesh.triangles),
+                                           np.array(mesh.colors))
+        self.field = field
+        self.set_progress()
+        self.optimizer = self._new_optimizer()
+        self._shading_p = self._shading_probabilities()
+
+    def lock_geometry(self) -> None:
+        """Freeze the current shape (a checkpoint's) and give it its own colour field, starting as its colours."""
+        if self.locked:
+            return
+        shape, settings = self.field, self.config.mesh_start
+        shape.set_progress(1, 1)
+        surface = extract_mesh(shape, self.spec.mesh_resolution, self.occupancy).mesh
+        if not surface.triangle_count:
+            raise ValueError("lock_geometry: the checkpoint has no surface yet to lock; continue it unlocked first")
+        samples = start_samples(surface.positions, surface.triangles, surface.colors, settings, self.spec.seed)
+        with torch.no_grad():  # the shape's own albedo where the samples are, not the mesh's vertex colours
+            points = torch.as_tensor(samples.points, dtype=torch.float32, device=self.device)
+            colours = torch.cat([shape(p)[1] for p in points.split(65536)]).cpu().numpy()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.spec.seed)
+            colour = start_colour_field(shape.bound, SurfaceSamples(samples.points, colours, samples.normals),
+                                        settings)
+        self.field = LockedGeometry(shape, colour.to(self.device))
+        self.optimizer = self._new_optimizer()
+        self._shading_p = self._shading_probabilities()
 
     # --- one step ---------------------------------------------------------------
 
@@ -104,7 +190,7 @@ class Trainer:
         spec, cfg, gen = self.spec, self.config, self.generator
         times: dict[str, float] = {}
         clock = _Clock(self.device, times)
-        self.field.set_progress(self.step, spec.steps)
+        self.set_progress()
         if self.step % cfg.occupancy_every == 0:
             with clock("occupancy"):
                 self.occupancy.update(self.field.density, gen)
@@ -145,11 +231,21 @@ class Trainer:
         return StepStats(step=self.step, loss=float(loss.detach()), sds=sds.value, shading=shading,
                          timings_ms=times, evaluated=out.evaluated)
 
+    def progress(self) -> float:
+        """How far through its schedules the run is (`schedule_progress`)."""
+        return schedule_progress(self.schedule_from, self.step, self.spec.steps)
+
+    def set_progress(self) -> None:
+        """Tell the geometry where its schedules are, before a step (or a mesh taken between steps)."""
+        if self.schedule_from == (0, 0.0):
+            self.field.set_progress(self.step, self.spec.steps)
+        else:
+            self.field.set_progress(self.progress() * SCHEDULE_STEPS, SCHEDULE_STEPS)
+
     def t_range(self) -> tuple[float, float]:
         """The noise-level range for this step: t_range, its top annealed down by `t_anneal` over the run."""
         low, high = self.spec.t_range
-        progress = min(1.0, self.step / max(1, self.spec.steps))
-        return low, high - self.spec.t_anneal * progress * (high - low)
+        return low, high - self.spec.t_anneal * self.progress() * (high - low)
 
     # --- the whole run -------------------------------------------------------------
 
@@ -175,11 +271,21 @@ class Trainer:
     # --- what the artist sees -------------------------------------------------------
 
     def snapshot(self, loss: float | None = None, elapsed: float = 0.0, preview: bool = True) -> "Snapshot":
-        """The current mesh (at the spec's mesh resolution) and a small preview render."""
-        extraction = extract_mesh(self.field, self.spec.mesh_resolution, self.occupancy)
+        """The current mesh (at the spec's mesh resolution) in the artist's world frame, and a small preview render.
+
+        With a locked start mesh the mesh is that mesh, recoloured: nothing is extracted."""
+        fixed = self.fixed_mesh
+        if fixed is not None:
+            colours = vertex_colors(self.field, self.mapping.to_scene(fixed.positions))
+            extraction = Extraction(MeshData(fixed.positions, fixed.triangles, colours), 0.0, "")
+        else:
+            extraction = extract_mesh(self.field, self.spec.mesh_resolution, self.occupancy)
+            mesh = extraction.mesh
+            if not self.mapping.is_identity and mesh.vertex_count:
+                extraction.mesh = MeshData(self.mapping.to_world(mesh.positions), mesh.triangles, mesh.colors)
         image = self.preview() if preview else None
         return Snapshot(step=self.step, steps=self.spec.steps, loss=loss, elapsed=elapsed, extraction=extraction,
-                        preview=image)
+                        preview=image, colours_only=fixed is not None)
 
     @torch.no_grad()
     def preview(self, resolution: int = PREVIEW_SIZE) -> np.ndarray:
@@ -202,12 +308,18 @@ class Snapshot:
     elapsed: float
     extraction: Extraction
     preview: np.ndarray | None
+    #: The mesh is the client's own start mesh, recoloured: an update need only carry its colours.
+    colours_only: bool = False
 
     def as_update(self, job_id: str) -> Update:
         image = Image(np.ascontiguousarray(self.preview)) if self.preview is not None else None
         loss = self.loss if self.loss is not None and np.isfinite(self.loss) else None
+        mesh = self.extraction.mesh
+        if self.colours_only:
+            return Update(job_id=job_id, step=self.step, steps=self.steps, loss=loss, elapsed=self.elapsed,
+                          vertex_colors=VertexColors(mesh.colors), preview=image)
         return Update(job_id=job_id, step=self.step, steps=self.steps, loss=loss, elapsed=self.elapsed,
-                      mesh=self.extraction.mesh, preview=image)
+                      mesh=mesh, preview=image)
 
 
 def _adam(groups: list[dict]) -> torch.optim.Adam:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import (BadBuffer, BadDtype, BadJSON, BadTag, FrameCountMismatch, LengthMismatch, MissingType,
                      OverSize, ProtocolError, UnexpectedType, UnknownType)
-from .mesh import COLOR_DTYPE, INDEX_DTYPE, POSITION_DTYPE, MeshData
+from .mesh import COLOR_DTYPE, INDEX_DTYPE, POSITION_DTYPE, MeshData, VertexColors
 from .messages import (CLIENT_TYPES, MESSAGE_TYPES, SERVER_TYPES, ID_PATTERN, Image, Message, buffer_fields,
                        buffer_class)
 from .version import PROTOCOL_TAG
@@ -212,7 +212,10 @@ def _buffer_names(cls: type[Message]) -> dict[str, tuple[np.dtype, int]]:
     for field_name in sorted(buffer_fields(cls)):
         for name in field_buffer_names(cls, field_name):
             part = name.removeprefix(mesh_prefix(field_name))
-            names[name] = (_MESH_PARTS[part][0], 2) if part in _MESH_PARTS else (COLOR_DTYPE, 3)
+            if buffer_class(cls, field_name) is VertexColors:
+                names[name] = (COLOR_DTYPE, 2)
+            else:
+                names[name] = (_MESH_PARTS[part][0], 2) if part in _MESH_PARTS else (COLOR_DTYPE, 3)
     return names
 
 
@@ -239,6 +242,8 @@ def _buffers_of(message: Message) -> list[tuple[str, np.ndarray]]:
             prefix = mesh_prefix(field_name)
             out += [(prefix + "positions", value.positions), (prefix + "triangles", value.triangles),
                     (prefix + "colors", value.colors)]
+        elif isinstance(value, VertexColors):
+            out.append((field_name, value.colors))
         else:
             out.append((field_name, value.pixels))
     return out
@@ -254,10 +259,16 @@ def _assemble_buffers(cls: type[Message], arrays: dict[str, np.ndarray]) -> dict
         if len(present) != len(parts):
             missing = ", ".join(p for p in parts if p not in arrays)
             raise BadBuffer(f"{field_name} needs buffers {', '.join(parts)}; missing {missing}")
-        if buffer_class(cls, field_name) is MeshData:
-            values[field_name] = MeshData(*(arrays[p] for p in parts))
-        else:
-            values[field_name] = Image(arrays[field_name])
+        kind = buffer_class(cls, field_name)
+        try:
+            if kind is MeshData:
+                values[field_name] = MeshData(*(arrays[p] for p in parts))
+            elif kind is VertexColors:
+                values[field_name] = VertexColors(arrays[field_name])
+            else:
+                values[field_name] = Image(arrays[field_name])
+        except ProtocolError as exc:  # name the field: "init_mesh: triangles index 9 is outside [0, 4)"
+            raise type(exc)(f"{field_name}: {exc}") from None
     return values
 
 

@@ -151,7 +151,11 @@ class JobSpec:
                      help="Start from the initial blob (density) or sphere (sdf), a mesh, or a checkpoint")
     init_from: str = knob("", value_type="text", max_len=MAX_PATH_CHARS, group="optimiser",
                           help="checkpoint: a job id or checkpoint path on the backend; "
-                               "mesh: a mesh path on the backend, or empty when the mesh travels with the submit")
+                               "mesh: a .glb/.gltf/.obj/.ply path on the backend, or empty when the mesh travels "
+                               "with the submit")
+    lock_geometry: bool = knob(False, value_type="bool", group="optimiser",
+                               help="Texture only: the shape stays the start's (init = mesh: the very same mesh, "
+                                    "with new vertex colours; checkpoint: its shape) and only colour is optimised")
     # --- output -------------------------------------------------------------
     stream_every: int = knob(100, value_type="int", minimum=0, maximum=200_000, unit="steps", group="output",
                              help="Send the mesh to Blender every N steps (0: only the final mesh)")
@@ -175,6 +179,9 @@ class JobSpec:
                             "shading_lambertian, shading_textureless above 0", "are all zero")
         if self.init == "blob" and self.init_from:
             raise SpecError("init_from", self.init_from, "empty when init is 'blob'", "is set")
+        if self.lock_geometry and self.init == "blob":
+            raise SpecError("lock_geometry", True, "false when init is 'blob' (there is no shape to keep yet); "
+                            "true with init 'mesh' or 'checkpoint'", "is set")
         if self.init == "checkpoint" and not self.init_from.strip():
             raise SpecError("init_from", self.init_from,
                             "a job id or checkpoint path when init is 'checkpoint'", "is empty")

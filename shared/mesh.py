@@ -13,6 +13,9 @@ POSITION_DTYPE = np.dtype("<f4")
 INDEX_DTYPE = np.dtype("<i4")
 COLOR_DTYPE = np.dtype("u1")
 MAX_INDEX = np.iinfo(np.int32).max
+#: The most triangles a start mesh (`submit`'s `init_mesh`, `--init-from`) may have: the fit's time and memory
+#: grow with it (about 3 s for 100k triangles on 2 cores). Decimate a bigger mesh first.
+MAX_INIT_TRIANGLES = 500_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,6 +90,40 @@ class MeshData:
                 and np.array_equal(self.colors, other.colors))
 
     __hash__ = None  # type: ignore[assignment]  # mutable arrays inside
+
+
+@dataclass(frozen=True, eq=False)
+class VertexColors:
+    """New colours for a mesh the client already has (an `update` of a job whose geometry is locked):
+    uint8 N x 4 sRGB + alpha, one per vertex of that mesh, in its order."""
+
+    colors: np.ndarray
+
+    def __post_init__(self) -> None:
+        _expect(self.colors, "vertex_colors", COLOR_DTYPE, 4)
+
+    @property
+    def vertex_count(self) -> int:
+        return len(self.colors)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, VertexColors) and np.array_equal(self.colors, other.colors)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def check_init_mesh(mesh: MeshData, field: str = "init_mesh") -> None:
+    """Raise BadBuffer naming `field` if `mesh` cannot start a job: no triangles, more than
+    MAX_INIT_TRIANGLES, or all its vertices in one point (nothing to scale into the scene)."""
+    m = mesh.triangle_count
+    if m == 0:
+        raise BadBuffer(f"{field} is empty: a start mesh needs 1 to {MAX_INIT_TRIANGLES} triangles, got 0")
+    if m > MAX_INIT_TRIANGLES:
+        raise BadBuffer(f"{field} has {m} triangles; a start mesh may have at most {MAX_INIT_TRIANGLES} "
+                        "(decimate it first)")
+    used = mesh.positions[np.unique(mesh.triangles)]
+    if float((used.max(axis=0) - used.min(axis=0)).max()) <= 0.0:
+        raise BadBuffer(f"{field} has no extent: every vertex its triangles use is at one point")
 
 
 def _expect(array: np.ndarray, name: str, dtype: np.dtype, width: int) -> None:

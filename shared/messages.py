@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import BadBuffer, BadDtype, ProtocolError, safe_text
 from .jobspec import JobSpec
-from .mesh import COLOR_DTYPE, MeshData
+from .mesh import COLOR_DTYPE, MeshData, VertexColors, check_init_mesh
 from .version import PROTOCOL_VERSION
 from .wirefields import MAX_TEXT, check_fields, wire
 
@@ -73,6 +73,8 @@ class JobInfo:
     elapsed: float = wire(0.0, minimum=0.0, maximum=MAX_SECONDS)
     created: float = wire(0.0, minimum=0.0)
     reason: str = wire("")
+    #: The job this one continues (`init = checkpoint` from a job id): its lineage, one step back.
+    parent: str | None = wire(None, pattern=ID_PATTERN)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -91,7 +93,7 @@ class Message:
         check_fields(self, skip=buffer_fields(type(self)))
         for name in buffer_fields(type(self)):
             value = getattr(self, name)
-            if value is not None and not isinstance(value, (MeshData, Image)):
+            if value is not None and not isinstance(value, (MeshData, VertexColors, Image)):
                 raise BadBuffer(f"{name} must be a {buffer_class(type(self), name).__name__}")
 
 
@@ -110,8 +112,18 @@ class Submit(Message):
     TYPE = "submit"
     SENDER = CLIENT
     spec: JobSpec
-    #: Optional start mesh for `init = "mesh"` with an empty `init_from`.
+    #: The start mesh of `init = "mesh"` (then `init_from` is empty), in the client's frame (Blender's world
+    #: frame, Z up, metres); 1 to MAX_INIT_TRIANGLES triangles with some extent (`check_init_mesh`).
     init_mesh: MeshData | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.init_mesh is not None:
+            check_init_mesh(self.init_mesh)
+            if self.spec.init != "mesh":
+                raise BadBuffer(f"init_mesh travels only with spec.init = 'mesh', not {self.spec.init!r}")
+            if self.spec.init_from:
+                raise BadBuffer("init_mesh and spec.init_from both name a start mesh; send one of them")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -260,8 +272,16 @@ class Update(Message):
     steps: int = wire(minimum=0, maximum=MAX_STEP)
     loss: float | None = wire(None)
     elapsed: float = wire(0.0, minimum=0.0, maximum=MAX_SECONDS)
-    mesh: MeshData
+    #: The whole mesh, or (a job with `lock_geometry` whose mesh the client already has: the start mesh it
+    #: sent, or an earlier update's) only its new `vertex_colors`. Exactly one of the two.
+    mesh: MeshData | None = None
+    vertex_colors: VertexColors | None = None
     preview: Image | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.mesh is None) == (self.vertex_colors is None):
+            raise BadBuffer("update needs exactly one of mesh (positions, triangles, colors) and vertex_colors")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -375,6 +395,8 @@ _BUFFER_FIELDS: dict[type, frozenset[str]] = {}
 def _buffer_type(annotation: object) -> type | None:
     # Annotations are strings (from __future__ import annotations); match by name.
     text = str(annotation)
+    if "VertexColors" in text:
+        return VertexColors
     if "MeshData" in text:
         return MeshData
     if "Image" in text:

@@ -92,6 +92,9 @@ def test_missing_model_offline_is_one_clear_line(tmp_path):
     (["--device", "cuda"], "no CUDA device is available"),
     (["--out", "x.fbx"], "--out must end in .glb, .obj, .ply"),
     (["--init", "checkpoint", "--init-from", "/nope.safetensors"], "checkpoint '/nope.safetensors' does not exist"),
+    (["--init", "mesh"], "init = mesh needs a start mesh: --init-from FILE"),
+    (["--init", "mesh", "--init-from", "/nope.glb"], "init_from: '/nope.glb': no such file"),
+    (["--init", "mesh", "--init-from", "cube.stl"], "a start mesh must be one of .glb, .gltf, .obj, .ply"),
 ])
 def test_bad_input_exits_non_zero_with_one_line(argv, message, capsys, tiny_sd, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
@@ -102,6 +105,13 @@ def test_bad_input_exits_non_zero_with_one_line(argv, message, capsys, tiny_sd, 
     assert main(["generate", "a red cube", "--steps", "2", "--quiet", *argv]) == 1
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_lock_geometry_needs_something_to_lock(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["generate", "a red cube", "--lock-geometry"])
+    assert info.value.code == 2
+    assert "--lock-geometry: lock_geometry = True" in capsys.readouterr().err
 
 
 def test_bad_spec_flag_is_a_usage_error(capsys):

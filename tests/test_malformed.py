@@ -145,7 +145,7 @@ def test_byte_length_mismatch():
 @pytest.mark.parametrize("bad", [3, 99, -1])
 def test_triangle_index_out_of_range(bad):
     raises(IndexOutOfRange, frames(mesh_header(), *mesh_buffers(triangles=np.array([[0, 1, bad]], "<i4"))),
-           f"update: triangles index {bad} is outside \\[0, 3\\)")
+           f"update: mesh: triangles index {bad} is outside \\[0, 3\\)")
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
@@ -198,10 +198,17 @@ def test_mesh_shape_errors():
 def test_required_mesh_missing_or_partial():
     header = mesh_header()
     header["buffers"] = []
-    raises(BadBuffer, frames(header), "mesh is required: buffers positions, triangles, colors")
+    raises(BadBuffer, frames(header), r"update needs exactly one of mesh \(positions, triangles, colors\) and "
+                                      "vertex_colors")
     header = mesh_header()
     header["buffers"] = header["buffers"][:2]
     raises(BadBuffer, frames(header, *mesh_buffers()[:2]), "missing colors")
+
+
+def test_an_update_with_both_a_mesh_and_colours_only_is_refused():
+    header = mesh_header()
+    header["buffers"].append({"name": "vertex_colors", "dtype": "uint8", "shape": [3, 4]})
+    raises(BadBuffer, frames(header, *mesh_buffers(), np.zeros((3, 4), np.uint8).tobytes()), "exactly one of mesh")
 
 
 def test_mesh_inside_the_json_is_refused():

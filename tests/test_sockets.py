@@ -56,7 +56,8 @@ def test_100k_vertex_update_over_pair_sockets_unchanged_and_zero_copy(context):
 
 def test_dealer_router_round_trip_with_routing_envelope(context):
     router, dealer = pair(context, zmq.ROUTER, zmq.DEALER)
-    submit = Submit(spec=JobSpec(prompt="a blue torus", seed=5), request_id="req-1", init_mesh=make_mesh(500))
+    submit = Submit(spec=JobSpec(prompt="a blue torus", seed=5, init="mesh"), request_id="req-1",
+                    init_mesh=make_mesh(500))
     send(dealer, submit)
     wait_readable(router)
     peer, got = recv_routed(router, accept=CLIENT_TYPES)

@@ -31,6 +31,11 @@ class GeometryConfig:
     geometry: ClassVar[str]
     #: Half the side of the cube the geometry lives in (metres).
     bound: float = 1.0
+    #: Nodes per axis of the start shape's signed-distance grid (`init = mesh`); 0: the geometry's own start
+    #: (the SDF's sphere, the density field's blob).
+    start_resolution: int = 0
+    #: Nodes per axis of the start colours' grid (sRGB logits the learnt colour adds to); 0: none.
+    start_colour_resolution: int = 0
 
     def for_render(self, render_resolution: int) -> "GeometryConfig":
         """This config with what it leaves to the renders filled in (the SDF's grid levels); as is by default."""
@@ -97,6 +102,25 @@ class Geometry(nn.Module):
         near the render's (M, 3) surface points; None when it needs none at these weights."""
         return None
 
+    # --- starting from a mesh (init = mesh) ---------------------------------------------------------
+
+    def set_start_shape(self, signed_distance: torch.Tensor) -> None:
+        """Start from this shape: a (R, R, R) signed distance (negative inside) at `start_resolution` nodes per
+        axis spanning the bound, indexed [x, y, z]. The geometry's config must have that start_resolution."""
+        start = getattr(self, "start_sdf", None)
+        if start is None:
+            raise ValueError(f"the {self.name} geometry was built without a start shape (start_resolution 0)")
+        start.copy_(xyz_to_grid(signed_distance).to(start))
+
+    def set_start_colour(self, logits: torch.Tensor) -> None:
+        """Start from these colours: (R, R, R, 3) sRGB logits at `start_colour_resolution` nodes per axis spanning
+        the bound, indexed [x, y, z]; the learnt colour adds to them (its last layer starts at zero)."""
+        start = getattr(self, "start_colour", None)
+        if start is None:
+            raise ValueError(f"the {self.name} geometry was built without start colours (start_colour_resolution 0)")
+        with torch.no_grad():
+            start.copy_(xyz_to_grid(logits).to(start))
+
 
 def sample_grids(grids: nn.ParameterList, points: torch.Tensor, bound: float) -> torch.Tensor:
     """Trilinear features of (N, 3) world points from dense (1, C, R, R, R) grids, concatenated: (N, sum C)."""
@@ -104,6 +128,35 @@ def sample_grids(grids: nn.ParameterList, points: torch.Tensor, bound: float) ->
     feats = [F.grid_sample(g, coords, mode="bilinear", align_corners=True).reshape(g.shape[1], -1) for g in grids]
     # (N, C) contiguous: the MLP's matmuls are ~25% faster than on the transposed view.
     return torch.cat(feats, dim=0).t().contiguous()
+
+
+#: With start colours, the colour MLP's last layer starts this much smaller (its bias at zero): the learnt colour
+#: adds a few hundredths of a logit at first, so the start colours hold, yet gradients still reach the grids.
+START_COLOUR_WEIGHT_SCALE = 0.1
+
+
+def xyz_to_grid(volume: torch.Tensor) -> torch.Tensor:
+    """A (R, R, R) or (R, R, R, C) volume indexed [x, y, z] as the (1, C, R, R, R) [z, y, x] grid `grid_sample`
+    reads with (x, y, z) coordinates."""
+    if volume.dim() == 3:
+        volume = volume[..., None]
+    return volume.permute(3, 2, 1, 0)[None].contiguous()
+
+
+def sample_scalar_grid(grid: torch.Tensor, points: torch.Tensor, bound: float) -> torch.Tensor:
+    """Trilinear values of a (1, 1, R, R, R) grid (see `xyz_to_grid`) at (N, 3) world points: (N,)."""
+    coords = (points / bound).clamp(-1.0, 1.0).reshape(1, 1, 1, -1, 3)
+    return F.grid_sample(grid, coords, mode="bilinear", align_corners=True).reshape(-1)
+
+
+def sample_vector_grid(grid: torch.Tensor, points: torch.Tensor, bound: float) -> torch.Tensor:
+    """Trilinear values of a (1, C, R, R, R) grid at (N, 3) world points: (N, C)."""
+    coords = (points / bound).clamp(-1.0, 1.0).reshape(1, 1, 1, -1, 3)
+    return F.grid_sample(grid, coords, mode="bilinear", align_corners=True).reshape(grid.shape[1], -1).t()
+
+
+def start_grid(resolution: int, channels: int = 1) -> torch.Tensor:
+    return torch.zeros(1, channels, resolution, resolution, resolution)
 
 
 def feature_grids(resolutions: tuple[int, ...], features: int, init_scale: float) -> nn.ParameterList:

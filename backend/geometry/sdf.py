@@ -11,7 +11,8 @@ term keeps |grad s| near 1 so that beta really is a thickness.
 
 Shape and colour live in separate grids and MLPs (`shape_*` / `colour_*`)
 so one can be frozen while the other trains. The initial surface is a
-sphere of `radius`: the shape MLP's last layer starts at zero.
+sphere of `radius` (or, with `start_resolution`, a start mesh's signed distance on a grid): the shape
+MLP's last layer starts at zero, so the learnt part adds to that start.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import Geometry, GeometryConfig, feature_grids, forward_difference_gradient, sample_grids
+from .base import (START_COLOUR_WEIGHT_SCALE, Geometry, GeometryConfig, feature_grids, forward_difference_gradient,
+                   sample_grids, sample_scalar_grid, sample_vector_grid, start_grid)
 from .registry import register_geometry
 
 
@@ -146,9 +148,16 @@ class SDFField(SignedDistanceGeometry):
         self.beta = config.beta_start
         # Per-feature weights of the coarse-to-fine schedule (set_progress); not saved: the step sets them.
         self.register_buffer("level_weights", torch.ones(c * len(config.resolutions)), persistent=False)
+        if config.start_resolution:
+            self.register_buffer("start_sdf", start_grid(config.start_resolution))
+        if config.start_colour_resolution:
+            self.start_colour = nn.Parameter(start_grid(config.start_colour_resolution, 3))
+            self.colour_mlp[-1].weight.data.mul_(START_COLOUR_WEIGHT_SCALE)
+            nn.init.zeros_(self.colour_mlp[-1].bias)
 
     def grid_parameters(self) -> list[nn.Parameter]:
-        return [*self.shape_grids, *self.colour_grids]
+        start = [self.start_colour] if self.config.start_colour_resolution else []
+        return [*self.shape_grids, *self.colour_grids, *start]
 
     def network_parameters(self) -> list[nn.Parameter]:
         return [*self.shape_mlp.parameters(), *self.colour_mlp.parameters()]
@@ -170,12 +179,21 @@ class SDFField(SignedDistanceGeometry):
         weights = [1.0] + [min(1.0, max(0.0, ramp - (i - 1))) for i in range(1, fine + 1)]
         self.level_weights.copy_(torch.tensor(weights).repeat_interleave(cfg.features_per_level))
 
+    def start(self, points: torch.Tensor) -> torch.Tensor:
+        """The signed distance the run starts from: the start mesh's, or the sphere's."""
+        if self.config.start_resolution:
+            return sample_scalar_grid(self.start_sdf, points, self.config.bound)
+        return points.norm(dim=-1) - self.config.radius
+
     def signed_distance(self, points: torch.Tensor) -> torch.Tensor:
         features = sample_grids(self.shape_grids, points, self.config.bound) * self.level_weights
-        return points.norm(dim=-1) - self.config.radius + self.shape_mlp(features)[:, 0]
+        return self.start(points) + self.shape_mlp(features)[:, 0]
 
     def albedo(self, points: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.colour_mlp(sample_grids(self.colour_grids, points, self.config.bound)))
+        logits = self.colour_mlp(sample_grids(self.colour_grids, points, self.config.bound))
+        if self.config.start_colour_resolution:
+            logits = logits + sample_vector_grid(self.start_colour, points, self.config.bound)
+        return torch.sigmoid(logits)
 
     def regulariser(self, surface_points: torch.Tensor, generator: torch.Generator,
                     weights: Mapping[str, float]) -> torch.Tensor | None:

@@ -87,24 +87,23 @@ class PathPolicy:
         return ", ".join(roots) if roots else "none (start the server with --allow-path DIR)"
 
 
-def admit(spec: JobSpec, store: JobStore, paths: PathPolicy, can_read_job) -> JobSpec:
+@dataclass(frozen=True)
+class Admitted:
+    """A submit the server takes: the spec to run (files resolved) and the job it continues, if any."""
+
+    spec: JobSpec
+    parent: str = ""
+
+
+def admit(spec: JobSpec, store: JobStore, paths: PathPolicy, can_read_job, has_mesh: bool = False) -> Admitted:
     """The spec to run, with any file it names resolved to its real path, or Refused: what can be refused at
-    submit time, cheaply. `can_read_job(job_id)` says whether the submitter may start from that job."""
+    submit time, cheaply. `can_read_job(job_id)` says whether the submitter may start from that job; `has_mesh`
+    whether the submit carries its start mesh."""
+    parent = ""
     if spec.init == "mesh":
-        raise Refused("init", "init = mesh is not supported by this backend yet; allowed: blob, checkpoint")
+        spec = _admit_mesh(spec, paths, has_mesh)
     if spec.init == "checkpoint":
-        if store.get(spec.init_from) is not None and can_read_job(spec.init_from):
-            checkpoints = store.checkpoints(spec.init_from)
-            if not checkpoints:
-                raise Refused("init_from", f"init_from = {spec.init_from!r}: that job has no checkpoint (it never "
-                                           "started, or the retention policy removed it)")
-            # Continuing another job: the spec records the checkpoint file it started from.
-            spec = dataclasses.replace(spec, init_from=str(checkpoints[0]))
-        else:
-            path = _allowed_path("init_from", spec.init_from, paths, data_dir_too=True, is_there=Path.is_file,
-                                 outside="is neither a job on this backend nor a path inside the folders it allows",
-                                 missing="no such checkpoint file")
-            spec = dataclasses.replace(spec, init_from=str(path))
+        spec, parent = _admit_checkpoint(spec, store, paths, can_read_job)
     if model_source(spec.model) == "local":
         _allowed_path("model", spec.model, paths, data_dir_too=False, is_there=Path.is_dir,
                       outside="is not inside a folder this backend allows models from",
@@ -116,7 +115,50 @@ def admit(spec: JobSpec, store: JobStore, paths: PathPolicy, can_read_job) -> Jo
             parse_prompt(spec.prompt)
         except VocabularyError as exc:
             raise Refused("prompt", str(exc)) from None
-    return spec
+    return Admitted(spec, parent)
+
+
+def _admit_mesh(spec: JobSpec, paths: PathPolicy, has_mesh: bool) -> JobSpec:
+    from ..mesh_import import READABLE
+
+    if not spec.init_from:
+        if not has_mesh:
+            raise Refused("init_mesh", "init = mesh needs a start mesh: send it with the submit (init_mesh), or name "
+                                       f"a {', '.join(READABLE)} file on the backend in init_from")
+        return spec
+    path = _allowed_path("init_from", spec.init_from, paths, data_dir_too=False, is_there=Path.is_file,
+                         outside="is not inside a folder this backend allows meshes from",
+                         missing="no such mesh file")
+    if path.suffix.lower() not in READABLE:
+        raise Refused("init_from", f"init_from = {safe_text(spec.init_from, 200)!r}: a start mesh must be one of "
+                                   f"{', '.join(READABLE)}")
+    return dataclasses.replace(spec, init_from=str(path))
+
+
+def _admit_checkpoint(spec: JobSpec, store: JobStore, paths: PathPolicy, can_read_job) -> tuple[JobSpec, str]:
+    """Resolve a continuation's checkpoint; it keeps its parent's lock (a locked shape stays locked)."""
+    from ..checkpoint import CheckpointError, checkpoint_locked
+
+    parent = ""
+    if store.get(spec.init_from) is not None and can_read_job(spec.init_from):
+        checkpoints = store.checkpoints(spec.init_from)
+        if not checkpoints:
+            raise Refused("init_from", f"init_from = {spec.init_from!r}: that job has no checkpoint (it never "
+                                       "started, or the retention policy removed it)")
+        # Continuing another job: the spec records the checkpoint file it started from.
+        parent, path = spec.init_from, checkpoints[0]
+    else:
+        path = _allowed_path("init_from", spec.init_from, paths, data_dir_too=True, is_there=Path.is_file,
+                             outside="is neither a job on this backend nor a path inside the folders it allows",
+                             missing="no such checkpoint file")
+        folder = path.parent
+        if folder.parent == store.root.resolve() / "jobs" and store.get(folder.name) is not None:
+            parent = folder.name  # a checkpoint file in a job's folder: still that job's child
+    try:
+        locked = checkpoint_locked(path)
+    except CheckpointError as exc:
+        raise Refused("init_from", safe_text(str(exc), 500)) from None
+    return dataclasses.replace(spec, init_from=str(path), lock_geometry=spec.lock_geometry or locked), parent
 
 
 def _allowed_path(field: str, text: str, paths: PathPolicy, *, data_dir_too: bool, is_there, outside: str,

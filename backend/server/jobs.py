@@ -57,6 +57,8 @@ class JobRecord:
     #: Who submitted it ("key:<CURVE public key>", or "session:<server run>:<n>" without CURVE); "" for jobs
     #: written before jobs had owners (everyone's).
     owner: str = ""
+    #: The job this one continues (init = checkpoint from a job, or from a checkpoint in a job's folder); "" for none.
+    parent: str = ""
 
     def info(self, summary: bool = False) -> JobInfo:
         loss = self.loss if self.loss is not None and np.isfinite(self.loss) else None
@@ -65,7 +67,7 @@ class JobRecord:
             prompt, reason = _cut(prompt, SUMMARY_PROMPT_CHARS), _cut(reason, SUMMARY_REASON_CHARS)
         return JobInfo(job_id=self.job_id, state=self.state, prompt=prompt, step=self.step,
                        steps=self.spec.steps, loss=loss, elapsed=self.elapsed, created=self.created,
-                       reason=reason)
+                       reason=reason, parent=self.parent or None)
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -169,8 +171,13 @@ class JobStore:
                     removed += 1
         return removed
 
-    def create(self, spec: JobSpec, owner: str = "") -> JobRecord:
-        record = JobRecord(job_id=uuid.uuid4().hex[:12], spec=spec, owner=owner)
+    def create(self, spec: JobSpec, owner: str = "", parent: str = "", init_mesh: MeshData | None = None) -> JobRecord:
+        """A new queued job; its start mesh (one that travelled with the submit) is written before its record, so
+        a job on disk always has what it needs to run."""
+        record = JobRecord(job_id=uuid.uuid4().hex[:12], spec=spec, owner=owner, parent=parent)
+        if init_mesh is not None:
+            self.folder(record.job_id).mkdir(parents=True, exist_ok=True)
+            self._save_npz(self.init_mesh_path(record.job_id), init_mesh)
         with self._lock:
             self._jobs[record.job_id] = record
             self._write(record)
@@ -282,24 +289,38 @@ class JobStore:
     def mesh_path(self, job_id: str) -> Path:
         return self.folder(job_id) / "mesh.npz"
 
+    def init_mesh_path(self, job_id: str) -> Path:
+        return self.folder(job_id) / "init_mesh.npz"
+
     def save_mesh(self, job_id: str, mesh: MeshData) -> Path:
         """The job's newest mesh (streamed or final), so a result survives the client and the server."""
+        return self._save_npz(self.mesh_path(job_id), mesh)
+
+    def load_mesh(self, job_id: str) -> MeshData | None:
+        return _load_npz(self.mesh_path(job_id))
+
+    def load_init_mesh(self, job_id: str) -> MeshData | None:
+        """The start mesh that travelled with the job's submit, if one did."""
+        return _load_npz(self.init_mesh_path(job_id))
+
+    @staticmethod
+    def _save_npz(path: Path, mesh: MeshData) -> Path:
         def write(tmp: str) -> None:
             with open(tmp, "wb") as f:
                 np.savez(f, positions=mesh.positions, triangles=mesh.triangles, colors=mesh.colors)
 
-        return atomic_write(self.mesh_path(job_id), write)
-
-    def load_mesh(self, job_id: str) -> MeshData | None:
-        path = self.mesh_path(job_id)
-        if not path.is_file():
-            return None
-        with np.load(path, allow_pickle=False) as data:
-            return MeshData(np.array(data["positions"]), np.array(data["triangles"]), np.array(data["colors"]))
+        return atomic_write(path, write)
 
     def _write(self, record: JobRecord) -> None:
         text = record.to_json()
         atomic_write(self.folder(record.job_id) / _RECORD, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _load_npz(path: Path) -> MeshData | None:
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        return MeshData(np.array(data["positions"]), np.array(data["triangles"]), np.array(data["colors"]))
 
 
 def _tree_size(path: Path) -> int:

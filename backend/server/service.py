@@ -319,12 +319,15 @@ class Server:
     def _submit(self, peer: bytes, session: Session, message: Submit) -> None:
         try:
             self._within_limits(session)
-            spec = admit(message.spec, self.store, self.paths,
-                         lambda job_id: self._may_see(session, self.store.get(job_id).owner))
+            admitted = admit(message.spec, self.store, self.paths,
+                             lambda job_id: self._may_see(session, self.store.get(job_id).owner),
+                             has_mesh=message.init_mesh is not None)
         except Refused as refusal:
             self._send(peer, Rejected(reason=refusal.reason, field=refusal.field, request_id=message.request_id))
             return
-        record = self.store.create(spec, owner=session.principal)
+        spec = admitted.spec
+        record = self.store.create(spec, owner=session.principal, parent=admitted.parent,
+                                   init_mesh=message.init_mesh)
         self._subscribe(peer, record.job_id)
         self._send(peer, Accepted(job_id=record.job_id, spec=spec, request_id=message.request_id))
         self._queue.put(record.job_id)

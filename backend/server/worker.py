@@ -93,8 +93,12 @@ class Worker(threading.Thread):
         checkpoint = self.store.checkpoint(job_id)
         self.emit(Progress(job_id=job_id, step=record.step, steps=spec.steps, elapsed=record.elapsed,
                            phase="loading_model"))
+        def fitting() -> None:
+            self.emit(Progress(job_id=job_id, step=record.step, steps=spec.steps, elapsed=record.elapsed,
+                               phase="fitting_mesh"))
+
         try:
-            trainer = self._trainer(job_id, spec)
+            trainer = self._trainer(job_id, spec, fitting)
         except (GenerateError, ModelLoadError, CheckpointError, ValueError, OSError) as exc:
             self._fail(job_id, str(exc))
             return
@@ -108,9 +112,8 @@ class Worker(threading.Thread):
                 self.store.update(job_id, step=stats.step, loss=stats.loss, elapsed=reporter.elapsed())
 
         def on_stream(snapshot: Snapshot) -> None:
-            update = snapshot.as_update(job_id)
-            self.store.save_mesh(job_id, update.mesh)
-            self.emit(update)
+            self.store.save_mesh(job_id, snapshot.extraction.mesh)
+            self.emit(snapshot.as_update(job_id))
 
         try:
             done = trainer.run(on_step, on_stream, should_stop=lambda: control.cancel or self.stopping.is_set())
@@ -120,14 +123,14 @@ class Worker(threading.Thread):
             return
         self._finish(job_id, trainer, reporter, done)
 
-    def _trainer(self, job_id: str, spec) -> Trainer:
+    def _trainer(self, job_id: str, spec, on_fitting: Callable[[], None]) -> Trainer:
         """A fresh trainer, or one continuing the job's newest readable checkpoint: a damaged checkpoint falls
         back to the one kept before it, so a crash mid-write costs one interval, not the job."""
         candidates = self.store.checkpoints(job_id)
         problems = []
         for path in candidates:
             try:
-                return make_trainer(spec, self.device, load=self.guidance, resume_from=path)
+                return make_trainer(spec, self.device, load=self.guidance, resume_from=path, on_fitting=on_fitting)
             except (GenerateError, ModelLoadError):
                 raise  # about the job, not the file: another checkpoint would fail the same way
             except Exception as exc:  # noqa: BLE001 - a truncated file raises whatever safetensors raises
@@ -136,7 +139,8 @@ class Worker(threading.Thread):
                       "trying the checkpoint before it", file=sys.stderr, flush=True)
         if problems:
             raise CheckpointError("no checkpoint of this job can be read: " + "; ".join(problems))
-        return make_trainer(spec, self.device, load=self.guidance)
+        return make_trainer(spec, self.device, load=self.guidance, init_mesh=self.store.load_init_mesh(job_id),
+                            on_fitting=on_fitting)
 
     def _finish(self, job_id: str, trainer: Trainer, reporter: "_ProgressReporter", done: bool) -> None:
         common = dict(step=trainer.step, loss=reporter.last_loss, elapsed=reporter.elapsed())

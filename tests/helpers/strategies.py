@@ -14,7 +14,8 @@ import numpy as np
 from hypothesis import strategies as st
 
 from blender_dreamfusion.shared import JobSpec, MeshData, jobspec_knobs
-from blender_dreamfusion.shared.messages import Image, Message
+from blender_dreamfusion.shared.mesh import VertexColors
+from blender_dreamfusion.shared.messages import Image, Message, Submit, Update
 from blender_dreamfusion.shared.wirefields import Limits, field_limits, resolved_hints
 
 # No control characters other than tab/newline, no lone surrogates.
@@ -54,6 +55,7 @@ def jobspecs(draw) -> JobSpec:
     values["model"] = draw(MODELS)
     if values["init"] == "blob":
         values["init_from"] = ""
+        values["lock_geometry"] = False
     elif values["init"] == "checkpoint" and not values["init_from"].strip():
         values["init_from"] = "job-1234"
     if values["shading_albedo"] + values["shading_lambertian"] + values["shading_textureless"] <= 0:
@@ -71,6 +73,32 @@ def meshes(draw, max_vertices: int = 50) -> MeshData:
     triangles = rng.integers(0, max(n, 1), size=(m, 3)).astype(np.int32)
     colors = rng.integers(0, 256, size=(n, 4)).astype(np.uint8)
     return MeshData(positions, triangles, colors)
+
+
+@st.composite
+def init_meshes(draw) -> MeshData:
+    """A start mesh `Submit` accepts: at least one triangle, vertices not all at one point."""
+    mesh = draw(meshes())
+    if mesh.triangle_count == 0 or mesh.vertex_count < 3:
+        positions = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
+        mesh = MeshData(positions, np.array([[0, 1, 2]], np.int32), np.full((3, 4), 128, np.uint8))
+    return mesh
+
+
+@st.composite
+def vertex_colors(draw) -> VertexColors:
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return VertexColors(rng.integers(0, 256, size=(draw(st.integers(0, 50)), 4)).astype(np.uint8))
+
+
+@st.composite
+def submits(draw) -> Submit:
+    """Submits with and without a start mesh (one travels only with init = mesh and no init_from)."""
+    spec = draw(jobspecs())
+    if draw(st.booleans()):
+        spec = spec.replace(init="mesh", init_from="")
+        return Submit(spec=spec, init_mesh=draw(init_meshes()), request_id=draw(st.none() | st.just("r-1")))
+    return Submit(spec=spec, request_id=draw(st.none() | st.just("r-2")))
 
 
 @st.composite
@@ -94,6 +122,8 @@ def _for_type(tp, limits):
         return jobspecs()
     if tp is MeshData:
         return meshes()
+    if tp is VertexColors:
+        return vertex_colors()
     if tp is Image:
         return images()
     if dataclasses.is_dataclass(tp):
@@ -122,7 +152,21 @@ def dataclass_instances(cls):
 
 
 def messages_of(cls: type[Message]):
+    if cls is Submit:
+        return submits()
+    if cls is Update:  # exactly one of mesh and vertex_colors
+        return _updates()
     return dataclass_instances(cls)
+
+
+@st.composite
+def _updates(draw) -> Update:
+    hints = resolved_hints(Update)
+    kwargs = {f.name: draw(_for_type(hints[f.name], field_limits(f))) for f in dataclasses.fields(Update)
+              if f.init and f.name not in ("mesh", "vertex_colors")}
+    if draw(st.booleans()):
+        return Update(**kwargs, mesh=draw(meshes()))
+    return Update(**kwargs, vertex_colors=draw(vertex_colors()))
 
 
 # --- malformed messages: valid encodings, mutated ----------------------------------

@@ -1,0 +1,69 @@
+"""Read a start mesh (`--init-from FILE`) into Blender's frame with the conventions `export.py` writes.
+
+.glb/.gltf and .obj are Y-up, so they are rotated back to Z-up: (x, y, z) -> (x, -z, y), the inverse of the
+export's turn; .ply stays Z-up. glTF vertex colours are linear (the spec) and become sRGB; .ply and .obj
+colours are sRGB already. A file without vertex colours gets none (the fit paints it mid grey). So a result
+this backend exported comes back where it was, in its colours.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from blender_dreamfusion.shared import MeshData
+
+READABLE = (".glb", ".gltf", ".obj", ".ply")
+
+
+class MeshFileError(ValueError):
+    """A start-mesh file that cannot be used; the message names the file and what is wrong."""
+
+
+def linear_to_srgb(c: np.ndarray) -> np.ndarray:
+    return np.where(c <= 0.0031308, c * 12.92, 1.055 * np.power(np.clip(c, 0.0, None), 1.0 / 2.4) - 0.055)
+
+
+def from_y_up(positions: np.ndarray) -> np.ndarray:
+    x, y, z = positions[:, 0], positions[:, 1], positions[:, 2]
+    return np.stack([x, -z, y], axis=1)
+
+
+def read_mesh(path: str | Path) -> MeshData:
+    """The triangles of every part in `path` (scene transforms applied), in Blender's frame; mid grey where the
+    file has no vertex colours."""
+    import trimesh
+
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in READABLE:
+        raise MeshFileError(f"{path.name!r}: a start mesh must be one of {', '.join(READABLE)}")
+    if not path.is_file():
+        raise MeshFileError(f"{str(path)!r}: no such file")
+    try:
+        loaded = trimesh.load(str(path), force="mesh", process=False)
+    except Exception as exc:  # noqa: BLE001 - trimesh raises many types for a damaged file
+        raise MeshFileError(f"{path.name!r} cannot be read as a mesh: {type(exc).__name__}: {exc}") from None
+    faces = np.asarray(getattr(loaded, "faces", np.zeros((0, 3))), np.int64).reshape(-1, 3)
+    positions = np.asarray(getattr(loaded, "vertices", np.zeros((0, 3))), np.float64).reshape(-1, 3)
+    if len(faces) == 0:
+        raise MeshFileError(f"{path.name!r} holds no triangles")
+    if suffix in (".glb", ".gltf", ".obj"):
+        positions = from_y_up(positions)
+    colours = _vertex_colours(loaded, len(positions), linear=suffix in (".glb", ".gltf"))
+    try:
+        return MeshData.coerce(positions, faces, colours)
+    except ValueError as exc:  # non-finite positions, indices past int32
+        raise MeshFileError(f"{path.name!r}: {exc}") from None
+
+
+def _vertex_colours(mesh, n: int, linear: bool) -> np.ndarray:
+    visual = getattr(mesh, "visual", None)
+    if visual is None or getattr(visual, "kind", None) != "vertex":
+        return np.full((n, 4), (128, 128, 128, 255), np.uint8)
+    colours = np.array(visual.vertex_colors, np.uint8).reshape(n, 4)
+    if linear:
+        rgb = linear_to_srgb(colours[:, :3] / 255.0)
+        colours[:, :3] = np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return colours
