@@ -7,7 +7,10 @@ Prints one JSON line per size (10k, 50k, 100k vertices, 2 triangles per
 vertex like a marching-cubes surface): median / p90 / max milliseconds of
 `scene_update.apply_mesh` on an existing job object, passed in as the job list
 does (the in-place path every update after the first takes), the first update's cost (object + material
-creation), and whether an update created any datablock.
+creation), and whether an update created any datablock; `full_update_ms` (that median again) beside
+`colour_only_update_ms`, the median of `scene_update.apply_colors` (a locked job's update: the albedo
+attribute alone). A last line times reading a start mesh (`mesh_source.world_mesh`: evaluated,
+triangulated, world space) of about 100k triangles, as Generate From / Texture This Mesh do.
 
 `--overlay N` adds one line for the viewport overlay, measured in the real
 Blender 4.3 under Xvfb (the chroot of `scripts/blender-root.sh`, so root):
@@ -68,7 +71,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         build_addon.assemble(Path(tmp) / "dreamfusion")
         sys.path.insert(0, tmp)
-        from dreamfusion import scene_update
+        from dreamfusion import mesh_source, scene_update
 
         scene = bpy.context.scene
         for size in (10_000, 50_000, 100_000):
@@ -83,13 +86,37 @@ def main() -> None:
                 start = time.perf_counter()
                 scene_update.apply_mesh(scene, job, f"bench {size}", mesh, step, "toy-shapes", known=obj)
                 times.append((time.perf_counter() - start) * 1000)
+            colour_times = []
+            for mesh in meshes[1:]:
+                start = time.perf_counter()
+                assert scene_update.apply_colors(obj, mesh.colors, step)
+                colour_times.append((time.perf_counter() - start) * 1000)
             times.sort()
             print(json.dumps({
                 "vertices": meshes[1].vertex_count, "triangles": len(meshes[1].triangles),
                 "median_ms": round(statistics.median(times), 2),
                 "p90_ms": round(times[int(0.9 * (len(times) - 1))], 2), "max_ms": round(times[-1], 2),
                 "first_update_ms": round(first_ms, 2), "datablocks_created_per_update": datablocks() - before,
+                "full_update_ms": round(statistics.median(times), 2),
+                "colour_only_update_ms": round(statistics.median(colour_times), 2),
                 "bpy": bpy.app.version_string}), flush=True)
+        print(json.dumps(read_bench(scene, mesh_source, scene_update, args.repeats)), flush=True)
+
+
+def read_bench(scene, mesh_source, scene_update, repeats: int) -> dict:
+    """Milliseconds to read a ~100k-triangle start mesh from an object with a transform and a modifier."""
+    mesh = surface_mesh(50_000, 0)
+    obj = scene_update.apply_mesh(scene, "bench-read", "bench read", mesh, 0, "toy-shapes")
+    obj.location, obj.scale = (1.0, 2.0, 3.0), (2.0, 2.0, 2.0)
+    obj.modifiers.new("weld", "WELD")  # something for the depsgraph to evaluate, cheap and shape-keeping
+    times = []
+    for _ in range(repeats):
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        start = time.perf_counter()
+        read = mesh_source.world_mesh([obj], depsgraph)
+        times.append((time.perf_counter() - start) * 1000)
+    return {"start_mesh_triangles": read.triangle_count, "start_mesh_vertices": read.vertex_count,
+            "read_start_mesh_ms": round(statistics.median(times), 2), "read_start_mesh_max_ms": round(max(times), 2)}
 
 
 def overlay_bench(repeats: int) -> dict:

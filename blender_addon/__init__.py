@@ -2,17 +2,18 @@
 
 A thin Blender layer (the modules here, which use `bpy`) over two pure-Python packages that import no
 `bpy`: `shared/` (the wire protocol and client, which `build_addon.py` vendors into this folder) and
-`addon_core/` (job tracking, batch planning, prompt files, the local backend launcher, the overlay's
-geometry). Everything is imported relatively, so the add-on works under any package name. The `bpy`
-modules load on first use (`register()`, or an attribute such as `dreamfusion.panel`), so importing
+`addon_core/` (job tracking, refinement specs, batch planning, prompt files, the local backend launcher,
+the overlay's geometry). Everything is imported relatively, so the add-on works under any package name. The
+`bpy` modules load on first use (`register()`, or an attribute such as `dreamfusion.panel`), so importing
 `addon_core` or `shared` from the built extension needs no Blender. See docs/ARCHITECTURE.md.
 """
 
 import importlib
 
 # Order matters: properties before the panels and overlay that draw them; the timer last, so it stops first.
-_REGISTERED = ("preferences", "properties", "operators", "history", "panel", "overlay", "batch", "client_loop")
-_BLENDER_MODULES = frozenset(_REGISTERED) | {"scene_update", "session"}
+_REGISTERED = ("preferences", "properties", "operators", "refine", "history", "panel", "overlay", "batch",
+               "client_loop")
+_BLENDER_MODULES = frozenset(_REGISTERED) | {"scene_update", "session", "mesh_source"}
 
 
 def __getattr__(name: str):

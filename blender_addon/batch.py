@@ -2,7 +2,9 @@
 
 Timers never fire in `blender --background`, so this drives the same
 sessions, job tracker and scene update as the panel from its own blocking
-loop. For every prompt that finishes: its object in the open scene
+loop. A row's `init_mesh` file is read with Blender's own importer just
+before its submit (`mesh_source.import_mesh_file`; nothing of it stays in the
+file). For every prompt that finishes: its object in the open scene
 (collection "DreamFusion Batch", laid out side by side), `<slug>.glb`,
 and `results.blend` (that collection in a scene of its own) rewritten.
 `summary.json` is rewritten after every change, so an interrupted or
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import bpy
 
-from . import preferences, scene_update
+from . import mesh_source, preferences, scene_update
 from .addon_core.batch_options import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, BatchOptions, UsageError,
                                        parse_batch_args, usage)
 from .addon_core.batch_plan import plan_batch
@@ -100,7 +102,8 @@ def run(options: BatchOptions) -> int:
         return EXIT_FAILED
     runner = BatchRunner(items, sessions, writer.on_result, log=_log, progress_every=options.progress_every,
                          on_change=lambda result: writer.write_summary(),
-                         connect_timeout=options.backend_timeout, lost_timeout=options.backend_timeout)
+                         connect_timeout=options.backend_timeout, lost_timeout=options.backend_timeout,
+                         load_init_mesh=lambda item: mesh_source.import_mesh_file(item.init_mesh))
     writer.runner = runner
     _log(f"dreamfusion batch: {len(items)} prompt(s) on {len(sessions)} backend(s) -> {options.out}")
     stop = _StopSignal()
@@ -191,6 +194,8 @@ class _Writer:
         obj = scene_update.apply_mesh(bpy.context.scene, result.job_id, spec.prompt, final.mesh, final.step,
                                       spec.model, scene_update.spec_json(spec), collection=collection)
         obj["dreamfusion_batch_line"] = item.line
+        if item.init_mesh:
+            obj["dreamfusion_init_mesh"] = item.init_mesh  # the file it started from
         obj.location = (0.0, 0.0, 0.0)  # each .glb is centred on its own origin
         glb = out / f"{item.slug}.glb"
         scene_update.export_glb(bpy.context, obj, str(glb))

@@ -15,6 +15,8 @@ import bpy
 import numpy as np
 
 from . import history, scene_update
+from .addon_core.refine import is_frame
+from .properties import find_job
 from .session import SESSION
 
 #: Seconds between ticks while jobs run / while idle.
@@ -30,27 +32,49 @@ _previews = None  # bpy.utils.previews collection, made on first preview
 last_tick_ms = 0.0
 
 
+_last_status = None  # what the panel's status line said at the last redraw
+
+
 def tick() -> float:
     """One timer tick; returns the delay until the next (the `bpy.app.timers` contract)."""
-    global last_tick_ms
+    global last_tick_ms, _last_status
     started = time.perf_counter()
+    had_deferred = bool(_deferred)
     applied = SESSION.tick()
     if applied is not None:
         _apply(applied)
     last_tick_ms = (time.perf_counter() - started) * 1000.0
-    _redraw()
+    status = SESSION.status()
+    # Redraw the sidebar only when something it shows changed: ten redraws a second cost a software-rendered
+    # Blender (a VM, Xvfb) most of a core, which a local backend then lacks.
+    if had_deferred or status != _last_status or (applied is not None and (
+            applied.changed or applied.meshes or applied.accepted or applied.rejected or applied.notices)):
+        _redraw()
+        _last_status = status
     busy = any(view.active for view in SESSION.tracker.jobs.values()) or SESSION.tracker.submitting or _deferred
-    return ACTIVE_INTERVAL if busy or SESSION.status().state in ("starting", "connecting") else IDLE_INTERVAL
+    return ACTIVE_INTERVAL if busy or status.state in ("starting", "connecting") else IDLE_INTERVAL
 
 
 def _apply(applied) -> None:
     tracker = SESSION.tracker
     for job_id, request_id in applied.accepted.items():
         scene_name = SESSION.submit_scenes.pop(request_id, None)
-        if _job_item(job_id)[1] is None:
+        target = SESSION.submit_targets.pop(request_id, None)
+        scene, job_item = find_job(job_id)
+        if job_item is None:
             scene = bpy.data.scenes.get(scene_name or "") or bpy.context.scene
-            _add_job_item(scene, job_id, tracker.jobs[job_id].prompt)
+            job_item = _add_job_item(scene, job_id, tracker.jobs[job_id].prompt)
             applied.changed.add(job_id)
+        if target is not None:
+            _adopt(job_item, job_id, target)
+    for request_id in applied.rejected:
+        SESSION.submit_scenes.pop(request_id, None)
+        target = SESSION.submit_targets.pop(request_id, None)
+        if target is not None:  # the refusal itself is in the panel's notices
+            scene_update.discard_pending(target.token, target.hidden_object)
+    dropped, SESSION.dropped_targets = SESSION.dropped_targets, []
+    for target in dropped:
+        scene_update.discard_pending(target.token, target.hidden_object)
     _deferred.update(applied.meshes)  # newer meshes replace deferred ones of the same job
     started = time.perf_counter()
     for job_id in list(_deferred):
@@ -58,16 +82,13 @@ def _apply(applied) -> None:
             break  # the rest waits for the next tick: Blender stays responsive with many jobs streaming
         item = _deferred.pop(job_id)
         view = tracker.jobs[job_id]
-        scene, job_item = _job_item(job_id)
+        scene, job_item = find_job(job_id)
         if scene is None:  # a job this Blender did not start (or whose scene was deleted): follow it here
             scene = bpy.context.scene
             job_item = _add_job_item(scene, job_id, view.prompt)
-        if item.mesh.vertex_count:
-            # The job list's pointer saves scanning every object in the file on each update.
-            obj = scene_update.apply_mesh(scene, job_id, view.prompt, item.mesh, item.step,
-                                          view.spec.model if view.spec else "", scene_update.spec_json(view.spec),
-                                          known=job_item.object)
-            job_item.object = obj
+        obj = _write(scene, job_item, view, item)
+        if obj is not None:
+            job_item.object = obj  # the job list's pointer saves scanning every object in the file on each update
         if item.preview is not None:
             show_preview(item.preview.pixels)
             history.store_thumbnail(job_item, item.preview.pixels)
@@ -75,7 +96,7 @@ def _apply(applied) -> None:
         view = tracker.jobs.get(job_id)
         if view is None:
             continue
-        scene, job_item = _job_item(job_id)
+        scene, job_item = find_job(job_id)
         if job_item is None:
             continue
         job_item.state, job_item.step, job_item.steps = view.state, view.step, view.steps
@@ -85,17 +106,52 @@ def _apply(applied) -> None:
             history.record_spec(job_item, view.spec)
         if view.prompt:
             job_item.prompt = view.prompt
+        if view.parent and not job_item.parent_job:
+            job_item.parent_job = view.parent
 
 
-def _job_item(job_id: str):
-    for scene in bpy.data.scenes:
-        state = getattr(scene, "dreamfusion", None)
-        if state is None:
-            continue
-        for item in state.jobs:
-            if item.job_id == job_id:
-                return scene, item
-    return None, None
+def _adopt(job_item, job_id: str, target) -> None:
+    """A refinement was accepted: its list entry learns its lineage and frame, and the object made when its
+    button was pressed becomes the job's object (unless Undo took it away: then the first mesh makes one)."""
+    job_item.parent_job, job_item.source_object = target.parent_job, target.source_object
+    job_item.frame, job_item.keep_geometry = target.frame, target.keep_geometry
+    obj = scene_update.claim_pending(target.token, job_id)
+    if obj is not None:
+        job_item.object = obj
+
+
+def _write(scene, job_item, view, item):
+    """Put one MeshToApply into the job's object; the object, or None when there was nothing to write.
+
+    Colours alone (a locked job's update, or the final mesh of a job whose object holds the artist's own mesh)
+    go into the albedo attribute only, when the object has exactly that many vertices; an update whose colours
+    fit no object here is skipped (the final message carries the whole mesh)."""
+    job_id = view.job_id
+    colors = None
+    if item.vertex_colors is not None:
+        colors = item.vertex_colors.colors
+    elif job_item.keep_geometry and item.mesh is not None:
+        colors = item.mesh.colors
+    model, spec_json = (view.spec.model if view.spec else ""), scene_update.spec_json(view.spec)
+    if colors is not None:
+        obj = scene_update.job_object(job_id, job_item.object)
+        if obj is not None and scene_update.apply_colors(obj, colors, item.step, model, spec_json):
+            return obj
+    if item.mesh is None or not item.mesh.vertex_count:
+        return None
+    properties = {key: value for key, value in ((scene_update.PARENT_PROPERTY, job_item.parent_job),
+                                                (scene_update.SOURCE_PROPERTY, job_item.source_object)) if value}
+    return scene_update.apply_mesh(scene, job_id, view.prompt, item.mesh, item.step, model, spec_json,
+                                   known=job_item.object, frame=_frame(job_item), properties=properties)
+
+
+def _frame(job_item) -> tuple:
+    """The job's frame: its object's (kept in double precision) where it has one, else its list entry's."""
+    obj = job_item.object
+    stored = obj.get(scene_update.FRAME_PROPERTY) if obj is not None else None
+    if stored is not None and is_frame(stored):
+        return tuple(float(v) for v in stored)
+    return tuple(job_item.frame)
 
 
 def _add_job_item(scene, job_id: str, prompt: str):

@@ -85,7 +85,9 @@ def recall_into(settings, values: dict) -> list[str]:
             notes.append(f"seed {value} is above the panel's largest ({INT_MAX}); kept {INT_MAX}")
             value = INT_MAX
         setattr(settings, name, value)
-    hidden = [f"{name}={values[name]!r}" for name in HIDDEN_FIELDS if values.get(name) not in (None, "", "blob")]
+    # Where a job started and whether it kept its shape are the Refine buttons' to decide, not a setting.
+    hidden = [f"{name}={values[name]!r}" for name in HIDDEN_FIELDS
+              if values.get(name) is not False and values.get(name) not in (None, "", "blob")]
     if hidden:
         notes.append("not in the panel: " + ", ".join(hidden))
     return notes

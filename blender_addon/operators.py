@@ -1,4 +1,4 @@
-"""Operators: generate, cancel, resume, start/stop/connect the backend, export a result."""
+"""Operators: generate, cancel, resume, start/stop/connect the backend, export a result (refinements: refine.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import bpy
 from . import client_loop, preferences, scene_update
 from .addon_core.local_backend import LocalBackendError, split_folders
 from .properties import adopt_default_model, selected_job, spec_values
-from .session import SESSION
+from .session import SESSION, PendingSubmit
 from .shared.client import BackendTimeout
 from .shared.errors import SpecError
 from .shared.jobspec import JobSpec, model_source
@@ -40,6 +40,25 @@ def _send(op, command, *args) -> bool:
         op.report({"ERROR"}, f"DreamFusion: {exc}")
         return False
     return True
+
+
+def submit_job(op, context, spec: JobSpec, init_mesh=None, target=None) -> str | None:
+    """Send a validated job as Generate does: start or connect to the backend per the preferences, or queue the
+    job while a local backend starts. Returns "sent" or "queued", or None (reported to the user) when it
+    cannot go out."""
+    prefs = preferences.get(context)
+    if prefs.backend_mode == "LOCAL" and not prefs.start_on_generate and SESSION.client is None:
+        op.report({"ERROR"}, "DreamFusion: the backend is not running; press Start Backend")
+        return None
+    if not _ensure_backend(op, context):
+        return None
+    if SESSION.client is None:
+        # A local backend is still starting: queue the job and send it once it listens.
+        SESSION.pending_submits.append(PendingSubmit(spec, context.scene.name, init_mesh, target))
+        return "queued"
+    if not _send(op, SESSION.submit, spec, context.scene.name, init_mesh, target):
+        return None
+    return "sent"
 
 
 def _start_local(prefs, context) -> None:
@@ -84,19 +103,13 @@ class DREAMFUSION_OT_generate(bpy.types.Operator):
         except SpecError as exc:
             self.report({"ERROR"}, f"DreamFusion: {exc}")  # names the field and the allowed range; nothing sent
             return {"CANCELLED"}
-        if prefs.backend_mode == "LOCAL" and not prefs.start_on_generate and SESSION.client is None:
-            self.report({"ERROR"}, "DreamFusion: the backend is not running; press Start Backend")
+        sent = submit_job(self, context, spec)
+        if sent is None:
             return {"CANCELLED"}
-        if not _ensure_backend(self, context):
-            return {"CANCELLED"}
-        if SESSION.client is None:
-            # A local backend is still starting: queue the job and send it once it listens.
-            SESSION.pending_submits.append((spec, context.scene.name))
+        if sent == "queued":
             self.report({"INFO"}, "DreamFusion: starting the backend; the job is sent when it is up")
-            return {"FINISHED"}
-        if not _send(self, SESSION.submit, spec, context.scene.name):
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"DreamFusion: sent '{spec.prompt}' ({spec.steps} steps, model {spec.model})")
+        else:
+            self.report({"INFO"}, f"DreamFusion: sent '{spec.prompt}' ({spec.steps} steps, model {spec.model})")
         return {"FINISHED"}
 
 

@@ -1,10 +1,10 @@
-"""The "DreamFusion" tab of the 3D Viewport sidebar: connection, prompt, progress, settings, jobs."""
+"""The "DreamFusion" tab of the 3D Viewport sidebar: connection, prompt, progress, jobs, refine, settings."""
 
 import bpy
 
-from . import client_loop
+from . import client_loop, scene_update
 from .addon_core.job_tracker import format_seconds
-from .properties import HIDDEN_FIELDS, selected_job
+from .properties import HIDDEN_FIELDS, find_job, selected_job
 from .session import SESSION
 from .shared.jobspec import jobspec_knobs
 
@@ -104,6 +104,52 @@ class VIEW3D_PT_dreamfusion_jobs(_Panel, bpy.types.Panel):
             col.label(text=job.prompt or job.job_id)
             col.label(text=f"seed {job.seed or '?'} · {job.steps} steps · {job.model or '?'}")
             col.label(text=f"{job.state} · {format_seconds(job.elapsed)} taken")
+            if job.parent_job:
+                col.label(text=f"continues {job.parent_job}", icon="LINKED")
+            elif job.source_object:
+                col.label(text=f"from the mesh of {job.source_object}", icon="MESH_DATA")
+
+
+def _mesh_buttons(layout) -> None:
+    """The two starts from a mesh: one operator, with and without the shape locked."""
+    layout.operator("dreamfusion.refine_mesh", text="Generate From This Mesh", icon="SHADERFX").lock_geometry = False
+    layout.operator("dreamfusion.refine_mesh", text="Texture This Mesh", icon="BRUSH_DATA").lock_geometry = True
+
+
+class VIEW3D_PT_dreamfusion_refine(_Panel, bpy.types.Panel):
+    """Acts on the active object: a result is continued or re-prompted, any other mesh is the start of a job."""
+
+    bl_label = "Refine"
+    bl_parent_id = "VIEW3D_PT_dreamfusion"
+
+    def draw(self, context):
+        layout = self.layout
+        state = context.scene.dreamfusion
+        obj = context.active_object
+        if obj is None or obj.type != "MESH":
+            layout.label(text="Select a mesh, or a result, to refine", icon="INFO")
+            return
+        job_id = obj.get(scene_update.JOB_PROPERTY)
+        if job_id:
+            _, item = find_job(job_id)
+            step = item.step if item is not None else obj.get("dreamfusion_step", 0)
+            layout.label(text=f"{obj.name} · step {step}", icon="OUTLINER_OB_MESH")
+            row = layout.row(align=True)
+            row.prop(state, "refine_steps", text="+ Steps")
+            row.prop(state, "refine_lock_geometry", toggle=True,
+                     icon="LOCKED" if state.refine_lock_geometry else "UNLOCKED")
+            row = layout.row(align=True)
+            row.scale_y = 1.2
+            row.operator("dreamfusion.continue_job", icon="PLAY")
+            row.operator("dreamfusion.reprompt", icon="OUTLINER_OB_FONT")
+            prompt = state.settings.prompt.strip()
+            layout.label(text=f"Re-prompt with “{prompt[:40]}”" if prompt else "Re-prompt: type a prompt above")
+            return
+        layout.label(text=obj.name, icon="OUTLINER_OB_MESH")
+        col = layout.column(align=True)
+        col.scale_y = 1.2
+        _mesh_buttons(col)
+        layout.label(text="Uses the prompt and settings above")
 
 
 class DREAMFUSION_UL_jobs(bpy.types.UIList):
@@ -157,6 +203,10 @@ class VIEW3D_MT_dreamfusion(bpy.types.Menu):
         layout.operator("dreamfusion.cancel", icon="CANCEL")
         layout.operator("dreamfusion.resume", icon="PLAY")
         layout.separator()
+        _mesh_buttons(layout)
+        layout.operator("dreamfusion.continue_job", icon="PLAY")
+        layout.operator("dreamfusion.reprompt", icon="OUTLINER_OB_FONT")
+        layout.separator()
         layout.operator("dreamfusion.recall", icon="RECOVER_LAST")
         layout.operator("dreamfusion.copy_settings", icon="COPYDOWN")
         layout.operator("dreamfusion.export", icon="EXPORT")
@@ -172,8 +222,8 @@ def _object_menu(self, context):
     self.layout.menu(VIEW3D_MT_dreamfusion.bl_idname)
 
 
-_classes = (VIEW3D_PT_dreamfusion, DREAMFUSION_UL_jobs, VIEW3D_PT_dreamfusion_jobs, *_GROUP_PANELS,
-            VIEW3D_MT_dreamfusion)
+_classes = (VIEW3D_PT_dreamfusion, DREAMFUSION_UL_jobs, VIEW3D_PT_dreamfusion_jobs, VIEW3D_PT_dreamfusion_refine,
+            *_GROUP_PANELS, VIEW3D_MT_dreamfusion)
 
 
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(_classes)

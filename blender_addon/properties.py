@@ -9,13 +9,15 @@ protocol's maximum).
 import bpy
 
 from .addon_core.job_tracker import ACTIVE_STATES
+from .addon_core.refine import IDENTITY
 from .overlay import RANGE_FIELDS as OVERLAY_FIELDS
 from .shared.jobspec import JobSpec, PRESETS, jobspec_knobs
 from .shared.messages import JOB_STATES
 from .shared.recommended import builtin_recommendations
 
-#: JobSpec fields the panel does not offer yet (refining from a mesh/checkpoint comes with its own issue).
-HIDDEN_FIELDS = ("init", "init_from")
+#: JobSpec fields the settings sub-panels do not offer: where a job starts, and whether its shape is kept, are
+#: what the Refine sub-panel's buttons decide (Generate always starts from the blob).
+HIDDEN_FIELDS = ("init", "init_from", "lock_geometry")
 INT_MAX = 2**31 - 1
 
 
@@ -143,6 +145,15 @@ class DreamFusionJobItem(bpy.types.PropertyGroup):
                                      min=0.0)
     thumbnail: bpy.props.PointerProperty(name="Thumbnail", type=bpy.types.Image,
                                          description="The job's newest preview (packed into the .blend)")
+    #: Lineage and placement of a refinement (see addon_core/refine.py).
+    parent_job: bpy.props.StringProperty(name="Continues", description="The job this one continues")
+    source_object: bpy.props.StringProperty(name="Started From",
+                                            description="The object whose mesh this job started from")
+    frame: bpy.props.FloatVectorProperty(
+        name="Frame", size=16, default=IDENTITY,
+        description="The job's frame, row-major: its meshes arrive in it and are written as frame^-1 @ position")
+    keep_geometry: bpy.props.BoolProperty(
+        name="Keeps Geometry", description="The job's object holds the artist's mesh: only its colours change")
 
     @property
     def active(self) -> bool:
@@ -155,6 +166,18 @@ def selected_job(context):
     if 0 <= state.active_job_index < len(state.jobs):
         return state.jobs[state.active_job_index]
     return None
+
+
+def find_job(job_id: str):
+    """(scene, job-list entry) of a job in any scene's list, or (None, None)."""
+    for scene in bpy.data.scenes:
+        state = getattr(scene, "dreamfusion", None)
+        if state is None:
+            continue
+        for item in state.jobs:
+            if item.job_id == job_id:
+                return scene, item
+    return None, None
 
 
 def _on_active_job(self, context) -> None:
@@ -188,6 +211,13 @@ class DreamFusionScene(bpy.types.PropertyGroup):
                     "the growing object is unobstructed)")
     jobs: bpy.props.CollectionProperty(type=DreamFusionJobItem)
     active_job_index: bpy.props.IntProperty(name="Job", default=-1, update=_on_active_job)
+    refine_steps: bpy.props.IntProperty(
+        name="Steps", default=500, min=1, max=int(jobspec_knobs()["steps"].maximum),
+        description="Continue and Re-prompt: steps to add to the result's (its job's step count plus these)")
+    refine_lock_geometry: bpy.props.BoolProperty(
+        name="Lock Geometry", default=False,
+        description="Continue and Re-prompt: keep the result's shape and optimise only its colours (a result "
+                    "that was textured with its geometry locked stays locked)")
 
 
 _classes = (DreamFusionSettings, DreamFusionJobItem, DreamFusionScene)

@@ -3,7 +3,14 @@
 Only `foreach_set` on flat numpy arrays touches the mesh, so a 100k-vertex
 update costs tens of milliseconds, and the job's one mesh datablock is reused
 (no orphan per update). Colours go into a BYTE_COLOR point attribute
-`albedo` in sRGB, which is exactly what the wire carries.
+`albedo` in sRGB, which is exactly what the wire carries. A job whose
+geometry is locked gets colour-only updates: those rewrite the attribute
+alone (`set_colors`), a fraction of a whole update.
+
+A refinement's object is made when its button is pressed (`new_refined_object`:
+a copy of its source's evaluated mesh at the source's place, tagged until the
+backend names the job); meshes arrive in the job's frame and are written in
+the object's local coordinates (`addon_core.refine.to_local`).
 """
 
 from __future__ import annotations
@@ -12,11 +19,23 @@ import json
 
 import bpy
 import numpy as np
+from mathutils import Matrix
+
+from .addon_core.refine import IDENTITY, to_local
 
 COLLECTION = "DreamFusion"
 MATERIAL = "DreamFusion Albedo"
 ATTRIBUTE = "albedo"
 JOB_PROPERTY = "dreamfusion_job_id"
+#: A refinement's object: the job it continues, or the object whose mesh it started from.
+PARENT_PROPERTY = "dreamfusion_parent_job"
+SOURCE_PROPERTY = "dreamfusion_source_object"
+#: Its job's frame (16 floats, row-major; see addon_core.refine), when not the identity.
+FRAME_PROPERTY = "dreamfusion_frame"
+#: Set when the object holds the artist's own mesh and takes only colours.
+KEEP_PROPERTY = "dreamfusion_keep_geometry"
+#: A refinement's object before the backend has named its job: the submit's token.
+PENDING_PROPERTY = "dreamfusion_pending"
 
 
 def object_name(prompt: str) -> str:
@@ -57,23 +76,44 @@ def find_object(job_id: str) -> bpy.types.Object | None:
     return None
 
 
-def ensure_object(scene: bpy.types.Scene, job_id: str, prompt: str, known: bpy.types.Object | None = None,
-                  collection: bpy.types.Collection | None = None) -> bpy.types.Object:
-    """The job's object: `known` (the job list's pointer) if it still is, else found by job id, else made
-    (in `collection`, by default the scene's "DreamFusion" collection)."""
+def job_object(job_id: str, known: bpy.types.Object | None = None) -> bpy.types.Object | None:
+    """The job's mesh object: `known` (the job list's pointer) if it still is, else found by job id."""
     obj = known if known is not None and known.get(JOB_PROPERTY) == job_id else find_object(job_id)
-    if obj is not None and obj.type == "MESH":
+    return obj if obj is not None and obj.type == "MESH" else None
+
+
+def ensure_object(scene: bpy.types.Scene, job_id: str, prompt: str, known: bpy.types.Object | None = None,
+                  collection: bpy.types.Collection | None = None, frame=IDENTITY,
+                  properties: dict | None = None) -> bpy.types.Object:
+    """The job's object (`job_object`), else made (in `collection`, by default the scene's "DreamFusion"
+    collection) at its frame's place, carrying `properties`: a refinement's object the artist deleted comes
+    back where its mesh belongs."""
+    obj = job_object(job_id, known)
+    if obj is not None:
         return obj
     mesh = bpy.data.meshes.new(object_name(prompt))
     obj = bpy.data.objects.new(object_name(prompt), mesh)
     obj[JOB_PROPERTY] = job_id
+    for name, value in (properties or {}).items():
+        obj[name] = value
+    if tuple(frame) != IDENTITY:
+        obj.matrix_world = _matrix(frame)
     (collection or ensure_collection(scene)).objects.link(obj)
     mesh.materials.append(ensure_material())
-    # View layers make an object's base lazily; do it now (the object is still empty, so this is cheap)
-    # so that clicking the job in the list can select the object even before Blender redraws.
+    _make_bases(scene)
+    return obj
+
+
+def _make_bases(scene: bpy.types.Scene) -> None:
+    # View layers make an object's base lazily; do it now (the object is new, so this is cheap) so that
+    # clicking the job in the list can select the object even before Blender redraws.
     for layer in scene.view_layers:
         layer.update()
-    return obj
+
+
+def _matrix(frame) -> Matrix:
+    values = [float(v) for v in frame]
+    return Matrix([values[0:4], values[4:8], values[8:12], values[12:16]])
 
 
 def set_geometry(mesh: bpy.types.Mesh, positions: np.ndarray, triangles: np.ndarray, colors: np.ndarray) -> None:
@@ -90,26 +130,123 @@ def set_geometry(mesh: bpy.types.Mesh, positions: np.ndarray, triangles: np.ndar
         mesh.attributes[".corner_vert"].data.foreach_set("value", corners)
     else:
         mesh.loops.foreach_set("vertex_index", corners)
-    albedo = mesh.color_attributes.new(ATTRIBUTE, "BYTE_COLOR", "POINT")
-    # Byte colours are stored as sRGB; c / 255 round-trips exactly to the wire's uint8 values.
-    albedo.data.foreach_set("color_srgb", (np.asarray(colors, np.float32) / 255.0).ravel())
-    mesh.color_attributes.active_color_name = ATTRIBUTE   # Solid mode's "Attribute" colour
-    mesh.color_attributes.default_color_name = ATTRIBUTE  # what renders use
+    _write_albedo(_albedo_attribute(mesh), colors)
     mesh.update()
     if hasattr(mesh, "shade_smooth"):  # marching-cubes facets look like noise when flat shaded (4.1+)
         mesh.shade_smooth()
 
 
+def set_colors(mesh: bpy.types.Mesh, colors: np.ndarray) -> bool:
+    """Rewrite only the albedo (colors N x 4 uint8, one per vertex in the mesh's order); the geometry is left
+    alone. False, and nothing written, when the mesh does not have exactly N vertices."""
+    if len(colors) != len(mesh.vertices):
+        return False
+    _write_albedo(_albedo_attribute(mesh), colors)
+    mesh.update_tag()  # only the attribute changed: no normals or topology to recompute, as mesh.update() would
+    return True
+
+
+def _albedo_attribute(mesh: bpy.types.Mesh):
+    """The mesh's `albedo` point byte-colour attribute, made (and made the displayed one) if missing.
+    clear_geometry() drops colour attributes, so after a geometry write it is always made afresh."""
+    albedo = mesh.color_attributes.get(ATTRIBUTE)
+    if albedo is not None and (albedo.domain, albedo.data_type) != ("POINT", "BYTE_COLOR"):
+        mesh.color_attributes.remove(albedo)
+        albedo = None
+    if albedo is None:
+        albedo = mesh.color_attributes.new(ATTRIBUTE, "BYTE_COLOR", "POINT")
+    mesh.color_attributes.active_color_name = ATTRIBUTE   # Solid mode's "Attribute" colour
+    mesh.color_attributes.default_color_name = ATTRIBUTE  # what renders use
+    return albedo
+
+
+def _write_albedo(albedo, colors: np.ndarray) -> None:
+    # Byte colours are stored as sRGB; c / 255 round-trips exactly to the wire's uint8 values.
+    albedo.data.foreach_set("color_srgb", (np.asarray(colors, np.float32) / 255.0).ravel())
+
+
 def apply_mesh(scene: bpy.types.Scene, job_id: str, prompt: str, mesh_data, step: int, model: str,
                spec_json: str = "", known: bpy.types.Object | None = None,
-               collection: bpy.types.Collection | None = None) -> bpy.types.Object:
-    obj = ensure_object(scene, job_id, prompt, known, collection)
-    set_geometry(obj.data, mesh_data.positions, mesh_data.triangles, mesh_data.colors)
+               collection: bpy.types.Collection | None = None, frame=IDENTITY,
+               properties: dict | None = None) -> bpy.types.Object:
+    """Write a whole mesh (in the job's `frame`, see addon_core.refine) into the job's object."""
+    obj = ensure_object(scene, job_id, prompt, known, collection, frame, properties)
+    set_geometry(obj.data, to_local(mesh_data.positions, frame), mesh_data.triangles, mesh_data.colors)
+    _tag(obj, step, model, spec_json)
+    return obj
+
+
+def apply_colors(obj: bpy.types.Object, colors: np.ndarray, step: int, model: str = "", spec_json: str = "") -> bool:
+    """Write only new vertex colours into the job's object; False (nothing written) when its vertex count
+    differs from the colours' (the artist edited it, or it is not the mesh the job started from)."""
+    if not set_colors(obj.data, colors):
+        return False
+    _tag(obj, step, model, spec_json)
+    return True
+
+
+def _tag(obj: bpy.types.Object, step: int, model: str, spec_json: str) -> None:
+    # What the object says about its job, wherever it goes (another file, an export): step, model, JobSpec.
     obj["dreamfusion_step"] = int(step)
-    obj["dreamfusion_model"] = model
+    if model:
+        obj["dreamfusion_model"] = model
     if spec_json:
         obj["dreamfusion_spec"] = spec_json
+
+
+def new_refined_object(scene: bpy.types.Scene, prompt: str, source: bpy.types.Object, depsgraph,
+                       properties: dict, colors: np.ndarray | None = None) -> bpy.types.Object:
+    """A refinement's object, made at once: a copy of `source`'s evaluated mesh (modifiers applied: the mesh the
+    job starts from, vertex for vertex) with `source`'s matrix_world, in the DreamFusion collection, carrying
+    `properties`; `colors` (one per vertex) become its albedo. `source` is not changed."""
+    mesh = bpy.data.meshes.new_from_object(source.evaluated_get(depsgraph), preserve_all_data_layers=True,
+                                           depsgraph=depsgraph)
+    mesh.name = object_name(prompt)
+    mesh.materials.clear()
+    mesh.materials.append(ensure_material())
+    obj = bpy.data.objects.new(object_name(prompt), mesh)
+    for name, value in properties.items():
+        obj[name] = value
+    obj.matrix_world = source.matrix_world.copy()
+    ensure_collection(scene).objects.link(obj)
+    if colors is not None:
+        set_colors(mesh, colors)
+    elif ATTRIBUTE in mesh.color_attributes:  # a result's copy: keep showing its albedo
+        _albedo_attribute(mesh)
+    _make_bases(scene)
     return obj
+
+
+def pending_object(token: str) -> bpy.types.Object | None:
+    """The refinement object made for the submit tagged `token` (None once Undo took it away)."""
+    for obj in bpy.data.objects:
+        if obj.get(PENDING_PROPERTY) == token:
+            return obj
+    return None
+
+
+def claim_pending(token: str, job_id: str) -> bpy.types.Object | None:
+    """The backend named the job: the object tagged `token` becomes that job's object."""
+    obj = pending_object(token)
+    if obj is not None:
+        obj[JOB_PROPERTY] = job_id
+        del obj[PENDING_PROPERTY]
+    return obj
+
+
+def discard_pending(token: str, source_name: str = "") -> None:
+    """A refused (or never sent) refinement: remove its object and its mesh, and show its source again."""
+    obj = pending_object(token)
+    if obj is not None:
+        mesh = obj.data
+        bpy.data.objects.remove(obj)
+        if mesh is not None and mesh.users == 0:
+            bpy.data.meshes.remove(mesh)
+    source = bpy.data.objects.get(source_name) if source_name else None
+    if source is not None:
+        for layer in bpy.context.scene.view_layers if bpy.context.scene else ():
+            if source.name in layer.objects:
+                source.hide_set(False, view_layer=layer)
 
 
 def spec_json(spec) -> str:

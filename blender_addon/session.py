@@ -13,12 +13,24 @@ from typing import Iterable
 
 from .addon_core.job_tracker import Applied, JobTracker
 from .addon_core.local_backend import LocalBackend, LocalBackendError, backend_command
+from .addon_core.refine import RefineTarget
 from .shared.client import BackendClient, BackendTimeout, CurveKeys
 from .shared.jobspec import JobSpec
+from .shared.mesh import MeshData
 from .shared.messages import ListReply
 
 #: A local backend that has not said where it listens by then is reported as stuck.
 START_TIMEOUT = 120.0
+
+
+@dataclass
+class PendingSubmit:
+    """A job to send once the local backend listens (Generate or a refinement pressed while it starts)."""
+
+    spec: JobSpec
+    scene_name: str = ""
+    init_mesh: MeshData | None = None
+    target: RefineTarget | None = None
 
 
 @dataclass
@@ -36,8 +48,12 @@ class Session:
         self.notices: list[str] = []
         #: submit request id -> name of the scene whose Generate sent it (its job list gets the job).
         self.submit_scenes: dict[str, str] = {}
+        #: submit request id -> where a refinement's result goes (its new object, frame and lineage).
+        self.submit_targets: dict[str, RefineTarget] = {}
         #: Generate pressed while the local backend was still starting: sent once it listens.
-        self.pending_submits: list[tuple[JobSpec, str]] = []
+        self.pending_submits: list[PendingSubmit] = []
+        #: Refinements that will never be sent (the backend did not start): their objects are to be removed.
+        self.dropped_targets: list[RefineTarget] = []
         self._lost = False
 
     # --- lifetime ----------------------------------------------------------------------
@@ -108,12 +124,13 @@ class Session:
             if endpoint:
                 self._open(endpoint)
                 pending, self.pending_submits = self.pending_submits, []
-                for spec, scene_name in pending:
-                    self.submit(spec, scene_name)
+                for job in pending:
+                    self.submit(job.spec, job.scene_name, job.init_mesh, job.target)
             elif not self.backend.running:
                 self._backend_exited()
                 if self.pending_submits:
                     self.notices.append(f"{len(self.pending_submits)} job(s) not sent: {self.error}")
+                    self.dropped_targets += [job.target for job in self.pending_submits if job.target is not None]
                     self.pending_submits = []
             elif time.monotonic() - self.backend.started_at > START_TIMEOUT:
                 self.error = f"the backend has not started after {START_TIMEOUT:g} s: {self.backend.last_line()}"
@@ -132,6 +149,14 @@ class Session:
         if self._lost and alive:
             self._lost = False
             self.client.list()  # refresh every job's state after an outage
+            # Silent that long, the server may have taken us for gone too and dropped our subscriptions (a
+            # worker holding the GIL through a model load or a mesh fit starves its loop): follow our jobs again.
+            for job_id, view in self.tracker.jobs.items():
+                if view.active or view.state == "interrupted":
+                    try:
+                        self.client.watch(job_id)
+                    except BackendTimeout:
+                        break
         elif not self._lost and not alive and self.client.last_heard > 0:
             self._lost = True
             applied.changed |= self.tracker.connection_lost()
@@ -143,11 +168,16 @@ class Session:
 
     # --- commands ---------------------------------------------------------------------------
 
-    def submit(self, spec: JobSpec, scene_name: str = "") -> str:
+    def submit(self, spec: JobSpec, scene_name: str = "", init_mesh: MeshData | None = None,
+               target: RefineTarget | None = None) -> str:
+        """Send a job (`init_mesh`: the start mesh of init = mesh); `target` says where a refinement's result
+        goes once the backend names the job."""
         client = self._require_client()
-        request_id = client.submit(spec)
+        request_id = client.submit(spec, init_mesh)
         self.tracker.submitted(request_id, spec)
         self.submit_scenes[request_id] = scene_name
+        if target is not None:
+            self.submit_targets[request_id] = target
         return request_id
 
     def cancel(self, job_id: str) -> None:

@@ -252,3 +252,124 @@ def test_thumbnails_survive_save_and_reopen_and_clear_finished_keeps_running_job
     assert "DreamFusion j-done" not in bpy.data.images
     assert "DreamFusion j-big" not in bpy.data.images  # unused since its job left the list: not saved
     bpy.ops.wm.read_homefile(use_empty=True)
+
+
+def test_refinement_specs_frames_and_start_mesh_limits():
+    import numpy as np
+
+    from blender_dreamfusion.addon_core import refine
+    from blender_dreamfusion.shared.errors import BadBuffer, SpecError
+    from blender_dreamfusion.shared.jobspec import JobSpec as PlainSpec
+    from blender_dreamfusion.shared.mesh import MAX_INIT_TRIANGLES
+
+    parent = PlainSpec(prompt="a red cube", seed=3, steps=40, init="mesh", lock_geometry=True)
+    more = refine.continue_spec(parent, "job-1", 40, 25, lock_geometry=False)
+    # The steps are the total; a locked parent stays locked; the rest is the parent's.
+    assert (more.init, more.init_from, more.steps, more.lock_geometry) == ("checkpoint", "job-1", 65, True)
+    assert more.seed == 3
+    renamed = refine.continue_spec(parent.replace(lock_geometry=False), "job-1", 40, 5, False, prompt="a blue cube")
+    assert (renamed.prompt, renamed.steps, renamed.lock_geometry) == ("a blue cube", 45, False)
+    with pytest.raises(SpecError, match="steps = 200040 is out of range"):
+        refine.continue_spec(parent, "job-1", 40, 200_000, False)
+    textured = refine.mesh_spec(PlainSpec(prompt="a vase", seed=1).to_dict(), lock_geometry=True)
+    assert (textured.init, textured.init_from, textured.lock_geometry) == ("mesh", "", True)
+
+    # A frame takes local coordinates to the wire's; to_local undoes it (the identity is free).
+    matrix = np.array([[0, -2, 0, 1], [2, 0, 0, 2], [0, 0, 2, 3], [0, 0, 0, 1]], np.float64)
+    local = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    wire = refine.transform(local, matrix.ravel())
+    np.testing.assert_allclose(refine.to_local(wire, matrix.ravel()), local, atol=1e-5)
+    assert refine.to_local(wire, refine.IDENTITY) is wire
+    assert refine.is_frame(list(matrix.ravel())) and not refine.is_frame([0.0] * 16) and not refine.is_frame("x")
+
+    grey = refine.start_mesh(local, np.array([[0, 1, 2]]))
+    assert grey.colors.dtype == np.uint8 and (grey.colors == refine.GREY).all()
+    with pytest.raises(BadBuffer, match="the mesh of 'Flat' has no extent"):
+        refine.start_mesh(np.zeros((3, 3)), np.array([[0, 1, 2]]), field="the mesh of 'Flat'")
+    with pytest.raises(BadBuffer, match=f"has {MAX_INIT_TRIANGLES + 1} triangles; a start mesh may have at most "
+                                        f"{MAX_INIT_TRIANGLES}"):
+        refine.start_mesh(local, np.zeros((MAX_INIT_TRIANGLES + 1, 3), np.int64))
+
+
+def test_start_mesh_is_the_evaluated_triangulated_world_mesh_with_its_colours(addon):
+    import numpy as np
+    from mathutils import Vector
+
+    addon.register()
+    mesh = bpy.data.meshes.new("quad pair")
+    mesh.from_pydata([(0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 0), (2, 0, 0), (2, 1, 0)], [],
+                     [(0, 1, 2, 3), (1, 4, 5, 2)])
+    obj = bpy.data.objects.new("Start", mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    try:
+        obj.location, obj.rotation_euler, obj.scale = (1.0, 2.0, 3.0), (0.0, 0.0, 1.5707963), (2.0, 2.0, 2.0)
+        array = obj.modifiers.new("array", "ARRAY")  # the start is what the artist sees: modifiers applied
+        array.count, array.use_relative_offset, array.use_constant_offset = 2, False, True
+        array.constant_offset_displace = (0.0, 0.0, 1.0)
+        bpy.context.view_layer.update()
+        read = addon.mesh_source.world_mesh([obj], bpy.context.evaluated_depsgraph_get())
+        assert (read.vertex_count, read.triangle_count) == (12, 8)
+        local = np.array([v.co for v in mesh.vertices] + [(x, y, z + 1) for x, y, z in (v.co for v in mesh.vertices)])
+        world = np.array([obj.matrix_world @ Vector(p) for p in local])
+        np.testing.assert_allclose(read.positions, world, atol=1e-5)
+        assert (read.colors == (128, 128, 128, 255)).all()  # no colour attribute: mid grey
+        # A corner colour attribute is averaged per vertex; a point one is taken as it is.
+        corners = mesh.color_attributes.new("paint", "BYTE_COLOR", "CORNER")
+        values = np.zeros((len(mesh.loops), 4), np.float32)
+        values[:, 3] = 1.0
+        values[[1, 4], 0] = [1.0, 0.0]  # vertex 1 is corner 1 of the first quad and corner 0 of the second
+        corners.data.foreach_set("color_srgb", values.ravel())
+        mesh.color_attributes.default_color_name = "paint"
+        bpy.context.view_layer.update()
+        read = addon.mesh_source.world_mesh([obj], bpy.context.evaluated_depsgraph_get())
+        assert tuple(read.colors[1]) == (128, 0, 0, 255) and tuple(read.colors[0]) == (0, 0, 0, 255)
+        empty = bpy.data.objects.new("Nothing", bpy.data.meshes.new("nothing"))
+        with pytest.raises(ValueError, match="the mesh of 'Nothing' is empty: a start mesh needs 1 to"):
+            addon.mesh_source.world_mesh([empty], bpy.context.evaluated_depsgraph_get(),
+                                         field="the mesh of 'Nothing'")
+        bpy.data.objects.remove(empty)
+    finally:
+        bpy.data.objects.remove(obj)
+
+
+def test_a_colour_only_update_rewrites_the_albedo_and_leaves_the_geometry(addon):
+    import numpy as np
+
+    from blender_dreamfusion.addon_core.refine import transform
+    from blender_dreamfusion.shared import MeshData
+
+    addon.register()
+    scene_update = addon.scene_update
+    rng = np.random.default_rng(1)
+    positions = rng.normal(size=(30, 3)).astype(np.float32)
+    mesh = MeshData.coerce(positions, rng.integers(0, 30, size=(40, 3)), rng.integers(0, 256, (30, 4), np.uint8))
+    frame = (2.0, 0, 0, 1.0, 0, 2.0, 0, -1.0, 0, 0, 2.0, 0.5, 0, 0, 0, 1.0)
+    wire = MeshData(transform(positions, frame), mesh.triangles, mesh.colors)
+    obj = scene_update.apply_mesh(bpy.context.scene, "j-colours", "colours", wire, 5, "toy-shapes", frame=frame)
+    try:
+        def geometry():
+            out = np.empty(len(obj.data.vertices) * 3, np.float32)
+            obj.data.attributes["position"].data.foreach_get("vector", out)
+            corners = np.empty(len(obj.data.loops), np.int32)
+            obj.data.attributes[".corner_vert"].data.foreach_get("value", corners)
+            return out.reshape(-1, 3), corners
+
+        def albedo():
+            out = np.empty(len(obj.data.vertices) * 4, np.float32)
+            obj.data.color_attributes["albedo"].data.foreach_get("color_srgb", out)
+            return np.round(out.reshape(-1, 4) * 255).astype(np.uint8)
+
+        local, corners = geometry()
+        np.testing.assert_allclose(local, positions, atol=1e-5)  # written in the object's local coordinates
+        pointer = obj.data.as_pointer()
+        colors = rng.integers(0, 256, (30, 4), np.uint8)
+        assert scene_update.apply_colors(obj, colors, 7)
+        after, after_corners = geometry()
+        assert np.array_equal(after, local) and np.array_equal(after_corners, corners)
+        assert np.array_equal(albedo(), colors) and obj["dreamfusion_step"] == 7
+        assert obj.data.as_pointer() == pointer and obj.data.color_attributes.keys() == ["albedo"]
+        # Colours for another vertex count (the artist edited the mesh): nothing is written.
+        assert not scene_update.apply_colors(obj, colors[:-1], 8)
+        assert np.array_equal(albedo(), colors) and obj["dreamfusion_step"] == 7
+    finally:
+        bpy.data.objects.remove(obj)

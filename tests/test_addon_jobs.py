@@ -84,6 +84,40 @@ def test_bad_input_is_refused_and_nothing_is_sent(addon):
     assert len(bpy.context.scene.dreamfusion.jobs) == 0
 
 
+def test_refine_bad_input_is_reported_and_nothing_is_sent(addon):
+    from blender_dreamfusion.shared.mesh import MAX_INIT_TRIANGLES
+
+    scene, view_layer = bpy.context.scene, bpy.context.view_layer
+    objects_before = set(bpy.data.objects.keys())
+    camera = bpy.data.objects.new("Refine camera", bpy.data.cameras.new("Refine camera"))
+    empty = bpy.data.objects.new("Refine empty", bpy.data.meshes.new("Refine empty"))
+    for obj in (camera, empty):
+        scene.collection.objects.link(obj)
+    try:
+        view_layer.objects.active = None
+        with pytest.raises(RuntimeError, match="no active object: select the mesh to start from"):
+            bpy.ops.dreamfusion.refine_mesh(lock_geometry=True)
+        with pytest.raises(RuntimeError, match="no active object: select a DreamFusion result"):
+            bpy.ops.dreamfusion.continue_job()
+        view_layer.objects.active = camera
+        with pytest.raises(RuntimeError, match="'Refine camera' is a camera, not a mesh: select a mesh object"):
+            bpy.ops.dreamfusion.refine_mesh()
+        view_layer.objects.active = empty
+        with pytest.raises(RuntimeError, match=f"the mesh of 'Refine empty' is empty: a start mesh needs 1 to "
+                                               f"{MAX_INIT_TRIANGLES} triangles, got 0"):
+            bpy.ops.dreamfusion.refine_mesh(lock_geometry=True)
+        with pytest.raises(RuntimeError, match="'Refine empty' is not a DreamFusion result: use Generate From"):
+            bpy.ops.dreamfusion.reprompt()
+    finally:
+        for obj in (camera, empty):
+            data = obj.data
+            bpy.data.objects.remove(obj)
+            (bpy.data.cameras if data.id_type == "CAMERA" else bpy.data.meshes).remove(data)
+    session = _session()
+    assert session.backend is None and session.client is None and not session.pending_submits
+    assert len(scene.dreamfusion.jobs) == 0 and set(bpy.data.objects.keys()) == objects_before
+
+
 def test_generate_streams_meshes_into_one_object(addon):
     assert bpy.ops.dreamfusion.generate() == {"FINISHED"}  # starts the backend; the job goes out once it listens
     first = tick_until(lambda: job() is not None and job().object is not None and job().object)
@@ -142,6 +176,112 @@ def test_export_writes_a_glb_with_vertex_colours(addon, tmp_path):
     data = out.read_bytes()
     gltf = json.loads(data[20:20 + struct.unpack_from("<I", data, 12)[0]])  # the GLB's JSON chunk
     assert "COLOR_0" in gltf["meshes"][0]["primitives"][0]["attributes"]
+
+
+def _refinement_ended(jobs_before: int):
+    """For tick_until: the refinement's job-list entry once it ended, or why the backend refused it."""
+    session, jobs = _session(), bpy.context.scene.dreamfusion.jobs
+    if session.submit_targets or session.tracker.submitting:
+        return None  # not answered yet
+    if len(jobs) == jobs_before:
+        return "refused: " + " | ".join(session.notices[-2:])
+    return jobs[-1] if jobs[-1].state in ("finished", "failed") else None
+
+
+def _status(job_id: str):
+    with BackendClient(_session().client.address) as other:
+        final = other.request(other.result(job_id), timeout=30)
+        info = other.request(other.status(job_id), timeout=30).jobs[0]
+    return final, info
+
+
+def test_continue_makes_a_new_object_that_names_its_parent_and_leaves_the_parent(addon):
+    state = bpy.context.scene.dreamfusion
+    parent_item = next(j for j in state.jobs if j.state == "finished")
+    parent = parent_item.object
+    parent.location = (3.0, 0.0, 0.0)  # moved since it finished: the continuation lands where it is now
+    bpy.context.view_layer.update()
+    before, count = _positions(parent).copy(), len(state.jobs)
+    bpy.context.view_layer.objects.active = parent
+    state.refine_steps, state.refine_lock_geometry = 4, False
+    assert bpy.ops.dreamfusion.continue_job() == {"FINISHED"}
+    new = bpy.context.view_layer.objects.active
+    assert new != parent and new["dreamfusion_parent_job"] == parent_item.job_id
+    assert new.users_collection[0].name == "DreamFusion" and new.name.startswith("a red cube")
+    assert np.allclose(np.array(new.matrix_world), np.array(parent.matrix_world), atol=1e-6)
+    assert parent.hide_get() and not new.hide_get()  # one surface to look at; Alt H brings the parent back
+    item = tick_until(lambda: _refinement_ended(count))
+    assert not isinstance(item, str), item
+    assert item.state == "finished", item.reason
+    assert item.parent_job == parent_item.job_id and item.object == new
+    assert item.step == item.steps == parent_item.step + 4
+    spec = json.loads(new["dreamfusion_spec"])
+    # (The backend may record the checkpoint it resolved the parent's id to.)
+    assert (spec["init"], spec["steps"]) == ("checkpoint", item.steps) and parent_item.job_id in spec["init_from"]
+    np.testing.assert_array_equal(_positions(parent), before)  # the source is untouched
+    final, info = _status(item.job_id)
+    # A job from the blob streams in the world frame at the origin: the new object holds the wire's positions.
+    np.testing.assert_array_equal(_positions(new), final.mesh.positions)
+    np.testing.assert_array_equal(_albedo(new), final.mesh.colors)
+    assert info.parent == parent_item.job_id  # the backend records the lineage too
+    parent.hide_set(False)
+
+
+def test_texture_this_mesh_paints_a_copy_in_place_and_keeps_its_shape(addon):
+    from mathutils import Matrix
+
+    state = bpy.context.scene.dreamfusion
+    settings = state.settings
+    settings.steps, settings.stream_every, settings.prompt = 4, 2, "a red cube"
+    bpy.ops.mesh.primitive_uv_sphere_add(segments=12, ring_count=6, radius=0.5)
+    source = bpy.context.active_object
+    source.name = "Artist sphere"
+    source.matrix_world = Matrix.LocRotScale((0.2, -0.1, 0.3), None, (0.8, 1.0, 1.2))
+    bpy.context.view_layer.update()
+    local, count = _positions(source).copy(), len(source.data.vertices)
+    world = np.array([source.matrix_world @ v.co for v in source.data.vertices], np.float32)
+    jobs_before = len(state.jobs)
+    assert bpy.ops.dreamfusion.refine_mesh(lock_geometry=True) == {"FINISHED"}
+    new = bpy.context.view_layer.objects.active
+    assert new != source and new["dreamfusion_source_object"] == "Artist sphere"
+    assert new["dreamfusion_keep_geometry"] and len(new.data.vertices) == count
+    assert (_albedo(new) == (128, 128, 128, 255)).all()  # what was sent, until the first colours arrive
+    mesh_pointer = new.data.as_pointer()
+
+    def geometry_kept():
+        if len(state.jobs) > jobs_before:  # accepted (a refused one takes its object away)
+            assert new.data.as_pointer() == mesh_pointer and len(new.data.vertices) == count
+            np.testing.assert_array_equal(_positions(new), local)  # colour-only updates: the copy keeps its shape
+
+    item = tick_until(lambda: _refinement_ended(jobs_before), on_tick=geometry_kept)
+    assert not isinstance(item, str), item
+    assert item.state == "finished", item.reason
+    assert item.source_object == "Artist sphere" and item.keep_geometry and item.object == new
+    final, _ = _status(item.job_id)
+    # The backend kept the mesh it was sent (in the world frame) and painted it.
+    assert final.mesh.vertex_count == count
+    np.testing.assert_allclose(final.mesh.positions, world, atol=1e-4)
+    np.testing.assert_array_equal(_albedo(new), final.mesh.colors)
+    assert new.data.color_attributes.active_color_name == "albedo"
+    # The source is as it was: same vertices, nothing written into it.
+    assert len(source.data.vertices) == count and "albedo" not in source.data.color_attributes
+    np.testing.assert_array_equal(_positions(source), local)
+    assert "dreamfusion_job_id" not in source
+    source.hide_set(False)
+
+    # A refinement the backend refuses takes its new object with it and shows its source again.
+    model, objects = settings.model, set(bpy.data.objects.keys())
+    settings.model = "/no/such/model/folder"
+    try:
+        bpy.context.view_layer.objects.active = source
+        count = len(state.jobs)
+        assert bpy.ops.dreamfusion.refine_mesh(lock_geometry=True) == {"FINISHED"}
+        assert source.hide_get() and len(bpy.data.objects) == len(objects) + 1
+        refused = tick_until(lambda: _refinement_ended(count))
+        assert isinstance(refused, str) and "no/such/model" in refused, refused
+        assert set(bpy.data.objects.keys()) == objects and not source.hide_get()
+    finally:
+        settings.model = model
 
 
 def test_cancel_stops_the_running_job(addon):

@@ -148,6 +148,49 @@ def test_a_failing_prompt_makes_the_exit_status_non_zero(addon, two_backends, ti
     assert [obj["job"] for obj in blend.values()] == [good["job_id"]], blend
 
 
+#: A unit cube as an .obj (8 vertices, 12 triangles), written by hand so no exporter is under test.
+CUBE_OBJ = "".join(f"v {x} {y} {z}\n" for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)) + (
+    "f 1 3 4\nf 1 4 2\nf 5 6 8\nf 5 8 7\nf 1 2 6\nf 1 6 5\nf 3 7 8\nf 3 8 4\nf 1 5 7\nf 1 7 3\n"
+    "f 2 4 8\nf 2 8 6\n")
+
+
+def test_a_row_with_an_init_mesh_and_lock_geometry_textures_that_mesh(addon, two_backends, tiny_sd, tmp_path,
+                                                                       capsys):
+    module, _ = addon
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "crate.obj").write_text(CUBE_OBJ, encoding="utf-8")
+    prompts = tmp_path / "assets.csv"
+    prompts.write_text("prompt,init_mesh,lock_geometry\n"
+                       "a red cube,assets/crate.obj,true\n"
+                       "a blue cube,assets/missing.glb,true\n", encoding="utf-8")
+    out = tmp_path / "out"
+    objects_before = len(bpy.data.objects)
+    status = module.batch.main(["batch", "--prompts", str(prompts), "--out", str(out), "--model", str(tiny_sd),
+                                *FAST, "--steps", "4", "--backend", two_backends[0].endpoint])
+    printed = capsys.readouterr().out
+    assert status == 1, printed  # the bad path was refused up front, naming its line and field
+    assert "assets.csv line 3 skipped: init_mesh = 'assets/missing.glb' does not exist" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    (crate,) = summary["results"]
+    assert crate["status"] == "finished", crate["error"]
+    assert crate["init_mesh"] == str((tmp_path / "assets" / "crate.obj").resolve())
+    assert (crate["spec"]["init"], crate["spec"]["lock_geometry"]) == ("mesh", True)
+    # The import left nothing behind: only the result's object is new.
+    assert len(bpy.data.objects) == objects_before + 1 and not any(s.name.startswith("DreamFusion import")
+                                                                  for s in bpy.data.scenes)
+    import trimesh
+
+    mesh = next(iter(trimesh.load(crate["files"]["glb"]).geometry.values()))
+    colours = np.asarray(mesh.visual.vertex_attributes["color"])
+    assert colours.shape[0] == len(mesh.vertices)
+    # The locked result is the very cube that was sent (the OBJ's Y-up read into Blender's Z-up and written
+    # back to glTF's Y-up), painted.
+    corners = {tuple(v) for v in np.round(np.asarray(mesh.vertices), 4)}
+    assert corners == {(x, y, z) for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)}
+    (obj,) = _reopen_blend(out / "results.blend").values()
+    assert obj["vertices"] == 8 and obj["albedo"] == ["albedo"] and obj["job"] == crate["job_id"]
+
+
 def test_bad_arguments_and_unreadable_files_exit_2_without_starting_anything(addon, tmp_path, capsys):
     module, _ = addon
     assert module.batch.main(["batch", "--prompts", str(tmp_path / "none.txt"), "--out", str(tmp_path)]) == 2

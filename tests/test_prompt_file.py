@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from blender_dreamfusion.addon_core.batch_options import UsageError, parse_batch_args
@@ -103,3 +105,38 @@ def test_batch_flags_are_checked_where_they_enter():
         parse_batch_args(["--prompts", "p.txt", "--out", "o", "--backend", "localhost:5555"])
     with pytest.raises(UsageError, match="the following arguments are required: --out"):
         parse_batch_args(["--prompts", "p.txt"])
+
+
+def test_init_mesh_rows_resolve_beside_the_prompt_file_and_bad_paths_are_refused_up_front(tmp_path):
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "vase.obj").write_text("v 0 0 0\n", encoding="utf-8")
+    (tmp_path / "statue.GLB").write_bytes(b"glTF")
+    (tmp_path / "notes.txt").write_text("x", encoding="utf-8")
+    prompts = tmp_path / "assets.csv"
+    prompts.write_text("prompt,init_mesh,lock_geometry,init_from\n"
+                       "a red vase,assets/vase.obj,true,\n"
+                       f"a bronze statue,{tmp_path / 'statue.GLB'},,\n"
+                       "a mossy boulder,boulder.ply,true,\n"
+                       "a paper note,notes.txt,true,\n"
+                       "a folder,assets.gltf,true,\n"
+                       "a resumed vase,assets/vase.obj,true,job-1\n"
+                       "a locked blob,,true,\n", encoding="utf-8")
+    items, bad = plan_batch(read_prompt_file(prompts), {"seed": 1})
+    vase, statue = items
+    assert vase.init_mesh == str((tmp_path / "assets" / "vase.obj").resolve())
+    assert (vase.spec.init, vase.spec.init_from, vase.spec.lock_geometry) == ("mesh", "", True)
+    # The suffix is matched whatever its case.
+    assert statue.init_mesh.endswith("statue.GLB") and (statue.spec.init, statue.spec.lock_geometry) == ("mesh", False)
+    assert [(b.line, b.error.split(";")[0]) for b in bad] == [
+        (4, "init_mesh = 'boulder.ply' does not exist"),
+        (5, "init_mesh = 'notes.txt' is not a mesh file of a kind Blender reads here"),
+        (6, "init_mesh = 'assets.gltf' does not exist"),
+        (7, "init_mesh = 'assets/vase.obj' is given with another start"),
+        (8, "lock_geometry = True is set")]
+    assert "allowed: a .glb/.gltf/.obj/.ply file on this machine" in bad[0].error
+    # JSON rows take the same field, and a row's own start wins over the batch's flags.
+    parsed = parse_prompts(json.dumps([{"prompt": "a vase", "init_mesh": str(tmp_path / "assets" / "vase.obj")}]),
+                           "json")
+    (item,), none = plan_batch(parsed, {"seed": 1, "init": "checkpoint", "init_from": "job-9", "lock_geometry": True})
+    assert item.init_mesh and (item.spec.init, item.spec.init_from, item.spec.lock_geometry) == ("mesh", "", True)
+    assert none == []

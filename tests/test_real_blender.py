@@ -92,6 +92,29 @@ def test_sidebar_panel_shows_a_running_job_under_xvfb(installed, backend, tiny_s
     assert result["screenshot_rc"] == 0 and (host / "panel.png").stat().st_size > 10_000
 
 
+def test_refine_panel_textures_a_mesh_and_continues_the_result_under_xvfb(installed, backend, tiny_sd):
+    """The Refine sub-panel's flow with Blender's own timers: Texture This Mesh on the startup cube, then
+    Continue on its result; both screenshots are taken (docs/refine_panel.png is made the same way)."""
+    inside, host = installed.inside, installed.host
+    result = run_windowed(installed, "refine_screenshot.py", backend.endpoint, str(tiny_sd), "a red cube", "4",
+                          str(inside / "refine"), out="refine", timeout=600)
+    assert "error" not in result, result["error"]
+    assert result["sidebar_category"] == "DreamFusion" and result["texture"] == ["FINISHED"]
+    textured = result["textured"]
+    assert textured["state"] == "finished" and textured["step"] == 4, textured
+    # A new object in the cube's place with the cube's 8 vertices, painted; the cube itself untouched.
+    assert textured["vertices"] == textured["source_vertices"] == 8 and textured["albedo_spread"] >= 0
+    assert textured["source_property"] == textured["item_source"] == "Cube" and textured["same_place"]
+    assert textured["source_unchanged"] and textured["source_hidden"]
+    continued = result["continued"]
+    assert result["continue"] == ["FINISHED"] and continued["state"] == "finished", continued
+    assert continued["step"] == continued["steps"] == 7 and continued["vertices"] == 8
+    assert continued["parent_property"] == continued["item_parent"] == continued["parent"]
+    assert result["mesh_shot_rc"] == result["result_shot_rc"] == 0
+    for shot in ("refine_mesh.png", "refine_result.png"):
+        assert (host / shot).stat().st_size > 10_000
+
+
 def overlay_difference(off: Path, on: Path, box: list[int], pad: int = 6) -> tuple[int, float]:
     """(pixels that differ, share of them inside the padded box)."""
     import numpy as np

@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                "130 interrupted.")
     parser.add_argument("--prompts", type=Path, required=True, metavar="FILE",
                         help="prompt list: .txt (one per line, # comments), .csv (a 'prompt' column plus JobSpec "
-                             "columns), .json (a list) or .jsonl")
+                             "columns), .json (a list) or .jsonl. A row's 'init_mesh' (a .glb/.gltf/.obj/.ply file, "
+                             "relative to the prompt file) starts it from that mesh; with 'lock_geometry' true "
+                             "(or --lock-geometry) only its colours are generated")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (made if missing)")
     parser.add_argument("--backend", dest="backends", action="append", default=[], metavar="ADDRESS",
                         help="a running backend, e.g. tcp://127.0.0.1:5555; repeat to spread the prompts over "

@@ -2,7 +2,9 @@
 
 Pure Python over add-on sessions (anything with `tick`, `submit`, `cancel`,
 `status` and a `tracker`): the Blender layer supplies `on_result`, which
-puts the final mesh into the scene and writes the files. `step()` never
+puts the final mesh into the scene and writes the files, and
+`load_init_mesh`, which reads a row's start mesh just before its submit (so
+a batch of 50 assets holds one in memory at a time). `step()` never
 blocks; `wait()` sleeps until a backend has something to say.
 
 A backend that dies or stays silent is retired; the job it had goes back to
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from ..shared.jobspec import JobSpec
+from ..shared.mesh import MeshData
 from .batch_plan import BatchItem
 from .job_tracker import FINAL_STATES, Applied, JobTracker, MeshToApply
 
@@ -32,7 +35,7 @@ class Session(Protocol):
     tracker: JobTracker
 
     def tick(self) -> Applied | None: ...
-    def submit(self, spec: JobSpec, scene_name: str = "") -> str: ...
+    def submit(self, spec: JobSpec, scene_name: str = "", init_mesh: MeshData | None = None) -> str: ...
     def cancel(self, job_id: str) -> None: ...
     def status(self) -> Any: ...
     def shutdown(self) -> None: ...
@@ -59,6 +62,7 @@ class ItemResult:
     def to_dict(self) -> dict[str, Any]:
         spec = self.item.spec
         return {"line": self.item.line, "prompt": spec.prompt, "slug": self.item.slug, "job_id": self.job_id or None,
+                "init_mesh": self.item.init_mesh or None,
                 "backend": self.backend or None, "model": spec.model, "seed": spec.seed, "steps": spec.steps,
                 "step": self.step, "seconds": None if self.seconds is None else round(self.seconds, 2),
                 "status": self.status, "attempts": self.attempts, "files": dict(self.files),
@@ -80,8 +84,10 @@ class BatchRunner:
                  on_result: Callable[[ItemResult, MeshToApply], None],
                  log: Callable[[str], None] = print, progress_every: float = 10.0,
                  on_change: Callable[[ItemResult], None] | None = None,
-                 connect_timeout: float = CONNECT_TIMEOUT, lost_timeout: float = LOST_TIMEOUT):
+                 connect_timeout: float = CONNECT_TIMEOUT, lost_timeout: float = LOST_TIMEOUT,
+                 load_init_mesh: Callable[[BatchItem], MeshData] | None = None):
         self.results = [ItemResult(item) for item in items]
+        self.load_init_mesh = load_init_mesh
         self.queue = list(self.results)
         self.backends = [_Backend(name, session) for name, session in sessions.items()]
         self.on_result, self.log, self.on_change = on_result, log, on_change
@@ -255,8 +261,17 @@ class BatchRunner:
             self._end(result, "failed", f"{backend.name}: {reason}")
 
     def _submit(self, backend: _Backend, result: ItemResult) -> None:
+        init_mesh = None
+        if result.item.init_mesh:
+            try:
+                if self.load_init_mesh is None:
+                    raise ValueError("this batch cannot read mesh files")
+                init_mesh = self.load_init_mesh(result.item)
+            except Exception as exc:  # an unreadable file fails its row; the backend takes the next one
+                self._end(result, "failed", f"init_mesh: {exc}")
+                return
         try:
-            result.request_id = backend.session.submit(result.item.spec)
+            result.request_id = backend.session.submit(result.item.spec, init_mesh=init_mesh)
         except Exception as exc:
             self.queue.insert(0, result)
             self._retire(backend, f"submit failed: {exc}")

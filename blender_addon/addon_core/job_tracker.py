@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..shared.jobspec import JobSpec
-from ..shared.mesh import MeshData
+from ..shared.mesh import MeshData, VertexColors
 from ..shared.messages import (Accepted, Cancelled, Deleted, Error, Failed, Finished, JobInfo, ListReply, Message,
                                Progress, Rejected, StatusReply, Update)
 
@@ -37,6 +37,8 @@ class JobView:
     phase: str = ""
     queue_position: int = 0
     spec: JobSpec | None = None
+    #: The job this one continues, as the backend's job rows say ("" for none, or not known yet).
+    parent: str = ""
     #: Step of the newest mesh handed out for this job (-1: none yet).
     mesh_step: int = -1
     files: dict[str, str] = field(default_factory=dict)
@@ -93,11 +95,15 @@ class JobView:
 
 @dataclass
 class MeshToApply:
+    """The newest mesh of a job: a whole `mesh`, or (an update of a job whose geometry is locked, whose mesh the
+    client already has) only its `vertex_colors`. A final one always carries the whole mesh."""
+
     job_id: str
     step: int
-    mesh: MeshData
+    mesh: MeshData | None
     preview: object | None  # messages.Image
     final: bool
+    vertex_colors: VertexColors | None = None
 
 
 @dataclass
@@ -135,6 +141,7 @@ class JobTracker:
         view.state, view.step, view.elapsed, view.loss = info.state, info.step, info.elapsed, info.loss
         view.steps = info.steps or view.steps
         view.reason = info.reason
+        view.parent = info.parent or view.parent
         return view
 
     def connection_lost(self) -> set[str]:
@@ -193,7 +200,8 @@ class JobTracker:
                 view.state, view.step, view.steps = "running", max(view.step, event.step), event.steps
                 view.phase = view.phase if view.phase == "extracting" else "training"
                 view.loss, view.elapsed = event.loss, event.elapsed
-                self._offer(out, MeshToApply(event.job_id, event.step, event.mesh, event.preview, final=False))
+                self._offer(out, MeshToApply(event.job_id, event.step, event.mesh, event.preview, final=False,
+                                             vertex_colors=event.vertex_colors))
             elif isinstance(event, Finished):
                 view = self._view(event.job_id)
                 view.state, view.step, view.elapsed, view.eta = "finished", event.step, event.elapsed, 0.0

@@ -12,6 +12,17 @@ raise `PromptFileError`.
 - `.json`: a list whose items are prompts or objects `{"prompt": ..., field: value}`.
 - `.jsonl`: one such item per line.
 
+Besides the JobSpec fields (and `preset`), a row may name `init_mesh`: a
+.glb/.gltf/.obj/.ply file on this machine (relative paths from the prompt
+file's folder) to start from; with `lock_geometry` true its shape is kept
+and only its colours are generated. Texturing a folder of assets is then
+one command (`batch --prompts assets.csv --out textured/`):
+
+    prompt,init_mesh,lock_geometry
+    a weathered bronze statue,statue.glb,true
+    a red ceramic vase,vase.obj,true
+    a mossy boulder,scans/boulder.ply,false
+
 A new format is a parser function `(text, out) -> None` plus its entries in
 `SUFFIXES` and `PARSERS` at the end of this file.
 """
@@ -29,8 +40,10 @@ from typing import Any
 from ..shared.errors import SpecError
 from ..shared.jobspec import jobspec_knobs
 
+#: A row's start mesh: a mesh file on this machine, read by Blender and sent with the submit (see batch_plan).
+INIT_MESH = "init_mesh"
 #: Columns a CSV header may name besides the JobSpec fields.
-EXTRA_COLUMNS = ("preset",)
+EXTRA_COLUMNS = ("preset", INIT_MESH)
 
 
 class PromptFileError(ValueError):
@@ -174,7 +187,7 @@ def _parse_csv(text: str, out: PromptFile) -> None:
     if "prompt" not in header or unknown:
         problem = f"unknown column(s) {', '.join(map(repr, unknown))}" if unknown else "no 'prompt' column"
         raise PromptFileError(f"line {reader.line_num}: the CSV header has {problem}; columns are 'prompt', "
-                              f"'preset' and JobSpec fields: {', '.join(knobs)}")
+                              f"'preset', '{INIT_MESH}' and JobSpec fields: {', '.join(knobs)}")
     line = reader.line_num
     for cells in reader:
         number, line = line + 1, reader.line_num  # a quoted cell may span lines: report where the row starts
