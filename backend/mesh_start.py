@@ -75,15 +75,15 @@ def splat_colours(points: np.ndarray, colours: np.ndarray, bound: float, resolut
 
 
 def start_geometry(name: str, config: GeometryConfig, render_resolution: int, mesh: MeshData,
-                   mapping: SceneMapping, settings: MeshStartConfig, seed: int) -> Geometry:
-    """A fresh geometry `name` that starts as `mesh` (world frame, put in the scene by `mapping`), shape and colour."""
+                   mapping: SceneMapping, settings: MeshStartConfig, samples: SurfaceSamples) -> Geometry:
+    """A fresh geometry `name` that starts as `mesh` (world frame, put in the scene by `mapping`), shape and
+    colour; `samples` are its scene-frame `start_samples`."""
     config = dataclasses.replace(config, start_resolution=settings.resolution,
                                  start_colour_resolution=settings.colour_resolution)
     field = make_geometry(name, config, render_resolution)
     scene = mapping.to_scene(mesh.positions)
     field.set_start_shape(torch.from_numpy(mesh_signed_distance(scene, mesh.triangles, field.bound,
                                                                 settings.resolution)))
-    samples = start_samples(scene, mesh.triangles, mesh.colors, settings, seed)
     field.set_start_colour(torch.from_numpy(splat_colours(samples.points, samples.colours, field.bound,
                                                           settings.colour_resolution)))
     return field

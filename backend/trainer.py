@@ -148,13 +148,14 @@ class Trainer:
         with lock_geometry freeze that shape (then every result is `mesh` itself, recoloured)."""
         spec, settings = self.spec, self.config.mesh_start
         self.mapping = SceneMapping.framing(used_positions(mesh))
+        # One set of surface samples colours the start geometry and, when locked, its own colour field.
+        samples = start_samples(self.mapping.to_scene(mesh.positions), mesh.triangles, mesh.colors, settings,
+                                spec.seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)
             field = start_geometry(spec.geometry, self.config.geometry_config(spec.geometry), spec.render_resolution,
-                                   mesh, self.mapping, settings, spec.seed).to(self.device)
+                                   mesh, self.mapping, settings, samples).to(self.device)
             if spec.lock_geometry:
-                samples = start_samples(self.mapping.to_scene(mesh.positions), mesh.triangles, mesh.colors,
-                                        settings, spec.seed)
                 field = LockedGeometry(field, start_colour_field(field.bound, samples, settings).to(self.device))
                 self.fixed_mesh = MeshData(np.array(mesh.positions), np.array(mesh.triangles),
                                            np.array(mesh.colors))
