@@ -104,15 +104,21 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except (GenerateError, ModelLoadError, CheckpointError, ValueError) as exc:
         print(f"dreamfusion-backend generate: {exc}", file=sys.stderr)
         return FAILED
-    mesh = result.extraction.mesh
+    mesh = result.asset.mesh if result.asset is not None else result.extraction.mesh
     if result.out is None:
         print(f"dreamfusion-backend generate: no mesh written ({result.extraction.message}); checkpoint kept at "
               f"{result.checkpoint}", file=sys.stderr)
         return FAILED
     if result.extraction.message:
         print(f"note: {result.extraction.message}", file=sys.stderr)
-    print(f"wrote {result.out} ({mesh.vertex_count} vertices, {mesh.triangle_count} triangles, seed {job.seed}, "
-          f"{result.steps} steps in {result.seconds:.1f} s); checkpoint {result.checkpoint}")
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    texture = result.asset.texture if result.asset is not None else None
+    textured = f", {texture.size[0]} px texture" if texture is not None else ""
+    print(f"wrote {result.out} ({mesh.vertex_count} vertices, {mesh.triangle_count} triangles{textured}, seed "
+          f"{job.seed}, {result.steps} steps in {result.seconds:.1f} s); checkpoint {result.checkpoint}")
+    for extra in result.files[1:]:
+        print(f"wrote {extra}")
     return INTERRUPTED if result.stopped_early else 0
 
 

@@ -232,17 +232,21 @@ def _follow(client: BackendClient, job_id: str, steps: int, out: Path | None, st
 
 def _report_finished(event: Finished, out: Path | None) -> None:
     mesh = event.mesh
-    print(f"job {event.job_id} finished: {mesh.vertex_count} vertices, {mesh.triangle_count} triangles, "
+    textured = f", {event.texture.size[0]} px texture" if event.texture is not None else ""
+    print(f"job {event.job_id} finished: {mesh.vertex_count} vertices, {mesh.triangle_count} triangles{textured}, "
           f"{event.step} steps in {event.elapsed:.1f} s")
     for kind, path in event.files.items():
         print(f"  {kind}: {path} (on the backend)")
     if event.checkpoint:
         print(f"  checkpoint: {event.checkpoint} (on the backend)")
     if out is not None:
-        from blender_dreamfusion.backend.export import export_mesh
+        from blender_dreamfusion.backend.export import PLY_NOTE, export_result
 
         if mesh.vertex_count:
-            print(f"wrote {export_mesh(mesh, out)}")
+            for path in export_result(mesh, out, event.texture):
+                print(f"wrote {path}")
+            if event.texture is not None and out.suffix.lower() == ".ply":
+                print(f"note: {PLY_NOTE}", file=sys.stderr)
         else:
             print("dreamfusion-backend client: the result mesh is empty; nothing written", file=sys.stderr)
 

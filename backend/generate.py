@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +16,8 @@ from blender_dreamfusion.shared.errors import ProtocolError
 from blender_dreamfusion.shared.mesh import check_init_mesh
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .export import FORMATS, export_mesh
+from .asset import Asset
+from .export import FORMATS, PLY_NOTE, export_mesh, export_result
 from .extract import Extraction
 from .guidance import Guidance, load_guidance
 from .mesh_import import MeshFileError, read_mesh
@@ -35,6 +36,12 @@ class GenerateResult:
     steps: int
     seconds: float
     stopped_early: bool
+    #: The final mesh and texture as written (post-processed per the spec's output knobs).
+    asset: Asset | None = None
+    #: Every file written, `out` first (a textured .obj has its .mtl and .png beside it).
+    files: list[Path] = field(default_factory=list)
+    #: What the post-processing or the format could not do.
+    notes: list[str] = field(default_factory=list)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -123,9 +130,18 @@ def generate(spec: JobSpec, out: Path, device: str = "auto", save_every: int = 0
         bar.close()
     save_checkpoint(trainer, checkpoint)
     extraction = trainer.snapshot(preview=False).extraction
-    written = export_mesh(extraction.mesh, out) if extraction.mesh.vertex_count else None
-    return GenerateResult(written, checkpoint, extraction, trainer.step, time.perf_counter() - start,
-                          stopped_early=not finished)
+    if not extraction.mesh.vertex_count:
+        return GenerateResult(None, checkpoint, extraction, trainer.step, time.perf_counter() - start,
+                              stopped_early=not finished)
+    if show_progress and (spec.smoothing or spec.face_count or spec.texture_size):
+        print("post-processing the final mesh ...", file=sys.stderr)
+    asset = trainer.final_asset(extraction.mesh)
+    files = export_result(asset.mesh, out, asset.texture)
+    notes = list(asset.notes)
+    if asset.texture is not None and out.suffix.lower() == ".ply":
+        notes.append(PLY_NOTE)
+    return GenerateResult(files[0], checkpoint, extraction, trainer.step, time.perf_counter() - start,
+                          stopped_early=not finished, asset=asset, files=files, notes=notes)
 
 
 def _progress_bar(trainer: Trainer, show: bool):

@@ -19,6 +19,7 @@ import torch
 from blender_dreamfusion.shared import Image, JobSpec, MeshData, Update
 from blender_dreamfusion.shared.mesh import VertexColors
 
+from .asset import Asset, finish_asset
 from .cameras import make_cameras, sample_cameras
 from .extract import Extraction, extract_mesh, vertex_colors
 from .geometry import Geometry, GeometryConfig, geometry_class, make_geometry
@@ -287,6 +288,15 @@ class Trainer:
         image = self.preview() if preview else None
         return Snapshot(step=self.step, steps=self.spec.steps, loss=loss, elapsed=elapsed, extraction=extraction,
                         preview=image, colours_only=fixed is not None)
+
+    def albedo_at(self, positions: np.ndarray) -> np.ndarray:
+        """The field's albedo at points in the artist's world frame, uint8 sRGB RGBA."""
+        return vertex_colors(self.field, self.mapping.to_scene(np.asarray(positions, np.float64)))
+
+    def final_asset(self, mesh: MeshData) -> Asset:
+        """The final mesh (`snapshot(...).extraction.mesh`) made into what the spec asks for: smoothed, decimated,
+        UV-mapped and baked (backend/asset). A locked start mesh keeps its vertices."""
+        return finish_asset(mesh, self.spec, self.albedo_at, keep_geometry=self.fixed_mesh is not None)
 
     @torch.no_grad()
     def preview(self, resolution: int = PREVIEW_SIZE) -> np.ndarray:

@@ -39,6 +39,7 @@ from .addon_core.batch_plan import plan_batch
 from .addon_core.batch_runner import BatchRunner, ItemResult
 from .addon_core.job_tracker import MeshToApply
 from .addon_core.local_backend import LocalBackendError, split_folders
+from .addon_core.png import encode_png
 from .addon_core.prompt_file import PromptFileError, read_prompt_file
 from .session import Session
 from .shared.atomic import atomic_write
@@ -193,6 +194,8 @@ class _Writer:
         collection = self._results_collection()
         obj = scene_update.apply_mesh(bpy.context.scene, result.job_id, spec.prompt, final.mesh, final.step,
                                       spec.model, scene_update.spec_json(spec), collection=collection)
+        if final.texture is not None:  # headless: nothing to keep responsive, encode it here
+            scene_update.apply_texture(obj, result.job_id, final.texture.uvs, encode_png(final.texture.image))
         obj["dreamfusion_batch_line"] = item.line
         if item.init_mesh:
             obj["dreamfusion_init_mesh"] = item.init_mesh  # the file it started from

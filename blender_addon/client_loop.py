@@ -16,6 +16,7 @@ import numpy as np
 
 from . import history, scene_update
 from .addon_core.refine import is_frame
+from .addon_core.texture_queue import TextureQueue
 from .properties import find_job
 from .session import SESSION
 
@@ -27,6 +28,7 @@ PREVIEW_NAME = "dreamfusion_preview"
 MESH_BUDGET_MS = 15.0
 
 _deferred: dict = {}  # job id -> MeshToApply not applied yet (over the tick's budget)
+_textures = TextureQueue()  # finished jobs' textures being encoded for packing
 
 _previews = None  # bpy.utils.previews collection, made on first preview
 last_tick_ms = 0.0
@@ -43,15 +45,17 @@ def tick() -> float:
     applied = SESSION.tick()
     if applied is not None:
         _apply(applied)
+    textured = _apply_textures()
     last_tick_ms = (time.perf_counter() - started) * 1000.0
     status = SESSION.status()
     # Redraw the sidebar only when something it shows changed: ten redraws a second cost a software-rendered
     # Blender (a VM, Xvfb) most of a core, which a local backend then lacks.
-    if had_deferred or status != _last_status or (applied is not None and (
+    if had_deferred or textured or status != _last_status or (applied is not None and (
             applied.changed or applied.meshes or applied.accepted or applied.rejected or applied.notices)):
         _redraw()
         _last_status = status
-    busy = any(view.active for view in SESSION.tracker.jobs.values()) or SESSION.tracker.submitting or _deferred
+    busy = any(view.active for view in SESSION.tracker.jobs.values()) or SESSION.tracker.submitting or _deferred \
+        or _textures.busy
     return ACTIVE_INTERVAL if busy or status.state in ("starting", "connecting") else IDLE_INTERVAL
 
 
@@ -110,6 +114,20 @@ def _apply(applied) -> None:
             job_item.parent_job = view.parent
 
 
+def _apply_textures() -> bool:
+    """Swap encoded textures into their jobs' objects; True if any was."""
+    done = False
+    for job_id, texture, png, error in _textures.ready():
+        scene, job_item = find_job(job_id)
+        obj = scene_update.job_object(job_id, job_item.object if job_item is not None else None)
+        if png is None or obj is None:
+            if error:
+                print(f"DreamFusion: the texture of job {job_id} could not be encoded: {error}")
+            continue
+        done = scene_update.apply_texture(obj, job_id, texture.uvs, png) or done
+    return done
+
+
 def _adopt(job_item, job_id: str, target) -> None:
     """A refinement was accepted: its list entry learns its lineage and frame, and the object made when its
     button was pressed becomes the job's object (unless Undo took it away: then the first mesh makes one)."""
@@ -130,8 +148,8 @@ def _write(scene, job_item, view, item):
     colors = None
     if item.vertex_colors is not None:
         colors = item.vertex_colors.colors
-    elif job_item.keep_geometry and item.mesh is not None:
-        colors = item.mesh.colors
+    elif job_item.keep_geometry and item.mesh is not None and item.texture is None:
+        colors = item.mesh.colors  # (a texture's UVs need the mesh written as it travelled, corner for corner)
     model, spec_json = (view.spec.model if view.spec else ""), scene_update.spec_json(view.spec)
     if colors is not None:
         obj = scene_update.job_object(job_id, job_item.object)
@@ -141,8 +159,11 @@ def _write(scene, job_item, view, item):
         return None
     properties = {key: value for key, value in ((scene_update.PARENT_PROPERTY, job_item.parent_job),
                                                 (scene_update.SOURCE_PROPERTY, job_item.source_object)) if value}
-    return scene_update.apply_mesh(scene, job_id, view.prompt, item.mesh, item.step, model, spec_json,
-                                   known=job_item.object, frame=_frame(job_item), properties=properties)
+    obj = scene_update.apply_mesh(scene, job_id, view.prompt, item.mesh, item.step, model, spec_json,
+                                  known=job_item.object, frame=_frame(job_item), properties=properties)
+    if item.texture is not None:
+        _textures.submit(job_id, item.texture)  # the object shows vertex colours until a later tick swaps it in
+    return obj
 
 
 def _frame(job_item) -> tuple:
@@ -200,6 +221,7 @@ def start() -> None:
 def stop() -> None:
     global _previews
     _deferred.clear()
+    _textures.shutdown()
     if bpy.app.timers.is_registered(tick):
         bpy.app.timers.unregister(tick)
     if _previews is not None:

@@ -9,7 +9,7 @@ import bpy
 import numpy as np
 
 from .addon_core.job_tracker import FINAL_STATES
-from .properties import HIDDEN_FIELDS, INT_MAX, selected_job
+from .properties import HIDDEN_FIELDS, INT_MAX, selected_job, to_panel
 from .shared.errors import SpecError
 from .shared.jobspec import JobSpec
 
@@ -84,7 +84,7 @@ def recall_into(settings, values: dict) -> list[str]:
         if name == "seed" and value > INT_MAX:
             notes.append(f"seed {value} is above the panel's largest ({INT_MAX}); kept {INT_MAX}")
             value = INT_MAX
-        setattr(settings, name, value)
+        setattr(settings, name, to_panel(name, value))
     # Where a job started and whether it kept its shape are the Refine buttons' to decide, not a setting.
     hidden = [f"{name}={values[name]!r}" for name in HIDDEN_FIELDS
               if values.get(name) is not False and values.get(name) not in (None, "", "blob")]

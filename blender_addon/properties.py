@@ -46,6 +46,9 @@ def _property(name: str, knob, default):
     if knob.value_type == "choice":
         items = [(c, _label(c), "") for c in knob.choices]
         return bpy.props.EnumProperty(items=items, default=default, **common)
+    if knob.value_type == "int" and knob.values:  # a fixed list (texture sizes): a menu, never a typo
+        items = [(str(v), f"{v} {knob.unit}".strip() if v else "Off", "") for v in knob.values]
+        return bpy.props.EnumProperty(items=items, default=str(default), **common)
     if knob.value_type == "int":
         low, high = int(knob.minimum), int(min(knob.maximum, INT_MAX))
         return bpy.props.IntProperty(default=int(default), min=low, max=high, **common)
@@ -57,10 +60,16 @@ def _property(name: str, knob, default):
     raise AssertionError(f"unhandled knob value type {knob.value_type!r}")
 
 
+def to_panel(name: str, value):
+    """A JobSpec value as the panel's property holds it (a menu of numbers holds strings)."""
+    knob = jobspec_knobs().get(name)
+    return str(value) if knob is not None and knob.values else value
+
+
 def _apply_values(settings, values: dict) -> None:
     for name, value in values.items():
         if hasattr(settings, name):
-            setattr(settings, name, value)
+            setattr(settings, name, to_panel(name, value))
 
 
 def _redraw_overlay(self, context) -> None:
@@ -120,6 +129,8 @@ def spec_values(settings) -> dict:
             value = [round(v, 6) for v in value]
         elif value_type == "float":
             value = round(value, 6)
+        elif jobspec_knobs()[name].values:  # a menu of numbers: Blender's enum items are strings
+            value = int(value)
         values[name] = value
     return values
 

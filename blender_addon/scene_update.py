@@ -26,6 +26,11 @@ from .addon_core.refine import IDENTITY, to_local
 COLLECTION = "DreamFusion"
 MATERIAL = "DreamFusion Albedo"
 ATTRIBUTE = "albedo"
+UV_MAP = "UVMap"
+#: A finished job's baked texture: its material is "DreamFusion <job id>", its image that + " albedo" (the
+#: history's thumbnail has the material's name).
+TEXTURE_PREFIX = "DreamFusion "
+IMAGE_SUFFIX = " albedo"
 JOB_PROPERTY = "dreamfusion_job_id"
 #: A refinement's object: the job it continues, or the object whose mesh it started from.
 PARENT_PROPERTY = "dreamfusion_parent_job"
@@ -249,12 +254,74 @@ def discard_pending(token: str, source_name: str = "") -> None:
                 source.hide_set(False, view_layer=layer)
 
 
+def apply_texture(obj: bpy.types.Object, job_id: str, uvs: np.ndarray, png: bytes) -> bool:
+    """Give a finished job's object its baked texture: the UV map (`uvs`, one per corner, in the order of the
+    triangles its mesh was written with), the image (PNG bytes, packed into the .blend, named after the job)
+    and a material showing it, with the vertex albedo kept as a colour attribute (and as a node in the material
+    to switch to). False, and nothing changed, when the mesh's corners do not match the UVs."""
+    mesh = obj.data
+    if len(mesh.loops) != len(uvs) or len(mesh.polygons) * 3 != len(uvs):
+        return False
+    layer = mesh.uv_layers.get(UV_MAP) or mesh.uv_layers.new(name=UV_MAP)
+    layer.data.foreach_set("uv", np.ascontiguousarray(uvs, np.float32).ravel())
+    mesh.uv_layers.active = layer
+    name = TEXTURE_PREFIX + job_id
+    image = bpy.data.images.get(name + IMAGE_SUFFIX)
+    if image is not None:  # a result fetched again: replace it, nothing else uses the name
+        bpy.data.images.remove(image)
+    image = bpy.data.images.new(name + IMAGE_SUFFIX, 1, 1)
+    image.source = "FILE"
+    image.filepath = f"//{bpy.path.clean_name(image.name)}.png"  # where File > External Data > Unpack would put it
+    image.pack(data=png, data_len=len(png))  # decoded lazily, when first drawn
+    material = _texture_material(name, image)
+    mesh.materials.clear()
+    mesh.materials.append(material)
+    mesh.update_tag()
+    return True
+
+
+def _texture_material(name: str, image) -> bpy.types.Material:
+    material = bpy.data.materials.get(name)
+    if material is not None:
+        bpy.data.materials.remove(material)
+    material = bpy.data.materials.new(name)
+    if bpy.app.version < (5, 0, 0):
+        material.use_nodes = True
+    nodes, links = material.node_tree.nodes, material.node_tree.links
+    bsdf = next((n for n in nodes if n.type == "BSDF_PRINCIPLED"), None) or nodes.new("ShaderNodeBsdfPrincipled")
+    bsdf.inputs["Roughness"].default_value = 0.8
+    texture = nodes.new("ShaderNodeTexImage")
+    texture.image = image
+    texture.location = (bsdf.location.x - 320, bsdf.location.y)
+    uv = nodes.new("ShaderNodeUVMap")
+    uv.uv_map = UV_MAP
+    uv.location = (texture.location.x - 220, texture.location.y - 60)
+    links.new(uv.outputs["UV"], texture.inputs["Vector"])
+    links.new(texture.outputs["Color"], bsdf.inputs["Base Color"])
+    # The vertex albedo stays one link away: connect this node to Base Color to see it instead.
+    colour = nodes.new("ShaderNodeVertexColor")
+    colour.layer_name = ATTRIBUTE
+    colour.label = "Vertex albedo"
+    colour.location = (texture.location.x, texture.location.y - 320)
+    return material
+
+
+def textured_image(obj: bpy.types.Object):
+    """The baked texture image of a finished job's object, or None (it has vertex colours only)."""
+    material = obj.active_material
+    if material is None or material.node_tree is None:
+        return None
+    node = next((n for n in material.node_tree.nodes if n.type == "TEX_IMAGE" and n.image is not None), None)
+    return node.image if node is not None else None
+
+
 def spec_json(spec) -> str:
     return json.dumps(spec.to_dict(), sort_keys=True) if spec is not None else ""
 
 
 def export_glb(context, obj: bpy.types.Object, path: str) -> None:
-    """Write `obj` alone, with its albedo as COLOR_0, to a .glb (Blender's glTF exporter; RuntimeError if it fails)."""
+    """Write `obj` alone to a .glb (Blender's glTF exporter; RuntimeError if it fails): with its baked texture as
+    baseColorTexture when it has one, else its albedo as COLOR_0 (never both: glTF multiplies the two)."""
     view_layer = context.view_layer
     previous = [o for o in view_layer.objects if o.select_get()]
     for other in previous:
@@ -265,7 +332,7 @@ def export_glb(context, obj: bpy.types.Object, path: str) -> None:
     options = {"filepath": path, "export_format": "GLB", "use_selection": True, "use_active_scene": True}
     try:
         try:  # Blender 4.2+ names the option; older glTF exporters take colours from the material
-            bpy.ops.export_scene.gltf(**options, export_vertex_color="ACTIVE")
+            bpy.ops.export_scene.gltf(**options, export_vertex_color="NONE" if textured_image(obj) else "ACTIVE")
         except TypeError:
             bpy.ops.export_scene.gltf(**options)
     finally:

@@ -12,7 +12,7 @@ from .errors import (BadBuffer, BadDtype, BadField, BadJobSpec, BadJSON, BadTag,
 from .framing import DEFAULT_MAX_MESSAGE_BYTES, MAX_HEADER_BYTES, decode, encode
 from .jobspec import PRESETS, JobSpec, jobspec_knobs, model_source
 from .knobs import Knob
-from .mesh import MeshData
+from .mesh import MeshData, Texture
 from .messages import (CLIENT_TYPES, MESSAGE_TYPES, SERVER_TYPES, Accepted, Ack, Bye, Cancel, Cancelled, Delete,
                        Deleted, Error, Failed, Finished, Heartbeat, Hello, Image, JobInfo, List, ListReply, Message,
                        Progress, Rejected, Result, Resume, Status, StatusReply, Submit, Update, Watch, Welcome)

@@ -19,8 +19,8 @@ import numpy as np
 
 from .errors import (BadBuffer, BadDtype, BadJSON, BadTag, FrameCountMismatch, LengthMismatch, MissingType,
                      OverSize, ProtocolError, UnexpectedType, UnknownType)
-from .mesh import COLOR_DTYPE, INDEX_DTYPE, POSITION_DTYPE, MeshData, VertexColors
-from .messages import (CLIENT_TYPES, MESSAGE_TYPES, SERVER_TYPES, ID_PATTERN, Image, Message, buffer_fields,
+from .mesh import MeshData
+from .messages import (CLIENT_TYPES, MESSAGE_TYPES, SERVER_TYPES, ID_PATTERN, Message, buffer_fields,
                        buffer_class)
 from .version import PROTOCOL_TAG
 from .wirefields import build_dataclass, to_json_value
@@ -38,8 +38,6 @@ MAX_JSON_DEPTH = 32
 MAX_KEY_CHARS = 256
 #: Largest extent of one buffer axis (numpy and every consumer index with int32/int64 safely below this).
 MAX_DIM = 2**31 - 1
-
-_MESH_PARTS = {"positions": (POSITION_DTYPE, 3), "triangles": (INDEX_DTYPE, 3), "colors": (COLOR_DTYPE, 4)}
 
 Frame = Any  # bytes, bytearray, memoryview or zmq.Frame
 
@@ -210,20 +208,26 @@ def _buffer_names(cls: type[Message]) -> dict[str, tuple[np.dtype, int]]:
     """Wire buffer name -> (dtype, rank) that `cls` takes."""
     names: dict[str, tuple[np.dtype, int]] = {}
     for field_name in sorted(buffer_fields(cls)):
-        for name in field_buffer_names(cls, field_name):
-            part = name.removeprefix(mesh_prefix(field_name))
-            if buffer_class(cls, field_name) is VertexColors:
-                names[name] = (COLOR_DTYPE, 2)
-            else:
-                names[name] = (_MESH_PARTS[part][0], 2) if part in _MESH_PARTS else (COLOR_DTYPE, 3)
+        kind = buffer_class(cls, field_name)
+        for part, name in _part_names(kind, field_name).items():
+            names[name] = kind.WIRE_PARTS[part]
     return names
 
 
+def _part_names(kind: type, field_name: str) -> dict[str, str]:
+    """A buffer class's part -> the wire buffer's name for `field_name`: a one-part class travels under the
+    field's name (`preview`); a mesh's parts under a prefix (`mesh` as positions/..., `init_mesh` as
+    init_positions/...); any other's as field_part (`texture_uvs`, `texture_image`)."""
+    if list(kind.WIRE_PARTS) == [""]:
+        return {"": field_name}
+    if kind is MeshData:
+        return {part: mesh_prefix(field_name) + part for part in kind.WIRE_PARTS}
+    return {part: f"{field_name}_{part}" for part in kind.WIRE_PARTS}
+
+
 def field_buffer_names(cls: type[Message], field_name: str) -> list[str]:
-    """The wire buffers a MeshData or Image field travels as."""
-    if buffer_class(cls, field_name) is MeshData:
-        return [mesh_prefix(field_name) + part for part in _MESH_PARTS]
-    return [field_name]
+    """The wire buffers a buffer field travels as."""
+    return list(_part_names(buffer_class(cls, field_name), field_name).values())
 
 
 def mesh_prefix(field_name: str) -> str:
@@ -238,35 +242,24 @@ def _buffers_of(message: Message) -> list[tuple[str, np.ndarray]]:
         value = getattr(message, field_name)
         if value is None:
             continue
-        if isinstance(value, MeshData):
-            prefix = mesh_prefix(field_name)
-            out += [(prefix + "positions", value.positions), (prefix + "triangles", value.triangles),
-                    (prefix + "colors", value.colors)]
-        elif isinstance(value, VertexColors):
-            out.append((field_name, value.colors))
-        else:
-            out.append((field_name, value.pixels))
+        names = _part_names(type(value), field_name)
+        out += [(names[part], array) for part, array in value.wire_arrays().items()]
     return out
 
 
 def _assemble_buffers(cls: type[Message], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for field_name in buffer_fields(cls):
-        parts = field_buffer_names(cls, field_name)
-        present = [p for p in parts if p in arrays]
+        kind = buffer_class(cls, field_name)
+        names = _part_names(kind, field_name)
+        present = [n for n in names.values() if n in arrays]
         if not present:
             continue
-        if len(present) != len(parts):
-            missing = ", ".join(p for p in parts if p not in arrays)
-            raise BadBuffer(f"{field_name} needs buffers {', '.join(parts)}; missing {missing}")
-        kind = buffer_class(cls, field_name)
+        if len(present) != len(names):
+            missing = ", ".join(n for n in names.values() if n not in arrays)
+            raise BadBuffer(f"{field_name} needs buffers {', '.join(names.values())}; missing {missing}")
         try:
-            if kind is MeshData:
-                values[field_name] = MeshData(*(arrays[p] for p in parts))
-            elif kind is VertexColors:
-                values[field_name] = VertexColors(arrays[field_name])
-            else:
-                values[field_name] = Image(arrays[field_name])
+            values[field_name] = kind.from_wire({part: arrays[name] for part, name in names.items()})
         except ProtocolError as exc:  # name the field: "init_mesh: triangles index 9 is outside [0, 4)"
             raise type(exc)(f"{field_name}: {exc}") from None
     return values

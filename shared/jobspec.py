@@ -38,6 +38,10 @@ INIT_MODES: tuple[str, ...] = get_args(InitMode)
 LIGHT_PLACEMENTS: tuple[str, ...] = get_args(LightPlacement)
 BACKGROUNDS: tuple[str, ...] = get_args(Background)
 GEOMETRY_NAMES: tuple[str, ...] = get_args(GeometryName)
+#: Sides of the baked albedo texture a final mesh may get; 0 keeps vertex colours only.
+TEXTURE_SIZES = (0, 512, 1024, 2048, 4096)
+MAX_FACE_COUNT = 2_000_000
+MAX_SMOOTHING = 100
 
 # A Hugging Face repo id: `owner/name`, each part of letters, digits, - _ .
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9_.-]{1,96}$")
@@ -161,6 +165,16 @@ class JobSpec:
                              help="Send the mesh to Blender every N steps (0: only the final mesh)")
     mesh_resolution: int = knob(128, value_type="int", minimum=16, maximum=512, group="output",
                                 help="Marching-cubes grid size per axis")
+    # Final-result post-processing: the finished mesh only (streamed meshes stay raw and fast).
+    smoothing: int = knob(0, value_type="int", minimum=0, maximum=MAX_SMOOTHING, unit="iterations", group="output",
+                          help="Taubin smoothing of the final mesh (0: off); it keeps the shape's size and volume")
+    face_count: int = knob(0, value_type="int", minimum=0, maximum=MAX_FACE_COUNT, unit="faces", group="output",
+                           help="Decimate the final mesh to about this many triangles, keeping its silhouette and "
+                                "keeping it closed (0: keep every triangle)")
+    texture_size: int = knob(0, value_type="int", values=TEXTURE_SIZES, minimum=0, maximum=TEXTURE_SIZES[-1],
+                             unit="px", group="output",
+                             help="Bake the final mesh's albedo into a UV-mapped texture of this side (0: vertex "
+                                  "colours only)")
 
     def __post_init__(self) -> None:
         if self.seed is None:  # "random": draw now so the spec records it
@@ -182,6 +196,11 @@ class JobSpec:
         if self.lock_geometry and self.init == "blob":
             raise SpecError("lock_geometry", True, "false when init is 'blob' (there is no shape to keep yet); "
                             "true with init 'mesh' or 'checkpoint'", "is set")
+        if self.init == "mesh" and self.lock_geometry:
+            for name in ("smoothing", "face_count"):
+                if getattr(self, name):
+                    raise SpecError(name, getattr(self, name), "0 when lock_geometry keeps the start mesh "
+                                    "(its every vertex is kept as it is)", "is set")
         if self.init == "checkpoint" and not self.init_from.strip():
             raise SpecError("init_from", self.init_from,
                             "a job id or checkpoint path when init is 'checkpoint'", "is empty")

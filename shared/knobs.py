@@ -35,11 +35,15 @@ class Knob:
     max_span: float | None = None
     #: For `text`: must contain a non-space character.
     required: bool = False
+    #: For `int`: the only values allowed (e.g. texture sizes), shown as a list in panels and errors.
+    values: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         # A typo here would otherwise surface as "unknown knob value type" on the first value checked.
         if self.value_type not in VALUE_TYPES:
             raise ValueError(f"Knob value_type {self.value_type!r} is not one of {', '.join(VALUE_TYPES)}")
+        if self.values and self.value_type != "int":
+            raise ValueError("Knob values are for int knobs only")
 
     def allowed(self) -> str:
         """Human text of what this knob accepts, used in every error message."""
@@ -51,6 +55,8 @@ class Knob:
             return "true or false"
         if self.value_type == "choice":
             return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.value_type == "int" and self.values:
+            return "one of " + ", ".join(str(v) for v in self.values) + unit
         if self.value_type == "int":
             return f"an integer from {format_number(self.minimum)} to {format_number(self.maximum)}{unit}"
         if self.value_type == "float":
@@ -84,6 +90,8 @@ class Knob:
         if self.value_type == "int":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise fail("is not an integer")
+            if self.values and value not in self.values:
+                raise fail("is not one of the allowed values")
             self._in_bounds(value, fail)
             return value
         if self.value_type == "float":

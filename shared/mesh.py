@@ -1,4 +1,8 @@
-"""The mesh that travels in `update`, `finished` and (as an init mesh) `submit`."""
+"""The mesh that travels in `update`, `finished` and (as an init mesh) `submit`, and a final mesh's texture.
+
+Each buffer class says how it travels: `WIRE_PARTS` (part name -> dtype, rank), `wire_arrays()` and
+`from_wire()`; framing needs nothing else to carry a new one.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,9 @@ MAX_INDEX = np.iinfo(np.int32).max
 #: The most triangles a start mesh (`submit`'s `init_mesh`, `--init-from`) may have: the fit's time and memory
 #: grow with it (about 3 s for 100k triangles on 2 cores). Decimate a bigger mesh first.
 MAX_INIT_TRIANGLES = 500_000
+UV_DTYPE = np.dtype("<f4")
+#: Largest side of a texture image (the largest `texture_size` a JobSpec may ask for).
+MAX_TEXTURE_SIDE = 4096
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,8 +38,17 @@ class MeshData:
     triangles: np.ndarray
     colors: np.ndarray
 
+    WIRE_PARTS = {"positions": (POSITION_DTYPE, 2), "triangles": (INDEX_DTYPE, 2), "colors": (COLOR_DTYPE, 2)}
+
     def __post_init__(self) -> None:
         self.validate()
+
+    def wire_arrays(self) -> dict[str, np.ndarray]:
+        return {"positions": self.positions, "triangles": self.triangles, "colors": self.colors}
+
+    @classmethod
+    def from_wire(cls, parts: dict[str, np.ndarray]) -> "MeshData":
+        return cls(parts["positions"], parts["triangles"], parts["colors"])
 
     @classmethod
     def coerce(cls, positions, triangles, colors=None) -> "MeshData":
@@ -99,8 +115,17 @@ class VertexColors:
 
     colors: np.ndarray
 
+    WIRE_PARTS = {"": (COLOR_DTYPE, 2)}
+
     def __post_init__(self) -> None:
         _expect(self.colors, "vertex_colors", COLOR_DTYPE, 4)
+
+    def wire_arrays(self) -> dict[str, np.ndarray]:
+        return {"": self.colors}
+
+    @classmethod
+    def from_wire(cls, parts: dict[str, np.ndarray]) -> "VertexColors":
+        return cls(parts[""])
 
     @property
     def vertex_count(self) -> int:
@@ -108,6 +133,59 @@ class VertexColors:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, VertexColors) and np.array_equal(self.colors, other.colors)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, eq=False)
+class Texture:
+    """A final mesh's UV layout and albedo image.
+
+    uvs: float32 (3M) x 2, one per triangle corner in triangle order (Blender's loops), so the mesh itself stays
+    welded where its charts are cut; (0, 0) is the image's bottom-left corner (Blender's and OBJ's convention).
+    image: uint8 H x W x 3 or 4, sRGB albedo (+ alpha), row 0 at the top; each side 1 to MAX_TEXTURE_SIDE.
+    """
+
+    uvs: np.ndarray
+    image: np.ndarray
+
+    WIRE_PARTS = {"uvs": (UV_DTYPE, 2), "image": (COLOR_DTYPE, 3)}
+
+    def __post_init__(self) -> None:
+        _expect(self.uvs, "uvs", UV_DTYPE, 2)
+        if self.uvs.size and not np.isfinite(self.uvs).all():
+            raise NonFinite("uvs contain NaN or infinity")
+        image = self.image
+        if not isinstance(image, np.ndarray):
+            raise BadBuffer(f"image must be a numpy array, got {type(image).__name__}")
+        if image.dtype != COLOR_DTYPE:
+            raise BadDtype(f"image must be uint8 sRGB, got {image.dtype.name}")
+        if image.ndim != 3 or image.shape[2] not in (3, 4) or not (0 < image.shape[0] <= MAX_TEXTURE_SIDE) \
+                or not (0 < image.shape[1] <= MAX_TEXTURE_SIDE):
+            raise BadBuffer(f"image must have shape (H, W, 3 or 4) with 1 <= H, W <= {MAX_TEXTURE_SIDE}, "
+                            f"got {tuple(image.shape)}")
+
+    def wire_arrays(self) -> dict[str, np.ndarray]:
+        return {"uvs": self.uvs, "image": self.image}
+
+    @classmethod
+    def from_wire(cls, parts: dict[str, np.ndarray]) -> "Texture":
+        return cls(parts["uvs"], parts["image"])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in texels."""
+        return int(self.image.shape[1]), int(self.image.shape[0])
+
+    def check_fits(self, mesh: MeshData, field: str = "texture") -> None:
+        """Raise BadBuffer naming `field` unless there is one UV per corner of `mesh`'s triangles."""
+        if len(self.uvs) != 3 * mesh.triangle_count:
+            raise BadBuffer(f"{field}: uvs has {len(self.uvs)} rows; the mesh's {mesh.triangle_count} triangles "
+                            f"need {3 * mesh.triangle_count} (one per corner)")
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Texture) and np.array_equal(self.uvs, other.uvs)
+                and np.array_equal(self.image, other.image))
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -1,7 +1,7 @@
 """The message types of protocol `dreamfusion/1`, as typed dataclasses.
 
 Each class names its wire `type` and who may send it. Header fields are
-the dataclass fields; `MeshData` and `Image` fields travel as raw buffers
+the dataclass fields; `MeshData`, `VertexColors`, `Texture` and `Image` fields travel as raw buffers
 (frames 2...n), never inside the JSON. Constructing a message validates it
 with the same rules decoding applies, so neither side can send what the
 other would refuse.
@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import BadBuffer, BadDtype, ProtocolError, safe_text
 from .jobspec import JobSpec
-from .mesh import COLOR_DTYPE, MeshData, VertexColors, check_init_mesh
+from .mesh import COLOR_DTYPE, MeshData, Texture, VertexColors, check_init_mesh
 from .version import PROTOCOL_VERSION
 from .wirefields import MAX_TEXT, check_fields, wire
 
@@ -44,6 +44,15 @@ class Image:
     """An RGB preview image, uint8 sRGB, H x W x 3 (row 0 at the top)."""
 
     pixels: np.ndarray
+
+    WIRE_PARTS = {"": (COLOR_DTYPE, 3)}
+
+    def wire_arrays(self) -> dict[str, np.ndarray]:
+        return {"": self.pixels}
+
+    @classmethod
+    def from_wire(cls, parts: dict[str, np.ndarray]) -> "Image":
+        return cls(parts[""])
 
     def __post_init__(self) -> None:
         p = self.pixels
@@ -93,7 +102,7 @@ class Message:
         check_fields(self, skip=buffer_fields(type(self)))
         for name in buffer_fields(type(self)):
             value = getattr(self, name)
-            if value is not None and not isinstance(value, (MeshData, VertexColors, Image)):
+            if value is not None and not isinstance(value, BUFFER_CLASSES):
                 raise BadBuffer(f"{name} must be a {buffer_class(type(self), name).__name__}")
 
 
@@ -296,7 +305,14 @@ class Finished(Message):
     #: Exported files by kind, e.g. {"glb": "/data/jobs/ab12/result.glb"}.
     files: dict[str, str] = wire({}, max_items=64)
     mesh: MeshData
+    #: The mesh's UVs and baked albedo image, when the spec asked for a texture (`texture_size` > 0).
+    texture: Texture | None = None
     preview: Image | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.texture is not None:
+            self.texture.check_fits(self.mesh)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -390,11 +406,15 @@ def buffer_class(cls: type[Message], name: str) -> type:
 
 
 _BUFFER_FIELDS: dict[type, frozenset[str]] = {}
+#: What a buffer field may hold; each says how it travels (`WIRE_PARTS`, `wire_arrays`, `from_wire`).
+BUFFER_CLASSES = (MeshData, VertexColors, Texture, Image)
 
 
 def _buffer_type(annotation: object) -> type | None:
     # Annotations are strings (from __future__ import annotations); match by name.
     text = str(annotation)
+    if "Texture" in text:
+        return Texture
     if "VertexColors" in text:
         return VertexColors
     if "MeshData" in text:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -118,7 +119,9 @@ def test_refine_bad_input_is_reported_and_nothing_is_sent(addon):
     assert len(scene.dreamfusion.jobs) == 0 and set(bpy.data.objects.keys()) == objects_before
 
 
-def test_generate_streams_meshes_into_one_object(addon):
+def test_generate_streams_meshes_into_one_object(addon, tmp_path):
+    settings = bpy.context.scene.dreamfusion.settings
+    settings.texture_size = "512"  # the Output sub-panel's menu
     assert bpy.ops.dreamfusion.generate() == {"FINISHED"}  # starts the backend; the job goes out once it listens
     first = tick_until(lambda: job() is not None and job().object is not None and job().object)
     mesh_pointer, meshes_before = first.data.as_pointer(), len(bpy.data.meshes)
@@ -134,12 +137,13 @@ def test_generate_streams_meshes_into_one_object(addon):
             assert obj.data.as_pointer() == mesh_pointer and len(bpy.data.meshes) == meshes_before
 
     tick_until(lambda: job().state in ("finished", "failed"), on_tick=watch_updates)
+    settings.texture_size = "0"
     item = job()
     assert item.state == "finished", item.reason
     assert len(seen_steps) >= 2 and any(changed), f"updates seen at steps {sorted(seen_steps)}"
     obj = item.object
     assert obj.name.startswith("a red cube") and obj.users_collection[0].name == "DreamFusion"
-    assert len(obj.data.vertices) > 0 and obj.data.materials[0].name == "DreamFusion Albedo"
+    assert len(obj.data.vertices) > 0
     assert obj.data.color_attributes.active_color_name == "albedo"
     assert obj.data.color_attributes.default_color_name == "albedo"
     assert obj.data.color_attributes["albedo"].data_type == "BYTE_COLOR"
@@ -150,6 +154,31 @@ def test_generate_streams_meshes_into_one_object(addon):
     assert final.TYPE == "finished"
     np.testing.assert_array_equal(_positions(obj), final.mesh.positions)
     np.testing.assert_array_equal(_albedo(obj), final.mesh.colors)
+
+    # The texture comes a tick or more later (encoded off the main thread): UVs, a packed image named after the
+    # job, of the size asked for, in the object's own material, which shows it.
+    tick_until(lambda: obj.data.uv_layers.get("UVMap") is not None)
+    uvs = np.empty(len(obj.data.loops) * 2, np.float32)
+    obj.data.uv_layers["UVMap"].data.foreach_get("uv", uvs)
+    np.testing.assert_array_equal(uvs.reshape(-1, 2), final.texture.uvs)
+    material = obj.data.materials[0]
+    assert material.name == f"DreamFusion {item.job_id}"
+    (node,) = [n for n in material.node_tree.nodes if n.type == "TEX_IMAGE"]
+    assert any(link.from_node == node and link.to_socket.name == "Base Color" for link in material.node_tree.links)
+    image = node.image
+    assert image.name == f"DreamFusion {item.job_id} albedo" and image.packed_file is not None
+    assert tuple(image.size) == (512, 512)
+    pixels = np.empty(512 * 512 * 4, np.float32)
+    image.pixels.foreach_get(pixels)
+    np.testing.assert_allclose(np.flipud(pixels.reshape(512, 512, 4))[..., :3] * 255, final.texture.image, atol=0.5)
+    # Saved and opened again (in another Blender), the image is still in the file.
+    blend = tmp_path / "textured.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
+    check = ("import bpy, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1]); i = bpy.data.images[sys.argv[2]]; "
+             "print('IMAGE', i.packed_file is not None, tuple(i.size))")
+    reopened = subprocess.run([sys.executable, "-c", check, str(blend), image.name], capture_output=True,
+                              text=True, timeout=120)
+    assert "IMAGE True (512, 512)" in reopened.stdout, reopened.stdout[-2000:] + reopened.stderr[-2000:]
 
     spec = json.loads(obj["dreamfusion_spec"])
     assert spec["prompt"] == "a red cube" and spec["steps"] == 40 and spec["seed"] == 3
@@ -162,7 +191,7 @@ def test_generate_streams_meshes_into_one_object(addon):
     assert 0 < min(item.thumbnail.size) <= max(item.thumbnail.size) <= 128
 
 
-def test_export_writes_a_glb_with_vertex_colours(addon, tmp_path):
+def test_export_writes_a_glb_with_its_texture_or_its_vertex_colours(addon, tmp_path):
     import struct
 
     import trimesh
@@ -173,9 +202,28 @@ def test_export_writes_a_glb_with_vertex_colours(addon, tmp_path):
     out = tmp_path / "result.glb"
     assert bpy.ops.dreamfusion.export(filepath=str(out)) == {"FINISHED"}
     assert len(trimesh.load(out, force="mesh").vertices) > 0
-    data = out.read_bytes()
-    gltf = json.loads(data[20:20 + struct.unpack_from("<I", data, 12)[0]])  # the GLB's JSON chunk
-    assert "COLOR_0" in gltf["meshes"][0]["primitives"][0]["attributes"]
+
+    def document(path):
+        data = path.read_bytes()
+        return json.loads(data[20:20 + struct.unpack_from("<I", data, 12)[0]])  # the GLB's JSON chunk
+
+    gltf = document(out)
+    assert gltf["materials"][0]["pbrMetallicRoughness"]["baseColorTexture"]["index"] == 0
+    assert gltf["images"] and "TEXCOORD_0" in gltf["meshes"][0]["primitives"][0]["attributes"]
+    assert "COLOR_0" not in gltf["meshes"][0]["primitives"][0]["attributes"]  # glTF would multiply the two
+    # An object with vertex colours only exports them as COLOR_0.
+    from dreamfusion import scene_update
+
+    plain = job().object.copy()
+    plain.data = job().object.data.copy()
+    plain.data.materials.clear()
+    plain.data.materials.append(scene_update.ensure_material())
+    bpy.context.scene.collection.objects.link(plain)
+    try:
+        scene_update.export_glb(bpy.context, plain, str(tmp_path / "plain.glb"))
+    finally:
+        bpy.data.objects.remove(plain)
+    assert "COLOR_0" in document(tmp_path / "plain.glb")["meshes"][0]["primitives"][0]["attributes"]
 
 
 def _refinement_ended(jobs_before: int):

@@ -48,6 +48,39 @@ def test_submit_streams_updates_then_finishes_with_files(server, tiny_sd, tmp_pa
     assert finished.files["glb"].endswith("result.glb") and finished.checkpoint.endswith(".safetensors")
 
 
+def test_a_finished_job_is_decimated_and_textured_and_its_result_survives_a_restart(tmp_path, tiny_sd):
+    import json
+    import struct
+
+    spec = tiny_spec(tiny_sd, steps=10, mesh_resolution=48, face_count=400, smoothing=2, texture_size=512)
+    server = ThreadServer(tmp_path / "data")
+    try:
+        with BackendClient(server.endpoint) as client:
+            accepted = client.request(client.submit(spec))
+            events = events_until(client, ended(accepted.job_id))
+    finally:
+        server.stop()
+    finished = events[-1]
+    assert isinstance(finished, Finished), events[-1]
+    mesh, texture = finished.mesh, finished.texture
+    assert abs(mesh.triangle_count - 400) <= 20 and texture is not None
+    assert texture.image.shape == (512, 512, 3) and texture.uvs.shape == (3 * mesh.triangle_count, 2)
+    assert "baking" in [e.phase for e in events if isinstance(e, Progress)]
+    # Streamed meshes are the raw extraction: post-processing is for the final result alone.
+    assert all(e.mesh.triangle_count > 400 for e in events if isinstance(e, Update))
+    data = (tmp_path / "data" / "jobs" / accepted.job_id / "result.glb").read_bytes()
+    gltf = json.loads(data[20:20 + struct.unpack_from("<I", data, 12)[0]])
+    assert gltf["materials"][0]["pbrMetallicRoughness"]["baseColorTexture"] == {"index": 0}
+
+    again = ThreadServer(tmp_path / "data")  # a new server on the same folder: the result is read from disk
+    try:
+        with BackendClient(again.endpoint) as client:
+            result = client.request(client.result(accepted.job_id), timeout=30)
+    finally:
+        again.stop()
+    assert isinstance(result, Finished) and result.mesh == mesh and result.texture == texture
+
+
 def test_progress_is_rate_limited(server, tiny_sd):
     with BackendClient(server.endpoint) as client:
         job = client.request(client.submit(tiny_spec(tiny_sd, steps=60, stream_every=0))).job_id

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blender_dreamfusion.shared import JobInfo, JobSpec, MeshData
+from blender_dreamfusion.shared import JobInfo, JobSpec, MeshData, Texture
 from blender_dreamfusion.shared.atomic import TEMP_SUFFIX, atomic_write, fsync_folder
 from blender_dreamfusion.shared.errors import safe_text
 from blender_dreamfusion.shared.messages import ID_PATTERN
@@ -298,6 +298,24 @@ class JobStore:
 
     def load_mesh(self, job_id: str) -> MeshData | None:
         return _load_npz(self.mesh_path(job_id))
+
+    def texture_path(self, job_id: str) -> Path:
+        return self.folder(job_id) / "texture.npz"
+
+    def save_texture(self, job_id: str, texture: Texture) -> Path:
+        """The final mesh's UVs and baked image, beside `mesh.npz`, for `result` after a restart."""
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, uvs=texture.uvs, image=texture.image)
+
+        return atomic_write(self.texture_path(job_id), write)
+
+    def load_texture(self, job_id: str) -> Texture | None:
+        path = self.texture_path(job_id)
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            return Texture(np.array(data["uvs"]), np.array(data["image"]))
 
     def load_init_mesh(self, job_id: str) -> MeshData | None:
         """The start mesh that travelled with the job's submit, if one did."""

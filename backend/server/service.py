@@ -424,9 +424,12 @@ class Server:
         if mesh is None:
             return None
         checkpoints = self.store.checkpoints(job_id)
+        texture = self.store.load_texture(job_id)
+        if texture is not None and len(texture.uvs) != 3 * mesh.triangle_count:
+            texture = None  # not this mesh's (a damaged folder): the mesh alone is still the result
         return Finished(job_id=job_id, step=record.step, elapsed=record.elapsed,
                         checkpoint=str(checkpoints[0]) if checkpoints else "", files=record.files, mesh=mesh,
-                        request_id=request_id)
+                        texture=texture, request_id=request_id)
 
     def _resume(self, peer: bytes, session: Session, message: Resume) -> None:
         record = self._known(peer, session, message, act="resume")

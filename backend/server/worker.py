@@ -21,7 +21,7 @@ import torch
 from blender_dreamfusion.shared import Cancelled, Failed, Finished, Message, Progress
 
 from ..checkpoint import CheckpointError, save_checkpoint
-from ..export import export_mesh
+from ..export import export_result
 from ..generate import GenerateError, make_trainer
 from ..guidance import Guidance, ModelLoadError, load_guidance
 from ..trainer import Snapshot, StepStats, Trainer
@@ -154,16 +154,24 @@ class Worker(threading.Thread):
                            it_per_s=reporter.last_rate, eta=0.0 if done else None, elapsed=reporter.elapsed(),
                            phase="extracting"))
         snapshot = trainer.snapshot(reporter.last_loss, reporter.elapsed())
-        mesh = snapshot.extraction.mesh
+        mesh, texture, notes = snapshot.extraction.mesh, None, []
+        if done and mesh.vertex_count and (trainer.spec.smoothing or trainer.spec.face_count
+                                           or trainer.spec.texture_size):
+            self.emit(Progress(job_id=job_id, step=trainer.step, steps=trainer.spec.steps, loss=reporter.last_loss,
+                               it_per_s=reporter.last_rate, eta=0.0, elapsed=reporter.elapsed(), phase="baking"))
+            asset = trainer.final_asset(mesh)
+            mesh, texture, notes = asset.mesh, asset.texture, asset.notes
         self.store.save_mesh(job_id, mesh)
         if done:
             files = {}
+            if texture is not None:
+                self.store.save_texture(job_id, texture)
             if mesh.vertex_count:
-                files["glb"] = str(export_mesh(mesh, self.store.folder(job_id) / "result.glb"))
-            reason = snapshot.extraction.message
+                files["glb"] = str(export_result(mesh, self.store.folder(job_id) / "result.glb", texture)[0])
+            reason = "; ".join(part for part in (snapshot.extraction.message, *notes) if part)
             self.store.update(job_id, state="finished", files=files, reason=reason, **common)
             self.emit(Finished(job_id=job_id, step=trainer.step, elapsed=reporter.elapsed(),
-                               checkpoint=str(checkpoint), files=files, mesh=mesh,
+                               checkpoint=str(checkpoint), files=files, mesh=mesh, texture=texture,
                                preview=snapshot.as_update(job_id).preview))
         else:
             self._stopped(job_id, trainer, common)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..shared.jobspec import JobSpec
-from ..shared.mesh import MeshData, VertexColors
+from ..shared.mesh import MeshData, Texture, VertexColors
 from ..shared.messages import (Accepted, Cancelled, Deleted, Error, Failed, Finished, JobInfo, ListReply, Message,
                                Progress, Rejected, StatusReply, Update)
 
@@ -104,6 +104,8 @@ class MeshToApply:
     preview: object | None  # messages.Image
     final: bool
     vertex_colors: VertexColors | None = None
+    #: A final mesh's UVs and baked albedo (the spec asked for a texture).
+    texture: Texture | None = None
 
 
 @dataclass
@@ -207,7 +209,8 @@ class JobTracker:
                 view.state, view.step, view.elapsed, view.eta = "finished", event.step, event.elapsed, 0.0
                 view.phase, view.queue_position = "", 0
                 view.files = dict(event.files)
-                self._offer(out, MeshToApply(event.job_id, event.step, event.mesh, event.preview, final=True))
+                self._offer(out, MeshToApply(event.job_id, event.step, event.mesh, event.preview, final=True,
+                                             texture=event.texture))
             elif isinstance(event, Failed):
                 view = self._view(event.job_id)
                 view.state, view.reason = "failed", event.reason

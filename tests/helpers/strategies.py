@@ -14,8 +14,8 @@ import numpy as np
 from hypothesis import strategies as st
 
 from blender_dreamfusion.shared import JobSpec, MeshData, jobspec_knobs
-from blender_dreamfusion.shared.mesh import VertexColors
-from blender_dreamfusion.shared.messages import Image, Message, Submit, Update
+from blender_dreamfusion.shared.mesh import Texture, VertexColors
+from blender_dreamfusion.shared.messages import Finished, Image, Message, Submit, Update
 from blender_dreamfusion.shared.wirefields import Limits, field_limits, resolved_hints
 
 # No control characters other than tab/newline, no lone surrogates.
@@ -33,6 +33,8 @@ def _knob_value(name, knob):
         return st.booleans()
     if knob.value_type == "choice":
         return st.sampled_from(knob.choices)
+    if knob.value_type == "int" and knob.values:
+        return st.sampled_from(knob.values)
     if knob.value_type == "int":
         return st.integers(int(knob.minimum), int(knob.maximum))
     if knob.value_type == "float":
@@ -58,6 +60,8 @@ def jobspecs(draw) -> JobSpec:
         values["lock_geometry"] = False
     elif values["init"] == "checkpoint" and not values["init_from"].strip():
         values["init_from"] = "job-1234"
+    if values["init"] == "mesh" and values["lock_geometry"]:  # the start mesh is kept vertex for vertex
+        values["smoothing"] = values["face_count"] = 0
     if values["shading_albedo"] + values["shading_lambertian"] + values["shading_textureless"] <= 0:
         values["shading_lambertian"] = 1.0
     return JobSpec(**values)
@@ -96,7 +100,8 @@ def submits(draw) -> Submit:
     """Submits with and without a start mesh (one travels only with init = mesh and no init_from)."""
     spec = draw(jobspecs())
     if draw(st.booleans()):
-        spec = spec.replace(init="mesh", init_from="")
+        kept = {"smoothing": 0, "face_count": 0} if spec.lock_geometry else {}  # a locked start mesh is kept as is
+        spec = spec.replace(init="mesh", init_from="", **kept)
         return Submit(spec=spec, init_mesh=draw(init_meshes()), request_id=draw(st.none() | st.just("r-1")))
     return Submit(spec=spec, request_id=draw(st.none() | st.just("r-2")))
 
@@ -156,7 +161,27 @@ def messages_of(cls: type[Message]):
         return submits()
     if cls is Update:  # exactly one of mesh and vertex_colors
         return _updates()
+    if cls is Finished:  # a texture has one UV per corner of the mesh's triangles
+        return _finisheds()
     return dataclass_instances(cls)
+
+
+@st.composite
+def _finisheds(draw) -> Finished:
+    hints = resolved_hints(Finished)
+    kwargs = {f.name: draw(_for_type(hints[f.name], field_limits(f))) for f in dataclasses.fields(Finished)
+              if f.init and f.name not in ("mesh", "texture")}
+    mesh = draw(meshes())
+    texture = draw(st.none() | textures(3 * mesh.triangle_count))
+    return Finished(**kwargs, mesh=mesh, texture=texture)
+
+
+@st.composite
+def textures(draw, corners: int) -> Texture:
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    h, w, c = draw(st.integers(1, 16)), draw(st.integers(1, 16)), draw(st.sampled_from([3, 4]))
+    return Texture(rng.uniform(-0.5, 1.5, size=(corners, 2)).astype(np.float32),
+                   rng.integers(0, 256, size=(h, w, c)).astype(np.uint8))
 
 
 @st.composite

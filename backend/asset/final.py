@@ -1,0 +1,66 @@
+"""The final result's post-processing, in order: smoothing, decimation, colours, UV atlas, bake."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from blender_dreamfusion.shared import JobSpec, MeshData, Texture
+
+from .atlas import uv_atlas
+from .bake import AlbedoAt, bake
+from .cleanup import decimate, smooth
+
+
+@dataclass
+class Asset:
+    mesh: MeshData
+    texture: Texture | None
+    #: Seconds per step that ran ("smoothing", "decimation", "atlas", "bake").
+    seconds: dict[str, float] = field(default_factory=dict)
+    #: What was asked for but not done, and why (empty when everything was).
+    notes: list[str] = field(default_factory=list)
+
+
+def finish_asset(mesh: MeshData, spec: JobSpec, albedo_at: AlbedoAt, keep_geometry: bool = False,
+                 own_uvs: np.ndarray | None = None) -> Asset:
+    """`mesh` (the final extraction, in the world frame) made into what `spec` asks for.
+
+    `albedo_at` gives the field's sRGB albedo at world-frame points. `keep_geometry`: the mesh is the artist's
+    own (locked) and its vertices are not moved or removed; `own_uvs` are its per-corner UVs, baked into
+    instead of a new atlas when the texture is baked.
+    """
+    asset = Asset(mesh, None)
+    if not mesh.triangle_count:
+        return asset
+    positions, triangles = mesh.positions.astype(np.float64), mesh.triangles.astype(np.int64)
+    changed = False
+    if keep_geometry and (spec.smoothing or spec.face_count):
+        asset.notes.append("smoothing and face_count were not applied: the geometry is the locked start mesh")
+    elif spec.smoothing or spec.face_count:
+        if spec.smoothing:
+            started = time.perf_counter()
+            positions = smooth(positions, triangles, spec.smoothing)
+            asset.seconds["smoothing"] = time.perf_counter() - started
+            changed = True
+        if spec.face_count and spec.face_count < len(triangles):
+            started = time.perf_counter()
+            positions, triangles = decimate(positions, triangles, spec.face_count)
+            asset.seconds["decimation"] = time.perf_counter() - started
+            changed = True
+    if changed:
+        asset.mesh = MeshData.coerce(positions, triangles, albedo_at(positions))
+    if spec.texture_size:
+        size = spec.texture_size
+        uvs = own_uvs if keep_geometry and own_uvs is not None and len(own_uvs) == 3 * len(triangles) else None
+        started = time.perf_counter()
+        if uvs is None:
+            uvs = uv_atlas(positions, triangles, size)
+        asset.seconds["atlas"] = time.perf_counter() - started
+        started = time.perf_counter()
+        image = bake(positions, triangles, uvs, size, albedo_at)
+        asset.seconds["bake"] = time.perf_counter() - started
+        asset.texture = Texture(np.ascontiguousarray(uvs, np.float32), image)
+    return asset
