@@ -57,6 +57,8 @@ def save_checkpoint(trainer: Trainer, path: str | Path, keep_previous: bool = Fa
         tensors["fixed_mesh.positions"] = torch.from_numpy(np.array(trainer.fixed_mesh.positions))
         tensors["fixed_mesh.triangles"] = torch.from_numpy(np.array(trainer.fixed_mesh.triangles))
         tensors["fixed_mesh.colors"] = torch.from_numpy(np.array(trainer.fixed_mesh.colors))
+    if trainer.fixed_uvs is not None:
+        tensors["fixed_mesh.uvs"] = torch.from_numpy(np.array(trainer.fixed_uvs, np.float32))
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     metadata = {
         "format": FORMAT,
@@ -133,6 +135,8 @@ def load_checkpoint(path: str | Path, spec: JobSpec, guidance, device="cpu",
     if "fixed_mesh.positions" in tensors:
         trainer.fixed_mesh = MeshData(*(tensors[f"fixed_mesh.{part}"].numpy()
                                         for part in ("positions", "triangles", "colors")))
+    if "fixed_mesh.uvs" in tensors:
+        trainer.fixed_uvs = tensors["fixed_mesh.uvs"].numpy()
     trainer.step = int(meta["step"])
     saved = json.loads(meta.get("schedule_from", "[0, 0.0]"))
     schedule_from = (int(saved[0]), float(saved[1]))

@@ -97,21 +97,21 @@ def run_client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
 
 def _submit(client: BackendClient, args, spec: JobSpec) -> int:
-    init_mesh = None
+    init_mesh = init_uvs = None
     if spec.init == "mesh" and spec.init_from:
         # The file is read here and travels with the submit: the backend may be another machine.
         from blender_dreamfusion.shared.mesh import check_init_mesh
 
-        from .mesh_import import MeshFileError, read_mesh
+        from .mesh_import import MeshFileError, read_mesh_with_uvs
 
         try:
-            init_mesh = read_mesh(spec.init_from)
+            init_mesh, init_uvs = read_mesh_with_uvs(spec.init_from)
             check_init_mesh(init_mesh, "--init-from")
         except (MeshFileError, ValueError) as exc:
             print(f"dreamfusion-backend client: --init-from: {exc}", file=sys.stderr)
             return FAILED
         spec = spec.replace(init_from="")
-    reply = client.request(client.submit(spec, init_mesh), args.timeout)
+    reply = client.request(client.submit(spec, init_mesh, init_uvs), args.timeout)
     if not isinstance(reply, Accepted):
         return _refused(reply)
     print(f"job {reply.job_id} accepted (seed {reply.spec.seed})", flush=True)

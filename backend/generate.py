@@ -20,7 +20,7 @@ from .asset import Asset
 from .export import FORMATS, PLY_NOTE, export_mesh, export_result
 from .extract import Extraction
 from .guidance import Guidance, load_guidance
-from .mesh_import import MeshFileError, read_mesh
+from .mesh_import import MeshFileError, read_mesh_with_uvs
 from .trainer import StepStats, Trainer
 
 
@@ -60,10 +60,11 @@ def checkpoint_path_for(out: Path) -> Path:
 def make_trainer(spec: JobSpec, device: torch.device, on_loading=None,
                  load: Callable[[str, torch.device], Guidance] = load_guidance,
                  resume_from: Path | None = None, init_mesh: MeshData | None = None,
-                 on_fitting: Callable[[], None] | None = None) -> Trainer:
+                 on_fitting: Callable[[], None] | None = None, init_uvs=None) -> Trainer:
     """The trainer for `spec`: fresh, from `spec.init_from` (a checkpoint, or a mesh file), from `init_mesh` (a
     start mesh that travelled with the submit), or continuing `resume_from` (a checkpoint of this very job).
-    `on_fitting` is called before a start mesh is fitted or a shape is locked (the `fitting_mesh` phase)."""
+    `on_fitting` is called before a start mesh is fitted or a shape is locked (the `fitting_mesh` phase).
+    `init_uvs`: the start mesh's own per-corner UVs (a file's are read with it)."""
     # Check what is cheap to check before the (possibly slow) model load.
     checkpoint = resume_from
     if checkpoint is None and spec.init == "checkpoint":
@@ -74,7 +75,7 @@ def make_trainer(spec: JobSpec, device: torch.device, on_loading=None,
         if not spec.init_from:
             raise GenerateError("init = mesh needs a start mesh: --init-from FILE (.glb, .gltf, .obj or .ply)")
         try:
-            init_mesh = read_mesh(spec.init_from)
+            init_mesh, init_uvs = read_mesh_with_uvs(spec.init_from)
             check_init_mesh(init_mesh, "init_from")
         except (MeshFileError, ProtocolError) as exc:
             raise GenerateError(f"init_from: {exc}") from None
@@ -97,7 +98,7 @@ def make_trainer(spec: JobSpec, device: torch.device, on_loading=None,
         if on_fitting is not None:
             on_fitting()
         try:
-            trainer.start_from_mesh(init_mesh)
+            trainer.start_from_mesh(init_mesh, init_uvs)
         except ValueError as exc:  # a mesh that encloses nothing, or has no area
             raise GenerateError(f"init mesh: {exc}") from None
     return trainer

@@ -33,6 +33,12 @@ def from_y_up(positions: np.ndarray) -> np.ndarray:
 def read_mesh(path: str | Path) -> MeshData:
     """The triangles of every part in `path` (scene transforms applied), in Blender's frame; mid grey where the
     file has no vertex colours."""
+    return read_mesh_with_uvs(path)[0]
+
+
+def read_mesh_with_uvs(path: str | Path) -> tuple[MeshData, np.ndarray | None]:
+    """`read_mesh`, and the file's UVs, one per triangle corner ((3M) x 2 float32, (0, 0) bottom-left), or None
+    when it has none."""
     import trimesh
 
     path = Path(path).expanduser()
@@ -53,9 +59,21 @@ def read_mesh(path: str | Path) -> MeshData:
         positions = from_y_up(positions)
     colours = _vertex_colours(loaded, len(positions), linear=suffix in (".glb", ".gltf"))
     try:
-        return MeshData.coerce(positions, faces, colours)
+        mesh = MeshData.coerce(positions, faces, colours)
     except ValueError as exc:  # non-finite positions, indices past int32
         raise MeshFileError(f"{path.name!r}: {exc}") from None
+    return mesh, _corner_uvs(loaded, faces)
+
+
+def _corner_uvs(mesh, faces: np.ndarray) -> np.ndarray | None:
+    # trimesh keeps UVs per vertex with (0, 0) at the bottom left, flipping glTF's v as it loads.
+    uv = getattr(getattr(mesh, "visual", None), "uv", None)
+    if uv is None:
+        return None
+    uv = np.asarray(uv, np.float64)
+    if uv.ndim != 2 or uv.shape[1] != 2 or len(uv) <= int(faces.max()) or not np.isfinite(uv).all():
+        return None
+    return np.ascontiguousarray(uv[faces.reshape(-1)], np.float32)
 
 
 def _vertex_colours(mesh, n: int, linear: bool) -> np.ndarray:

@@ -119,6 +119,8 @@ class Trainer:
         self.mapping = SceneMapping()
         #: init = mesh with lock_geometry: the artist's mesh (world frame), which every result is, recoloured.
         self.fixed_mesh: MeshData | None = None
+        #: Its own UVs, one per triangle corner, when it came with them: a texture is baked into them.
+        self.fixed_uvs: np.ndarray | None = None
         self.step = 0
         self._cull_pays = False
         self._shading_p = self._shading_probabilities()
@@ -144,9 +146,10 @@ class Trainer:
     def locked(self) -> bool:
         return isinstance(self.field, LockedGeometry)
 
-    def start_from_mesh(self, mesh: MeshData) -> None:
+    def start_from_mesh(self, mesh: MeshData, uvs: np.ndarray | None = None) -> None:
         """init = mesh: frame `mesh` (world frame) in the scene and start the geometry as its shape and colours;
-        with lock_geometry freeze that shape (then every result is `mesh` itself, recoloured)."""
+        with lock_geometry freeze that shape (then every result is `mesh` itself, recoloured, and a texture is
+        baked into `uvs`, its own per-corner UVs, when it has them)."""
         spec, settings = self.spec, self.config.mesh_start
         self.mapping = SceneMapping.framing(used_positions(mesh))
         # One set of surface samples colours the start geometry and, when locked, its own colour field.
@@ -160,6 +163,8 @@ class Trainer:
                 field = LockedGeometry(field, start_colour_field(field.bound, samples, settings).to(self.device))
                 self.fixed_mesh = MeshData(np.array(mesh.positions), np.array(mesh.triangles),
                                            np.array(mesh.colors))
+                if uvs is not None and len(uvs) == 3 * mesh.triangle_count:
+                    self.fixed_uvs = np.array(uvs, np.float32)
         self.field = field
         self.set_progress()
         self.optimizer = self._new_optimizer()
@@ -295,8 +300,10 @@ class Trainer:
 
     def final_asset(self, mesh: MeshData) -> Asset:
         """The final mesh (`snapshot(...).extraction.mesh`) made into what the spec asks for: smoothed, decimated,
-        UV-mapped and baked (backend/asset). A locked start mesh keeps its vertices."""
-        return finish_asset(mesh, self.spec, self.albedo_at, keep_geometry=self.fixed_mesh is not None)
+        UV-mapped and baked (backend/asset). A locked start mesh keeps its vertices, and its own UVs if it came
+        with them."""
+        return finish_asset(mesh, self.spec, self.albedo_at, keep_geometry=self.fixed_mesh is not None,
+                            own_uvs=self.fixed_uvs)
 
     @torch.no_grad()
     def preview(self, resolution: int = PREVIEW_SIZE) -> np.ndarray:

@@ -28,25 +28,34 @@ _IMPORTED_KINDS = ("objects", "meshes", "materials", "images", "textures", "node
 def world_mesh(objects, depsgraph, field: str = "init_mesh") -> MeshData:
     """The evaluated meshes of `objects`, triangulated, in world space, as one start mesh. BadBuffer naming
     `field` when it is empty, has too many triangles or no extent (shared.mesh.check_init_mesh)."""
-    positions, triangles, colors, offset = [], [], [], 0
+    return world_mesh_with_uvs(objects, depsgraph, field)[0]
+
+
+def world_mesh_with_uvs(objects, depsgraph, field: str = "init_mesh") -> tuple[MeshData, np.ndarray | None]:
+    """`world_mesh`, and its active UV map per triangle corner ((3M) x 2 float32), or None when any of the
+    objects has no UV map."""
+    positions, triangles, colors, uvs, offset = [], [], [], [], 0
     for obj in objects:
         evaluated = obj.evaluated_get(depsgraph)
         mesh = evaluated.to_mesh()  # colour attributes come along; preserve_all_data_layers would cost a copy
         try:
-            p, t, c = _read(mesh)
+            p, t, c, uv = _read(mesh)
         finally:
             evaluated.to_mesh_clear()
         positions.append(transform(p, flat_matrix(evaluated.matrix_world)))
         triangles.append(t + offset)
         colors.append(c)
+        uvs.append(uv)
         offset += len(p)
     if not positions:
-        return start_mesh(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32), field=field)
-    return start_mesh(np.concatenate(positions), np.concatenate(triangles), np.concatenate(colors), field=field)
+        return start_mesh(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32), field=field), None
+    mesh = start_mesh(np.concatenate(positions), np.concatenate(triangles), np.concatenate(colors), field=field)
+    return mesh, (np.concatenate(uvs) if all(uv is not None for uv in uvs) else None)
 
 
-def _read(mesh: bpy.types.Mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(local positions N x 3, triangles M x 3, sRGB colours N x 4 uint8) of a mesh."""
+def _read(mesh: bpy.types.Mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(local positions N x 3, triangles M x 3, sRGB colours N x 4 uint8, active UVs per triangle corner
+    (3M) x 2 or None) of a mesh."""
     n = len(mesh.vertices)
     positions = np.empty(n * 3, np.float32)
     if n:  # an empty mesh has no position attribute at all
@@ -54,7 +63,17 @@ def _read(mesh: bpy.types.Mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     mesh.calc_loop_triangles()
     triangles = np.empty(len(mesh.loop_triangles) * 3, np.int32)
     mesh.loop_triangles.foreach_get("vertices", triangles)
-    return positions.reshape(-1, 3), triangles.reshape(-1, 3), _vertex_colors(mesh, n)
+    uvs = None
+    layer = mesh.uv_layers.active
+    if layer is not None and len(mesh.loop_triangles):
+        loops = np.empty(len(mesh.loop_triangles) * 3, np.int32)
+        mesh.loop_triangles.foreach_get("loops", loops)
+        per_loop = np.empty(len(mesh.loops) * 2, np.float32)
+        layer.data.foreach_get("uv", per_loop)
+        uvs = np.ascontiguousarray(per_loop.reshape(-1, 2)[loops])
+        if not np.isfinite(uvs).all():
+            uvs = None
+    return positions.reshape(-1, 3), triangles.reshape(-1, 3), _vertex_colors(mesh, n), uvs
 
 
 def _vertex_colors(mesh: bpy.types.Mesh, n: int) -> np.ndarray:

@@ -42,7 +42,7 @@ def _send(op, command, *args) -> bool:
     return True
 
 
-def submit_job(op, context, spec: JobSpec, init_mesh=None, target=None) -> str | None:
+def submit_job(op, context, spec: JobSpec, init_mesh=None, target=None, init_uvs=None) -> str | None:
     """Send a validated job as Generate does: start or connect to the backend per the preferences, or queue the
     job while a local backend starts. Returns "sent" or "queued", or None (reported to the user) when it
     cannot go out."""
@@ -54,9 +54,9 @@ def submit_job(op, context, spec: JobSpec, init_mesh=None, target=None) -> str |
         return None
     if SESSION.client is None:
         # A local backend is still starting: queue the job and send it once it listens.
-        SESSION.pending_submits.append(PendingSubmit(spec, context.scene.name, init_mesh, target))
+        SESSION.pending_submits.append(PendingSubmit(spec, context.scene.name, init_mesh, target, init_uvs))
         return "queued"
-    if not _send(op, SESSION.submit, spec, context.scene.name, init_mesh, target):
+    if not _send(op, SESSION.submit, spec, context.scene.name, init_mesh, target, init_uvs):
         return None
     return "sent"
 

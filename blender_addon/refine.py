@@ -17,7 +17,7 @@ import bpy
 from . import operators, preferences, scene_update
 from .addon_core.job_tracker import ACTIVE_STATES
 from .addon_core.refine import IDENTITY, RefineTarget, continue_spec, flat_matrix, is_frame, mesh_spec
-from .mesh_source import world_mesh
+from .mesh_source import world_mesh_with_uvs
 from .properties import adopt_default_model, find_job, spec_values
 from .shared.errors import ProtocolError, SpecError
 from .shared.jobspec import JobSpec
@@ -33,10 +33,11 @@ def _refuse(op, text: str) -> set:
     return {"CANCELLED"}
 
 
-def _send(op, context, spec: JobSpec, source, target: RefineTarget, init_mesh=None, colors=None) -> set:
+def _send(op, context, spec: JobSpec, source, target: RefineTarget, init_mesh=None, colors=None,
+          init_uvs=None) -> set:
     """Send the refinement and make its object; the source is hidden, and the new object selected and active
     (so Continue then acts on it)."""
-    sent = operators.submit_job(op, context, spec, init_mesh, target)
+    sent = operators.submit_job(op, context, spec, init_mesh, target, init_uvs)
     if sent is None:
         return {"CANCELLED"}
     properties = {scene_update.PENDING_PROPERTY: target.token}
@@ -94,7 +95,8 @@ class DREAMFUSION_OT_refine_mesh(bpy.types.Operator):
         if obj.type != "MESH":
             return _refuse(self, f"{obj.name!r} is a {obj.type.lower()}, not a mesh: select a mesh object")
         try:
-            mesh = world_mesh([obj], context.evaluated_depsgraph_get(), field=f"the mesh of {obj.name!r}")
+            mesh, uvs = world_mesh_with_uvs([obj], context.evaluated_depsgraph_get(),
+                                            field=f"the mesh of {obj.name!r}")
         except ProtocolError as exc:  # empty, too many triangles, or flat to a point: nothing is sent
             return _refuse(self, str(exc))
         settings = context.scene.dreamfusion.settings
@@ -106,7 +108,9 @@ class DREAMFUSION_OT_refine_mesh(bpy.types.Operator):
             return _refuse(self, str(exc))
         target = RefineTarget(token=uuid.uuid4().hex, frame=flat_matrix(obj.matrix_world), source_object=obj.name,
                               keep_geometry=self.lock_geometry, hidden_object=obj.name)
-        return _send(self, context, spec, obj, target, init_mesh=mesh, colors=mesh.colors)
+        # Its own UVs go along when the shape is kept: a texture is then baked into them.
+        return _send(self, context, spec, obj, target, init_mesh=mesh, colors=mesh.colors,
+                     init_uvs=uvs if self.lock_geometry else None)
 
 
 def _continue(op, context, prompt: str | None = None) -> set:

@@ -31,6 +31,8 @@ class PendingSubmit:
     scene_name: str = ""
     init_mesh: MeshData | None = None
     target: RefineTarget | None = None
+    #: The start mesh's own UVs, one per triangle corner (None: it has none).
+    init_uvs: object | None = None
 
 
 @dataclass
@@ -125,7 +127,7 @@ class Session:
                 self._open(endpoint)
                 pending, self.pending_submits = self.pending_submits, []
                 for job in pending:
-                    self.submit(job.spec, job.scene_name, job.init_mesh, job.target)
+                    self.submit(job.spec, job.scene_name, job.init_mesh, job.target, job.init_uvs)
             elif not self.backend.running:
                 self._backend_exited()
                 if self.pending_submits:
@@ -169,11 +171,11 @@ class Session:
     # --- commands ---------------------------------------------------------------------------
 
     def submit(self, spec: JobSpec, scene_name: str = "", init_mesh: MeshData | None = None,
-               target: RefineTarget | None = None) -> str:
-        """Send a job (`init_mesh`: the start mesh of init = mesh); `target` says where a refinement's result
-        goes once the backend names the job."""
+               target: RefineTarget | None = None, init_uvs=None) -> str:
+        """Send a job (`init_mesh`: the start mesh of init = mesh, `init_uvs` its own UVs per triangle corner);
+        `target` says where a refinement's result goes once the backend names the job."""
         client = self._require_client()
-        request_id = client.submit(spec, init_mesh)
+        request_id = client.submit(spec, init_mesh, init_uvs)
         self.tracker.submitted(request_id, spec)
         self.submit_scenes[request_id] = scene_name
         if target is not None:

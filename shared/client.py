@@ -27,7 +27,7 @@ from typing import Any
 from .errors import ProtocolError
 from .framing import DEFAULT_MAX_MESSAGE_BYTES
 from .jobspec import JobSpec
-from .mesh import MeshData
+from .mesh import CornerUVs, MeshData
 from .messages import (SERVER_TYPES, Accepted, Ack, Bye, Cancel, Cancelled, Delete, Error, Failed, Finished,
                        Heartbeat, Hello, JobInfo, List, ListReply, Message, Rejected, Result, Resume, Status,
                        StatusReply, Submit, Update, Watch, Welcome)
@@ -93,8 +93,12 @@ class BackendClient:
 
     # --- commands: each returns the request id its reply will carry -----------------
 
-    def submit(self, spec: JobSpec, init_mesh: MeshData | None = None) -> str:
-        return self._send(Submit(spec=spec, init_mesh=init_mesh))
+    def submit(self, spec: JobSpec, init_mesh: MeshData | None = None, init_uvs=None) -> str:
+        """Send a job; `init_mesh` (and its own per-corner UVs, `init_uvs`: a numpy (3M) x 2 float32 array or
+        shared.mesh.CornerUVs) for init = mesh."""
+        if init_uvs is not None and not isinstance(init_uvs, CornerUVs):
+            init_uvs = CornerUVs(init_uvs)
+        return self._send(Submit(spec=spec, init_mesh=init_mesh, init_uvs=init_uvs))
 
     def cancel(self, job_id: str) -> str:
         return self._send(Cancel(job_id=job_id))

@@ -174,7 +174,7 @@ class JobSpec:
     texture_size: int = knob(0, value_type="int", values=TEXTURE_SIZES, minimum=0, maximum=TEXTURE_SIZES[-1],
                              unit="px", group="output",
                              help="Bake the final mesh's albedo into a UV-mapped texture of this side (0: vertex "
-                                  "colours only)")
+                                  "colours only); a locked start mesh is baked into its own UVs when it has them")
 
     def __post_init__(self) -> None:
         if self.seed is None:  # "random": draw now so the spec records it

@@ -138,6 +138,33 @@ class VertexColors:
 
 
 @dataclass(frozen=True, eq=False)
+class CornerUVs:
+    """A start mesh's own UV layout (`submit`'s `init_uvs`): float32 (3M) x 2, one per triangle corner in
+    triangle order, finite. A job that keeps that mesh (`lock_geometry`) bakes its texture into these UVs."""
+
+    uvs: np.ndarray
+
+    WIRE_PARTS = {"": (UV_DTYPE, 2)}
+
+    def __post_init__(self) -> None:
+        _expect(self.uvs, "init_uvs", UV_DTYPE, 2)
+        if self.uvs.size and not np.isfinite(self.uvs).all():
+            raise NonFinite("init_uvs contain NaN or infinity")
+
+    def wire_arrays(self) -> dict[str, np.ndarray]:
+        return {"": self.uvs}
+
+    @classmethod
+    def from_wire(cls, parts: dict[str, np.ndarray]) -> "CornerUVs":
+        return cls(parts[""])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CornerUVs) and np.array_equal(self.uvs, other.uvs)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, eq=False)
 class Texture:
     """A final mesh's UV layout and albedo image.
 

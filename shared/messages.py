@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import BadBuffer, BadDtype, ProtocolError, safe_text
 from .jobspec import JobSpec
-from .mesh import COLOR_DTYPE, MeshData, Texture, VertexColors, check_init_mesh
+from .mesh import COLOR_DTYPE, CornerUVs, MeshData, Texture, VertexColors, check_init_mesh
 from .version import PROTOCOL_VERSION
 from .wirefields import MAX_TEXT, check_fields, wire
 
@@ -124,9 +124,19 @@ class Submit(Message):
     #: The start mesh of `init = "mesh"` (then `init_from` is empty), in the client's frame (Blender's world
     #: frame, Z up, metres); 1 to MAX_INIT_TRIANGLES triangles with some extent (`check_init_mesh`).
     init_mesh: MeshData | None = None
+    #: The start mesh's own UVs, one per triangle corner: with `lock_geometry` and a `texture_size`, the texture
+    #: is baked into them instead of a new atlas.
+    init_uvs: CornerUVs | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.init_uvs is not None:
+            if self.init_mesh is None:
+                raise BadBuffer("init_uvs travels only with init_mesh (they are its UVs)")
+            if len(self.init_uvs.uvs) != 3 * self.init_mesh.triangle_count:
+                raise BadBuffer(f"init_uvs has {len(self.init_uvs.uvs)} rows; init_mesh's "
+                                f"{self.init_mesh.triangle_count} triangles need {3 * self.init_mesh.triangle_count}"
+                                " (one per corner)")
         if self.init_mesh is not None:
             check_init_mesh(self.init_mesh)
             if self.spec.init != "mesh":
@@ -407,12 +417,14 @@ def buffer_class(cls: type[Message], name: str) -> type:
 
 _BUFFER_FIELDS: dict[type, frozenset[str]] = {}
 #: What a buffer field may hold; each says how it travels (`WIRE_PARTS`, `wire_arrays`, `from_wire`).
-BUFFER_CLASSES = (MeshData, VertexColors, Texture, Image)
+BUFFER_CLASSES = (MeshData, VertexColors, CornerUVs, Texture, Image)
 
 
 def _buffer_type(annotation: object) -> type | None:
     # Annotations are strings (from __future__ import annotations); match by name.
     text = str(annotation)
+    if "CornerUVs" in text:
+        return CornerUVs
     if "Texture" in text:
         return Texture
     if "VertexColors" in text:

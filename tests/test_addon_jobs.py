@@ -332,6 +332,45 @@ def test_texture_this_mesh_paints_a_copy_in_place_and_keeps_its_shape(addon):
         settings.model = model
 
 
+def test_texture_this_mesh_bakes_into_the_artists_own_uvs(addon):
+    state = bpy.context.scene.dreamfusion
+    settings = state.settings
+    before = settings.steps, settings.stream_every
+    settings.steps, settings.stream_every, settings.prompt, settings.texture_size = 2, 0, "a red cube", "512"
+    try:
+        bpy.ops.mesh.primitive_uv_sphere_add(segments=12, ring_count=6, radius=0.5)  # quads and triangles, UVs
+        source = bpy.context.active_object
+        mesh = source.data
+        mesh.calc_loop_triangles()
+        loops = np.empty(len(mesh.loop_triangles) * 3, np.int32)
+        mesh.loop_triangles.foreach_get("loops", loops)
+        per_loop = np.empty(len(mesh.loops) * 2, np.float32)
+        mesh.uv_layers.active.data.foreach_get("uv", per_loop)
+        expected = per_loop.reshape(-1, 2)[loops]  # the artist's UV of every triangle corner, as sent
+        jobs_before = len(state.jobs)
+        assert bpy.ops.dreamfusion.refine_mesh(lock_geometry=True) == {"FINISHED"}
+        new = bpy.context.view_layer.objects.active
+        item = tick_until(lambda: _refinement_ended(jobs_before))
+        assert not isinstance(item, str) and item.state == "finished", item
+        final, _ = _status(item.job_id)
+        np.testing.assert_array_equal(final.texture.uvs, expected)  # no new atlas: the artist's layout
+        tick_until(lambda: scene_image(new) is not None)
+        got = np.empty(len(new.data.loops) * 2, np.float32)
+        new.data.uv_layers["UVMap"].data.foreach_get("uv", got)
+        np.testing.assert_array_equal(got.reshape(-1, 2), expected)
+        assert tuple(scene_image(new).size) == (512, 512)
+        source.hide_set(False)
+    finally:
+        settings.texture_size = "0"
+        settings.steps, settings.stream_every = before
+
+
+def scene_image(obj):
+    from dreamfusion import scene_update
+
+    return scene_update.textured_image(obj)
+
+
 def test_cancel_stops_the_running_job(addon):
     bpy.context.scene.dreamfusion.settings.steps = 5000
     assert bpy.ops.dreamfusion.generate() == {"FINISHED"}
@@ -391,3 +430,4 @@ def test_disable_removes_the_timer_and_stops_the_backend(addon):
     assert not bpy.app.timers.is_registered(client_loop.tick)
     assert process.poll() is not None, "the backend the add-on launched must stop with it"
     assert not hasattr(bpy.types, "VIEW3D_PT_dreamfusion")
+

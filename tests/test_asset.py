@@ -236,3 +236,73 @@ def test_a_kept_start_mesh_refuses_decimation():
 
     with pytest.raises(SpecError, match="face_count = 100 is set; allowed: 0 when lock_geometry"):
         JobSpec(prompt="x", init="mesh", lock_geometry=True, face_count=100)
+
+
+def test_a_sliver_xatlas_shrank_to_a_point_reads_its_vertex_colour_and_stays_a_point():
+    from blender_dreamfusion.backend.asset.atlas import _place_slivers
+
+    triangles = np.array([[0, 1, 2], [3, 4, 5], [2, 3, 6]])  # the third: a sliver across two charts
+    uvs = np.array([[[0.1, 0.1], [0.2, 0.1], [0.1, 0.2]], [[0.7, 0.7], [0.8, 0.7], [0.7, 0.8]],
+                    [[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]], np.float32)
+    _place_slivers(uvs, triangles)
+    np.testing.assert_allclose(uvs[2], [[0.1, 0.2]] * 3)  # vertex 2's place in the first chart, as a point
+    np.testing.assert_allclose(uvs[:2, 0], [[0.1, 0.1], [0.7, 0.7]])  # charted triangles untouched
+
+
+def test_a_locked_start_mesh_is_baked_into_its_own_uvs_and_they_outlive_a_checkpoint(tmp_path):
+    from blender_dreamfusion.backend.checkpoint import load_checkpoint, save_checkpoint
+    from blender_dreamfusion.backend.trainer import Trainer
+
+    box = trimesh.creation.box([0.8, 0.6, 0.5])
+    mesh = MeshData.coerce(box.vertices, box.faces, np.full((len(box.vertices), 4), (40, 160, 60, 255), np.uint8))
+    # The artist's layout: each face's own square of a 4 x 3 grid, corner for corner.
+    cell = np.arange(mesh.triangle_count) // 2
+    corner = np.tile(np.array([[0, 0], [1, 0], [1, 1]], np.float32), (mesh.triangle_count, 1)) * 0.2
+    uvs = (np.repeat(np.stack([cell % 4, cell // 4], axis=1) * 0.25, 3, axis=0) + corner).astype(np.float32)
+    spec = JobSpec(prompt="a green cube", init="mesh", lock_geometry=True, texture_size=512, steps=2, seed=3,
+                   mesh_resolution=32)
+    trainer = Trainer(spec, guidance=None)
+    trainer.start_from_mesh(mesh, uvs)
+    asset = trainer.final_asset(trainer.snapshot(preview=False).extraction.mesh)
+    np.testing.assert_array_equal(asset.texture.uvs, uvs)  # no new atlas: the artist's own
+    assert asset.mesh.triangle_count == mesh.triangle_count
+    # The bake lands in those squares: the texture at each corner's UV is the colour there.
+    error = np.abs(sample(asset.texture.image, uvs) - asset.mesh.colors[mesh.triangles.reshape(-1)][:, :3])
+    assert np.median(error.max(axis=1)) <= 8
+    path = save_checkpoint(trainer, tmp_path / "locked.safetensors")
+    again = load_checkpoint(path, spec.replace(init="checkpoint", init_from=str(path)), None, resume=False)
+    np.testing.assert_array_equal(again.fixed_uvs, uvs)
+
+
+def test_init_uvs_travel_with_their_start_mesh_and_are_checked_against_it():
+    from blender_dreamfusion.shared import Submit, decode, encode
+    from blender_dreamfusion.shared.errors import BadBuffer
+    from blender_dreamfusion.shared.mesh import CornerUVs
+
+    box = trimesh.creation.box()
+    mesh = MeshData.coerce(box.vertices, box.faces)
+    spec = JobSpec(prompt="x", init="mesh", lock_geometry=True)
+    uvs = CornerUVs(np.random.default_rng(0).random((3 * mesh.triangle_count, 2), np.float32))
+    back = decode([bytes(f) for f in encode(Submit(spec=spec, init_mesh=mesh, init_uvs=uvs))])
+    assert back.init_uvs == uvs
+    with pytest.raises(BadBuffer, match="init_uvs has 3 rows; init_mesh's 12 triangles need 36"):
+        Submit(spec=spec, init_mesh=mesh, init_uvs=CornerUVs(uvs.uvs[:3]))
+    with pytest.raises(BadBuffer, match="init_uvs travels only with init_mesh"):
+        Submit(spec=JobSpec(prompt="x"), init_uvs=uvs)
+
+
+def test_a_textured_file_read_back_as_a_start_mesh_brings_its_uvs(textured, tmp_path):
+    from blender_dreamfusion.backend.mesh_import import read_mesh_with_uvs
+
+    for suffix in (".glb", ".obj"):
+        path = export_result(textured.mesh, tmp_path / f"asset{suffix}", textured.texture)[0]
+        mesh, uvs = read_mesh_with_uvs(path)
+        assert uvs is not None and uvs.shape == (3 * mesh.triangle_count, 2)
+        # Each corner's UV is where that corner was: the same layout, whatever the reader did to the vertices.
+        # (A seam vertex has one UV per chart it is in, so (position, UV) pairs are compared.)
+        from scipy.spatial import cKDTree
+
+        def pairs(m, u):
+            return np.concatenate([m.positions[m.triangles.reshape(-1)], u], axis=1).astype(np.float64)
+        distance, _ = cKDTree(pairs(textured.mesh, textured.texture.uvs)).query(pairs(mesh, uvs))
+        assert distance.max() < 1e-4, (suffix, distance.max())

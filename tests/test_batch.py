@@ -67,7 +67,9 @@ def _reopen_blend(path: Path) -> dict:
         bpy.ops.wm.open_mainfile(filepath={str(path)!r})
         print("RESULT " + json.dumps({{o.name: {{"albedo": list(o.data.color_attributes.keys()),
             "vertices": len(o.data.vertices), "job": o.get("dreamfusion_job_id"),
-            "location": list(o.location), "scene": [s.name for s in o.users_scene]}}
+            "location": list(o.location), "scene": [s.name for s in o.users_scene],
+            "images": [[n.image.name, list(n.image.size), n.image.packed_file is not None]
+                       for m in o.data.materials for n in m.node_tree.nodes if n.type == "TEX_IMAGE"]}}
             for o in bpy.data.objects}}))
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
@@ -79,10 +81,10 @@ def _reopen_blend(path: Path) -> dict:
 def test_three_prompts_one_bad_line_on_two_backends(addon, two_backends, tiny_sd, tmp_path, capsys):
     module, _ = addon
     prompts = tmp_path / "prompts.csv"
-    prompts.write_text("prompt,seed,guidance_scale\n"
-                       "a red cube,1,\n"
-                       "a blue torus,many,\n"
-                       "a green cone,2,7.5\n", encoding="utf-8")
+    prompts.write_text("prompt,seed,guidance_scale,texture_size\n"
+                       "a red cube,1,,\n"
+                       "a blue torus,many,,\n"
+                       "a green cone,2,7.5,512\n", encoding="utf-8")
     out = tmp_path / "out"
     argv = ["batch", "--prompts", str(prompts), "--out", str(out), "--model", str(tiny_sd), *FAST,
             "--backend", two_backends[0].endpoint, "--backend", two_backends[1].endpoint, "--progress-every", "1"]
@@ -93,7 +95,7 @@ def test_three_prompts_one_bad_line_on_two_backends(addon, two_backends, tiny_sd
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["finished"] == 2 and summary["total"] == 2
-    assert [(s["line"], s["text"]) for s in summary["skipped"]] == [(3, "a blue torus,many,")]
+    assert [(s["line"], s["text"]) for s in summary["skipped"]] == [(3, "a blue torus,many,,")]
     cube, cone = summary["results"]
     assert (cube["prompt"], cube["line"], cube["seed"], cube["status"]) == ("a red cube", 2, 1, "finished")
     assert (cone["prompt"], cone["line"], cone["seed"], cone["spec"]["guidance_scale"]) == ("a green cone", 4, 2, 7.5)
@@ -113,9 +115,14 @@ def test_three_prompts_one_bad_line_on_two_backends(addon, two_backends, tiny_sd
         scene = trimesh.load(glb)
         assert len(scene.geometry) == 1, f"{glb.name} holds {list(scene.geometry)}"  # that object alone
         mesh = next(iter(scene.geometry.values()))
-        # trimesh keeps COLOR_0 beside the material (the albedo material makes it a TextureVisuals).
-        colours = np.asarray(mesh.visual.vertex_attributes["color"])
-        assert len(mesh.vertices) > 0 and colours.shape[0] == len(mesh.vertices) and np.ptp(colours[:, :3]) > 0
+        assert len(mesh.vertices) > 0
+        if result is cube:
+            # trimesh keeps COLOR_0 beside the material (the albedo material makes it a TextureVisuals).
+            colours = np.asarray(mesh.visual.vertex_attributes["color"])
+            assert colours.shape[0] == len(mesh.vertices) and np.ptp(colours[:, :3]) > 0
+        else:  # the row asked for a texture: the .glb carries the baked image, not COLOR_0
+            assert mesh.visual.material.baseColorTexture.size == (512, 512)
+            assert "color" not in mesh.visual.vertex_attributes
 
     # Objects are named after their prompts (Blender numbers a name an earlier test in this process took).
     by_job = {obj["job"]: (name, obj) for name, obj in _reopen_blend(out / "results.blend").items()}
@@ -124,6 +131,8 @@ def test_three_prompts_one_bad_line_on_two_backends(addon, two_backends, tiny_sd
         name, obj = by_job[result["job_id"]]
         assert name.startswith(result["prompt"]) and obj["albedo"] == ["albedo"] and obj["vertices"] > 0
         assert len(obj["scene"]) == 1 and obj["scene"][0].startswith("DreamFusion Batch")
+    assert by_job[cube["job_id"]][1]["images"] == []
+    assert by_job[cone["job_id"]][1]["images"] == [[f"DreamFusion {cone['job_id']} albedo", [512, 512], True]]
     assert by_job[cube["job_id"]][1]["location"] != by_job[cone["job_id"]][1]["location"]  # side by side
 
 

@@ -32,6 +32,9 @@ def test_spec_prints_a_validated_spec(capsys):
     (["spec", "a red cube", "--t-range", "0.9", "0.1"], "--t-range: t_range = [0.9, 0.1] has min > max"),
     (["spec", " "], "PROMPT: prompt = ' ' is empty"),
     (["spec", "x", "--light-placement", "sun"], "invalid choice: 'sun'"),
+    (["spec", "x", "--texture-size", "300"],
+     "--texture-size: texture_size = 300 is not one of the allowed values; allowed: one of 0, 512, 1024, 2048, 4096"),
+    (["spec", "x", "--face-count", "-1"], "--face-count: face_count = -1 is out of range; allowed: an integer from 0"),
 ])
 def test_bad_flags_name_the_flag_and_range(argv, expected, capsys):
     with pytest.raises(SystemExit) as info:

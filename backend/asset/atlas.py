@@ -52,7 +52,28 @@ def uv_atlas(positions: np.ndarray, triangles: np.ndarray, size: int) -> np.ndar
         uvs[faces] = chart_uvs[np.asarray(indices, np.int64)]
     # xatlas's v runs down the image; ours runs up it (Blender's and OBJ's convention).
     uvs[..., 1] = 1.0 - uvs[..., 1]
+    _place_slivers(uvs, triangles)
     return uvs.reshape(-1, 2)
+
+
+def _place_slivers(uvs: np.ndarray, triangles: np.ndarray) -> None:
+    """xatlas shrinks a triangle of (almost) no area to a point somewhere in its chart. Move that point to where
+    one of its vertices is charted in a triangle with area, so a lookup there reads that vertex's colour (a
+    sliver's vertices are all but one point). It stays a point: its corners may lie in different charts, and
+    a triangle spanning them would be painted across the atlas."""
+    edge1, edge2 = uvs[:, 1] - uvs[:, 0], uvs[:, 2] - uvs[:, 0]
+    flat = np.abs(edge1[:, 0] * edge2[:, 1] - edge1[:, 1] * edge2[:, 0]) <= 1e-14
+    if not flat.any() or flat.all():
+        return
+    vertex_uv = np.full((int(triangles.max()) + 1, 2), np.nan, np.float32)
+    charted = ~flat
+    vertex_uv[triangles[charted].reshape(-1)] = uvs[charted].reshape(-1, 2)
+    corners = vertex_uv[triangles[flat]]  # F x 3 x 2, NaN where a vertex is in no charted triangle
+    known = ~np.isnan(corners[..., 0])
+    first = np.argmax(known, axis=1)
+    point = corners[np.arange(len(corners)), first]
+    placed = known.any(axis=1)
+    uvs[np.flatnonzero(flat)[placed]] = point[placed][:, None, :]
 
 
 def _patches(positions: np.ndarray, triangles: np.ndarray) -> np.ndarray:

@@ -2,9 +2,9 @@
 
 Each texel whose centre lies in a triangle's UV image gets the field's albedo at the matching surface point.
 Texels within MARGIN texels of a triangle but outside every one (a chart's rim, which bilinear filtering
-reads) get the albedo at the nearest point of that triangle. All other texels take the colour of the nearest
-baked texel (an exact Euclidean distance transform), so no background is left anywhere in the image and
-no mip level can blend one in.
+reads) get the albedo at the nearest point of the triangle nearest them. All other texels take the colour of
+the nearest baked texel (an exact Euclidean distance transform), so no background is left anywhere in the
+image and no mip level can blend one in.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Callable
 
 import numpy as np
 
-#: Texels (in texel widths) around a triangle that are baked from it when no triangle covers their centre.
+#: Texels (in texel widths, centre to triangle) around a chart that are baked from its nearest triangle.
 MARGIN = 1.0
 #: Candidate texels tested at once (bounding boxes of a chunk of triangles); bounds the rasteriser's memory.
-CHUNK_TEXELS = 1 << 20
+CHUNK_TEXELS = 1 << 21
 
 AlbedoAt = Callable[[np.ndarray], np.ndarray]  # (K, 3) float positions -> (K, 3 or 4) uint8 sRGB
 
@@ -25,11 +25,13 @@ AlbedoAt = Callable[[np.ndarray], np.ndarray]  # (K, 3) float positions -> (K, 3
 @dataclass
 class Raster:
     """Which triangle each texel samples and where: face (H, W) int64 (-1: none), bary (H, W, 3) float32,
-    inside (H, W) bool (the texel's centre is in that triangle, not just near it)."""
+    inside (H, W) bool (the texel's centre is in that triangle, not just near it), and for every texel the
+    row and column of the nearest inside texel (`nearest`, 2 x H x W; None when no texel is inside)."""
 
     face: np.ndarray
     bary: np.ndarray
     inside: np.ndarray
+    nearest: np.ndarray | None = None
 
     @property
     def covered(self) -> np.ndarray:
@@ -43,69 +45,66 @@ def rasterise(corner_uvs: np.ndarray, size: int, margin: float = MARGIN) -> Rast
     pixel = np.stack([uv[..., 0] * size - 0.5, (1.0 - uv[..., 1]) * size - 0.5], axis=-1)
     face = np.full((size, size), -1, np.int64)
     bary = np.zeros((size, size, 3), np.float32)
-    distance = np.full((size, size), np.inf, np.float32)
-    _scan(pixel, size, 0.0, face, bary, distance)
+    _scan(pixel, size, face, bary)
     inside = face >= 0
-    if margin > 0:
-        _scan(pixel, size, margin, face, bary, distance)
-    return Raster(face, bary, inside)
+    if not inside.any():
+        return Raster(face, bary, inside)
+    from scipy.ndimage import distance_transform_edt
+
+    # The rim: texels just outside every triangle take the triangle of the nearest inside texel, at the point
+    # of it nearest their centre (barycentrics clamped to it).
+    distance, nearest = distance_transform_edt(~inside, return_indices=True)
+    rows, cols = np.nonzero((distance > 0) & (distance <= margin + 0.5))
+    tri = face[nearest[0, rows, cols], nearest[1, rows, cols]]
+    weights = np.clip(_barycentrics(pixel[tri], cols.astype(np.float64), rows.astype(np.float64))[0], 0.0, None)
+    weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
+    point = np.einsum("kj,kjd->kd", weights, pixel[tri])
+    near = np.hypot(point[:, 0] - cols, point[:, 1] - rows) <= margin
+    face[rows[near], cols[near]] = tri[near]
+    bary[rows[near], cols[near]] = weights[near]
+    return Raster(face, bary, inside, nearest)
 
 
-def _scan(pixel: np.ndarray, size: int, margin: float, face: np.ndarray, bary: np.ndarray,
-          distance: np.ndarray) -> None:
-    """Write every texel within `margin` of a triangle (inside it when 0) that is nearer to it than to
-    anything written before."""
-    low = np.clip(np.ceil(pixel.min(axis=1) - margin), 0, size - 1).astype(np.int64)
-    high = np.clip(np.floor(pixel.max(axis=1) + margin), 0, size - 1).astype(np.int64)
-    extent = np.maximum(high - low + 1, 0)
-    empty_box = (pixel.max(axis=1) + margin < 0).any(axis=1) | (pixel.min(axis=1) - margin > size - 1).any(axis=1)
-    counts = np.where(empty_box, 0, extent[:, 0] * extent[:, 1])
-    ends = np.cumsum(counts)
-    start = 0
-    while start < len(pixel):
-        stop = int(np.searchsorted(ends, (ends[start - 1] if start else 0) + CHUNK_TEXELS, side="right"))
-        stop = max(stop, start + 1)
-        _scan_chunk(pixel, size, margin, face, bary, distance, np.arange(start, min(stop, len(pixel))),
-                    low, extent, counts)
-        start = stop
-
-
-def _scan_chunk(pixel, size, margin, face, bary, distance, tris, low, extent, counts) -> None:
-    n = counts[tris]
-    total = int(n.sum())
-    if total == 0:
-        return
-    tri = np.repeat(tris, n)
-    local = np.arange(total) - np.repeat(np.cumsum(n) - n, n)
-    width = extent[tri, 0]
-    x = low[tri, 0] + local % width
-    y = low[tri, 1] + local // width
-    a, b, c = pixel[tri, 0], pixel[tri, 1], pixel[tri, 2]
-    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+def _barycentrics(corners: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Barycentric weights (K x 3) of points (x, y) in triangles (K x 3 x 2), and which triangles have area."""
+    a, b, c = corners[:, 0], corners[:, 1], corners[:, 2]
+    abx, aby, acx, acy = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1], c[:, 0] - a[:, 0], c[:, 1] - a[:, 1]
+    area = abx * acy - aby * acx
     ok = np.abs(area) > 1e-12
     px, py = x - a[:, 0], y - a[:, 1]
     safe = np.where(ok, area, 1.0)
-    l1 = (px * (c[:, 1] - a[:, 1]) - py * (c[:, 0] - a[:, 0])) / safe
-    l2 = ((b[:, 0] - a[:, 0]) * py - (b[:, 1] - a[:, 1]) * px) / safe
-    weights = np.stack([1.0 - l1 - l2, l1, l2], axis=1)
-    if margin == 0:
+    l1 = (px * acy - py * acx) / safe
+    l2 = (abx * py - aby * px) / safe
+    return np.stack([1.0 - l1 - l2, l1, l2], axis=1), ok
+
+
+def _scan(pixel: np.ndarray, size: int, face: np.ndarray, bary: np.ndarray) -> None:
+    """Write every texel whose centre is inside a triangle (chunks of triangles, vectorised)."""
+    low = np.clip(np.ceil(pixel.min(axis=1)), 0, size - 1).astype(np.int64)
+    high = np.clip(np.floor(pixel.max(axis=1)), 0, size - 1).astype(np.int64)
+    extent = np.maximum(high - low + 1, 0)
+    outside = (pixel.max(axis=1) < 0).any(axis=1) | (pixel.min(axis=1) > size - 1).any(axis=1)
+    counts = np.where(outside, 0, extent[:, 0] * extent[:, 1])
+    ends = np.cumsum(counts)
+    start = 0
+    while start < len(pixel):
+        base = ends[start - 1] if start else 0
+        stop = max(int(np.searchsorted(ends, base + CHUNK_TEXELS, side="right")), start + 1)
+        tris = np.arange(start, min(stop, len(pixel)))
+        start = stop
+        n = counts[tris]
+        total = int(n.sum())
+        if total == 0:
+            continue
+        tri = np.repeat(tris, n)
+        local = np.arange(total) - np.repeat(np.cumsum(n) - n, n)
+        width = extent[tri, 0]
+        x = low[tri, 0] + local % width
+        y = low[tri, 1] + local // width
+        weights, ok = _barycentrics(pixel[tri], x.astype(np.float64), y.astype(np.float64))
         keep = ok & (weights.min(axis=1) >= -1e-9)
-        gap = np.zeros(total)
-    else:
-        # The nearest point of the triangle, approximately: barycentrics clamped to it.
-        weights = np.clip(weights, 0.0, None)
-        weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
-        nearest = np.einsum("kj,kjd->kd", weights, pixel[tri])
-        gap = np.hypot(nearest[:, 0] - x, nearest[:, 1] - y)
-        keep = ok & (gap <= margin) & (gap < distance[y, x])
-    if not keep.any():
-        return
-    x, y, tri, weights, gap = x[keep], y[keep], tri[keep], weights[keep], gap[keep]
-    order = np.argsort(-gap, kind="stable")  # the nearest triangle is written last, so it wins a shared texel
-    x, y, tri, weights, gap = x[order], y[order], tri[order], weights[order], gap[order]
-    face[y, x] = tri
-    bary[y, x] = weights
-    distance[y, x] = gap
+        face[y[keep], x[keep]] = tri[keep]
+        bary[y[keep], x[keep]] = weights[keep]
 
 
 def bake(positions: np.ndarray, triangles: np.ndarray, corner_uvs: np.ndarray, size: int,
@@ -120,17 +119,10 @@ def bake(positions: np.ndarray, triangles: np.ndarray, corner_uvs: np.ndarray, s
     faces = raster.face[covered]
     points = np.einsum("kj,kjd->kd", raster.bary[covered].astype(np.float64), corners[faces])
     image[covered] = np.asarray(albedo_at(points))[:, :3]
-    return fill_empty(image, covered)
-
-
-def fill_empty(image: np.ndarray, filled: np.ndarray) -> np.ndarray:
-    """Every texel not `filled` takes the colour of the nearest filled one."""
-    if filled.all() or not filled.any():
-        return image
-    from scipy.ndimage import distance_transform_edt
-
-    rows, cols = distance_transform_edt(~filled, return_distances=False, return_indices=True)
-    return image[rows, cols]
+    # Beyond the rim, the nearest inside texel's colour (the distance transform rasterise already made).
+    beyond = ~covered
+    image[beyond] = image[raster.nearest[0][beyond], raster.nearest[1][beyond]]
+    return image
 
 
 def sample(image: np.ndarray, uvs: np.ndarray) -> np.ndarray:

@@ -8,6 +8,9 @@ import numpy as np
 #: and the shape neither shrinks nor swells (Taubin 1995), unlike plain Laplacian smoothing.
 TAUBIN_LAMBDA = 0.5
 TAUBIN_MU = 0.53
+#: Decimation stops within this share above the face count, or after MAX_PASSES passes.
+TOLERANCE = 0.02
+MAX_PASSES = 4
 
 
 def smooth(positions: np.ndarray, triangles: np.ndarray, iterations: int) -> np.ndarray:
@@ -30,8 +33,15 @@ def decimate(positions: np.ndarray, triangles: np.ndarray, face_count: int) -> t
         return positions, triangles
     import fast_simplification
 
-    points, faces = fast_simplification.simplify(positions, triangles, target_count=int(face_count))
-    return _compact(np.asarray(points, np.float64), np.asarray(faces, np.int64))
+    # One pass can stop short of a large reduction (its collapse threshold grows over a fixed number of
+    # iterations); passes continue while they get closer.
+    points, faces = positions, triangles
+    for _ in range(MAX_PASSES):
+        points, faces = fast_simplification.simplify(points, faces, target_count=int(face_count))
+        points, faces = _compact(np.asarray(points, np.float64), np.asarray(faces, np.int64))
+        if len(faces) <= face_count * (1 + TOLERANCE):
+            break
+    return points, faces
 
 
 def _compact(positions: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

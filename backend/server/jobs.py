@@ -171,13 +171,14 @@ class JobStore:
                     removed += 1
         return removed
 
-    def create(self, spec: JobSpec, owner: str = "", parent: str = "", init_mesh: MeshData | None = None) -> JobRecord:
+    def create(self, spec: JobSpec, owner: str = "", parent: str = "", init_mesh: MeshData | None = None,
+               init_uvs: np.ndarray | None = None) -> JobRecord:
         """A new queued job; its start mesh (one that travelled with the submit) is written before its record, so
         a job on disk always has what it needs to run."""
         record = JobRecord(job_id=uuid.uuid4().hex[:12], spec=spec, owner=owner, parent=parent)
         if init_mesh is not None:
             self.folder(record.job_id).mkdir(parents=True, exist_ok=True)
-            self._save_npz(self.init_mesh_path(record.job_id), init_mesh)
+            self._save_npz(self.init_mesh_path(record.job_id), init_mesh, uvs=init_uvs)
         with self._lock:
             self._jobs[record.job_id] = record
             self._write(record)
@@ -321,11 +322,21 @@ class JobStore:
         """The start mesh that travelled with the job's submit, if one did."""
         return _load_npz(self.init_mesh_path(job_id))
 
+    def load_init_uvs(self, job_id: str) -> np.ndarray | None:
+        """The start mesh's own per-corner UVs, if they travelled with it."""
+        path = self.init_mesh_path(job_id)
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            return np.array(data["uvs"]) if "uvs" in data.files else None
+
     @staticmethod
-    def _save_npz(path: Path, mesh: MeshData) -> Path:
+    def _save_npz(path: Path, mesh: MeshData, **extra: np.ndarray | None) -> Path:
+        arrays = {name: value for name, value in extra.items() if value is not None}
+
         def write(tmp: str) -> None:
             with open(tmp, "wb") as f:
-                np.savez(f, positions=mesh.positions, triangles=mesh.triangles, colors=mesh.colors)
+                np.savez(f, positions=mesh.positions, triangles=mesh.triangles, colors=mesh.colors, **arrays)
 
         return atomic_write(path, write)
 

@@ -327,7 +327,8 @@ class Server:
             return
         spec = admitted.spec
         record = self.store.create(spec, owner=session.principal, parent=admitted.parent,
-                                   init_mesh=message.init_mesh)
+                                   init_mesh=message.init_mesh,
+                                   init_uvs=message.init_uvs.uvs if message.init_uvs is not None else None)
         self._subscribe(peer, record.job_id)
         self._send(peer, Accepted(job_id=record.job_id, spec=spec, request_id=message.request_id))
         self._queue.put(record.job_id)

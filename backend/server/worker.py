@@ -140,6 +140,7 @@ class Worker(threading.Thread):
         if problems:
             raise CheckpointError("no checkpoint of this job can be read: " + "; ".join(problems))
         return make_trainer(spec, self.device, load=self.guidance, init_mesh=self.store.load_init_mesh(job_id),
+                            init_uvs=self.store.load_init_uvs(job_id),
                             on_fitting=on_fitting)
 
     def _finish(self, job_id: str, trainer: Trainer, reporter: "_ProgressReporter", done: bool) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from blender_dreamfusion.shared import JobSpec, MeshData, jobspec_knobs
-from blender_dreamfusion.shared.mesh import Texture, VertexColors
+from blender_dreamfusion.shared.mesh import CornerUVs, Texture, VertexColors
 from blender_dreamfusion.shared.messages import Finished, Image, Message, Submit, Update
 from blender_dreamfusion.shared.wirefields import Limits, field_limits, resolved_hints
 
@@ -102,7 +102,12 @@ def submits(draw) -> Submit:
     if draw(st.booleans()):
         kept = {"smoothing": 0, "face_count": 0} if spec.lock_geometry else {}  # a locked start mesh is kept as is
         spec = spec.replace(init="mesh", init_from="", **kept)
-        return Submit(spec=spec, init_mesh=draw(init_meshes()), request_id=draw(st.none() | st.just("r-1")))
+        mesh = draw(init_meshes())
+        uvs = None
+        if draw(st.booleans()):  # the mesh's own UVs, one per corner
+            rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+            uvs = CornerUVs(rng.uniform(-1, 2, size=(3 * mesh.triangle_count, 2)).astype(np.float32))
+        return Submit(spec=spec, init_mesh=mesh, init_uvs=uvs, request_id=draw(st.none() | st.just("r-1")))
     return Submit(spec=spec, request_id=draw(st.none() | st.just("r-2")))
 
 
