@@ -40,6 +40,8 @@ def textured_glb(mesh: MeshData, texture: Texture, positions_y_up: np.ndarray, l
 
     source, uv, triangles = split_at_seams(mesh, texture.uvs)
     positions = np.ascontiguousarray(positions_y_up[source], np.float32)
+    # Normals of the welded mesh, so a seam does not show as a crease (an importer shades flat without them).
+    normals = np.ascontiguousarray(_vertex_normals(positions_y_up, mesh.triangles)[source], np.float32)
     texcoords = np.ascontiguousarray(np.stack([uv[:, 0], 1.0 - uv[:, 1]], axis=1), np.float32)
     albedo = np.ascontiguousarray(linear_albedo[source], np.float32)
     png = io.BytesIO()
@@ -66,6 +68,7 @@ def textured_glb(mesh: MeshData, texture: Texture, positions_y_up: np.ndarray, l
         return len(accessors) - 1
 
     attributes = {"POSITION": accessor(positions, "VEC3", _FLOAT, _ARRAY_BUFFER, bounds=True),
+                  "NORMAL": accessor(normals, "VEC3", _FLOAT, _ARRAY_BUFFER),
                   "TEXCOORD_0": accessor(texcoords, "VEC2", _FLOAT, _ARRAY_BUFFER),
                   "_ALBEDO": accessor(albedo, "VEC4", _FLOAT, _ARRAY_BUFFER)}
     indices = accessor(triangles.reshape(-1), "SCALAR", _UINT, _ELEMENT_ARRAY_BUFFER)
@@ -85,6 +88,17 @@ def textured_glb(mesh: MeshData, texture: Texture, positions_y_up: np.ndarray, l
         "buffers": [{"byteLength": len(blob)}], "bufferViews": views, "accessors": accessors,
     }
     return _container(json.dumps(document, separators=(",", ":")).encode("utf-8"), bytes(blob))
+
+
+def _vertex_normals(positions: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals (a vertex no triangle uses gets +Y)."""
+    corners = np.asarray(positions, np.float64)[np.asarray(triangles, np.int64)]
+    face = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    normals = np.zeros((len(positions), 3))
+    for k in range(3):
+        np.add.at(normals, triangles[:, k], face)
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    return np.where(length > 0, normals / np.maximum(length, 1e-30), [0.0, 1.0, 0.0])
 
 
 def _container(document: bytes, blob: bytes) -> bytes:

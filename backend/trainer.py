@@ -302,8 +302,13 @@ class Trainer:
         """The final mesh (`snapshot(...).extraction.mesh`) made into what the spec asks for: smoothed, decimated,
         UV-mapped and baked (backend/asset). A locked start mesh keeps its vertices, and its own UVs if it came
         with them."""
-        return finish_asset(mesh, self.spec, self.albedo_at, keep_geometry=self.fixed_mesh is not None,
-                            own_uvs=self.fixed_uvs)
+        try:
+            return finish_asset(mesh, self.spec, self.albedo_at, keep_geometry=self.fixed_mesh is not None,
+                                own_uvs=self.fixed_uvs)
+        except Exception as exc:  # noqa: BLE001 - an unusable mesh for a library (xatlas, the simplifier)
+            # The result is not lost for it: the raw mesh is, with vertex colours, and the reason says why.
+            return Asset(mesh, None, notes=[f"post-processing failed ({type(exc).__name__}: {exc}); the result "
+                                            "is the mesh as extracted, with vertex colours"])
 
     @torch.no_grad()
     def preview(self, resolution: int = PREVIEW_SIZE) -> np.ndarray:

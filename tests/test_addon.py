@@ -93,7 +93,9 @@ def test_scene_settings_mirror_the_jobspec_limits(addon):
             continue
         prop = props[name]
         assert knob.help in prop.description, name
-        if knob.value_type in ("int", "float", "range"):
+        if knob.values:  # a fixed list of numbers is a menu of exactly those
+            assert [item.identifier for item in prop.enum_items] == [str(v) for v in knob.values], name
+        elif knob.value_type in ("int", "float", "range"):
             assert prop.hard_min == pytest.approx(knob.minimum), name
             assert prop.hard_max == pytest.approx(min(knob.maximum, 2**31 - 1)), name
         if knob.value_type == "choice":
@@ -174,6 +176,8 @@ def _unlike(defaults: dict) -> dict:
             values[name] = not default
         elif knob.value_type == "choice":
             values[name] = next(c for c in knob.choices if c != default)
+        elif knob.value_type == "int" and knob.values:
+            values[name] = next(v for v in knob.values if v != default)
         elif knob.value_type == "int":
             high = min(knob.maximum, 2**31 - 1)
             values[name] = default + 8 if default + 8 <= high else default - 8

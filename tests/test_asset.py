@@ -157,7 +157,7 @@ def test_a_textured_glb_imports_in_blender_with_its_texture_and_uvs(textured, tm
     data = path.read_bytes()
     gltf = json.loads(data[20:20 + struct.unpack_from("<I", data, 12)[0]])
     primitive = gltf["meshes"][0]["primitives"][0]
-    assert {"POSITION", "TEXCOORD_0", "_ALBEDO"} <= set(primitive["attributes"])
+    assert {"POSITION", "NORMAL", "TEXCOORD_0", "_ALBEDO"} <= set(primitive["attributes"])
     assert "COLOR_0" not in primitive["attributes"]  # it would multiply into the texture
     assert gltf["materials"][0]["pbrMetallicRoughness"]["baseColorTexture"] == {"index": 0}
     assert gltf["images"][0]["mimeType"] == "image/png"
