@@ -7,7 +7,8 @@ as bench/refine.py), so the bake pays for real hash-grid queries. The raw mesh i
 extraction at 720^3 (~330k faces); each face count is decimated from it. Prints one JSON object with, per face
 count: `decimation_s` (from the raw mesh), and per texture size `atlas_s`, `bake_s`, texel coverage, the
 median and 95th percentile |texture - field| at the triangles' corners (0-255, slivers with no area in the
-atlas left out: they render nothing; `sliver_share` says how many) and the bytes of the textured .glb, of the .obj and of its .png.
+atlas left out: they render nothing; `sliver_share` says how many) and the bytes of the textured .glb, of
+the .obj and of its .png.
 """
 
 from __future__ import annotations
