@@ -62,7 +62,7 @@ def export_result(mesh: MeshData, path: str | Path, texture: Texture | None = No
     files written, the mesh file first."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if texture is None or suffix == ".ply":
+    if texture is None or suffix == ".ply" or not mesh.triangle_count:
         return [export_mesh(mesh, path)]
     if suffix not in FORMATS:
         raise ValueError(f"--out must end in {', '.join(FORMATS)}, got {path.name!r}")
@@ -86,7 +86,7 @@ def _textured_obj(mesh: MeshData, texture: Texture, path: Path) -> list[Path]:
     png, mtl = texture_png_path(path), path.with_suffix(".mtl")
     image = np.ascontiguousarray(texture.image)
     written = [atomic_write(png, lambda tmp: PILImage.fromarray(image).save(tmp, format="PNG"))]
-    material = path.stem
+    material = "_".join(path.stem.split()) or "albedo"  # OBJ names end at a space
     mtl_text = (f"# DreamFusion for Blender\nnewmtl {material}\nKa 0 0 0\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\n"
                 f"map_Kd {png.name}\n")
     written.append(atomic_write(mtl, lambda tmp: Path(tmp).write_text(mtl_text, encoding="utf-8")))

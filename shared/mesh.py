@@ -21,6 +21,8 @@ MAX_INDEX = np.iinfo(np.int32).max
 #: grow with it (about 3 s for 100k triangles on 2 cores). Decimate a bigger mesh first.
 MAX_INIT_TRIANGLES = 500_000
 UV_DTYPE = np.dtype("<f4")
+#: Largest |u| or |v| of a start mesh's own UVs (tiles beyond that lose float32 precision within a texel).
+MAX_UV = 1e4
 #: Largest side of a texture image (the largest `texture_size` a JobSpec may ask for).
 MAX_TEXTURE_SIDE = 4096
 
@@ -150,6 +152,8 @@ class CornerUVs:
         _expect(self.uvs, "init_uvs", UV_DTYPE, 2)
         if self.uvs.size and not np.isfinite(self.uvs).all():
             raise NonFinite("init_uvs contain NaN or infinity")
+        if self.uvs.size and np.abs(self.uvs).max() > MAX_UV:
+            raise BadBuffer(f"init_uvs must lie within ±{MAX_UV:g} (a UV of {np.abs(self.uvs).max():.3g})")
 
     def wire_arrays(self) -> dict[str, np.ndarray]:
         return {"": self.uvs}
@@ -206,6 +210,8 @@ class Texture:
 
     def check_fits(self, mesh: MeshData, field: str = "texture") -> None:
         """Raise BadBuffer naming `field` unless there is one UV per corner of `mesh`'s triangles."""
+        if mesh.triangle_count == 0:
+            raise BadBuffer(f"{field}: a mesh with no triangles has nothing to texture")
         if len(self.uvs) != 3 * mesh.triangle_count:
             raise BadBuffer(f"{field}: uvs has {len(self.uvs)} rows; the mesh's {mesh.triangle_count} triangles "
                             f"need {3 * mesh.triangle_count} (one per corner)")

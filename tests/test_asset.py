@@ -214,6 +214,9 @@ def test_texture_buffers_travel_and_are_checked_against_the_mesh(textured):
     broken = [frames[0], json.dumps(header).encode(), *(bytes(frames[2 + i]) for i in keep)]
     with pytest.raises(BadBuffer, match="texture needs buffers texture_uvs, texture_image; missing texture_image"):
         decode(broken)
+    with pytest.raises(BadBuffer, match="a mesh with no triangles has nothing to texture"):
+        Finished(job_id="j1", step=1, mesh=MeshData.coerce(textured.mesh.positions, np.zeros((0, 3), np.int32)),
+                 texture=Texture(np.zeros((0, 2), np.float32), textured.texture.image))
     with pytest.raises(BadBuffer, match=r"image must have shape \(H, W, 3 or 4\)"):
         Texture(textured.texture.uvs, np.zeros((8, 5000, 3), np.uint8))
 
@@ -306,3 +309,14 @@ def test_a_textured_file_read_back_as_a_start_mesh_brings_its_uvs(textured, tmp_
             return np.concatenate([m.positions[m.triangles.reshape(-1)], u], axis=1).astype(np.float64)
         distance, _ = cKDTree(pairs(textured.mesh, textured.texture.uvs)).query(pairs(mesh, uvs))
         assert distance.max() < 1e-4, (suffix, distance.max())
+
+
+def test_own_uvs_that_tile_are_wrapped_and_ones_that_overlap_everywhere_get_a_new_atlas(shape):
+    spec = JobSpec(prompt="x", seed=0, init="mesh", lock_geometry=True, texture_size=512)
+    corner = uv_atlas(shape.positions, shape.triangles, 512)  # a layout of their own, then shifted by tiles
+    tiled = corner + np.repeat(np.arange(shape.triangle_count) % 3, 3)[:, None].astype(np.float32)  # tiles 0-2
+    asset = finish_asset(shape, spec, albedo_at, keep_geometry=True, own_uvs=tiled)
+    np.testing.assert_allclose(asset.texture.uvs, corner, atol=1e-6)  # each triangle moved into the one tile
+    everywhere = np.tile(np.array([[0, 0], [1, 0], [0, 1]], np.float32), (shape.triangle_count, 1))
+    asset = finish_asset(shape, spec, albedo_at, keep_geometry=True, own_uvs=everywhere)
+    assert "overlap too much" in asset.notes[0] and not np.array_equal(asset.texture.uvs, everywhere)

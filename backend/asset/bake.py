@@ -107,6 +107,13 @@ def _scan(pixel: np.ndarray, size: int, face: np.ndarray, bary: np.ndarray) -> N
         bary[y[keep], x[keep]] = weights[keep]
 
 
+def raster_cost(corner_uvs: np.ndarray, size: int) -> int:
+    """Texels the rasteriser tests for these UVs: the sum of every triangle's bounding box in texels."""
+    uv = np.asarray(corner_uvs, np.float64).reshape(-1, 3, 2) * size
+    extent = np.clip(uv.max(axis=1) - uv.min(axis=1), 0, size) + 1
+    return int((extent[:, 0] * extent[:, 1]).sum())
+
+
 def bake(positions: np.ndarray, triangles: np.ndarray, corner_uvs: np.ndarray, size: int,
          albedo_at: AlbedoAt) -> np.ndarray:
     """The albedo texture, uint8 size x size x 3 sRGB, row 0 at the top."""
@@ -116,9 +123,13 @@ def bake(positions: np.ndarray, triangles: np.ndarray, corner_uvs: np.ndarray, s
     if not covered.any():
         return image
     corners = np.asarray(positions, np.float64)[np.asarray(triangles, np.int64)]  # M x 3 x 3
-    faces = raster.face[covered]
-    points = np.einsum("kj,kjd->kd", raster.bary[covered].astype(np.float64), corners[faces])
-    image[covered] = np.asarray(albedo_at(points))[:, :3]
+    faces, weights = raster.face[covered], raster.bary[covered]
+    colours = np.empty((len(faces), 3), np.uint8)
+    for start in range(0, len(faces), CHUNK_TEXELS):  # a 4096 px bake would otherwise hold GBs of points
+        part = slice(start, start + CHUNK_TEXELS)
+        points = np.einsum("kj,kjd->kd", weights[part].astype(np.float64), corners[faces[part]])
+        colours[part] = np.asarray(albedo_at(points))[:, :3]
+    image[covered] = colours
     # Beyond the rim, the nearest inside texel's colour (the distance transform rasterise already made).
     beyond = ~covered
     image[beyond] = image[raster.nearest[0][beyond], raster.nearest[1][beyond]]

@@ -19,9 +19,13 @@ def smooth(positions: np.ndarray, triangles: np.ndarray, iterations: int) -> np.
     import trimesh
     from trimesh.smoothing import filter_taubin
 
-    mesh = trimesh.Trimesh(np.asarray(positions, np.float64), np.asarray(triangles), process=False)
-    filter_taubin(mesh, lamb=TAUBIN_LAMBDA, nu=TAUBIN_MU, iterations=int(iterations))
-    return np.asarray(mesh.vertices, np.float64)
+    positions = np.array(positions, np.float64)
+    used, local = np.unique(np.asarray(triangles, np.int64), return_inverse=True)  # trimesh sizes by used ones
+    mesh = trimesh.Trimesh(positions[used], local.reshape(-1, 3), process=False)
+    # trimesh counts half-steps (a shrink, then an inflate): one Taubin iteration is two of them.
+    filter_taubin(mesh, lamb=TAUBIN_LAMBDA, nu=TAUBIN_MU, iterations=2 * int(iterations))
+    positions[used] = mesh.vertices
+    return positions
 
 
 def decimate(positions: np.ndarray, triangles: np.ndarray, face_count: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,8 +10,21 @@ import numpy as np
 from blender_dreamfusion.shared import JobSpec, MeshData, Texture
 
 from .atlas import uv_atlas
-from .bake import AlbedoAt, bake
+from .bake import AlbedoAt, bake, raster_cost
 from .cleanup import decimate, smooth
+
+
+#: Own UVs whose triangles' bounding boxes add up to more than this many textures are not baked into (a layout
+#: that maps every face onto the whole tile would take hours, and paint every face over the others).
+MAX_RASTER_COST = 16
+
+
+def wrap_into_tile(uvs: np.ndarray) -> np.ndarray:
+    """Per-corner UVs with each triangle moved by whole tiles into [0, 1] (a tiling layout bakes into the one
+    texture it repeats)."""
+    corners = np.asarray(uvs, np.float32).reshape(-1, 3, 2)
+    shift = np.floor(corners.min(axis=1, keepdims=True))
+    return np.ascontiguousarray((corners - shift).reshape(-1, 2), np.float32)
 
 
 @dataclass
@@ -55,6 +68,12 @@ def finish_asset(mesh: MeshData, spec: JobSpec, albedo_at: AlbedoAt, keep_geomet
     if spec.texture_size:
         size = spec.texture_size
         uvs = own_uvs if keep_geometry and own_uvs is not None and len(own_uvs) == 3 * len(triangles) else None
+        if uvs is not None:
+            uvs = wrap_into_tile(uvs)
+            if raster_cost(uvs, size) > MAX_RASTER_COST * size * size:
+                uvs = None  # many triangles each spanning most of the tile: unbakeable in useful time
+                asset.notes.append("the start mesh's own UVs overlap too much to bake (many triangles each cover "
+                                   "most of the texture); baked into a new atlas instead")
         started = time.perf_counter()
         if uvs is None:
             uvs = uv_atlas(positions, triangles, size)

@@ -307,7 +307,8 @@ class JobStore:
         """The final mesh's UVs and baked image, beside `mesh.npz`, for `result` after a restart."""
         def write(tmp: str) -> None:
             with open(tmp, "wb") as f:
-                np.savez_compressed(f, uvs=texture.uvs, image=texture.image)  # a 4096 px image is 48 MiB raw
+                # Not compressed: `result` reads it on the server's loop, and inflating 48 MiB would stall it.
+                np.savez(f, uvs=texture.uvs, image=texture.image)
 
         return atomic_write(self.texture_path(job_id), write)
 

@@ -425,9 +425,12 @@ class Server:
         if mesh is None:
             return None
         checkpoints = self.store.checkpoints(job_id)
-        texture = self.store.load_texture(job_id)
+        try:
+            texture = self.store.load_texture(job_id)
+        except (OSError, ValueError, KeyError, ProtocolError):  # a damaged file: the mesh alone is still the result
+            texture = None
         if texture is not None and len(texture.uvs) != 3 * mesh.triangle_count:
-            texture = None  # not this mesh's (a damaged folder): the mesh alone is still the result
+            texture = None  # not this mesh's (a damaged folder)
         return Finished(job_id=job_id, step=record.step, elapsed=record.elapsed,
                         checkpoint=str(checkpoints[0]) if checkpoints else "", files=record.files, mesh=mesh,
                         texture=texture, request_id=request_id)

@@ -61,8 +61,11 @@ def continue_spec(parent: JobSpec, parent_id: str, parent_step: int, extra_steps
 
 
 def mesh_spec(values: Mapping[str, Any], lock_geometry: bool) -> JobSpec:
-    """The panel's settings (a JobSpec dict) started from a mesh sent with the submit."""
-    return JobSpec.from_dict({**values, "init": "mesh", "init_from": "", "lock_geometry": bool(lock_geometry)})
+    """The panel's settings (a JobSpec dict) started from a mesh sent with the submit. A kept mesh is neither
+    smoothed nor decimated, whatever the Output settings say (the spec would refuse them)."""
+    kept = {"smoothing": 0, "face_count": 0} if lock_geometry else {}
+    return JobSpec.from_dict({**values, "init": "mesh", "init_from": "", "lock_geometry": bool(lock_geometry),
+                              **kept})
 
 
 def start_mesh(positions: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None,

@@ -177,7 +177,7 @@ def _finisheds(draw) -> Finished:
     kwargs = {f.name: draw(_for_type(hints[f.name], field_limits(f))) for f in dataclasses.fields(Finished)
               if f.init and f.name not in ("mesh", "texture")}
     mesh = draw(meshes())
-    texture = draw(st.none() | textures(3 * mesh.triangle_count))
+    texture = draw(st.none() | textures(3 * mesh.triangle_count)) if mesh.triangle_count else None
     return Finished(**kwargs, mesh=mesh, texture=texture)
 
 
