@@ -16,7 +16,7 @@ from blender_dreamfusion.shared.errors import ProtocolError
 from blender_dreamfusion.shared.mesh import check_init_mesh
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .asset import Asset
+from .asset import Asset, asks_for_asset
 from .export import FORMATS, PLY_NOTE, export_mesh, export_result
 from .extract import Extraction
 from .guidance import Guidance, load_guidance
@@ -134,7 +134,7 @@ def generate(spec: JobSpec, out: Path, device: str = "auto", save_every: int = 0
     if not extraction.mesh.vertex_count:
         return GenerateResult(None, checkpoint, extraction, trainer.step, time.perf_counter() - start,
                               stopped_early=not finished)
-    if show_progress and (spec.smoothing or spec.face_count or spec.texture_size):
+    if show_progress and asks_for_asset(spec):
         print("post-processing the final mesh ...", file=sys.stderr)
     asset = trainer.final_asset(extraction.mesh)
     files = export_result(asset.mesh, out, asset.texture)

@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from refine import scene_mesh  # noqa: E402
 
-from blender_dreamfusion.backend.asset.atlas import uv_atlas  # noqa: E402
+from blender_dreamfusion.backend.asset.atlas import flat_in_uv, uv_atlas  # noqa: E402
 from blender_dreamfusion.backend.asset.bake import bake, rasterise, sample  # noqa: E402
 from blender_dreamfusion.backend.asset.cleanup import decimate  # noqa: E402
 from blender_dreamfusion.backend.export import export_result  # noqa: E402
@@ -66,9 +66,7 @@ def main() -> None:
             corners = positions[triangles.reshape(-1)]
             error = np.abs(sample(image, uvs) - trainer.albedo_at(corners)[:, :3]).max(axis=1)
             # Slivers (no area in the atlas: xatlas shrinks them to a point) render nothing; measure the rest.
-            corner_uvs = uvs.reshape(-1, 3, 2)
-            e1, e2 = corner_uvs[:, 1] - corner_uvs[:, 0], corner_uvs[:, 2] - corner_uvs[:, 0]
-            charted = np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]) > 1e-14
+            charted = ~flat_in_uv(uvs)
             error = error.reshape(-1, 3)[charted].reshape(-1)
             texture = Texture(uvs, image)
             with tempfile.TemporaryDirectory() as folder:

@@ -149,9 +149,7 @@ class CornerUVs:
     WIRE_PARTS = {"": (UV_DTYPE, 2)}
 
     def __post_init__(self) -> None:
-        _expect(self.uvs, "init_uvs", UV_DTYPE, 2)
-        if self.uvs.size and not np.isfinite(self.uvs).all():
-            raise NonFinite("init_uvs contain NaN or infinity")
+        _expect_uvs(self.uvs, "init_uvs")
         if self.uvs.size and np.abs(self.uvs).max() > MAX_UV:
             raise BadBuffer(f"init_uvs must lie within ±{MAX_UV:g} (a UV of {np.abs(self.uvs).max():.3g})")
 
@@ -183,9 +181,7 @@ class Texture:
     WIRE_PARTS = {"uvs": (UV_DTYPE, 2), "image": (COLOR_DTYPE, 3)}
 
     def __post_init__(self) -> None:
-        _expect(self.uvs, "uvs", UV_DTYPE, 2)
-        if self.uvs.size and not np.isfinite(self.uvs).all():
-            raise NonFinite("uvs contain NaN or infinity")
+        _expect_uvs(self.uvs, "uvs")
         image = self.image
         if not isinstance(image, np.ndarray):
             raise BadBuffer(f"image must be a numpy array, got {type(image).__name__}")
@@ -244,3 +240,10 @@ def _expect(array: np.ndarray, name: str, dtype: np.dtype, width: int) -> None:
         raise BadDtype(f"{name} must be {dtype.name}, got {array.dtype.name}")
     if array.ndim != 2 or array.shape[1] != width:
         raise BadBuffer(f"{name} must have shape (N, {width}), got {tuple(array.shape)}")
+
+
+def _expect_uvs(uvs: np.ndarray, name: str) -> None:
+    """float32 (K, 2), every value finite."""
+    _expect(uvs, name, UV_DTYPE, 2)
+    if uvs.size and not np.isfinite(uvs).all():
+        raise NonFinite(f"{name} contain NaN or infinity")

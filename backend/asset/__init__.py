@@ -4,6 +4,6 @@ Streamed previews skip all of this (they stay raw marching-cubes meshes with ver
 final result goes through `finish_asset`. Every step runs on the CPU: no GPU rasteriser is needed.
 """
 
-from .final import Asset, finish_asset
+from .final import Asset, asks_for_asset, finish_asset
 
-__all__ = ["Asset", "finish_asset"]
+__all__ = ["Asset", "asks_for_asset", "finish_asset"]

@@ -56,13 +56,19 @@ def uv_atlas(positions: np.ndarray, triangles: np.ndarray, size: int) -> np.ndar
     return uvs.reshape(-1, 2)
 
 
+def flat_in_uv(corner_uvs: np.ndarray) -> np.ndarray:
+    """Per triangle: True where its UV image has (almost) no area (a sliver xatlas shrank to a point)."""
+    uv = np.asarray(corner_uvs).reshape(-1, 3, 2)
+    edge1, edge2 = uv[:, 1] - uv[:, 0], uv[:, 2] - uv[:, 0]
+    return np.abs(edge1[:, 0] * edge2[:, 1] - edge1[:, 1] * edge2[:, 0]) <= 1e-14
+
+
 def _place_slivers(uvs: np.ndarray, triangles: np.ndarray) -> None:
     """xatlas shrinks a triangle of (almost) no area to a point somewhere in its chart. Move that point to where
     one of its vertices is charted in a triangle with area, so a lookup there reads that vertex's colour (a
     sliver's vertices are all but one point). It stays a point: its corners may lie in different charts, and
     a triangle spanning them would be painted across the atlas."""
-    edge1, edge2 = uvs[:, 1] - uvs[:, 0], uvs[:, 2] - uvs[:, 0]
-    flat = np.abs(edge1[:, 0] * edge2[:, 1] - edge1[:, 1] * edge2[:, 0]) <= 1e-14
+    flat = flat_in_uv(uvs)
     if not flat.any() or flat.all():
         return
     vertex_uv = np.full((int(triangles.max()) + 1, 2), np.nan, np.float32)

@@ -27,6 +27,11 @@ def wrap_into_tile(uvs: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray((corners - shift).reshape(-1, 2), np.float32)
 
 
+def asks_for_asset(spec: JobSpec) -> bool:
+    """Whether `spec` asks for any post-processing of its final mesh."""
+    return bool(spec.smoothing or spec.face_count or spec.texture_size)
+
+
 @dataclass
 class Asset:
     mesh: MeshData

@@ -298,7 +298,8 @@ class JobStore:
         return self._save_npz(self.mesh_path(job_id), mesh)
 
     def load_mesh(self, job_id: str) -> MeshData | None:
-        return _load_npz(self.mesh_path(job_id))
+        loaded = _load_npz(self.mesh_path(job_id))
+        return loaded[0] if loaded is not None else None
 
     def texture_path(self, job_id: str) -> Path:
         return self.folder(job_id) / "texture.npz"
@@ -319,17 +320,14 @@ class JobStore:
         with np.load(path, allow_pickle=False) as data:
             return Texture(np.array(data["uvs"]), np.array(data["image"]))
 
-    def load_init_mesh(self, job_id: str) -> MeshData | None:
-        """The start mesh that travelled with the job's submit, if one did."""
-        return _load_npz(self.init_mesh_path(job_id))
-
-    def load_init_uvs(self, job_id: str) -> np.ndarray | None:
-        """The start mesh's own per-corner UVs, if they travelled with it."""
-        path = self.init_mesh_path(job_id)
-        if not path.is_file():
-            return None
-        with np.load(path, allow_pickle=False) as data:
-            return np.array(data["uvs"]) if "uvs" in data.files else None
+    def load_init_mesh(self, job_id: str) -> tuple[MeshData | None, np.ndarray | None]:
+        """The start mesh that travelled with the job's submit, if one did, and its own per-corner UVs, if they
+        travelled with it."""
+        loaded = _load_npz(self.init_mesh_path(job_id))
+        if loaded is None:
+            return None, None
+        mesh, extra = loaded
+        return mesh, extra.get("uvs")
 
     @staticmethod
     def _save_npz(path: Path, mesh: MeshData, **extra: np.ndarray | None) -> Path:
@@ -346,11 +344,16 @@ class JobStore:
         atomic_write(self.folder(record.job_id) / _RECORD, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def _load_npz(path: Path) -> MeshData | None:
+_MESH_ARRAYS = ("positions", "triangles", "colors")
+
+
+def _load_npz(path: Path) -> tuple[MeshData, dict[str, np.ndarray]] | None:
+    """The mesh in `path` and any other arrays saved beside it (a start mesh's `uvs`), or None if no file."""
     if not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as data:
-        return MeshData(np.array(data["positions"]), np.array(data["triangles"]), np.array(data["colors"]))
+        mesh = MeshData(np.array(data["positions"]), np.array(data["triangles"]), np.array(data["colors"]))
+        return mesh, {name: np.array(data[name]) for name in data.files if name not in _MESH_ARRAYS}
 
 
 def _tree_size(path: Path) -> int:

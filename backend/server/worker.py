@@ -20,6 +20,7 @@ import torch
 
 from blender_dreamfusion.shared import Cancelled, Failed, Finished, Message, Progress
 
+from ..asset import asks_for_asset
 from ..checkpoint import CheckpointError, save_checkpoint
 from ..export import export_result
 from ..generate import GenerateError, make_trainer
@@ -139,8 +140,8 @@ class Worker(threading.Thread):
                       "trying the checkpoint before it", file=sys.stderr, flush=True)
         if problems:
             raise CheckpointError("no checkpoint of this job can be read: " + "; ".join(problems))
-        return make_trainer(spec, self.device, load=self.guidance, init_mesh=self.store.load_init_mesh(job_id),
-                            init_uvs=self.store.load_init_uvs(job_id),
+        init_mesh, init_uvs = self.store.load_init_mesh(job_id)
+        return make_trainer(spec, self.device, load=self.guidance, init_mesh=init_mesh, init_uvs=init_uvs,
                             on_fitting=on_fitting)
 
     def _finish(self, job_id: str, trainer: Trainer, reporter: "_ProgressReporter", done: bool) -> None:
@@ -156,8 +157,7 @@ class Worker(threading.Thread):
                            phase="extracting"))
         snapshot = trainer.snapshot(reporter.last_loss, reporter.elapsed())
         mesh, texture, notes = snapshot.extraction.mesh, None, []
-        if done and mesh.vertex_count and (trainer.spec.smoothing or trainer.spec.face_count
-                                           or trainer.spec.texture_size):
+        if done and mesh.vertex_count and asks_for_asset(trainer.spec):
             self.emit(Progress(job_id=job_id, step=trainer.step, steps=trainer.spec.steps, loss=reporter.last_loss,
                                it_per_s=reporter.last_rate, eta=0.0, elapsed=reporter.elapsed(), phase="baking"))
             asset = trainer.final_asset(mesh)
