@@ -183,6 +183,7 @@ def _status(client: BackendClient, args, spec) -> int:
     for job in jobs:
         line = f"{job.job_id}  {job.state:<11}  {job.step:>6}/{job.steps:<6}  {job.prompt}"
         line += f"  [continues {job.parent}]" if job.parent else ""
+        line += f"  on {job.node}" if job.node else ""
         print(line + (f"  ({job.reason})" if job.reason else ""))
     return 0
 

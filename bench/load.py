@@ -1,6 +1,6 @@
 """Load on a real `serve` process: many clients submitting short jobs at once, then a stream of hostile messages.
 
-    .venv/bin/python bench/load.py [--clients 8] [--jobs 25] [--hostile 2000]
+    .venv/bin/python bench/load.py [--clients 8] [--jobs 25] [--hostile 2000] [--ray-nodes 2]
 
 Starts `dreamfusion-backend serve` on loopback with a fresh data folder and a tiny random SD model (written
 from config, no download). Each client thread has its own BackendClient and submits its jobs all at once (the
@@ -8,6 +8,10 @@ queue limit per client is raised to fit them); every job is followed to its end.
 but never ended, or ended twice: duplicates), the median and p99 seconds from submit to `accepted` and to the
 job's first `update`, the server's RSS and the data folder's size before, after the jobs, and after deleting
 them, and how many hostile messages a second the server answers (each one answered before the next is sent).
+
+With `--ray-nodes N` the same load then goes, in the same run, to a `serve --ray` gateway in front of a real
+Ray cluster on this machine (a head and N worker nodes, each one logical GPU): the JSON has both, "plain" and
+"gateway".
 """
 
 from __future__ import annotations
@@ -123,62 +127,83 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=25, help="jobs per client")
     parser.add_argument("--hostile", type=int, default=2000, help="hostile messages to send")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up on unfinished jobs after this")
+    parser.add_argument("--ray-nodes", type=int, default=0, metavar="N",
+                        help="also load a `serve --ray` gateway on a real Ray cluster on this machine (a head and N "
+                             "worker nodes with one logical GPU each), after the plain server, in the same run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dreamfusion-load-") as tmp:
         root = Path(tmp)
         model = write_tiny_sd(root / "tiny-sd")
-        data = root / "data"
-        server = subprocess.Popen([str(SCRIPT), "serve", "--bind", "tcp://127.0.0.1:0", "--data-dir", str(data),
-                                   "--device", "cpu", "--allow-path", str(root), "--max-queued-per-client",
-                                   str(args.jobs + 1), "--max-jobs", str(args.clients * args.jobs + 10)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        try:
-            endpoint = re.search(r"listening on (tcp://\S+)", server.stdout.readline())[1]
-            rss_before, disk_before = _rss(server.pid), _size(data)
-            results = [{} for _ in range(args.clients)]
-            deadline = time.monotonic() + args.timeout
-            threads = [threading.Thread(target=run_client, args=(endpoint, model, args.jobs, c + 1, results[c],
-                                                                  deadline)) for c in range(args.clients)]
-            start = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            seconds = time.perf_counter() - start
-            rss_after, disk_after = _rss(server.pid), _size(data)
-            accepted = [job for r in results for job in r.get("accepted", [])]
-            ended = {job: kinds for r in results for job, kinds in r.get("ended", {}).items()}
-            hostile = hostile_rate(endpoint, args.hostile)
-            with BackendClient(endpoint) as client:
-                freed = 0
-                for job in accepted:
-                    reply = client.request(client.delete(job), 60)
-                    freed += reply.freed_bytes if isinstance(reply, Deleted) else 0
-            disk_deleted = _size(data)
-            accepted_s = [s for r in results for s in r.get("accepted_s", [])]
-            update_s = [s for r in results for s in r.get("first_update_s", [])]
-            print(json.dumps({
-                "clients": args.clients, "jobs_per_client": args.jobs,
-                "submitted": sum(r.get("submitted", 0) for r in results), "accepted": len(accepted),
-                "jobs_lost": sum(1 for job in accepted if job not in ended),
-                "duplicates": len(accepted) - len(set(accepted)) + sum(len(k) - 1 for k in ended.values()),
-                "finished": sum(1 for k in ended.values() if k == ["finished"]),
-                "refusals": [x for r in results for x in r.get("refusals", [])][:5],
-                "seconds": round(seconds, 1),
-                "submit_to_accepted_s": {"median": _round(statistics.median(accepted_s) if accepted_s else None),
-                                         "p99": _round(_percentile(accepted_s, 0.99))},
-                "submit_to_first_update_s": {"median": _round(statistics.median(update_s) if update_s else None),
-                                             "p99": _round(_percentile(update_s, 0.99))},
-                "server_rss_mb": {"before": _mb(rss_before), "after_jobs": _mb(rss_after),
-                                  "after_hostile": _mb(_rss(server.pid))},
-                "data_dir_mb": {"before": _mb(disk_before), "after_jobs": _mb(disk_after),
-                                "after_delete": _mb(disk_deleted), "freed_by_delete": _mb(freed)},
-                "hostile": hostile,
-                "server_alive": server.poll() is None,
-            }, indent=2))
-        finally:
-            server.terminate()
-            server.wait(60)
+        report = {"plain": measure(args, root, model, root / "plain")}
+        if args.ray_nodes:
+            from ray.cluster_utils import Cluster
+
+            cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "num_gpus": 0,
+                                                                   "include_dashboard": False})
+            for _ in range(args.ray_nodes):
+                cluster.add_node(num_cpus=1, num_gpus=1)
+            cluster.wait_for_nodes()
+            try:
+                report["gateway"] = measure(args, root, model, root / "gateway", "--ray", cluster.address)
+                report["gateway"]["ray_nodes"] = args.ray_nodes
+            finally:
+                cluster.shutdown()
+        print(json.dumps(report if args.ray_nodes else report["plain"], indent=2))
+
+
+def measure(args, root: Path, model: Path, data: Path, *extra: str) -> dict:
+    """Start `serve` (with `extra` flags), load it, and describe what happened."""
+    server = subprocess.Popen([str(SCRIPT), "serve", "--bind", "tcp://127.0.0.1:0", "--data-dir", str(data),
+                               "--device", "cpu", "--allow-path", str(root), "--max-queued-per-client",
+                               str(args.jobs + 1), "--max-jobs", str(args.clients * args.jobs + 10), *extra],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        endpoint = re.search(r"listening on (tcp://\S+)", server.stdout.readline())[1]
+        rss_before, disk_before = _rss(server.pid), _size(data)
+        results = [{} for _ in range(args.clients)]
+        deadline = time.monotonic() + args.timeout
+        threads = [threading.Thread(target=run_client, args=(endpoint, model, args.jobs, c + 1, results[c],
+                                                              deadline)) for c in range(args.clients)]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        seconds = time.perf_counter() - start
+        rss_after, disk_after = _rss(server.pid), _size(data)
+        accepted = [job for r in results for job in r.get("accepted", [])]
+        ended = {job: kinds for r in results for job, kinds in r.get("ended", {}).items()}
+        hostile = hostile_rate(endpoint, args.hostile)
+        with BackendClient(endpoint) as client:
+            freed = 0
+            for job in accepted:
+                reply = client.request(client.delete(job), 60)
+                freed += reply.freed_bytes if isinstance(reply, Deleted) else 0
+        disk_deleted = _size(data)
+        accepted_s = [s for r in results for s in r.get("accepted_s", [])]
+        update_s = [s for r in results for s in r.get("first_update_s", [])]
+        return {
+            "clients": args.clients, "jobs_per_client": args.jobs,
+            "submitted": sum(r.get("submitted", 0) for r in results), "accepted": len(accepted),
+            "jobs_lost": sum(1 for job in accepted if job not in ended),
+            "duplicates": len(accepted) - len(set(accepted)) + sum(len(k) - 1 for k in ended.values()),
+            "finished": sum(1 for k in ended.values() if k == ["finished"]),
+            "refusals": [x for r in results for x in r.get("refusals", [])][:5],
+            "seconds": round(seconds, 1),
+            "submit_to_accepted_s": {"median": _round(statistics.median(accepted_s) if accepted_s else None),
+                                     "p99": _round(_percentile(accepted_s, 0.99))},
+            "submit_to_first_update_s": {"median": _round(statistics.median(update_s) if update_s else None),
+                                         "p99": _round(_percentile(update_s, 0.99))},
+            "server_rss_mb": {"before": _mb(rss_before), "after_jobs": _mb(rss_after),
+                              "after_hostile": _mb(_rss(server.pid))},
+            "data_dir_mb": {"before": _mb(disk_before), "after_jobs": _mb(disk_after),
+                            "after_delete": _mb(disk_deleted), "freed_by_delete": _mb(freed)},
+            "hostile": hostile,
+            "server_alive": server.poll() is None,
+        }
+    finally:
+        server.terminate()
+        server.wait(120)
 
 
 def _round(x: float | None) -> float | None:

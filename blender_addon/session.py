@@ -216,6 +216,11 @@ class Session:
             return Status("lost", "lost contact with the backend (results so far are kept)")
         return Status("connecting", f"connecting to {self.client.address}…")
 
+    def job_slots(self) -> int:
+        """Jobs the backend can usefully take at once (what its welcome said; 1 before it has answered)."""
+        welcome = self.client.welcome if self.client is not None else None
+        return welcome.job_slots if welcome is not None else 1
+
     @property
     def connected(self) -> bool:
         return self.client is not None and self.client.server_alive

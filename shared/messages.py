@@ -84,6 +84,8 @@ class JobInfo:
     reason: str = wire("")
     #: The job this one continues (`init = checkpoint` from a job id): its lineage, one step back.
     parent: str | None = wire(None, pattern=ID_PATTERN)
+    #: Where it runs or last ran (a Ray gateway's node: "host (node id)"); None on a plain server.
+    node: str | None = wire(None, max_len=200)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -244,6 +246,9 @@ class Welcome(Message):
     protocol: int = wire(PROTOCOL_VERSION, minimum=1, maximum=1_000_000)
     heartbeat_interval: float = wire(5.0, minimum=0.0, maximum=3600.0)
     max_message_bytes: int = wire(256 * 2**20, minimum=0)
+    #: Jobs one client may usefully keep queued or running here at once (a batch submits up to this many): the
+    #: number of workers of a plain server; a Ray gateway's per-client queue limit. 1 from servers before it.
+    job_slots: int = wire(1, minimum=1, maximum=1_000_000)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -48,6 +48,19 @@ def add_serve_parser(verbs) -> None:
     serve.add_argument("--shared-jobs", action=argparse.BooleanOptionalAction, default=None,
                        help="let clients see (list, watch, fetch) each other's jobs (default: yes on loopback, no "
                             "with --curve-dir, where jobs belong to the client key that submitted them)")
+    ray = serve.add_argument_group("Ray", "run as a gateway: each job trains as a Ray actor on any node of a "
+                                          "cluster with room (needs the [ray] extra on the gateway and every node)")
+    ray.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                     help="the cluster: 'auto' (the default: the one `ray start` runs here, or RAY_ADDRESS), "
+                          "HEAD:6379, ray://HEAD:10001, or 'local' (a one-machine Ray inside the gateway)")
+    ray.add_argument("--ray-gpus", type=float, default=1.0, metavar="N",
+                     help="GPUs each job reserves (default 1; 0 for CPU-only nodes; fractions share a GPU)")
+    ray.add_argument("--ray-cpus", type=float, default=1.0, metavar="N", help="CPUs each job reserves (default 1)")
+    ray.add_argument("--ray-resource", action="append", default=[], metavar="NAME=AMOUNT",
+                     help="a custom resource each job reserves as well, e.g. a100=1 for nodes started with "
+                          "--resources '{\"a100\": 1}' (repeatable)")
+    ray.add_argument("--ray-max-attempts", type=int, default=3, metavar="N",
+                     help="times a job may start before it fails when its node keeps being lost (default 3)")
     serve.add_argument("--parent-pid", type=int, default=None, metavar="PID",
                        help="stop (running jobs become interrupted) when process PID exits; the Blender add-on "
                             "passes its own, so a crashed Blender leaves no backend behind (POSIX)")
@@ -76,6 +89,7 @@ def run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for folder in args.allow_path:
         if not folder.expanduser().is_dir():
             parser.error(f"--allow-path: {folder} is not a folder")
+    ray = _ray_options(args, parser)
     from ..generate import GenerateError
     from .service import Server, ServerConfig
 
@@ -83,10 +97,10 @@ def run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                           keep_checkpoints=args.keep_checkpoints)
     config = ServerConfig(bind=args.bind, workers=args.workers, data_dir=args.data_dir or default_data_dir(),
                           curve_dir=args.curve_dir, device=args.device, heartbeat_interval=args.heartbeat,
-                          limits=limits, allow_paths=tuple(args.allow_path), shared_jobs=args.shared_jobs)
+                          limits=limits, allow_paths=tuple(args.allow_path), shared_jobs=args.shared_jobs, ray=ray)
     try:
         server = Server(config)
-    except (SecurityError, GenerateError) as exc:
+    except (SecurityError, GenerateError, *_ray_errors(ray)) as exc:
         print(f"dreamfusion-backend serve: {exc}", file=sys.stderr)
         return FAILED
     except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint
@@ -97,11 +111,52 @@ def run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.parent_pid:
         _stop_with_parent(args.parent_pid, server.stop)
     auth = " (CURVE)" if args.curve_dir else ""
-    print(f"dreamfusion-backend serve: listening on {server.endpoint}{auth} with data in {config.data_dir}",
-          flush=True)
+    gateway = f"; jobs run on the Ray cluster at {ray.address}" if ray is not None else ""
+    print(f"dreamfusion-backend serve: listening on {server.endpoint}{auth} with data in {config.data_dir}"
+          f"{gateway}", flush=True)
     server.serve_forever()
     print("dreamfusion-backend serve: stopped; running jobs are interrupted and can be resumed", flush=True)
     return 0
+
+
+def _ray_options(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    """The `--ray*` flags as RayOptions (None without --ray), each checked with its allowed range."""
+    if args.ray is None:
+        defaults = (("--ray-gpus", args.ray_gpus, 1.0), ("--ray-cpus", args.ray_cpus, 1.0),
+                    ("--ray-resource", args.ray_resource, []), ("--ray-max-attempts", args.ray_max_attempts, 3))
+        given = [flag for flag, value, default in defaults if value != default]
+        if given:
+            parser.error(f"{given[0]} only applies with --ray (jobs then run on a Ray cluster)")
+        return None
+    from .ray_runner import RayOptions
+
+    if not args.ray.strip() or len(args.ray) > 500:
+        parser.error("--ray: give a cluster address (HEAD:6379, ray://HEAD:10001), 'auto' or 'local'")
+    for flag, value in (("--ray-gpus", args.ray_gpus), ("--ray-cpus", args.ray_cpus)):
+        if not 0 <= value <= 1024:
+            parser.error(f"{flag}: {value} is out of range; allowed: 0 to 1024")
+    if not 1 <= args.ray_max_attempts <= 100:
+        parser.error(f"--ray-max-attempts: {args.ray_max_attempts} is out of range; allowed: 1 to 100")
+    resources = {}
+    for item in args.ray_resource:
+        name, sep, amount = item.partition("=")
+        try:
+            value = float(amount)
+        except ValueError:
+            value = -1.0
+        if not sep or not name.strip() or not 0 < value <= 1e6:
+            parser.error(f"--ray-resource: {item!r} must be NAME=AMOUNT with AMOUNT above 0 (at most 1000000)")
+        resources[name.strip()] = value
+    return RayOptions(address=args.ray.strip(), num_gpus=args.ray_gpus, num_cpus=args.ray_cpus,
+                      resources=resources, max_attempts=args.ray_max_attempts, device=args.device)
+
+
+def _ray_errors(ray) -> tuple[type[Exception], ...]:
+    if ray is None:
+        return ()
+    from .ray_runner import RayError
+
+    return (RayError,)
 
 
 def _stop_with_parent(pid: int, stop) -> None:

@@ -59,6 +59,8 @@ class JobRecord:
     owner: str = ""
     #: The job this one continues (init = checkpoint from a job, or from a checkpoint in a job's folder); "" for none.
     parent: str = ""
+    #: The Ray node that runs it, or ran it last ("" on a plain server).
+    node: str = ""
 
     def info(self, summary: bool = False) -> JobInfo:
         loss = self.loss if self.loss is not None and np.isfinite(self.loss) else None
@@ -67,7 +69,7 @@ class JobRecord:
             prompt, reason = _cut(prompt, SUMMARY_PROMPT_CHARS), _cut(reason, SUMMARY_REASON_CHARS)
         return JobInfo(job_id=self.job_id, state=self.state, prompt=prompt, step=self.step,
                        steps=self.spec.steps, loss=loss, elapsed=self.elapsed, created=self.created,
-                       reason=reason, parent=self.parent or None)
+                       reason=reason, parent=self.parent or None, node=self.node or None)
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -273,6 +275,26 @@ class JobStore:
             return dataclasses.replace(record)
 
     # --- files -------------------------------------------------------------------
+
+    def save_checkpoint(self, job_id: str, trainer) -> Path:
+        """Write the trainer's state as the job's checkpoint; the one before stays as its fallback."""
+        from ..checkpoint import save_checkpoint
+
+        return save_checkpoint(trainer, self.checkpoint(job_id), keep_previous=True)
+
+    def put_checkpoint(self, job_id: str, data: bytes) -> Path:
+        """A checkpoint written elsewhere (a Ray node), stored as `save_checkpoint` would have: the one before
+        stays as its fallback."""
+        from ..checkpoint import previous_checkpoint
+
+        path = self.checkpoint(job_id)
+        return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), keep_previous=previous_checkpoint(path))
+
+    def put_file(self, job_id: str, name: str, data: bytes) -> Path:
+        """A result file made elsewhere (a Ray node's `result.glb`), written into the job's folder."""
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", name) or name.startswith("."):
+            raise ValueError(f"not a file name for a job folder: {name!r}")
+        return atomic_write(self.folder(job_id) / name, lambda tmp: Path(tmp).write_bytes(data))
 
     def folder(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id

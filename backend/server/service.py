@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -36,7 +37,10 @@ from .jobs import RESUMABLE, TERMINAL, DamagedJob, JobRecord, JobStore, default_
 from .security import check_bind, zmq_endpoint
 from .sessions import Session, Sessions
 from .subscribers import ENDINGS, Subscribers
-from .worker import Control, GuidanceCache, Worker
+from .local_runner import JobRunner, LocalRunner
+
+if TYPE_CHECKING:
+    from .ray_runner import RayOptions
 
 #: Messages read per loop turn before the outbox gets its turn, so a flood cannot starve the jobs' events.
 READ_BATCH = 64
@@ -60,13 +64,16 @@ class ServerConfig:
     allow_paths: tuple[Path, ...] = ()
     #: Whether clients may see (list, watch, fetch) each other's jobs; None: yes on loopback, no under CURVE.
     shared_jobs: bool | None = None
+    #: Train jobs as Ray actors on a cluster (`serve --ray`) instead of worker threads here; None: here.
+    ray: "RayOptions | None" = None
 
 
 class Server:
     def __init__(self, config: ServerConfig):
         self.config = config
         keys = check_bind(config.bind, config.curve_dir)  # refuses before anything is opened
-        device = resolve_device(config.device)
+        # A gateway trains nothing itself: each node resolves the device for the jobs it runs.
+        device = resolve_device(config.device) if config.ray is None else None
         self.curve = keys is not None
         self.shared_jobs = (not self.curve) if config.shared_jobs is None else config.shared_jobs
         self.limits = config.limits
@@ -97,26 +104,27 @@ class Server:
         self._bells_lock = threading.Lock()
 
         self.store = JobStore(config.data_dir)
-        self._queue: queue.Queue[str | None] = queue.Queue()
         self._outbox: queue.Queue[Message] = queue.Queue()
-        self._controls: dict[str, Control] = {}
         #: job id -> (peer, request id) of each `delete` waiting for the running job to stop.
         self._deleting: dict[str, list[tuple[bytes, str | None]]] = {}
         self.subscribers = Subscribers()
         self.sessions = Sessions(curve=self.curve)
         self._stop = threading.Event()
-        guidance = GuidanceCache()
-        self._workers = [Worker(f"worker-{i}", self.store, self._queue, self._emit, self._controls, self._stop,
-                                device, guidance, on_started=self._announce_queue)
-                         for i in range(max(1, config.workers))]
+        self._runner: JobRunner
+        if config.ray is not None:
+            from .ray_runner import RayRunner  # only `serve --ray` needs Ray installed
+
+            self._runner = RayRunner(config.ray, self.store, self._emit, self._stop, self._announce_queue)
+        else:
+            self._runner = LocalRunner(config.workers, self.store, self._emit, self._stop, device,
+                                       self._announce_queue)
         for record in self.store.load():
-            self._queue.put(record.job_id)
+            self._runner.enqueue(record.job_id)
 
     # --- running --------------------------------------------------------------------
 
     def serve_forever(self) -> None:
-        for worker in self._workers:
-            worker.start()
+        self._runner.start()
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         poller.register(self._bell, zmq.POLLIN)
@@ -147,11 +155,7 @@ class Server:
 
     def _shutdown(self) -> None:
         self._stop.set()  # running jobs stop after their step and become `interrupted`
-        for _ in self._workers:
-            self._queue.put(None)
-        for worker in self._workers:
-            if worker.is_alive():
-                worker.join()
+        self._runner.shutdown()
         with self._bells_lock:
             for bell in self._bells:
                 bell.close(0)
@@ -184,11 +188,9 @@ class Server:
     def _announce_queue(self) -> None:
         """Tell each waiting job's subscribers its place in line (1 runs next). Called whenever the line moves
         (a submit, a resume, a queued job cancelled, a worker taking the next job), from any thread."""
-        with self._queue.mutex:  # the line is the queue's own order: workers take jobs from its front
-            waiting = list(self._queue.queue)
         position, seen = 0, set()
-        for job_id in waiting:
-            if job_id is None or job_id in seen:
+        for job_id in self._runner.waiting():
+            if job_id in seen:
                 continue
             seen.add(job_id)
             record = self.store.get(job_id)
@@ -219,7 +221,7 @@ class Server:
                 self._send(peer, out)
         if isinstance(message, ENDINGS):
             job_id = message.job_id  # type: ignore[attr-defined]
-            self._controls.pop(job_id, None)
+            self._runner.forget(job_id)
             if isinstance(message, Finished):
                 self.store.prune_checkpoints(self.limits.keep_checkpoints)
             for peer, request_id in self._deleting.pop(job_id, []):
@@ -278,7 +280,8 @@ class Server:
         if isinstance(message, Hello):
             self._send(peer, Welcome(server=f"dreamfusion-backend {__version__}",
                                      heartbeat_interval=self.config.heartbeat_interval,
-                                     max_message_bytes=self.config.max_message_bytes, request_id=rid))
+                                     max_message_bytes=self.config.max_message_bytes,
+                                     job_slots=self._job_slots(), request_id=rid))
         elif isinstance(message, Heartbeat):
             pass  # being heard is all it is for
         elif isinstance(message, Submit):
@@ -331,8 +334,14 @@ class Server:
                                    init_uvs=message.init_uvs.uvs if message.init_uvs is not None else None)
         self._subscribe(peer, record.job_id)
         self._send(peer, Accepted(job_id=record.job_id, spec=spec, request_id=message.request_id))
-        self._queue.put(record.job_id)
+        self._runner.enqueue(record.job_id)
         self._announce_queue()
+
+    def _job_slots(self) -> int:
+        slots = self._runner.slots()
+        if self.limits.max_queued_per_client:
+            slots = min(slots, self.limits.max_queued_per_client)
+        return max(1, min(slots, 1_000_000))
 
     def _within_limits(self, session: Session, new_job: bool = True) -> None:
         """Refused when a submit (`new_job`) or a resume would go past a server limit."""
@@ -370,8 +379,7 @@ class Server:
 
     def _stop_job(self, record: JobRecord) -> bool:
         """Ask a queued or running job to stop; True when it was still queued (it is cancelled now)."""
-        control = self._controls.setdefault(record.job_id, Control())
-        control.cancel = True
+        self._runner.cancel(record.job_id)
         # Not picked up yet: the worker will skip it, so answer at once. (Running: the worker answers.)
         if self.store.transition(record.job_id, ("queued",), "cancelled", reason="cancelled by a client"):
             self._publish(Cancelled(job_id=record.job_id, step=record.step))
@@ -448,12 +456,12 @@ class Server:
         except Refused as refusal:
             self._refuse(peer, message, refusal.reason)
             return
-        self._controls.pop(record.job_id, None)
+        self._runner.forget(record.job_id)
         if not self.store.transition(record.job_id, RESUMABLE, "queued", reason=""):
             return
         self._subscribe(peer, record.job_id)
         self._send(peer, Accepted(job_id=record.job_id, spec=record.spec, request_id=message.request_id))
-        self._queue.put(record.job_id)
+        self._runner.enqueue(record.job_id)
         self._announce_queue()
 
     def _delete(self, peer: bytes, session: Session, message: Delete) -> None:

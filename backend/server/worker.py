@@ -21,7 +21,7 @@ import torch
 from blender_dreamfusion.shared import Cancelled, Failed, Finished, Message, Progress
 
 from ..asset import asks_for_asset
-from ..checkpoint import CheckpointError, save_checkpoint
+from ..checkpoint import CheckpointError
 from ..export import export_result
 from ..generate import GenerateError, make_trainer
 from ..guidance import Guidance, ModelLoadError, load_guidance
@@ -81,17 +81,20 @@ class Worker(threading.Thread):
             if record is None:  # cancelled while it waited, or queued twice
                 continue
             self.on_started()
-            try:
-                self.run_job(record, control)
-            except Exception as exc:  # never let one job take the worker down
-                traceback.print_exc()
-                self._fail(job_id, f"internal error: {type(exc).__name__}: {exc}")
-            finally:
-                torch_cleanup()
+            self.run_guarded(record, control)
+
+    def run_guarded(self, record: JobRecord, control: Control) -> None:
+        """Run one claimed job to its end; whatever it raises becomes its `failed`, never the worker's end."""
+        try:
+            self.run_job(record, control)
+        except Exception as exc:  # never let one job take the worker down
+            traceback.print_exc()
+            self._fail(record.job_id, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            torch_cleanup()
 
     def run_job(self, record: JobRecord, control: Control) -> None:
         job_id, spec = record.job_id, record.spec
-        checkpoint = self.store.checkpoint(job_id)
         self.emit(Progress(job_id=job_id, step=record.step, steps=spec.steps, elapsed=record.elapsed,
                            phase="loading_model"))
         def fitting() -> None:
@@ -109,7 +112,7 @@ class Worker(threading.Thread):
         def on_step(stats: StepStats) -> None:
             reporter.step(stats)
             if stats.step % interval == 0 and stats.step < spec.steps:
-                save_checkpoint(trainer, checkpoint, keep_previous=True)
+                self.store.save_checkpoint(job_id, trainer)
                 self.store.update(job_id, step=stats.step, loss=stats.loss, elapsed=reporter.elapsed())
 
         def on_stream(snapshot: Snapshot) -> None:
@@ -151,7 +154,7 @@ class Worker(threading.Thread):
             # so nothing written; a job that never started keeps no checkpoint.
             self._stopped(job_id, trainer, common)
             return
-        checkpoint = save_checkpoint(trainer, self.store.checkpoint(job_id), keep_previous=True)
+        checkpoint = self.store.save_checkpoint(job_id, trainer)
         self.emit(Progress(job_id=job_id, step=trainer.step, steps=trainer.spec.steps, loss=reporter.last_loss,
                            it_per_s=reporter.last_rate, eta=0.0 if done else None, elapsed=reporter.elapsed(),
                            phase="extracting"))

@@ -1,4 +1,8 @@
-"""Runs a batch of JobSpecs on one or more backends, one job per backend at a time, until the list is done.
+"""Runs a batch of JobSpecs on one or more backends until the list is done.
+
+Each backend gets as many jobs at once as its `welcome.job_slots` says it
+can use: one for a plain single-worker server, everything for a Ray gateway
+(whose cluster queues them and keeps every GPU busy).
 
 Pure Python over add-on sessions (anything with `tick`, `submit`, `cancel`,
 `status` and a `tracker`): the Blender layer supplies `on_result`, which
@@ -7,8 +11,8 @@ puts the final mesh into the scene and writes the files, and
 a batch of 50 assets holds one in memory at a time). `step()` never
 blocks; `wait()` sleeps until a backend has something to say.
 
-A backend that dies or stays silent is retired; the job it had goes back to
-the queue once (another backend may finish it), so a batch with several
+A backend that dies or stays silent is retired; the jobs it had go back to
+the queue once (another backend may finish them), so a batch with several
 backends survives losing all but one.
 """
 
@@ -39,6 +43,8 @@ class Session(Protocol):
     def cancel(self, job_id: str) -> None: ...
     def status(self) -> Any: ...
     def shutdown(self) -> None: ...
+    #: Jobs the backend can usefully take at once (its welcome's `job_slots`; 1 until it has said).
+    def job_slots(self) -> int: ...
 
 
 @dataclass
@@ -74,7 +80,8 @@ class _Backend:
     name: str
     session: Session
     since: float = field(default_factory=time.monotonic)
-    current: ItemResult | None = None
+    #: Its jobs that have not ended, in the order they were submitted.
+    jobs: list[ItemResult] = field(default_factory=list)
     retired: str = ""
     silent_since: float | None = None
 
@@ -122,7 +129,8 @@ class BatchRunner:
             if applied is not None:
                 self._apply(backend, applied)
             state = self._check_health(backend, now)
-            if not backend.retired and backend.current is None and self.queue and state == "connected":
+            while (not backend.retired and self.queue and state == "connected"
+                   and len(backend.jobs) < max(1, backend.session.job_slots())):
                 self._submit(backend, self.queue.pop(0))
         if self.queue and all(b.retired for b in self.backends):
             reasons = "; ".join(f"{b.name}: {b.retired}" for b in self.backends)
@@ -132,8 +140,9 @@ class BatchRunner:
         if now - self._last_progress >= self.progress_every:
             self._last_progress = now
             for backend in self.backends:
-                if backend.current is not None and backend.current.status == "running":
-                    self._progress_line(backend)
+                for result in backend.jobs:
+                    if result.status == "running":
+                        self._progress_line(backend, result)
 
     def wait(self, seconds: float) -> None:
         """Sleep until a backend sends something (or `seconds` pass)."""
@@ -156,24 +165,24 @@ class BatchRunner:
             self._end(result, "not started", "the batch was interrupted")
         self.queue.clear()
         for backend in self.backends:
-            result = backend.current
-            if result is not None and result.job_id and not backend.retired:
-                self._cancel(backend, result)
+            for result in list(backend.jobs):
+                if result.job_id and not backend.retired:
+                    self._cancel(backend, result)
             # Submitted but not accepted yet: `_apply` cancels it the moment the backend names the job.
         deadline = time.monotonic() + timeout
-        while any(b.current is not None and not b.retired for b in self.backends) and time.monotonic() < deadline:
+        while any(b.jobs and not b.retired for b in self.backends) and time.monotonic() < deadline:
             self.step()
             self.wait(0.1)
         for backend in self.backends:
-            if backend.current is not None:
-                self._end(backend.current, "cancelled", "interrupted (the backend did not confirm the cancel)")
-                backend.current = None
+            for result in backend.jobs:
+                self._end(result, "cancelled", "interrupted (the backend did not confirm the cancel)")
+            backend.jobs.clear()
 
     def _cancel(self, backend: _Backend, result: ItemResult) -> None:
         try:
             backend.session.cancel(result.job_id)
         except Exception as exc:  # the backend is gone: nothing left to cancel there
-            backend.current = None
+            self._drop(backend, result)
             self._end(result, "cancelled", f"interrupted; could not cancel on {backend.name}: {exc}")
 
     def shutdown(self) -> None:
@@ -182,13 +191,18 @@ class BatchRunner:
 
     # --- events ---------------------------------------------------------------------------------
 
+    def _drop(self, backend: _Backend, result: ItemResult) -> None:
+        if result in backend.jobs:
+            backend.jobs.remove(result)
+
     def _apply(self, backend: _Backend, applied: Applied) -> None:
-        result = backend.current
-        if result is None:
-            return
+        for result in list(backend.jobs):
+            self._apply_to(backend, result, applied)
+
+    def _apply_to(self, backend: _Backend, result: ItemResult, applied: Applied) -> None:
         if result.request_id in applied.rejected:
             self._end(result, "failed", f"refused by {backend.name}: {applied.rejected[result.request_id]}")
-            backend.current = None
+            self._drop(backend, result)
             return
         for job_id, request_id in applied.accepted.items():
             if request_id == result.request_id:
@@ -208,10 +222,10 @@ class BatchRunner:
             result.started = result.started or time.monotonic()
             self._set_status(result, "running", f"on {backend.name}")
         elif view.state == "finished" and final is not None and final.final:
-            backend.current = None
+            self._drop(backend, result)
             self._finish(result, final)
         elif view.state in ("failed", "cancelled"):
-            backend.current = None
+            self._drop(backend, result)
             self._end(result, view.state, view.reason or f"{view.state} on {backend.name}")
 
     def _finish(self, result: ItemResult, final: MeshToApply) -> None:
@@ -245,20 +259,19 @@ class BatchRunner:
     def _retire(self, backend: _Backend, reason: str) -> None:
         backend.retired = reason
         self.log(f"backend {backend.name} dropped: {reason}")
-        result, backend.current = backend.current, None
-        if result is None:
-            return
-        if result.job_id:
-            try:
-                backend.session.cancel(result.job_id)  # if it is only unreachable, do not let it run on
-            except Exception:
-                pass
-        if result.attempts <= RETRIES:
-            result.status, result.job_id, result.request_id, result.started = "pending", "", "", None
-            self.queue.insert(0, result)
-            self.log(f"{self._tag(result)} {result.item.prompt}: will run again on another backend")
-        else:
-            self._end(result, "failed", f"{backend.name}: {reason}")
+        lost, backend.jobs = backend.jobs, []
+        for result in reversed(lost):  # back to the front of the queue, in their order
+            if result.job_id:
+                try:
+                    backend.session.cancel(result.job_id)  # if it is only unreachable, do not let it run on
+                except Exception:
+                    pass
+            if result.attempts <= RETRIES:
+                result.status, result.job_id, result.request_id, result.started = "pending", "", "", None
+                self.queue.insert(0, result)
+                self.log(f"{self._tag(result)} {result.item.prompt}: will run again on another backend")
+            else:
+                self._end(result, "failed", f"{backend.name}: {reason}")
 
     def _submit(self, backend: _Backend, result: ItemResult) -> None:
         init_mesh = None
@@ -277,7 +290,8 @@ class BatchRunner:
             self._retire(backend, f"submit failed: {exc}")
             return
         result.attempts += 1
-        result.backend, backend.current = backend.name, result
+        result.backend = backend.name
+        backend.jobs.append(result)
         self._set_status(result, "submitted", f"to {backend.name}")
 
     # --- reporting ------------------------------------------------------------------------------
@@ -296,8 +310,7 @@ class BatchRunner:
         if self.on_change is not None:
             self.on_change(result)
 
-    def _progress_line(self, backend: _Backend) -> None:
-        result = backend.current
+    def _progress_line(self, backend: _Backend, result: ItemResult) -> None:
         view = backend.session.tracker.jobs.get(result.job_id)
         if view is not None:
             self.log(f"{self._tag(result)} {result.item.prompt}: {view.summary()}")
