@@ -133,6 +133,56 @@ def test_cancel_on_a_node_answers_within_seconds_and_the_node_takes_the_next_job
         events_until(client, ended(second), timeout=30)
 
 
+def test_a_node_is_trusted_with_its_own_job_only(cluster, gateway, tiny_sd):
+    """Whatever a node reports (another job's end, paths outside the job folder, states a worker never sets,
+    arbitrary values) is refused with ValueError, and the gateway's records and files stay as they were."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from blender_dreamfusion.backend.server import ray_job
+    from blender_dreamfusion.shared import Cancelled as CancelledMessage
+    from blender_dreamfusion.shared.framing import encode
+
+    runner, store = gateway.server._runner, gateway.server.store
+    with BackendClient(gateway.endpoint) as client:
+        mine, other = (client.request(client.submit(tiny_spec(tiny_sd, steps=4, stream_every=2, seed=s))).job_id
+                       for s in (41, 42))
+        done: set[str] = set()
+        events_until(client, lambda e: e.TYPE == "finished" and done.add(e.job_id) is None and len(done) == 2, 90)
+    before = {job_id: store.get(job_id) for job_id in (mine, other)}
+    files = sorted(p.name for p in store.folder(mine).iterdir())
+    hostile = [
+        (ray_job.MESSAGE, [bytes(f) for f in encode(CancelledMessage(job_id=other, step=1))]),  # another job's end
+        (ray_job.UPDATE, {"state": "queued"}, True),  # a state no worker sets
+        (ray_job.UPDATE, {"step": "many"}, True), (ray_job.UPDATE, {"step": 10**9}, True),
+        (ray_job.UPDATE, {"loss": float("nan")}, True), (ray_job.UPDATE, {"owner": "key:me"}, True),
+        (ray_job.UPDATE, {"files": {"glb": "/etc/passwd"}}, True),
+        (ray_job.FILE, "job.json", b"{}"), (ray_job.FILE, "../escape.glb", b""), (ray_job.FILE, "result.glb", "x"),
+        (ray_job.CHECKPOINT, "not bytes"), (ray_job.MESH, 1, 2), ("surprise",), (), "text", None,
+    ]
+    for report in hostile:
+        with pytest.raises(ValueError):
+            runner._apply(mine, report)
+
+    values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(),
+                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                      max_size=3), max_leaves=8)
+    kinds = st.sampled_from([ray_job.MESSAGE, ray_job.UPDATE, ray_job.FILE, ray_job.CHECKPOINT, ray_job.MESH,
+                             ray_job.TEXTURE]) | st.text(max_size=10)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(kinds, st.lists(values, max_size=3))
+    def arbitrary(kind, rest):
+        try:
+            runner._apply(mine, (kind, *rest))
+        except ValueError:
+            pass
+
+    arbitrary()
+    assert {job_id: store.get(job_id) for job_id in (mine, other)} == before
+    assert sorted(p.name for p in store.folder(mine).iterdir()) == files
+
+
 def test_the_batch_command_against_the_gateway_runs_three_prompts(cluster, gateway, tiny_sd, tmp_path):
     pytest.importorskip("bpy")  # the batch runs in the add-on, inside Blender's Python
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

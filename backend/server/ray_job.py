@@ -27,6 +27,8 @@ from .jobs import JobRecord, JobStore
 
 #: What a node reports, in order (the first item of each yielded tuple).
 MESSAGE, UPDATE, MESH, TEXTURE, CHECKPOINT, FILE = "message", "update", "mesh", "texture", "checkpoint", "file"
+#: Reports a job may have made that its generator has not yielded yet.
+REPORTS_IN_FLIGHT = 16
 #: A payload's files the actor may be given: the job's checkpoints and its start mesh (names in the job folder).
 PAYLOAD_FILES = ("checkpoint.safetensors", "checkpoint.prev.safetensors", "init_mesh.npz")
 
@@ -107,7 +109,9 @@ class JobActor:
         from ..generate import resolve_device
         from .worker import GuidanceCache, Worker
 
-        reports: queue.Queue[tuple | None] = queue.Queue()
+        # Bounded: when the gateway falls behind, Ray pauses this generator and the job pauses at its next report,
+        # instead of piling meshes and checkpoints up in the node's memory.
+        reports: queue.Queue[tuple | None] = queue.Queue(maxsize=REPORTS_IN_FLIGHT)
         record = JobRecord.from_json(payload["record"])
         with tempfile.TemporaryDirectory(prefix="dreamfusion-job-") as scratch:
             store = ReplicaStore(Path(scratch), payload["home"], reports.put)

@@ -24,16 +24,21 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
+import math
+import re
 import socket
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from blender_dreamfusion.shared import (SERVER_TYPES, Cancelled, Failed, Message, MeshData, Progress, Texture,
-                                        __version__)
+from blender_dreamfusion.shared import (SERVER_TYPES, Cancelled, Failed, Finished, Message, MeshData, Progress,
+                                        ProtocolError, Texture, Update, __version__)
+from blender_dreamfusion.shared.errors import safe_text
 from blender_dreamfusion.shared.framing import decode
 
 from .jobs import JobStore
@@ -45,6 +50,10 @@ STOP_GRACE = 30.0
 BACKPRESSURE = 16
 _START_A_CLUSTER = ("Start one with `ray start --head` (and `ray start --address=HEAD:6379` on each GPU node), or "
                     "use --ray local")
+#: Files a node may put into its job's folder: what `export_result` writes for the result.
+RESULT_FILES = r"result(_albedo)?\.(glb|obj|mtl|ply|png)"
+#: What a node may say to its job's clients.
+_NODE_MESSAGES = (Progress, Update, Finished, Failed, Cancelled)
 #: Record fields a node may change (its reports are applied to the gateway's store).
 _NODE_FIELDS = frozenset({"state", "step", "loss", "elapsed", "reason", "files"})
 
@@ -144,10 +153,13 @@ class RayRunner:
             actor, started = job.actor, job.started
         if actor is None:
             return  # its coroutine sees the flag before it makes one
-        if started:
-            actor.cancel.remote()  # the job stops after its step and says `cancelled`
-        else:
-            self.ray.kill(actor)  # still waiting for a node: leave Ray's queue now
+        try:
+            if started:
+                actor.cancel.remote()  # the job stops after its step and says `cancelled`
+            else:
+                self.ray.kill(actor)  # still waiting for a node: leave Ray's queue now
+        except Exception as exc:  # noqa: BLE001 - Ray unreachable: the job's coroutine settles it when Ray says
+            _log(f"job {job_id}: could not reach its actor to cancel it: {_first_line(exc)}")
 
     def forget(self, job_id: str) -> None:
         pass  # a job's entry goes when its coroutine ends; a resume before that is refused by its state
@@ -163,12 +175,15 @@ class RayRunner:
         """Running jobs stop after their step and end `interrupted` (with their checkpoint); queued ones stay
         queued for the next start. A job that does not answer within STOP_GRACE is interrupted here."""
         with self._lock:
-            jobs = list(self._jobs.items())
-        for _, job in jobs:
-            if job.actor is not None and job.started:
-                job.actor.stop.remote()
-            elif job.actor is not None:
-                self.ray.kill(job.actor)
+            actors = [(job.actor, job.started) for job in self._jobs.values() if job.actor is not None]
+        for actor, started in actors:
+            try:
+                if started:
+                    actor.stop.remote()
+                else:
+                    self.ray.kill(actor)
+            except Exception:  # noqa: BLE001 - Ray unreachable: nothing of it is left to stop
+                pass
         deadline = time.monotonic() + STOP_GRACE
         with self._lock:
             tasks = list(self._tasks)
@@ -178,10 +193,10 @@ class RayRunner:
             except Exception:  # noqa: BLE001 - timed out or failed: the record is settled below
                 pass
         with self._lock:
-            jobs = list(self._jobs.items())
-        for job_id, job in jobs:
-            if job.actor is not None:
-                self.ray.kill(job.actor)
+            jobs = [(job_id, job.actor) for job_id, job in self._jobs.items()]
+        for job_id, actor in jobs:
+            if actor is not None:
+                self._kill(actor)
             self.store.transition(job_id, ("running",), "interrupted",
                                   reason="the gateway stopped while this job was running; resume it to continue")
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -218,23 +233,31 @@ class RayRunner:
                         return
                     job.again, job.cancel, job.started = False, False, False
         except Exception as exc:  # noqa: BLE001 - a bug here must end the job, not leave it running forever
+            traceback.print_exc()
             with self._lock:
                 self._jobs.pop(job_id, None)
             self._fail(job_id, f"internal error on the gateway: {type(exc).__name__}: {exc}")
 
     async def _attempt(self, job_id: str, job: _Job) -> BaseException | None:
-        """One actor's run; returns the error if its actor died (None: the job ended, or never started)."""
+        """One actor's run; returns the error if its actor died or its node was lost (None: the job ended, or
+        never started)."""
         record = self.store.get(job_id)
-        if record is None or record.state != "queued" or job.cancel or self.stopping.is_set():
+        if record is None or record.state != "queued" or self.stopping.is_set():
             return None
-        self._note_if_infeasible(job_id)
+        if job.cancel:  # asked to stop between two runs (a cancel while it was being queued again)
+            if self.store.transition(job_id, ("queued",), "cancelled", reason="cancelled by a client"):
+                self.emit(Cancelled(job_id=job_id, step=record.step))
+            return None
+        await self._loop.run_in_executor(self._files, self._note_if_infeasible, job_id)
         actor = self._actor_class.remote()
         with self._lock:
             job.actor, job.started = actor, False
             cancelled = job.cancel
-        if cancelled:  # asked to stop in the moment the actor was made
-            self.ray.kill(actor)
-            return None
+        if cancelled:  # asked to stop in the moment the actor was made: the next turn says `cancelled`
+            self._kill(actor)
+            with self._lock:
+                job.actor = None
+            return await self._attempt(job_id, job)
         try:
             # Placed: Ray found a node with room. Only now are the job's files read and sent, so a long queue
             # holds no payloads and a resumed job starts from the newest checkpoint the gateway has.
@@ -246,14 +269,16 @@ class RayRunner:
             async for ref in stream:
                 report = await ref
                 await self._loop.run_in_executor(self._files, self._apply, job_id, report)
-        except self.ray.exceptions.RayActorError as exc:
-            return exc
         except self.ray.exceptions.RayTaskError as exc:  # the actor's code raised outside the job's own guard
             self._fail(job_id, f"the node's job actor failed: {exc.cause if exc.cause is not None else exc}")
+        except self.ray.exceptions.RayError as exc:  # the actor died, its node went, or a report was lost with it
+            return exc
+        except ValueError as exc:  # a report the gateway will not take
+            self._fail(job_id, f"the job's node sent a report the gateway refuses: {exc}")
         except _Abandoned:
             pass
         finally:
-            self.ray.kill(actor)
+            self._kill(actor)
             with self._lock:
                 job.actor = None
         record = self.store.get(job_id)
@@ -268,6 +293,8 @@ class RayRunner:
                                "install the same version on every node")
             raise _Abandoned
         node = str(node)[:200]
+        if self.stopping.is_set():
+            raise _Abandoned  # the gateway is stopping: the job stays queued for its next start
         if self.store.transition(job_id, ("queued",), "running", reason="", node=node) is None:
             raise _Abandoned  # cancelled (or deleted) in the moment it was placed
         with self._lock:
@@ -283,7 +310,7 @@ class RayRunner:
         asked = {"GPU": self.options.num_gpus, "CPU": self.options.num_cpus, **self.options.resources}
         missing = [f"{amount:g} {name}" for name, amount in asked.items() if amount > total.get(name, 0.0)]
         if missing:
-            self.store.update(job_id, reason=f"waiting: no node of the Ray cluster offers {', '.join(missing)} "
+            self.store.transition(job_id, ("queued",), "queued", reason=f"waiting: no node of the Ray cluster offers {', '.join(missing)} "
                                              "(the job starts when one joins; see --ray-gpus, --ray-resource)")
 
     def _after_loss(self, job_id: str, job: _Job, lost: BaseException, attempt: int) -> bool:
@@ -293,7 +320,7 @@ class RayRunner:
         if record is None:
             return False
         if job.cancel:
-            if self.store.transition(job_id, ("running",), "cancelled", reason="cancelled by a client"):
+            if self.store.transition(job_id, ("running", "queued"), "cancelled", reason="cancelled by a client"):
                 self.emit(Cancelled(job_id=job_id, step=record.step))
             return False
         where = f"node {job.node}" if job.node else "its node"
@@ -311,9 +338,12 @@ class RayRunner:
                   f"checkpoint at step {record.step}" if self.store.checkpoints(job_id) else
                   f"{where} was lost before its first checkpoint; queued again from the start")
         _log(f"job {job_id}: {reason}")
-        self.store.update(job_id, state="queued", reason=reason)
         with self._lock:
             job.started = False
+        # A cancel from here on either finds the job queued (the service answers it) or leaves its flag for the
+        # next attempt, which answers it: never both, never neither.
+        if self.store.transition(job_id, ("running", "queued"), "queued", reason=reason) is None:
+            return False  # ended meanwhile
         self.emit(Progress(job_id=job_id, step=record.step, steps=record.spec.steps, elapsed=record.elapsed,
                            phase="queued"))
         self.on_started()  # the line changed: tell the waiting jobs their places
@@ -334,33 +364,100 @@ class RayRunner:
                 "device": self.options.device}
 
     def _apply(self, job_id: str, report: tuple) -> None:
-        """One report of the job's node, applied to the gateway's store or sent to its clients."""
+        """One report of the job's node, applied to the gateway's store or sent to its clients. A node is
+        trusted with its own job only: a report about another job, a path outside the job's folder or a
+        record change a worker never makes raises ValueError (the job fails, naming it)."""
+        try:
+            self._apply_report(job_id, report)
+        except (IndexError, KeyError, AttributeError, TypeError, ValueError, ProtocolError, OverflowError) as exc:
+            raise ValueError(f"{type(exc).__name__}: {safe_text(exc, 300)}") from None
+
+    def _apply_report(self, job_id: str, report: tuple) -> None:
+        if not isinstance(report, tuple) or not report or not isinstance(report[0], str):
+            raise ValueError("a report is a tuple that starts with its kind")
         kind = report[0]
         if kind == MESSAGE:
-            self.emit(decode(report[1], accept=SERVER_TYPES))
+            self.emit(self._checked_message(job_id, decode(report[1], accept=SERVER_TYPES)))
         elif kind == UPDATE:
             _, changes, persist = report
-            unknown = set(changes) - _NODE_FIELDS
-            if unknown:
-                raise ValueError(f"a node may not change {sorted(unknown)}")
-            self.store.update(job_id, persist=persist, **changes)
+            self._apply_changes(job_id, dict(changes), bool(persist))
         elif kind == MESH:
             self.store.save_mesh(job_id, MeshData(*report[1:]))
         elif kind == TEXTURE:
             self.store.save_texture(job_id, Texture(*report[1:]))
         elif kind == CHECKPOINT:
+            if not isinstance(report[1], bytes):
+                raise ValueError("a checkpoint must arrive as bytes")
             self.store.put_checkpoint(job_id, report[1])
         elif kind == FILE:
-            self.store.put_file(job_id, report[1], report[2])
+            _, name, data = report
+            if not isinstance(name, str) or not re.fullmatch(RESULT_FILES, name) or not isinstance(data, bytes):
+                raise ValueError(f"a node may only send result files ({RESULT_FILES}), not {safe_text(name, 80)!r}")
+            self.store.put_file(job_id, name, data)
         else:
-            raise ValueError(f"unknown report {kind!r} from the job's node")
+            raise ValueError(f"unknown report {safe_text(kind, 40)!r} from the job's node")
+
+    def _checked_message(self, job_id: str, message: Message) -> Message:
+        if not isinstance(message, _NODE_MESSAGES) or getattr(message, "job_id", None) != job_id:
+            raise ValueError(f"a node may only send its own job's progress, updates and end, not "
+                             f"{message.TYPE} for {getattr(message, 'job_id', None)!r}")
+        if isinstance(message, Finished):  # paths the gateway knows to be there, not what the node says
+            record = self.store.get(job_id)
+            checkpoints = self.store.checkpoints(job_id)
+            message = dataclasses.replace(message, checkpoint=str(checkpoints[0]) if checkpoints else "",
+                                          files=dict(record.files) if record is not None else {})
+        return message
+
+    def _apply_changes(self, job_id: str, changes: dict[str, Any], persist: bool) -> None:
+        """A record change of the node's worker, checked field by field; an end of the job is a transition
+        from `running`, as a worker here would make it."""
+        unknown = set(changes) - _NODE_FIELDS
+        if unknown:
+            raise ValueError(f"a node may not change {sorted(map(str, unknown))}")
+        record = self.store.get(job_id)
+        if record is None:
+            return  # deleted meanwhile
+        if "step" in changes and not (type(changes["step"]) is int and 0 <= changes["step"] <= record.spec.steps):
+            raise ValueError(f"step = {safe_text(changes['step'], 40)} is not a step of this job")
+        for name in ("loss", "elapsed"):
+            value = changes.get(name)
+            if value is not None and not (type(value) in (int, float) and math.isfinite(value)):
+                raise ValueError(f"{name} = {safe_text(value, 40)} is not a finite number")
+        if "elapsed" in changes and not 0 <= (changes["elapsed"] or 0) <= 1e9:
+            raise ValueError("elapsed is out of range")
+        if "reason" in changes:
+            changes["reason"] = safe_text(changes["reason"], 2000) if isinstance(changes["reason"], str) else ""
+        if "files" in changes:
+            files = changes["files"]
+            if not isinstance(files, dict):
+                raise ValueError("files must be a mapping")
+            folder = self.store.folder(job_id)
+            changes["files"] = checked = {}
+            for kind, path in files.items():
+                name = Path(str(path)).name
+                if not (isinstance(kind, str) and re.fullmatch(r"[a-z0-9_]{1,20}", kind)
+                        and re.fullmatch(RESULT_FILES, name) and (folder / name).is_file()):
+                    raise ValueError(f"files: {safe_text(kind, 40)!r} names no result file of this job")
+                checked[kind] = str(folder / name)
+        state = changes.pop("state", None)
+        if state is None:
+            self.store.update(job_id, persist=persist, **changes)
+        elif state in ("finished", "failed", "cancelled", "interrupted"):
+            self.store.transition(job_id, ("running",), state, **changes)
+        else:
+            raise ValueError(f"a node may not set a job {safe_text(state, 40)!r}")
+
+    def _kill(self, actor) -> None:
+        try:
+            self.ray.kill(actor)
+        except Exception:  # noqa: BLE001 - already gone, or Ray unreachable: nothing left to free here
+            pass
 
     def _fail(self, job_id: str, reason: str) -> None:
+        """End a job that has not ended as `failed` (a job that finished or was cancelled meanwhile stays so)."""
         line = " ".join(reason.split())[:2000]
-        if self.store.get(job_id) is None:
-            return
-        self.store.update(job_id, state="failed", reason=line)
-        self.emit(Failed(job_id=job_id, reason=line))
+        if self.store.transition(job_id, ("queued", "running"), "failed", reason=line) is not None:
+            self.emit(Failed(job_id=job_id, reason=line))
 
 
 class _Abandoned(Exception):

@@ -78,6 +78,18 @@ class Server:
         self.shared_jobs = (not self.curve) if config.shared_jobs is None else config.shared_jobs
         self.limits = config.limits
         self.paths = PathPolicy(config.data_dir, config.allow_paths)
+        self.store = JobStore(config.data_dir)
+        self._outbox: queue.Queue[Message] = queue.Queue()
+        self._stop = threading.Event()
+        # Before the port opens: a gateway that cannot reach its cluster refuses to start with nothing bound.
+        self._runner: JobRunner
+        if config.ray is not None:
+            from .ray_runner import RayRunner  # only `serve --ray` needs Ray installed
+
+            self._runner = RayRunner(config.ray, self.store, self._emit, self._stop, self._announce_queue)
+        else:
+            self._runner = LocalRunner(config.workers, self.store, self._emit, self._stop, device,
+                                       self._announce_queue)
         self.context = zmq.Context()
         self._auth = None
         self.socket = self.context.socket(zmq.ROUTER)
@@ -103,21 +115,10 @@ class Server:
         self._bells: list[zmq.Socket] = []
         self._bells_lock = threading.Lock()
 
-        self.store = JobStore(config.data_dir)
-        self._outbox: queue.Queue[Message] = queue.Queue()
         #: job id -> (peer, request id) of each `delete` waiting for the running job to stop.
         self._deleting: dict[str, list[tuple[bytes, str | None]]] = {}
         self.subscribers = Subscribers()
         self.sessions = Sessions(curve=self.curve)
-        self._stop = threading.Event()
-        self._runner: JobRunner
-        if config.ray is not None:
-            from .ray_runner import RayRunner  # only `serve --ray` needs Ray installed
-
-            self._runner = RayRunner(config.ray, self.store, self._emit, self._stop, self._announce_queue)
-        else:
-            self._runner = LocalRunner(config.workers, self.store, self._emit, self._stop, device,
-                                       self._announce_queue)
         for record in self.store.load():
             self._runner.enqueue(record.job_id)
 

@@ -33,6 +33,9 @@ CONNECT_TIMEOUT = 30.0
 LOST_TIMEOUT = 30.0
 #: How often a job may be tried on another backend after its backend was lost.
 RETRIES = 1
+#: Jobs in flight per backend at most, whatever its `job_slots`: a gateway takes them all, but a batch of
+#: thousands sent in one go would overflow the socket's send queue.
+MAX_IN_FLIGHT = 64
 
 
 class Session(Protocol):
@@ -130,7 +133,7 @@ class BatchRunner:
                 self._apply(backend, applied)
             state = self._check_health(backend, now)
             while (not backend.retired and self.queue and state == "connected"
-                   and len(backend.jobs) < max(1, backend.session.job_slots())):
+                   and len(backend.jobs) < max(1, min(MAX_IN_FLIGHT, backend.session.job_slots()))):
                 self._submit(backend, self.queue.pop(0))
         if self.queue and all(b.retired for b in self.backends):
             reasons = "; ".join(f"{b.name}: {b.retired}" for b in self.backends)
