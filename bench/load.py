@@ -10,8 +10,8 @@ job's first `update`, the server's RSS and the data folder's size before, after 
 them, and how many hostile messages a second the server answers (each one answered before the next is sent).
 
 With `--ray-nodes N` the same load then goes, in the same run, to a `serve --ray` gateway in front of a real
-Ray cluster on this machine (a head and N worker nodes, each one logical GPU): the JSON has both, "plain" and
-"gateway".
+Ray cluster on this machine (a head and N worker nodes, each one logical GPU), then to one started with
+`--no-ray-reuse-actors` (a new actor process per job): the JSON has "plain", "gateway" and "gateway_cold".
 """
 
 from __future__ import annotations
@@ -146,6 +146,9 @@ def main() -> None:
             try:
                 report["gateway"] = measure(args, root, model, root / "gateway", "--ray", cluster.address)
                 report["gateway"]["ray_nodes"] = args.ray_nodes
+                # The same gateway starting a process per job: what handing warm actors on saves.
+                report["gateway_cold"] = measure(args, root, model, root / "gateway-cold", "--ray", cluster.address,
+                                                 "--no-ray-reuse-actors")
             finally:
                 cluster.shutdown()
         print(json.dumps(report if args.ray_nodes else report["plain"], indent=2))

@@ -81,6 +81,7 @@ def _running_on(client: BackendClient, job_id: str, workers, timeout: float = 60
 
 def test_four_prompts_finish_on_both_nodes_one_job_per_node_at_a_time(cluster, gateway, tiny_sd):
     _, workers = cluster
+    placed, handed = gateway.server._runner.placements, gateway.server._runner.handoffs
     with BackendClient(gateway.endpoint) as client:
         welcome = client.ping(30)
         assert welcome.job_slots > 1  # a batch may hand the gateway every prompt at once
@@ -102,6 +103,9 @@ def test_four_prompts_finish_on_both_nodes_one_job_per_node_at_a_time(cluster, g
         assert sorted(finished) == sorted(job_ids)
         infos = {job_id: _status(client, job_id) for job_id in job_ids}
     assert all(info.state == "finished" and info.step == 12 for info in infos.values())
+    # The first two jobs' actors, warm, ran the other two: Ray placed two actors for four jobs.
+    runner = gateway.server._runner
+    assert (runner.placements - placed, runner.handoffs - handed) == (2, 2)
     assert all(updates.get(job_id, 0) >= 2 for job_id in job_ids), updates  # meshes streamed from the nodes
     nodes = {job_id: _node_of(info, workers) for job_id, info in infos.items()}
     assert {id(node) for node in nodes.values()} == {id(w) for w in workers}  # both nodes ran jobs
@@ -270,6 +274,7 @@ def test_ray_flags_are_checked_at_the_command_line(tmp_path):
                               text=True, timeout=60)
 
     for flags, words in ((["--ray-gpus", "2"], "--ray-gpus only applies with --ray"),
+                         (["--no-ray-reuse-actors"], "--no-ray-reuse-actors only applies with --ray"),
                          (["--ray", "--ray-gpus", "-1"], "--ray-gpus: -1.0 is out of range; allowed: 0 to 1024"),
                          (["--ray", "--ray-resource", "a100"], "--ray-resource: 'a100' must be NAME=AMOUNT"),
                          (["--ray", "--ray-max-attempts", "0"], "--ray-max-attempts: 0 is out of range")):

@@ -59,6 +59,9 @@ def add_serve_parser(verbs) -> None:
     ray.add_argument("--ray-resource", action="append", default=[], metavar="NAME=AMOUNT",
                      help="a custom resource each job reserves as well, e.g. a100=1 for nodes started with "
                           "--resources '{\"a100\": 1}' (repeatable)")
+    ray.add_argument("--ray-reuse-actors", action=argparse.BooleanOptionalAction, default=True,
+                     help="hand a finished job's actor (its GPU and loaded model) to the next job in line instead "
+                          "of starting a process per job (default: yes)")
     ray.add_argument("--ray-max-attempts", type=int, default=3, metavar="N",
                      help="times a job may start before it fails when its node keeps being lost (default 3)")
     serve.add_argument("--parent-pid", type=int, default=None, metavar="PID",
@@ -123,7 +126,8 @@ def _ray_options(args: argparse.Namespace, parser: argparse.ArgumentParser):
     """The `--ray*` flags as RayOptions (None without --ray), each checked with its allowed range."""
     if args.ray is None:
         defaults = (("--ray-gpus", args.ray_gpus, 1.0), ("--ray-cpus", args.ray_cpus, 1.0),
-                    ("--ray-resource", args.ray_resource, []), ("--ray-max-attempts", args.ray_max_attempts, 3))
+                    ("--ray-resource", args.ray_resource, []), ("--ray-max-attempts", args.ray_max_attempts, 3),
+                    ("--no-ray-reuse-actors", args.ray_reuse_actors, True))
         given = [flag for flag, value, default in defaults if value != default]
         if given:
             parser.error(f"{given[0]} only applies with --ray (jobs then run on a Ray cluster)")
@@ -148,7 +152,8 @@ def _ray_options(args: argparse.Namespace, parser: argparse.ArgumentParser):
             parser.error(f"--ray-resource: {item!r} must be NAME=AMOUNT with AMOUNT above 0 (at most 1000000)")
         resources[name.strip()] = value
     return RayOptions(address=args.ray.strip(), num_gpus=args.ray_gpus, num_cpus=args.ray_cpus,
-                      resources=resources, max_attempts=args.ray_max_attempts, device=args.device)
+                      resources=resources, max_attempts=args.ray_max_attempts, device=args.device,
+                      reuse_actors=args.ray_reuse_actors)
 
 
 def _ray_errors(ray) -> tuple[type[Exception], ...]:

@@ -89,14 +89,22 @@ class ReplicaStore(JobStore):
 
 
 class JobActor:
-    """Trains one job on the node Ray placed it on. `run` is the only long call; `cancel` and `stop` arrive
-    beside it (the actor is made with max_concurrency > 1), and the job sees them at its next step."""
+    """Trains a job on the node Ray placed it on, then perhaps the next ones (the gateway hands a warm actor to
+    the next job in line). `run` is the only long call; `cancel` and `stop` arrive beside it (the actor is made
+    with max_concurrency > 1), and the job sees them at its next step."""
 
     def __init__(self) -> None:
-        from .worker import Control
+        from .worker import Control, GuidanceCache
 
         self.control = Control()
         self.stopping = threading.Event()
+        # Cancels are for one run (a token the gateway makes per run): one may arrive before its run starts, and
+        # a late one for an earlier run must not stop the next job on this warm actor.
+        self._lock = threading.Lock()
+        self._run = ""
+        self._cancelled: set[str] = set()
+        # Kept between runs: a warm actor handed to the next job keeps its prior loaded (same model: no load).
+        self.guidance = GuidanceCache()
 
     def ready(self) -> tuple[str, str]:
         """Where the actor runs and which version it is: answered once Ray has placed it."""
@@ -107,12 +115,16 @@ class JobActor:
     def run(self, payload: dict[str, Any]) -> Iterator[tuple]:
         """Yield the job's reports and messages until it ends."""
         from ..generate import resolve_device
-        from .worker import GuidanceCache, Worker
+        from .worker import Control, Worker
+
 
         # Bounded: when the gateway falls behind, Ray pauses this generator and the job pauses at its next report,
         # instead of piling meshes and checkpoints up in the node's memory.
         reports: queue.Queue[tuple | None] = queue.Queue(maxsize=REPORTS_IN_FLIGHT)
         record = JobRecord.from_json(payload["record"])
+        with self._lock:
+            self._run = payload["run"]
+            self.control = Control(cancel=self._run in self._cancelled)
         with tempfile.TemporaryDirectory(prefix="dreamfusion-job-") as scratch:
             store = ReplicaStore(Path(scratch), payload["home"], reports.put)
             if payload.get("init_from") is not None:  # a start file on the gateway: this node gets a copy
@@ -131,7 +143,7 @@ class JobActor:
                 reports.put((MESSAGE, [bytes(frame) for frame in encode(message)]))
 
             worker = Worker("ray-job", store, queue.Queue(), emit, {}, self.stopping,
-                            resolve_device(payload.get("device", "auto")), GuidanceCache())
+                            resolve_device(payload.get("device", "auto")), self.guidance)
 
             def train() -> None:
                 try:
@@ -143,8 +155,12 @@ class JobActor:
             while (report := reports.get()) is not None:
                 yield report
 
-    def cancel(self) -> None:
-        self.control.cancel = True
+    def cancel(self, run: str) -> None:
+        """Stop the run `run` after its step (at once if it has not begun)."""
+        with self._lock:
+            self._cancelled.add(run)
+            if run == self._run:
+                self.control.cancel = True
 
     def stop(self) -> None:
         """The gateway is stopping: the job saves a checkpoint after its step and ends `interrupted`."""

@@ -1,7 +1,7 @@
 """`serve --ray`: the server becomes a gateway and each job trains in its own Ray actor on any node with room.
 
 The ZeroMQ front door, the job store and the subscriptions stay in the gateway process; only the training
-moves. A job's actor reserves `RayOptions.resources()` (one GPU by default), so Ray, not this code, holds
+moves. A job's actor reserves `RayOptions.actor_options()` (one GPU by default), so Ray, not this code, holds
 queued jobs until a node has room and places each where it fits.
 
 Streaming: the actor's `run` is a Ray streaming generator. Each report (a message in the wire format, a
@@ -17,7 +17,8 @@ A node lost mid-job (its actor dies) puts the job back in Ray's queue with the l
 holds, so it loses at most one checkpoint interval, up to `max_attempts` runs; a gateway stopping asks every
 actor to stop after its step (`interrupted`, resumable as on a plain server).
 
-Every Ray call here runs on one asyncio loop in one thread: one coroutine per job, however many are queued.
+Each job is one coroutine on one asyncio loop in one thread, however many are queued; the store's writes run
+in a small thread pool. `cancel` and `shutdown` come from the service's thread and only signal or kill actors.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import sys
 import threading
 import time
 import traceback
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -76,6 +78,8 @@ class RayOptions:
     max_attempts: int = 3
     #: The torch device each node trains on ("auto": its GPU if Ray gave it one, else its CPU).
     device: str = "auto"
+    #: Hand a finished job's actor (its GPU, its loaded prior) to the next job in line instead of a new process.
+    reuse_actors: bool = True
 
     def actor_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"num_gpus": self.num_gpus, "num_cpus": self.num_cpus,
@@ -93,6 +97,10 @@ class _Job:
     #: Queued again (resumed) while its last run was still winding down: run it once more.
     again: bool = False
     node: str = ""
+    #: This run's token: the actor ignores cancels of other runs (a warm actor runs several jobs).
+    run: str = ""
+    #: While it waits for a node: where a job that ended may hand it its warm actor (loop thread only).
+    offer: "asyncio.Future | None" = None
 
 
 class RayRunner:
@@ -123,6 +131,9 @@ class RayRunner:
         self._tasks: set[concurrent.futures.Future] = set()
         self._pending: list[str] = []
         self._running = False
+        #: Diagnostics (tests, logs): actors Ray placed for a job, and warm actors handed from job to job.
+        self.placements = 0
+        self.handoffs = 0
 
     # --- the runner surface the service uses ----------------------------------------------------
 
@@ -150,12 +161,12 @@ class RayRunner:
             if job is None:
                 return
             job.cancel = True
-            actor, started = job.actor, job.started
+            actor, started, run = job.actor, job.started, job.run
         if actor is None:
             return  # its coroutine sees the flag before it makes one
         try:
             if started:
-                actor.cancel.remote()  # the job stops after its step and says `cancelled`
+                actor.cancel.remote(run)  # the job stops after its step and says `cancelled`
             else:
                 self.ray.kill(actor)  # still waiting for a node: leave Ray's queue now
         except Exception as exc:  # noqa: BLE001 - Ray unreachable: the job's coroutine settles it when Ray says
@@ -251,24 +262,28 @@ class RayRunner:
         await self._loop.run_in_executor(self._files, self._note_if_infeasible, job_id)
         actor = self._actor_class.remote()
         with self._lock:
-            job.actor, job.started = actor, False
+            job.actor, job.started, job.run = actor, False, uuid.uuid4().hex
             cancelled = job.cancel
         if cancelled:  # asked to stop in the moment the actor was made: the next turn says `cancelled`
             self._kill(actor)
             with self._lock:
                 job.actor = None
             return await self._attempt(job_id, job)
+        handed_on = False
         try:
-            # Placed: Ray found a node with room. Only now are the job's files read and sent, so a long queue
-            # holds no payloads and a resumed job starts from the newest checkpoint the gateway has.
-            node, version = await actor.ready.remote()
+            # Placed: Ray found a node with room, or a job that ended handed this one its warm actor. Only now
+            # are the job's files read and sent, so a long queue holds no payloads and a resumed job starts from
+            # the newest checkpoint the gateway has.
+            actor, node, version = await self._placed(job, actor)
             await self._loop.run_in_executor(self._files, self._started, job_id, job, node, version)
             payload = await self._loop.run_in_executor(self._files, self._payload, job_id)
+            payload["run"] = job.run
             stream = actor.run.options(num_returns="streaming",
                                        _generator_backpressure_num_objects=BACKPRESSURE).remote(payload)
             async for ref in stream:
                 report = await ref
                 await self._loop.run_in_executor(self._files, self._apply, job_id, report)
+            handed_on = self._hand_on(actor, node)
         except self.ray.exceptions.RayTaskError as exc:  # the actor's code raised outside the job's own guard
             self._fail(job_id, f"the node's job actor failed: {exc.cause if exc.cause is not None else exc}")
         except self.ray.exceptions.RayError as exc:  # the actor died, its node went, or a report was lost with it
@@ -278,13 +293,60 @@ class RayRunner:
         except _Abandoned:
             pass
         finally:
-            self._kill(actor)
+            if not handed_on:
+                self._kill(actor)
             with self._lock:
                 job.actor = None
         record = self.store.get(job_id)
         if record is not None and record.state == "running":  # the stream ended without the job's end
             self._fail(job_id, "the job's actor ended without finishing the job")
         return None
+
+    async def _placed(self, job: _Job, actor) -> tuple[Any, str, str]:
+        """Wait until the job has an actor on a node: its own, once Ray places it, or a warm one a job that just
+        ended hands over (then its own pending actor leaves Ray's queue). Returns (actor, node, version)."""
+        offer = job.offer = self._loop.create_future()
+        ready = asyncio.ensure_future(self._ready(actor))
+        try:
+            await asyncio.wait({ready, offer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            job.offer = None
+        if not ready.done():  # a warm actor came first
+            ready.cancel()
+            self._kill(actor)
+            warm, node = offer.result()
+            with self._lock:
+                cancelled = job.cancel
+                if not cancelled:
+                    job.actor = warm
+            if cancelled:  # cancelled meanwhile (the service answers it): the warm actor goes to the next job
+                if not self._hand_on(warm, node):
+                    self._kill(warm)
+                raise _Abandoned
+            self.handoffs += 1
+            return warm, node, __version__
+        if offer.done():  # both at once: keep the placed one, and offer the warm one to the next job in line
+            warm, warm_node = offer.result()
+            if not self._hand_on(warm, warm_node):
+                self._kill(warm)
+        node, version = ready.result()  # raises if the pending actor died (killed by a cancel, or its node)
+        self.placements += 1
+        return actor, node, version
+
+    async def _ready(self, actor) -> tuple[str, str]:
+        return await actor.ready.remote()
+
+    def _hand_on(self, actor, node: str) -> bool:
+        """Give the actor of a job that ended (its GPU reserved, its prior loaded) to the first job in line that
+        waits for a node, so the next job starts warm; False when none waits (the caller frees it)."""
+        if self.stopping.is_set() or not self.options.reuse_actors:
+            return False
+        with self._lock:
+            for job in self._jobs.values():
+                if job.offer is not None and not job.offer.done() and not job.cancel and not job.started:
+                    job.offer.set_result((actor, node))
+                    return True
+        return False
 
     def _started(self, job_id: str, job: _Job, node: str, version: str) -> None:
         """The job's actor is placed on `node`: the job is running there (or abandoned, if it stopped meanwhile)."""
