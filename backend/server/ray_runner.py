@@ -283,7 +283,11 @@ class RayRunner:
             async for ref in stream:
                 report = await ref
                 await self._loop.run_in_executor(self._files, self._apply, job_id, report)
-            handed_on = self._hand_on(actor, node)
+            # Only an actor whose job ended well runs the next one: a failed job may have left its process or
+            # GPU broken (a CUDA error), and would fail the whole line in turn.
+            ended = self.store.get(job_id)
+            if ended is not None and ended.state in ("finished", "cancelled"):
+                handed_on = self._hand_on(actor, node)
         except self.ray.exceptions.RayTaskError as exc:  # the actor's code raised outside the job's own guard
             self._fail(job_id, f"the node's job actor failed: {exc.cause if exc.cause is not None else exc}")
         except self.ray.exceptions.RayError as exc:  # the actor died, its node went, or a report was lost with it

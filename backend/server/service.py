@@ -1,4 +1,4 @@
-"""The job service: one ROUTER socket, a job queue, worker threads; who hears what is in `subscribers`.
+"""The job service: a ROUTER socket and a job runner (threads or Ray actors); who hears what: `subscribers`.
 
 Only the loop thread touches the socket. Workers hand their messages to
 `_outbox` and ring an inproc bell, so an update goes out as soon as it is made.
