@@ -127,7 +127,8 @@ def test_cancel_on_a_node_answers_within_seconds_and_the_node_takes_the_next_job
         asked = time.monotonic()
         client.cancel(first)
         events = events_until(client, ended(first), timeout=30)
-        assert isinstance(events[-1], Cancelled) and time.monotonic() - asked < 5.0
+        took = time.monotonic() - asked
+        assert isinstance(events[-1], Cancelled) and took < 5.0, took
         assert _status(client, first).state == "cancelled"
         # The freed node takes the job that was waiting; the other is still busy with `second`.
         taken = _wait(lambda: (i := _status(client, waiting)).node and i, 60, "the waiting job to start")
