@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
-import math
-import re
 import socket
 import sys
 import threading
@@ -38,13 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from blender_dreamfusion.shared import (SERVER_TYPES, Cancelled, Failed, Finished, Message, MeshData, Progress,
-                                        ProtocolError, Texture, Update, __version__)
-from blender_dreamfusion.shared.errors import safe_text
-from blender_dreamfusion.shared.framing import decode
+from blender_dreamfusion.shared import Cancelled, Failed, Message, Progress, __version__
 
 from .jobs import JobStore
-from .ray_job import CHECKPOINT, FILE, MESH, MESSAGE, PAYLOAD_FILES, TEXTURE, UPDATE, JobActor
+from .node_reports import apply_report
+from .ray_job import PAYLOAD_FILES, JobActor
 
 #: Seconds a stopping gateway waits for its running jobs to save a checkpoint and say `interrupted`.
 STOP_GRACE = 30.0
@@ -52,12 +47,6 @@ STOP_GRACE = 30.0
 BACKPRESSURE = 16
 _START_A_CLUSTER = ("Start one with `ray start --head` (and `ray start --address=HEAD:6379` on each GPU node), or "
                     "use --ray local")
-#: Files a node may put into its job's folder: what `export_result` writes for the result.
-RESULT_FILES = r"result(_albedo)?\.(glb|obj|mtl|ply|png)"
-#: What a node may say to its job's clients.
-_NODE_MESSAGES = (Progress, Update, Finished, Failed, Cancelled)
-#: Record fields a node may change (its reports are applied to the gateway's store).
-_NODE_FIELDS = frozenset({"state", "step", "loss", "elapsed", "reason", "files"})
 
 
 class RayError(RuntimeError):
@@ -376,8 +365,9 @@ class RayRunner:
         asked = {"GPU": self.options.num_gpus, "CPU": self.options.num_cpus, **self.options.resources}
         missing = [f"{amount:g} {name}" for name, amount in asked.items() if amount > total.get(name, 0.0)]
         if missing:
-            self.store.transition(job_id, ("queued",), "queued", reason=f"waiting: no node of the Ray cluster offers {', '.join(missing)} "
-                                             "(the job starts when one joins; see --ray-gpus, --ray-resource)")
+            self.store.transition(job_id, ("queued",), "queued",
+                                  reason=f"waiting: no node of the Ray cluster offers {', '.join(missing)} (the job "
+                                         "starts when one joins; see --ray-gpus, --ray-resource)")
 
     def _after_loss(self, job_id: str, job: _Job, lost: BaseException, attempt: int) -> bool:
         """The job's actor died (its node was lost, or the process crashed): queue it again if it may run on.
@@ -430,88 +420,11 @@ class RayRunner:
                 "device": self.options.device}
 
     def _apply(self, job_id: str, report: tuple) -> None:
-        """One report of the job's node, applied to the gateway's store or sent to its clients. A node is
-        trusted with its own job only: a report about another job, a path outside the job's folder or a
-        record change a worker never makes raises ValueError (the job fails, naming it)."""
-        try:
-            self._apply_report(job_id, report)
-        except (IndexError, KeyError, AttributeError, TypeError, ValueError, ProtocolError, OverflowError) as exc:
-            raise ValueError(f"{type(exc).__name__}: {safe_text(exc, 300)}") from None
-
-    def _apply_report(self, job_id: str, report: tuple) -> None:
-        if not isinstance(report, tuple) or not report or not isinstance(report[0], str):
-            raise ValueError("a report is a tuple that starts with its kind")
-        kind = report[0]
-        if kind == MESSAGE:
-            self.emit(self._checked_message(job_id, decode(report[1], accept=SERVER_TYPES)))
-        elif kind == UPDATE:
-            _, changes, persist = report
-            self._apply_changes(job_id, dict(changes), bool(persist))
-        elif kind == MESH:
-            self.store.save_mesh(job_id, MeshData(*report[1:]))
-        elif kind == TEXTURE:
-            self.store.save_texture(job_id, Texture(*report[1:]))
-        elif kind == CHECKPOINT:
-            if not isinstance(report[1], bytes):
-                raise ValueError("a checkpoint must arrive as bytes")
-            self.store.put_checkpoint(job_id, report[1])
-        elif kind == FILE:
-            _, name, data = report
-            if not isinstance(name, str) or not re.fullmatch(RESULT_FILES, name) or not isinstance(data, bytes):
-                raise ValueError(f"a node may only send result files ({RESULT_FILES}), not {safe_text(name, 80)!r}")
-            self.store.put_file(job_id, name, data)
-        else:
-            raise ValueError(f"unknown report {safe_text(kind, 40)!r} from the job's node")
-
-    def _checked_message(self, job_id: str, message: Message) -> Message:
-        if not isinstance(message, _NODE_MESSAGES) or getattr(message, "job_id", None) != job_id:
-            raise ValueError(f"a node may only send its own job's progress, updates and end, not "
-                             f"{message.TYPE} for {getattr(message, 'job_id', None)!r}")
-        if isinstance(message, Finished):  # paths the gateway knows to be there, not what the node says
-            record = self.store.get(job_id)
-            checkpoints = self.store.checkpoints(job_id)
-            message = dataclasses.replace(message, checkpoint=str(checkpoints[0]) if checkpoints else "",
-                                          files=dict(record.files) if record is not None else {})
-        return message
-
-    def _apply_changes(self, job_id: str, changes: dict[str, Any], persist: bool) -> None:
-        """A record change of the node's worker, checked field by field; an end of the job is a transition
-        from `running`, as a worker here would make it."""
-        unknown = set(changes) - _NODE_FIELDS
-        if unknown:
-            raise ValueError(f"a node may not change {sorted(map(str, unknown))}")
-        record = self.store.get(job_id)
-        if record is None:
-            return  # deleted meanwhile
-        if "step" in changes and not (type(changes["step"]) is int and 0 <= changes["step"] <= record.spec.steps):
-            raise ValueError(f"step = {safe_text(changes['step'], 40)} is not a step of this job")
-        for name in ("loss", "elapsed"):
-            value = changes.get(name)
-            if value is not None and not (type(value) in (int, float) and math.isfinite(value)):
-                raise ValueError(f"{name} = {safe_text(value, 40)} is not a finite number")
-        if "elapsed" in changes and not 0 <= (changes["elapsed"] or 0) <= 1e9:
-            raise ValueError("elapsed is out of range")
-        if "reason" in changes:
-            changes["reason"] = safe_text(changes["reason"], 2000) if isinstance(changes["reason"], str) else ""
-        if "files" in changes:
-            files = changes["files"]
-            if not isinstance(files, dict):
-                raise ValueError("files must be a mapping")
-            folder = self.store.folder(job_id)
-            changes["files"] = checked = {}
-            for kind, path in files.items():
-                name = Path(str(path)).name
-                if not (isinstance(kind, str) and re.fullmatch(r"[a-z0-9_]{1,20}", kind)
-                        and re.fullmatch(RESULT_FILES, name) and (folder / name).is_file()):
-                    raise ValueError(f"files: {safe_text(kind, 40)!r} names no result file of this job")
-                checked[kind] = str(folder / name)
-        state = changes.pop("state", None)
-        if state is None:
-            self.store.update(job_id, persist=persist, **changes)
-        elif state in ("finished", "failed", "cancelled", "interrupted"):
-            self.store.transition(job_id, ("running",), state, **changes)
-        else:
-            raise ValueError(f"a node may not set a job {safe_text(state, 40)!r}")
+        """One report of the job's node, applied to the gateway's store or sent to its clients (checked first:
+        `node_reports.apply_report` raises ValueError for anything a node may not do)."""
+        message = apply_report(self.store, job_id, report)
+        if message is not None:
+            self.emit(message)
 
     def _kill(self, actor) -> None:
         try:
