@@ -32,13 +32,13 @@ _NODE_FIELDS = frozenset({"state", "step", "loss", "elapsed", "reason", "files"}
 
 def apply_report(store: JobStore, job_id: str, report: tuple) -> Message | None:
     """Apply one report of the job's node to the gateway's store; returns the message it carries for the job's
-    clients, if it is one. A node is
-    trusted with its own job only: a report about another job, a path outside the job's folder or a
-    record change a worker never makes raises ValueError (the job fails, naming it)."""
+    clients, if it is one. A report about another job, a path outside the job's folder or a record change a
+    worker never makes raises ValueError (the job fails, naming it)."""
     try:
         return _apply_report(store, job_id, report)
     except (IndexError, KeyError, AttributeError, TypeError, ValueError, ProtocolError, OverflowError) as exc:
         raise ValueError(f"{type(exc).__name__}: {safe_text(exc, 300)}") from None
+
 
 def _apply_report(store: JobStore, job_id: str, report: tuple) -> Message | None:
     if not isinstance(report, tuple) or not report or not isinstance(report[0], str):
@@ -66,6 +66,7 @@ def _apply_report(store: JobStore, job_id: str, report: tuple) -> Message | None
         raise ValueError(f"unknown report {safe_text(kind, 40)!r} from the job's node")
     return None
 
+
 def _checked_message(store: JobStore, job_id: str, message: Message) -> Message:
     if not isinstance(message, _NODE_MESSAGES) or getattr(message, "job_id", None) != job_id:
         raise ValueError(f"a node may only send its own job's progress, updates and end, not "
@@ -76,6 +77,7 @@ def _checked_message(store: JobStore, job_id: str, message: Message) -> Message:
         message = dataclasses.replace(message, checkpoint=str(checkpoints[0]) if checkpoints else "",
                                       files=dict(record.files) if record is not None else {})
     return message
+
 
 def _apply_changes(store: JobStore, job_id: str, changes: dict[str, Any], persist: bool) -> None:
     """A record change of the node's worker, checked field by field; an end of the job is a transition

@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from blender_dreamfusion.shared import Finished, Message, Texture, __version__
+from blender_dreamfusion.shared import Message, Texture, __version__
 from blender_dreamfusion.shared.framing import encode
 
 from .jobs import JobRecord, JobStore
@@ -36,13 +36,13 @@ PAYLOAD_FILES = ("checkpoint.safetensors", "checkpoint.prev.safetensors", "init_
 class ReplicaStore(JobStore):
     """A job folder on the training node whose changes are also sent (`report`) to the gateway's own store.
 
-    `home` is the job's folder on the gateway: paths the job tells its clients (its checkpoint, its files) name
-    that folder, where the files will be, not this scratch one.
+    Paths stay this scratch folder's: the gateway keeps only their file names and names its own folder to
+    clients (`node_reports`).
     """
 
-    def __init__(self, root: Path, home: str, report: Callable[[tuple], None]):
+    def __init__(self, root: Path, report: Callable[[tuple], None]):
         super().__init__(root)
-        self.home, self.report = home, report
+        self.report = report
 
     def adopt(self, record: JobRecord, files: dict[str, bytes]) -> JobRecord:
         """Take the job as the gateway has it: its record and the files it needs to continue."""
@@ -55,16 +55,11 @@ class ReplicaStore(JobStore):
             self._jobs[record.job_id] = record
         return dataclasses.replace(record)
 
-    def at_home(self, job_id: str, path: str | Path) -> str:
-        local = Path(path)
-        return str(Path(self.home) / local.name) if local.parent == self.folder(job_id) else str(path)
-
     def update(self, job_id: str, *, persist: bool = True, **changes) -> JobRecord:
         if "files" in changes:  # the files first, so the record never names one the gateway lacks
             for path in changes["files"].values():
                 local = Path(path)
                 self.report((FILE, local.name, local.read_bytes()))
-            changes["files"] = {kind: self.at_home(job_id, path) for kind, path in changes["files"].items()}
         record = super().update(job_id, persist=False, **changes)
         self.report((UPDATE, changes, persist))
         return record
@@ -117,7 +112,6 @@ class JobActor:
         from ..generate import resolve_device
         from .worker import Control, Worker
 
-
         # Bounded: when the gateway falls behind, Ray pauses this generator and the job pauses at its next report,
         # instead of piling meshes and checkpoints up in the node's memory.
         reports: queue.Queue[tuple | None] = queue.Queue(maxsize=REPORTS_IN_FLIGHT)
@@ -126,7 +120,7 @@ class JobActor:
             self._run = payload["run"]
             self.control = Control(cancel=self._run in self._cancelled)
         with tempfile.TemporaryDirectory(prefix="dreamfusion-job-") as scratch:
-            store = ReplicaStore(Path(scratch), payload["home"], reports.put)
+            store = ReplicaStore(Path(scratch), reports.put)
             if payload.get("init_from") is not None:  # a start file on the gateway: this node gets a copy
                 suffix, data = payload["init_from"]
                 local = Path(scratch) / f"init_from{suffix}"
@@ -135,11 +129,6 @@ class JobActor:
             record = store.adopt(record, payload.get("files", {}))
 
             def emit(message: Message) -> None:
-                if isinstance(message, Finished):
-                    message = dataclasses.replace(
-                        message, checkpoint=store.at_home(record.job_id, message.checkpoint) if message.checkpoint
-                        else "", files={kind: store.at_home(record.job_id, path)
-                                        for kind, path in message.files.items()})
                 reports.put((MESSAGE, [bytes(frame) for frame in encode(message)]))
 
             worker = Worker("ray-job", store, queue.Queue(), emit, {}, self.stopping,

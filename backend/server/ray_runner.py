@@ -416,8 +416,7 @@ class RayRunner:
                 not any(name.startswith("checkpoint") for name in files):
             path = Path(record.spec.init_from)
             init_from = ("".join(path.suffixes[-1:]), path.read_bytes())
-        return {"record": record.to_json(), "home": str(folder), "files": files, "init_from": init_from,
-                "device": self.options.device}
+        return {"record": record.to_json(), "files": files, "init_from": init_from, "device": self.options.device}
 
     def _apply(self, job_id: str, report: tuple) -> None:
         """One report of the job's node, applied to the gateway's store or sent to its clients (checked first:
