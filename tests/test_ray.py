@@ -120,9 +120,12 @@ def test_cancel_on_a_node_answers_within_seconds_and_the_node_takes_the_next_job
         long = dict(steps=400, stream_every=4)
         first, second = (client.request(client.submit(tiny_spec(tiny_sd, seed=10 + i, **long))).job_id
                          for i in range(2))
-        waiting = client.request(client.submit(tiny_spec(tiny_sd, steps=8, stream_every=4, seed=12))).job_id
         node = _running_on(client, first, workers)
         _running_on(client, second, workers)
+        # Submitted once both nodes are busy: Ray places pending actors in no set order, so a job queued beside
+        # them could take a node first (a short job would finish and hand its actor on before the cancel).
+        waiting = client.request(client.submit(tiny_spec(tiny_sd, steps=8, stream_every=4, seed=12))).job_id
+        assert _status(client, waiting).state == "queued"
         events_until(client, lambda e: isinstance(e, Update) and e.job_id == first, timeout=60)
         asked = time.monotonic()
         client.cancel(first)
