@@ -13,6 +13,7 @@ from pathlib import Path
 
 from blender_dreamfusion.shared import PROTOCOL_TAG, __version__
 from blender_dreamfusion.shared.names import slugify
+from blender_dreamfusion.shared.recommended import recommendations
 from blender_dreamfusion.shared.spec_args import add_spec_arguments, spec_from_args
 
 from .client_cli import add_client_parser, run_client
@@ -43,9 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("prompt", help="what to generate, e.g. 'a red cube'")
     add_spec_arguments(spec)
 
-    tiny = verbs.add_parser("tiny-model", help="write a tiny random Stable-Diffusion-shaped model (for trying "
-                                               "the pipeline offline; it knows nothing about images)")
+    tiny = verbs.add_parser("tiny-model", help="write a tiny random Stable-Diffusion- or DeepFloyd-IF-shaped model "
+                                               "(for trying the pipeline offline; it knows nothing about images)")
     tiny.add_argument("folder", type=Path)
+    tiny.add_argument("--kind", choices=("sd", "if"), default="sd",
+                      help="sd: latent (VAE, CLIP); if: pixel space (T5, learned variance), as DeepFloyd IF stage I")
 
     add_serve_parser(verbs)
     add_client_parser(verbs)
@@ -58,16 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "version":
         print(f"blender-dreamfusion {__version__}, protocol {PROTOCOL_TAG.decode()}")
         return 0
-    if args.verb == "spec":
-        job = spec_from_args(args, parser, args.prompt)
+    if args.verb == "spec":  # the spec `generate` would run: the model's recommendations included
+        job = spec_from_args(args, parser, args.prompt, model_defaults=recommendations)
         print(json.dumps(job.to_dict(), indent=2))
         return 0
     if args.verb == "generate":
         return _generate(args, parser)
     if args.verb == "tiny-model":
-        from blender_dreamfusion.backend.tiny_model import write_tiny_sd
+        from blender_dreamfusion.backend.tiny_model import write_tiny_if, write_tiny_sd
 
-        print(write_tiny_sd(args.folder))
+        print((write_tiny_if if args.kind == "if" else write_tiny_sd)(args.folder))
         return 0
     if args.verb == "serve":
         return run_serve(args, parser)

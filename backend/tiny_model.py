@@ -1,6 +1,7 @@
-"""A tiny, randomly initialised Stable-Diffusion-shaped model, written with `save_pretrained`.
+"""Tiny, randomly initialised diffusion models (Stable-Diffusion-, IF- and pixel-shaped), written with
+`save_pretrained`.
 
-It knows nothing about images; it exists so the whole pipeline (loading
+They know nothing about images; they exist so the whole pipeline (loading
 through `from_pretrained`, latent SDS, extraction, export) can run offline
 on a CPU in seconds, in tests and for trying the tool before real weights
 are at hand.
@@ -25,7 +26,7 @@ def write_tiny_sd(folder: str | Path, seed: int = 0) -> Path:
     folder = Path(folder)
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = _tokenizer(Path(tmp), CLIPTokenizer)
+        tokenizer = tiny_clip_tokenizer(Path(tmp), CLIPTokenizer)
         text_encoder = CLIPTextModel(CLIPTextConfig(
             vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_attention_heads=4,
             num_hidden_layers=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1))
@@ -60,7 +61,7 @@ def write_tiny_pixel_model(folder: str | Path, seed: int = 0) -> Path:
     folder = Path(folder)
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = _tokenizer(Path(tmp), CLIPTokenizer)
+        tokenizer = tiny_clip_tokenizer(Path(tmp), CLIPTokenizer)
         tokenizer.save_pretrained(folder / "tokenizer")
     CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_attention_heads=4,
@@ -79,7 +80,43 @@ def write_tiny_pixel_model(folder: str | Path, seed: int = 0) -> Path:
     return folder
 
 
-def _tokenizer(tmp: Path, cls):
+def write_tiny_if(folder: str | Path, seed: int = 0) -> Path:
+    """A tiny DeepFloyd-IF-stage-I-shaped pipeline (`IFPipeline`), written with `save_pretrained`.
+
+    Everything that makes IF different from the other priors is there, small: a pixel-space UNet
+    (16 x 16 here, 64 x 64 in IF) with IF's block types, text projection and text time-embedding,
+    returning noise and learned variance (6 channels); a T5 encoder and T5 tokenizer; IF's cosine
+    schedule with learned-range variance.
+    """
+    import torch
+    from diffusers import DDPMScheduler, IFPipeline, UNet2DConditionModel
+    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    # A T5 (SentencePiece unigram) vocabulary: its specials, the words whole, and letters for the rest.
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    pieces += [("\u2581" + word, -1.0) for word in dict.fromkeys(_WORDS)]
+    pieces += [(ch, -5.0) for ch in "abcdefghijklmnopqrstuvwxyz,."]
+    tokenizer = T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=77)
+    text_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                                           num_heads=4, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=3, out_channels=6, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("SimpleCrossAttnDownBlock2D", "ResnetDownsampleBlock2D"),
+        up_block_types=("ResnetUpsampleBlock2D", "SimpleCrossAttnUpBlock2D"),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn", cross_attention_dim=64, encoder_hid_dim=32,
+        encoder_hid_dim_type="text_proj", addition_embed_type="text", addition_embed_type_num_heads=2,
+        attention_head_dim=8, norm_num_groups=32, act_fn="gelu", resnet_time_scale_shift="scale_shift")
+    scheduler = DDPMScheduler(beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000,
+                              variance_type="learned_range", thresholding=True, clip_sample=True)
+    pipe = IFPipeline(tokenizer=tokenizer, text_encoder=text_encoder, unet=unet, scheduler=scheduler,
+                      safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False)
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def tiny_clip_tokenizer(tmp: Path, cls):
     """A CLIP BPE tokenizer over a small hand-written vocabulary: characters plus whole words."""
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     merges = ["#version: 0.2"]

@@ -20,11 +20,12 @@ from blender_dreamfusion.shared import Image, JobSpec, MeshData, Update
 from blender_dreamfusion.shared.mesh import VertexColors
 
 from .asset import Asset, finish_asset
-from .cameras import make_cameras, sample_cameras
+from .cameras import VIEW_SUFFIXES, make_cameras, sample_cameras
 from .extract import Extraction, extract_mesh, vertex_colors
 from .geometry import Geometry, GeometryConfig, geometry_class, make_geometry
 from .geometry.locked import LockedGeometry
 from .guidance import Guidance
+from .guidance.perp_neg import PerpNeg
 from .mesh_metrics import SurfaceSamples
 from .mesh_start import MeshStartConfig, start_colour_field, start_geometry, start_samples, used_positions
 from .occupancy import OccupancyGrid
@@ -219,9 +220,13 @@ class Trainer:
         prompts = [self.guidance.condition_prompt(
             prompt_for_view(spec.prompt, view) if spec.view_dependent else spec.prompt, shading)
             for view in cameras.view_names()]
+        perp_neg = None
+        if spec.perp_neg > 0:
+            perp_neg = PerpNeg(spec.perp_neg, {view: self.guidance.condition_prompt(
+                prompt_for_view(spec.prompt, view), shading) for view in VIEW_SUFFIXES})
         with clock("guidance"):
             sds = self.guidance.sds(out.rgb, prompts, [spec.negative_prompt] * v, spec.guidance_scale,
-                                    self.t_range(), gen, cameras)
+                                    self.t_range(), gen, cameras, perp_neg)
         opacity = out.opacity.clamp(1e-5, 1.0 - 1e-5)
         entropy = -(opacity * opacity.log() + (1 - opacity) * (1 - opacity).log()).mean()
         loss = (sds.loss + spec.orientation_weight * out.orientation + spec.opacity_weight * out.opacity.mean()

@@ -1,6 +1,12 @@
 """Where an SDS step's time goes, and what extraction costs, for each geometry side by side. Prints JSON.
 
     .venv/bin/python bench/step_time.py [--steps 30] [--resolution 64] [--model tiny|toy-shapes] [--progress 0.5]
+    .venv/bin/python bench/step_time.py --model sd-sized --device cuda [--steps 30]
+
+`--model sd-sized` (bench/sd_sized.py) times a step against a Stable-Diffusion-1.5-sized prior with random
+weights: on CUDA at full size in fp16 with 64^2 renders scored at 512^2 (steps/s, the split of a step, peak
+GPU memory, the projected time of 10k steps); on a CPU at reduced size, a few steps, so CI runs it. Without
+a GPU, `--device cuda` exits with one line saying so.
 
 Both geometries train in the same process, their steps interleaved, so machine
 drift hits both alike; compare them as ratios. `--model tiny` (default) uses
@@ -79,9 +85,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--model", choices=("tiny", "toy-shapes"), default="tiny")
+    parser.add_argument("--model", choices=("tiny", "toy-shapes", "sd-sized"), default="tiny")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--progress", type=float, default=0.0)
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"step_time: --device cuda needs an NVIDIA GPU that torch {torch.__version__} can use; "
+                         "this machine has none (torch.cuda.is_available() is False)")
+    if args.model == "sd-sized":
+        from sd_sized import run
+
+        print(json.dumps(run(torch.device(args.device), args.steps, args.warmup), indent=2))
+        return
+    if args.device != "cpu":
+        parser.error("--device cuda measures --model sd-sized; the geometry comparison runs on the CPU")
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.model == "tiny":

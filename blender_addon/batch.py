@@ -44,7 +44,7 @@ from .addon_core.prompt_file import PromptFileError, read_prompt_file
 from .session import Session
 from .shared.atomic import atomic_write
 from .shared.jobspec import DEFAULT_MODEL, model_source
-from .shared.recommended import builtin_recommendations
+from .shared.recommended import recommendations
 
 COMMAND = "dreamfusion"
 BLEND_NAME = "results.blend"
@@ -83,7 +83,7 @@ def run(options: BatchOptions) -> int:
         return EXIT_USAGE
     prefs = _preferences()
     default_model = getattr(prefs, "default_model", "") or DEFAULT_MODEL
-    items, bad = plan_batch(prompt_file, options.flags, options.preset, builtin_recommendations, default_model)
+    items, bad = plan_batch(prompt_file, options.flags, options.preset, recommendations, default_model)
     for line in bad:
         print(f"dreamfusion batch: {options.prompts.name} line {line.line} skipped: {line.error}", flush=True)
     try:

@@ -76,7 +76,7 @@ def recall_into(settings, values: dict) -> list[str]:
     """Put a JobSpec dict's values into the panel's settings; returns notes on what the panel cannot hold."""
     notes = []
     settings.preset = "CUSTOM"
-    # The model first: choosing a built-in one applies its recommendations, which the job's own values override.
+    # The model first: choosing one applies its recommendations, which the job's own values override.
     settings.model = values["model"]
     for name, value in values.items():
         if name in HIDDEN_FIELDS or name == "model" or not hasattr(settings, name):

@@ -13,7 +13,7 @@ from .addon_core.refine import IDENTITY
 from .overlay import RANGE_FIELDS as OVERLAY_FIELDS
 from .shared.jobspec import JobSpec, PRESETS, jobspec_knobs
 from .shared.messages import JOB_STATES
-from .shared.recommended import builtin_recommendations
+from .shared.recommended import recommendations
 
 #: JobSpec fields the settings sub-panels do not offer: where a job starts, and whether its shape is kept, are
 #: what the Refine sub-panel's buttons decide (Generate always starts from the blob).
@@ -22,7 +22,7 @@ INT_MAX = 2**31 - 1
 
 
 def _label(name: str) -> str:
-    return name.replace("_", " ").capitalize().replace("Cfg", "CFG")
+    return name.replace("_", " ").capitalize().replace("Cfg", "CFG").replace("Perp neg", "Perp-Neg")
 
 
 def _tooltip(knob) -> str:
@@ -31,7 +31,7 @@ def _tooltip(knob) -> str:
 
 def _defaults() -> dict:
     values = JobSpec(prompt="x", seed=0).to_dict()
-    values.update(builtin_recommendations(values["model"]))
+    values.update(recommendations(values["model"]))
     return values
 
 
@@ -83,8 +83,9 @@ def _on_preset(self, context) -> None:
 
 
 def _on_model(self, context) -> None:
-    # Built-in priors only work in the scene they were trained on: switching to one applies its settings.
-    _apply_values(self, builtin_recommendations(self.model))
+    # Built-in priors only work in the scene they were trained on, and real models have tuned recipes
+    # (Stable Diffusion, DeepFloyd IF): switching to one applies its settings.
+    _apply_values(self, recommendations(self.model))
 
 
 def settings_annotations() -> dict:
@@ -94,8 +95,8 @@ def settings_annotations() -> dict:
     model = jobspec_knobs()["model"]
     annotations["model"] = bpy.props.StringProperty(
         name="Model", default=defaults["model"], maxlen=model.max_len, update=_on_model,
-        description=_tooltip(model) + ". Built-in: toy-shapes (CPU-sized shapes prior); choosing it applies "
-                                      "its recommended settings")
+        description=_tooltip(model) + ". Built-in: toy-shapes (CPU-sized shapes prior). Choosing it, a Stable "
+                                      "Diffusion 1.x/2.x or a DeepFloyd IF model applies its recommended settings")
     annotations["preset"] = bpy.props.EnumProperty(
         name="Preset", default="CUSTOM", update=_on_preset,
         description="Apply a named set of steps / resolutions; edit any value afterwards",

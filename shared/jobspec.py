@@ -16,7 +16,7 @@ import dataclasses
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, get_args
+from typing import Any, Callable, Literal, Mapping, get_args
 
 from .errors import SpecError
 from .knobs import Knob, knob, knobs_of
@@ -94,6 +94,10 @@ class JobSpec:
                                 "(0: off), so late steps refine detail instead of reshaping (DreamTime)")
     view_dependent: bool = knob(True, value_type="bool", group="guidance",
                                 help="Append front/side/back/overhead view text to the prompt")
+    perp_neg: float = knob(0.0, value_type="float", minimum=0.0, maximum=10.0, group="guidance",
+                           help="Perp-Neg strength against multiple faces (0: off; 2 as in stable-dreamfusion and "
+                                "the paper): the prompt blends its front/side/back views by azimuth and steers away "
+                                "from the other views; costs up to two more prior evaluations per view")
     # --- camera -----------------------------------------------------------
     camera_radius: tuple[float, float] = knob((1.5, 2.0), value_type="range", minimum=0.5, maximum=20.0,
                                               unit="m", group="camera",
@@ -191,6 +195,9 @@ class JobSpec:
             raise SpecError("shading_albedo", weights,
                             "weights in [0, 1] with at least one of shading_albedo, "
                             "shading_lambertian, shading_textureless above 0", "are all zero")
+        if self.perp_neg and not self.view_dependent:
+            raise SpecError("perp_neg", self.perp_neg, "0 when view_dependent is off (Perp-Neg blends the view "
+                            "prompts)", "is set")
         if self.init == "blob" and self.init_from:
             raise SpecError("init_from", self.init_from, "empty when init is 'blob'", "is set")
         if self.lock_geometry and self.init == "blob":
@@ -208,19 +215,24 @@ class JobSpec:
     # --- conversion -------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "JobSpec":
+    def from_dict(cls, data: Mapping[str, Any],
+                  model_defaults: Callable[[Any], Mapping[str, Any]] | None = None) -> "JobSpec":
         """Build from JSON-like data. Unknown fields and bad values raise SpecError.
 
         An optional `"preset"` key supplies the base values; the other keys
         override it. `"seed": null` (or no seed) draws one and records it.
+        `model_defaults(model)`, when given, fills the fields `data` leaves
+        out, under the preset (what the named model recommends).
         """
         if not isinstance(data, Mapping):
             raise SpecError("spec", data, "a JSON object of JobSpec fields", "is not an object")
         data = dict(data)
         base: dict[str, Any] = {}
-        if "preset" in data:
-            base = dict(preset_values(data.pop("preset")))
         known = knobs_of(cls)
+        if model_defaults is not None and not set(known) <= set(data):
+            base.update((k, v) for k, v in model_defaults(data.get("model", DEFAULT_MODEL)).items() if k in known)
+        if "preset" in data:
+            base.update(preset_values(data.pop("preset")))
         for name in data:
             if name not in known:
                 raise SpecError(str(name), data[name], "one of " + ", ".join(known), "is not a JobSpec field")

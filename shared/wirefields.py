@@ -20,6 +20,7 @@ from typing import Any
 from .errors import BadField, BadJobSpec, MissingField, SpecError, UnknownField
 from .jobspec import JobSpec
 from .knobs import format_number, is_valid_unicode
+from .recommended import recommendations
 
 #: Default cap on any text field; long enough for a traceback's last line.
 MAX_TEXT = 4096
@@ -87,7 +88,8 @@ def convert(tp: Any, value: Any, path: str, limits: Limits = Limits()) -> Any:
         if isinstance(value, JobSpec):
             return value
         try:
-            return JobSpec.from_dict(value)
+            # Fields a sender leaves out take what its model recommends (a partial spec from a script).
+            return JobSpec.from_dict(value, model_defaults=recommendations)
         except SpecError as exc:
             raise BadJobSpec(exc) from None
     if dataclasses.is_dataclass(tp):

@@ -161,6 +161,23 @@ def test_a_scene_takes_the_default_model_until_one_is_chosen(addon):
             bpy.data.scenes.remove(bpy.data.scenes[name])
 
 
+def test_choosing_a_real_model_applies_its_recipe_and_values_set_after_stay(addon):
+    addon.register()
+    settings = bpy.data.scenes.new("Recipes").dreamfusion.settings
+    try:
+        settings.model = "stabilityai/stable-diffusion-2-1-base"
+        assert (settings.guidance_scale, settings.steps, settings.background) == (100.0, 10000, "random")
+        assert settings.render_resolution == 64 and settings.stream_every == 250
+        settings.steps = 3000  # the artist's edit, after choosing
+        settings.model = "DeepFloyd/IF-I-XL-v1.0"
+        assert settings.guidance_scale == 20.0 and settings.steps == 10000
+        settings.guidance_scale = 15.0
+        settings.model = "someone/unknown-model"  # nothing known: nothing changes
+        assert settings.guidance_scale == 15.0 and settings.steps == 10000
+    finally:
+        bpy.data.scenes.remove(bpy.data.scenes["Recipes"])
+
+
 def _unlike(defaults: dict) -> dict:
     """A valid JobSpec dict whose every panel field differs from `defaults` (exact in single precision)."""
     from blender_dreamfusion.shared.jobspec import jobspec_knobs
@@ -200,6 +217,8 @@ def test_recall_puts_every_field_of_a_finished_job_back_into_the_panel(addon):
     state = bpy.context.scene.dreamfusion
     state.jobs.clear()
     state.settings.model = "/models/another"  # Recall's toy-shapes then applies its recommendations first
+    # Off, so that the recalled spec can turn it on with a Perp-Neg strength (which needs view prompts).
+    state.settings.view_dependent = False
     spec = PlainSpec.from_dict(_unlike(addon.properties.spec_values(state.settings)))
     item = state.jobs.add()
     item.job_id, item.prompt, item.state = "j-recall", spec.prompt, "finished"

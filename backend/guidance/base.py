@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from ..cameras import Cameras
+from .perp_neg import PerpNeg, perp_neg_guidance, view_terms
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Guidance(ABC):
         self.dtype = dtype
         self.alphas_cumprod = scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
         self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
+        self.prediction_type = str(getattr(scheduler.config, "prediction_type", "epsilon"))
         self._text_cache: dict[str, torch.Tensor] = {}
 
     # --- what a prior provides ------------------------------------------------
@@ -98,8 +100,13 @@ class Guidance(ABC):
         return torch.randint(low, high + 1, (n,), generator=generator)
 
     def sds(self, images: torch.Tensor, prompts: list[str], negative_prompts: list[str], guidance_scale: float,
-            t_range: tuple[float, float], generator: torch.Generator, cameras: Cameras | None = None) -> SDSResult:
-        """DreamFusion's SDS: grad = w(t) (eps_hat(x_t; y, t) - eps), w(t) = 1 - alpha_bar_t, CFG on eps_hat."""
+            t_range: tuple[float, float], generator: torch.Generator, cameras: Cameras | None = None,
+            perp_neg: PerpNeg | None = None) -> SDSResult:
+        """DreamFusion's SDS: grad = w(t) (eps_hat(x_t; y, t) - eps), w(t) = 1 - alpha_bar_t, CFG on eps_hat.
+
+        With `perp_neg` (strength > 0) the positive is the view prompts blended by each camera's azimuth and
+        eps_hat is Perp-Neg's (perp_neg.py); `prompts` are then not used.
+        """
         x = self.prepare(images)
         b = x.shape[0]
         t = self.sample_timesteps(b, t_range, generator)
@@ -108,18 +115,59 @@ class Guidance(ABC):
         with torch.no_grad():
             alpha_bar = self.alphas_cumprod[t_dev].view(-1, 1, 1, 1)
             x_t = alpha_bar.sqrt() * x.detach().float() + (1.0 - alpha_bar).sqrt() * noise.float()
-            text = torch.cat([self.embed_text(negative_prompts), self.embed_text(prompts)])
-            both = self.predict_noise(torch.cat([x_t, x_t]).to(self.dtype), torch.cat([t_dev, t_dev]), text,
-                                      _repeat(cameras)).float()
-            eps_uncond, eps_cond = both.chunk(2)
-            eps_hat = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+            uncond = self.embed_text(negative_prompts)
+            if perp_neg is not None and perp_neg.strength > 0:
+                eps_hat = self._perp_neg_noise(x_t, t_dev, uncond, guidance_scale, cameras, perp_neg)
+            else:
+                text = torch.cat([uncond, self.embed_text(prompts)])
+                both = self.noise(torch.cat([x_t, x_t]), torch.cat([t_dev, t_dev]), text, _repeat(cameras))
+                eps_uncond, eps_cond = both.chunk(2)
+                eps_hat = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
             grad = torch.nan_to_num((1.0 - alpha_bar) * (eps_hat - noise.float()), nan=0.0, posinf=0.0, neginf=0.0)
             target = x.detach().float() - grad
         loss = 0.5 * ((x.float() - target) ** 2).sum()
         return SDSResult(loss=loss, value=float(0.5 * (grad**2).sum()), timesteps=t)
+
+    def noise(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor, cameras: Cameras | None) -> torch.Tensor:
+        """The model's epsilon for float x_t, whatever it predicts (v-prediction models, SD 2.x at 768 px,
+        are converted: eps = sqrt(ab) v + sqrt(1 - ab) x_t)."""
+        out = self.predict_noise(x_t.to(self.dtype), t, text, cameras).float()
+        if self.prediction_type == "v_prediction":
+            alpha_bar = self.alphas_cumprod[t].view(-1, *([1] * (x_t.ndim - 1)))
+            out = alpha_bar.sqrt() * out + (1.0 - alpha_bar).sqrt() * x_t.float()
+        return out
+
+    def _perp_neg_noise(self, x_t: torch.Tensor, t: torch.Tensor, uncond: torch.Tensor, scale: float,
+                        cameras: Cameras | None, perp_neg: PerpNeg) -> torch.Tensor:
+        if cameras is None:
+            raise ValueError("Perp-Neg blends the view prompts by camera: the SDS call must pass the cameras")
+        b = x_t.shape[0]
+        terms = [view_terms(float(a), float(e), perp_neg.strength) for a, e in zip(cameras.azimuth, cameras.elevation)]
+        views = sorted(perp_neg.view_prompts)
+        embedded = dict(zip(views, self.embed_text([perp_neg.view_prompts[v] for v in views])))
+        positive = torch.stack([sum(c * embedded[v] for v, c in term.positive.items()) for term in terms])
+        # Only the negatives with a weight are evaluated: a front view has one, an overhead view none.
+        k = max((len(term.negatives) for term in terms), default=0)
+        pairs = [(i, j, view) for i, term in enumerate(terms) for j, (view, w) in enumerate(term.negatives) if w]
+        rows = torch.tensor(list(range(b)) * 2 + [i for i, _, _ in pairs], dtype=torch.long)
+        text = torch.cat([uncond, positive] + [embedded[view][None] for _, _, view in pairs])
+        out = self.noise(x_t[rows.to(x_t.device)], t[rows.to(t.device)], text, _select(cameras, rows))
+        eps_uncond, eps_positive = out[:b], out[b:2 * b]
+        eps_negatives = eps_uncond[:, None].repeat(1, k, *([1] * (x_t.ndim - 1)))  # unweighted: d_i = 0
+        weights = torch.zeros(b, k)
+        for n, (i, j, _) in enumerate(pairs):
+            eps_negatives[i, j] = out[2 * b + n]
+            weights[i, j] = terms[i].negatives[j][1]
+        return perp_neg_guidance(eps_uncond, eps_positive, eps_negatives, weights.to(out.device), scale)
 
 
 def _repeat(cameras: Cameras | None) -> Cameras | None:
     if cameras is None:
         return None
     return Cameras(*(torch.cat([getattr(cameras, f)] * 2) for f in cameras.__dataclass_fields__))
+
+
+def _select(cameras: Cameras | None, rows: torch.Tensor) -> Cameras | None:
+    if cameras is None:
+        return None
+    return Cameras(*(getattr(cameras, f)[rows.to(getattr(cameras, f).device)] for f in cameras.__dataclass_fields__))

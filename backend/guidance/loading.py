@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import json
 import warnings
 from pathlib import Path
 
 import torch
 
 from blender_dreamfusion.shared import model_source
-from blender_dreamfusion.shared.recommended import builtin_recommendations
+from blender_dreamfusion.shared.recommended import recommendations
 
 from .base import Guidance, ModelLoadError
 from .registry import prior_class
@@ -58,23 +57,10 @@ def builtin_folder(model: str) -> Path:
 
 
 def recommended_settings(model: str) -> dict:
-    """JobSpec values a model recommends: built-ins from shared/recommended.py, local folders from
-    `_recommended_spec` in their model_index.json, else {}.
-
-    Hub models are not looked at: reading a hub model's index could mean a download.
-    """
-    where = model_source(model)
-    if where == "builtin":
-        return builtin_recommendations(model)
-    if where == "hub":
-        return {}
-    try:
-        folder = Path(model).expanduser()
-        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-    except (ModelLoadError, OSError, ValueError):
-        return {}
-    settings = index.get("_recommended_spec", {})
-    return settings if isinstance(settings, dict) else {}
+    """JobSpec values a model recommends (shared/recommended.py: a built-in's, a local folder's own
+    `_recommended_spec`, else its family's recipe). Hub models are told by name: reading their index
+    could mean a download."""
+    return recommendations(model)
 
 
 def _load(model: str, device: torch.device) -> Guidance:
@@ -128,6 +114,10 @@ def _load_part(model: str, source: str, name: str, index: dict, dtype: torch.dty
     kwargs: dict = {"subfolder": name}
     if name != "tokenizer":
         kwargs["dtype" if library == "transformers" else "torch_dtype"] = dtype
+        if dtype == torch.float16:
+            # Half the download and memory when the model ships fp16 weights (IF's T5-XXL: 19 GB in fp32).
+            with contextlib.suppress(OSError, ValueError):
+                return cls.from_pretrained(source, variant="fp16", **kwargs)
     try:
         return cls.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
@@ -148,6 +138,8 @@ def _not_found(model: str, exc: Exception) -> str:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if model_source(model) == "local":
         return f"could not load model folder {model!r}: {reason[:200]}"
+    gated = (" DeepFloyd IF is gated: accept its licence on its Hugging Face page and log in "
+             "(`hf auth login`) first." if model.lower().startswith("deepfloyd/") else "")
     return (f"could not load model {model!r} ({reason[:200]}). If the machine is offline, download it where "
             f"there is network (`hf download {model}` fills the Hugging Face cache) or pass a local "
-            "diffusers folder with --model /path/to/folder")
+            f"diffusers folder with --model /path/to/folder.{gated}")

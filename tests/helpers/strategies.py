@@ -62,6 +62,8 @@ def jobspecs(draw) -> JobSpec:
         values["init_from"] = "job-1234"
     if values["init"] == "mesh" and values["lock_geometry"]:  # the start mesh is kept vertex for vertex
         values["smoothing"] = values["face_count"] = 0
+    if not values["view_dependent"]:  # Perp-Neg blends the view prompts
+        values["perp_neg"] = 0.0
     if values["shading_albedo"] + values["shading_lambertian"] + values["shading_textureless"] <= 0:
         values["shading_lambertian"] = 1.0
     return JobSpec(**values)
