@@ -4,7 +4,11 @@ encoder and tokenizer, IF's cosine schedule) written with `save_pretrained` and 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +55,25 @@ def test_an_if_unet_of_the_wrong_width_is_refused(tiny_if, tmp_path):
     UNet2DConditionModel.from_config(config).save_pretrained(copy / "unet")
     with pytest.raises(ModelLoadError, match="returns 5 channels for 3 in"):
         load_guidance(str(copy), torch.device("cpu"))
+
+
+def test_missing_if_weights_are_the_same_clear_error(tiny_if, tmp_path):
+    copy = tmp_path / "no-t5"
+    shutil.copytree(tiny_if, copy)
+    for weights in (copy / "text_encoder").glob("*.safetensors"):
+        weights.unlink()
+    with pytest.raises(ModelLoadError, match="could not load model folder .*no-t5"):
+        load_guidance(str(copy), torch.device("cpu"))
+
+
+def test_the_hub_if_model_offline_is_one_line_that_names_its_licence(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    done = subprocess.run([str(Path(sys.executable).with_name("dreamfusion-backend")), "generate", "a red cube",
+                           "--model", "DeepFloyd/IF-I-XL-v1.0", "--steps", "2", "--quiet"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "could not load model 'DeepFloyd/IF-I-XL-v1.0'" in lines[0] and "accept its licence" in lines[0]
 
 
 @pytest.mark.slow
