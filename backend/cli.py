@@ -83,9 +83,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from blender_dreamfusion.backend.guidance.loading import recommended_settings
+    from blender_dreamfusion.shared.recommended import recommendations
 
-    job = spec_from_args(args, parser, args.prompt, model_defaults=recommended_settings)
+    job = spec_from_args(args, parser, args.prompt, model_defaults=recommendations)
     out = args.out or Path(slugify(job.prompt, separator="_", empty="mesh") + ".glb")
     save_every, save_dir = 0, None
     if args.save_every:

@@ -69,9 +69,9 @@ def add_client_parser(verbs) -> None:
 def run_client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     spec = None
     if args.action == "submit":
-        from blender_dreamfusion.backend.guidance.loading import recommended_settings
+        from blender_dreamfusion.shared.recommended import recommendations
 
-        spec = spec_from_args(args, parser, args.prompt, model_defaults=recommended_settings)
+        spec = spec_from_args(args, parser, args.prompt, model_defaults=recommendations)
     if getattr(args, "out", None) is not None:
         from blender_dreamfusion.backend.export import FORMATS
 

@@ -40,7 +40,7 @@ from blender_dreamfusion.backend.extract import density_grid, extract_mesh, sign
 from blender_dreamfusion.backend.geometry import DensityConfig, DensityField
 from blender_dreamfusion.backend.occupancy import OccupancyGrid
 from blender_dreamfusion.backend.guidance import load_guidance
-from blender_dreamfusion.backend.guidance.loading import recommended_settings
+from blender_dreamfusion.shared.recommended import recommendations
 from blender_dreamfusion.backend.renderer import render
 from blender_dreamfusion.backend.tiny_model import write_tiny_sd
 from blender_dreamfusion.backend.geometry.sdf import SDFConfig
@@ -105,7 +105,7 @@ def main() -> None:
             model = str(write_tiny_sd(Path(tmp) / "tiny"))
             base = {"render_resolution": args.resolution}
         else:
-            model, base = "toy-shapes", recommended_settings("toy-shapes")
+            model, base = "toy-shapes", recommendations("toy-shapes")
         guidance = load_guidance(model, torch.device("cpu"))
     measured = args.warmup + args.steps
     total_steps = max(measured, int(round(measured / max(1e-6, 1.0 - args.progress)))) if args.progress else measured

@@ -25,7 +25,7 @@ from blender_dreamfusion.backend.checkpoint import load_field, read_checkpoint_s
 from blender_dreamfusion.backend.crispness import crispness
 from blender_dreamfusion.backend.extract import extract_mesh
 from blender_dreamfusion.backend.generate import checkpoint_path_for, generate
-from blender_dreamfusion.backend.guidance.loading import recommended_settings
+from blender_dreamfusion.shared.recommended import recommendations
 from blender_dreamfusion.backend.toy.quality import hue_error, shape_distances, yaw_offset
 from blender_dreamfusion.backend.toy.vocab import COLOURS, SHAPES, parse_prompt
 from blender_dreamfusion.shared import JobSpec
@@ -69,7 +69,7 @@ def main() -> None:
     for index, (shape, colour) in list(enumerate(chosen))[args.start:]:
         prompt = f"a {colour} {shape}"
         seed = args.seed + index if args.vary_seed else args.seed
-        spec = JobSpec.from_dict({**recommended_settings(args.model), "model": args.model, "prompt": prompt,
+        spec = JobSpec.from_dict({**recommendations(args.model), "model": args.model, "prompt": prompt,
                                   "seed": seed, **json.loads(args.set)})
         out = args.out / (f"{colour}_{shape}_s{seed}.glb" if args.vary_seed else f"{colour}_{shape}.glb")
         stopped_early = False

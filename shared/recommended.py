@@ -46,15 +46,13 @@ BUILTIN_RECOMMENDATIONS: dict[str, dict[str, Any]] = {
 #: scored for 10 000 steps at lr 0.01 with t in [0.02, 0.98]; CFG 100 for Stable Diffusion, 20 for IF, whose
 #: pixel-space samples saturate at high guidance. Perp-Neg stays off (it doubles the prior's work per step);
 #: turn it on with perp_neg 2 when a result has more than one face.
+_DREAMFUSION_RECIPE: dict[str, Any] = {
+    "guidance_scale": 100.0, "t_range": [0.02, 0.98], "steps": 10000, "render_resolution": 64,
+    "learning_rate": 0.01, "views_per_step": 1, "background": "random", "stream_every": 250,
+}
 FAMILY_RECOMMENDATIONS: dict[str, dict[str, Any]] = {
-    "stable-diffusion": {
-        "guidance_scale": 100.0, "t_range": [0.02, 0.98], "steps": 10000, "render_resolution": 64,
-        "learning_rate": 0.01, "views_per_step": 1, "background": "random", "stream_every": 250,
-    },
-    "deepfloyd-if": {
-        "guidance_scale": 20.0, "t_range": [0.02, 0.98], "steps": 10000, "render_resolution": 64,
-        "learning_rate": 0.01, "views_per_step": 1, "background": "random", "stream_every": 250,
-    },
+    "stable-diffusion": _DREAMFUSION_RECIPE,
+    "deepfloyd-if": {**_DREAMFUSION_RECIPE, "guidance_scale": 20.0},
 }
 #: diffusers pipeline classes (model_index.json `_class_name`) -> family.
 FAMILY_PIPELINES = {"StableDiffusionPipeline": "stable-diffusion", "IFPipeline": "deepfloyd-if"}

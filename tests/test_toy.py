@@ -24,7 +24,7 @@ from blender_dreamfusion.backend.crispness import crispness
 from blender_dreamfusion.backend.extract import extract_mesh
 from blender_dreamfusion.backend.geometry import DensityField
 from blender_dreamfusion.backend.generate import generate
-from blender_dreamfusion.backend.guidance.loading import recommended_settings
+from blender_dreamfusion.shared.recommended import recommendations
 from blender_dreamfusion.backend.guidance import ModelLoadError, load_guidance
 from blender_dreamfusion.backend.guidance.camera_pixel import CameraAwarePixelGuidance, camera_features
 from blender_dreamfusion.backend.guidance.toy import ToyGuidance
@@ -149,7 +149,7 @@ def assert_crisp(checkpoint: Path, mesh: MeshData) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("prompt, shape, colour, seed", QUALITY_PROMPTS)
 def test_text_to_3d_with_the_shipped_prior_makes_the_named_shape_and_colour(prompt, shape, colour, seed, tmp_path):
-    spec = JobSpec.from_dict({**recommended_settings("toy-shapes"), "prompt": prompt, "seed": seed})
+    spec = JobSpec.from_dict({**recommendations("toy-shapes"), "prompt": prompt, "seed": seed})
     assert spec.render_resolution == 32 and spec.background == "grey"  # the model's recommendations apply
     assert spec.geometry == "sdf"
     result = generate(spec, tmp_path / "out.glb", device="cpu", show_progress=False)

@@ -120,7 +120,8 @@ class Guidance(ABC):
                 eps_hat = self._perp_neg_noise(x_t, t_dev, uncond, guidance_scale, cameras, perp_neg)
             else:
                 text = torch.cat([uncond, self.embed_text(prompts)])
-                both = self.noise(torch.cat([x_t, x_t]), torch.cat([t_dev, t_dev]), text, _repeat(cameras))
+                both = self.noise(torch.cat([x_t, x_t]), torch.cat([t_dev, t_dev]), text,
+                                  _select(cameras, torch.arange(b).repeat(2)))
                 eps_uncond, eps_cond = both.chunk(2)
                 eps_hat = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
             grad = torch.nan_to_num((1.0 - alpha_bar) * (eps_hat - noise.float()), nan=0.0, posinf=0.0, neginf=0.0)
@@ -159,12 +160,6 @@ class Guidance(ABC):
             eps_negatives[i, j] = out[2 * b + n]
             weights[i, j] = terms[i].negatives[j][1]
         return perp_neg_guidance(eps_uncond, eps_positive, eps_negatives, weights.to(out.device), scale)
-
-
-def _repeat(cameras: Cameras | None) -> Cameras | None:
-    if cameras is None:
-        return None
-    return Cameras(*(torch.cat([getattr(cameras, f)] * 2) for f in cameras.__dataclass_fields__))
 
 
 def _select(cameras: Cameras | None, rows: torch.Tensor) -> Cameras | None:

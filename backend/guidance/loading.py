@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 
 from blender_dreamfusion.shared import model_source
-from blender_dreamfusion.shared.recommended import recommendations
 
 from .base import Guidance, ModelLoadError
 from .registry import prior_class
@@ -54,13 +53,6 @@ def builtin_folder(model: str) -> Path:
         raise ModelLoadError(f"the built-in prior {model!r} has no weights in this installation ({folder}); "
                              "train them with `python -m blender_dreamfusion.backend.toy.train`")
     return folder
-
-
-def recommended_settings(model: str) -> dict:
-    """JobSpec values a model recommends (shared/recommended.py: a built-in's, a local folder's own
-    `_recommended_spec`, else its family's recipe). Hub models are told by name: reading their index
-    could mean a download."""
-    return recommendations(model)
 
 
 def _load(model: str, device: torch.device) -> Guidance:

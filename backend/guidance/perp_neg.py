@@ -29,8 +29,6 @@ FRONT_DECAY = 2.0
 SIDE_DECAY = 10.0
 #: A negative is dropped once the blend is this close to its own view (its weight would be large and wrong).
 NEAR_OWN_VIEW = 0.8
-#: The strength stable-dreamfusion and the Perp-Neg paper use.
-DEFAULT_STRENGTH = 2.0
 
 
 @dataclass(frozen=True)
