@@ -106,6 +106,9 @@ def test_four_prompts_finish_on_both_nodes_one_job_per_node_at_a_time(cluster, g
     # The first two jobs' actors, warm, ran the other two: Ray placed two actors for four jobs.
     runner = gateway.server._runner
     assert (runner.placements - placed, runner.handoffs - handed) == (2, 2)
+    # First come, first served, whatever order Ray placed the actors in: the first two jobs got the nodes.
+    order = list(runner.start_order)[-4:]
+    assert set(order[:2]) == set(job_ids[:2]) and order[2:] == job_ids[2:], (order, job_ids)
     assert all(updates.get(job_id, 0) >= 2 for job_id in job_ids), updates  # meshes streamed from the nodes
     nodes = {job_id: _node_of(info, workers) for job_id, info in infos.items()}
     assert {id(node) for node in nodes.values()} == {id(w) for w in workers}  # both nodes ran jobs
@@ -118,13 +121,12 @@ def test_cancel_on_a_node_answers_within_seconds_and_the_node_takes_the_next_job
     _, workers = cluster
     with BackendClient(gateway.endpoint) as client:
         long = dict(steps=400, stream_every=4)
+        # All three at once: Ray places pending actors in no set order, but jobs start in the order they came.
         first, second = (client.request(client.submit(tiny_spec(tiny_sd, seed=10 + i, **long))).job_id
                          for i in range(2))
+        waiting = client.request(client.submit(tiny_spec(tiny_sd, steps=8, stream_every=4, seed=12))).job_id
         node = _running_on(client, first, workers)
         _running_on(client, second, workers)
-        # Submitted once both nodes are busy: Ray places pending actors in no set order, so a job queued beside
-        # them could take a node first (a short job would finish and hand its actor on before the cancel).
-        waiting = client.request(client.submit(tiny_spec(tiny_sd, steps=8, stream_every=4, seed=12))).job_id
         assert _status(client, waiting).state == "queued"
         events_until(client, lambda e: isinstance(e, Update) and e.job_id == first, timeout=60)
         asked = time.monotonic()

@@ -2,7 +2,10 @@
 
 The ZeroMQ front door, the job store and the subscriptions stay in the gateway process; only the training
 moves. A job's actor reserves `RayOptions.actor_options()` (one GPU by default), so Ray, not this code, holds
-queued jobs until a node has room and places each where it fits.
+queued jobs until a node has room and places each where it fits. Ray places pending actors in no set order, so
+jobs start first come, first served by passing actors forward: an actor placed (or freed warm) while a job queued
+earlier still waits goes to that job, and the later one waits on with a new actor. (Every job asks for the same
+resources, so any placed actor suits any job.)
 
 Streaming: the actor's `run` is a Ray streaming generator. Each report (a message in the wire format, a
 record change, a mesh, a checkpoint, a file) reaches the gateway in order as soon as it is made, through
@@ -31,6 +34,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -120,9 +124,11 @@ class RayRunner:
         self._tasks: set[concurrent.futures.Future] = set()
         self._pending: list[str] = []
         self._running = False
-        #: Diagnostics (tests, logs): actors Ray placed for a job, and warm actors handed from job to job.
+        #: Diagnostics (tests, logs): actors Ray placed for a job, warm actors handed from job to job, and the
+        #: latest jobs in the order they got a node.
         self.placements = 0
         self.handoffs = 0
+        self.start_order: deque[str] = deque(maxlen=256)
 
     # --- the runner surface the service uses ----------------------------------------------------
 
@@ -264,6 +270,7 @@ class RayRunner:
             # are the job's files read and sent, so a long queue holds no payloads and a resumed job starts from
             # the newest checkpoint the gateway has.
             actor, node, version = await self._placed(job, actor)
+            self.start_order.append(job_id)
             await self._loop.run_in_executor(self._files, self._started, job_id, job, node, version)
             payload = await self._loop.run_in_executor(self._files, self._payload, job_id)
             payload["run"] = job.run
@@ -286,58 +293,76 @@ class RayRunner:
         except _Abandoned:
             pass
         finally:
-            if not handed_on:
-                self._kill(actor)
             with self._lock:
-                job.actor = None
+                current, job.actor = job.actor, None  # the actor this job holds now (it may have passed one on)
+            if not handed_on and current is not None:
+                self._kill(current)
         record = self.store.get(job_id)
         if record is not None and record.state == "running":  # the stream ended without the job's end
             self._fail(job_id, "the job's actor ended without finishing the job")
         return None
 
     async def _placed(self, job: _Job, actor) -> tuple[Any, str, str]:
-        """Wait until the job has an actor on a node: its own, once Ray places it, or a warm one a job that just
-        ended hands over (then its own pending actor leaves Ray's queue). Returns (actor, node, version)."""
-        offer = job.offer = self._loop.create_future()
-        ready = asyncio.ensure_future(self._ready(actor))
-        try:
-            await asyncio.wait({ready, offer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            job.offer = None
-        if not ready.done():  # a warm actor came first
-            ready.cancel()
-            self._kill(actor)
-            warm, node = offer.result()
+        """Wait until the job has an actor on a node: its own, once Ray places it, or one a job passes on (a warm
+        one from a job that ended, or one Ray placed for a job queued after this one); then its own pending actor
+        leaves Ray's queue. An actor Ray places for this job while one queued earlier still waits goes to that
+        one, and this job waits on with a new actor. Returns (actor, node, version)."""
+        while True:
+            offer = job.offer = self._loop.create_future()
+            ready = asyncio.ensure_future(self._ready(actor))
+            try:
+                await asyncio.wait({ready, offer}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                job.offer = None
+            if not ready.done():  # an actor was passed on first
+                ready.cancel()
+                self._kill(actor)
+                given, node, version, warm = offer.result()
+                with self._lock:
+                    cancelled = job.cancel
+                    if not cancelled:
+                        job.actor = given
+                if cancelled:  # cancelled meanwhile (the service answers it): pass the actor on to the next job
+                    if not self._hand_on(given, node, version, warm):
+                        self._kill(given)
+                    raise _Abandoned
+                self.handoffs += warm
+                return given, node, version
+            if offer.done():  # both at once: keep the placed one, and pass the other on to the next job in line
+                given, given_node, given_version, warm = offer.result()
+                if not self._hand_on(given, given_node, given_version, warm):
+                    self._kill(given)
+            node, version = ready.result()  # raises if the pending actor died (killed by a cancel, or its node)
+            self.placements += 1
+            if not self._hand_on(actor, node, version, warm=False, giver=job):
+                return actor, node, version
+            # A job queued before this one took the actor: wait on, at the back of Ray's queue, with a new one.
+            actor = self._actor_class.remote()
             with self._lock:
-                cancelled = job.cancel
-                if not cancelled:
-                    job.actor = warm
-            if cancelled:  # cancelled meanwhile (the service answers it): the warm actor goes to the next job
-                if not self._hand_on(warm, node):
-                    self._kill(warm)
+                job.actor = actor
+                abandoned = job.cancel or self.stopping.is_set()
+            if abandoned:  # cancelled (the service answered it) or the gateway stops: it stays as it is
                 raise _Abandoned
-            self.handoffs += 1
-            return warm, node, __version__
-        if offer.done():  # both at once: keep the placed one, and offer the warm one to the next job in line
-            warm, warm_node = offer.result()
-            if not self._hand_on(warm, warm_node):
-                self._kill(warm)
-        node, version = ready.result()  # raises if the pending actor died (killed by a cancel, or its node)
-        self.placements += 1
-        return actor, node, version
 
     async def _ready(self, actor) -> tuple[str, str]:
         return await actor.ready.remote()
 
-    def _hand_on(self, actor, node: str) -> bool:
-        """Give the actor of a job that ended (its GPU reserved, its prior loaded) to the first job in line that
-        waits for a node, so the next job starts warm; False when none waits (the caller frees it)."""
-        if self.stopping.is_set() or not self.options.reuse_actors:
+    def _hand_on(self, actor, node: str, version: str = __version__, warm: bool = True,
+                 giver: _Job | None = None) -> bool:
+        """Give an actor on a node (its GPU reserved, its prior loaded if a job ended on it) to the first job in
+        line that waits for a node, so the next job starts warm (unless actors are not reused); with `giver` (a
+        waiting job whose own actor Ray placed), only to a job queued before it. False when none waits (the caller
+        keeps or frees the actor)."""
+        if self.stopping.is_set() or (warm and not self.options.reuse_actors):
             return False
         with self._lock:
             for job in self._jobs.values():
+                if job is giver:
+                    return False
                 if job.offer is not None and not job.offer.done() and not job.cancel and not job.started:
-                    job.offer.set_result((actor, node))
+                    job.offer.set_result((actor, node, version, warm))
+                    if giver is not None:
+                        giver.actor = None  # no longer the giver's: a cancel of it must not kill this actor
                     return True
         return False
 
