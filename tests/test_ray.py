@@ -267,6 +267,22 @@ def test_a_gateway_restart_leaves_running_jobs_interrupted_and_resumable(cluster
         second.stop()
 
 
+def test_a_job_no_node_can_take_says_so_and_a_cancel_takes_it_out_of_rays_queue(cluster, tiny_sd, tmp_path):
+    server = ThreadServer(tmp_path / "data", ray=RayOptions(resources={"a100": 1.0}), device="auto")
+    try:
+        with BackendClient(server.endpoint) as client:
+            job_id = client.request(client.submit(tiny_spec(tiny_sd, steps=4, stream_every=2, seed=51))).job_id
+            info = _wait(lambda: (i := _status(client, job_id)).reason and i, 30, "the waiting reason")
+            assert info.state == "queued" and "no node of the Ray cluster offers 1 a100" in info.reason, info
+            client.cancel(job_id)
+            assert isinstance(events_until(client, ended(job_id), timeout=10)[-1], Cancelled)
+        # Its pending actor left Ray's queue: nothing of this gateway's is left waiting for a node.
+        _wait(lambda: not server.server._runner.waiting() and not server.server._runner._jobs, 30,
+              "the job's actor to go")
+    finally:
+        server.stop()
+
+
 def test_serve_ray_without_a_cluster_says_so_in_one_line(tmp_path):
     done = subprocess.run([str(SCRIPT), "serve", "--ray", "127.0.0.1:9", "--bind", "tcp://127.0.0.1:0",
                            "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)

@@ -254,7 +254,9 @@ class RayRunner:
             if self.store.transition(job_id, ("queued",), "cancelled", reason="cancelled by a client"):
                 self.emit(Cancelled(job_id=job_id, step=record.step))
             return None
-        await self._loop.run_in_executor(self._files, self._note_if_infeasible, job_id)
+        # Not awaited: from here until the job waits for a node nothing yields, so jobs take their places in line
+        # (their offers, see _placed) in the order they were queued.
+        self._loop.run_in_executor(self._files, self._note_if_infeasible, job_id)
         actor = self._actor_class.remote()
         with self._lock:
             job.actor, job.started, job.run = actor, False, uuid.uuid4().hex
