@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from blender_dreamfusion.backend.cli import main
 from blender_dreamfusion.shared import (CLIENT_TYPES, Ack, Cancel, Finished, Hello, Progress, ProtocolError, Status,
-                                        StatusReply, Submit, Update, decode, encode)
+                                        Submit, Update, decode, encode)
 from blender_dreamfusion.shared.client import BackendClient, BackendTimeout, CurveKeys
 from tests.helpers.strategies import mutated_frames
 from tests.helpers.servers import SCRIPT, ServeProcess, ThreadServer, ended, events_until, tiny_spec

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import zmq
 
-from blender_dreamfusion.shared import (CLIENT_TYPES, BadTag, SERVER_TYPES, Image, JobSpec, Submit, Update, decode,
-                                        encode)
+from blender_dreamfusion.shared import CLIENT_TYPES, SERVER_TYPES, BadTag, Image, JobSpec, Submit, decode, encode
 from blender_dreamfusion.shared.transport import recv, recv_routed, send, send_routed
 from tests.helpers.messages import make_mesh, make_update
 
