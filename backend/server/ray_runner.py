@@ -92,7 +92,8 @@ class _Job:
     node: str = ""
     #: This run's token: the actor ignores cancels of other runs (a warm actor runs several jobs).
     run: str = ""
-    #: While it waits for a node: where a job that ended may hand it its warm actor (loop thread only).
+    #: While it waits for a node: where another job may pass it an actor on a node, (actor, node, version, warm):
+    #: a warm one from a job that ended, or one Ray placed for a job queued later (loop thread only).
     offer: "asyncio.Future | None" = None
 
 
