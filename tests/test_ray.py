@@ -149,7 +149,7 @@ def test_a_node_is_trusted_with_its_own_job_only(cluster, gateway, tiny_sd):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from blender_dreamfusion.backend.server import ray_job
+    from blender_dreamfusion.backend.server import job_host
     from blender_dreamfusion.shared import Cancelled as CancelledMessage
     from blender_dreamfusion.shared.framing import encode
 
@@ -162,13 +162,13 @@ def test_a_node_is_trusted_with_its_own_job_only(cluster, gateway, tiny_sd):
     before = {job_id: store.get(job_id) for job_id in (mine, other)}
     files = sorted(p.name for p in store.folder(mine).iterdir())
     hostile = [
-        (ray_job.MESSAGE, [bytes(f) for f in encode(CancelledMessage(job_id=other, step=1))]),  # another job's end
-        (ray_job.UPDATE, {"state": "queued"}, True),  # a state no worker sets
-        (ray_job.UPDATE, {"step": "many"}, True), (ray_job.UPDATE, {"step": 10**9}, True),
-        (ray_job.UPDATE, {"loss": float("nan")}, True), (ray_job.UPDATE, {"owner": "key:me"}, True),
-        (ray_job.UPDATE, {"files": {"glb": "/etc/passwd"}}, True),
-        (ray_job.FILE, "job.json", b"{}"), (ray_job.FILE, "../escape.glb", b""), (ray_job.FILE, "result.glb", "x"),
-        (ray_job.CHECKPOINT, "not bytes"), (ray_job.MESH, 1, 2), ("surprise",), (), "text", None,
+        (job_host.MESSAGE, [bytes(f) for f in encode(CancelledMessage(job_id=other, step=1))]),  # another job's end
+        (job_host.UPDATE, {"state": "queued"}, True),  # a state no worker sets
+        (job_host.UPDATE, {"step": "many"}, True), (job_host.UPDATE, {"step": 10**9}, True),
+        (job_host.UPDATE, {"loss": float("nan")}, True), (job_host.UPDATE, {"owner": "key:me"}, True),
+        (job_host.UPDATE, {"files": {"glb": "/etc/passwd"}}, True),
+        (job_host.FILE, "job.json", b"{}"), (job_host.FILE, "../escape.glb", b""), (job_host.FILE, "result.glb", "x"),
+        (job_host.CHECKPOINT, "not bytes"), (job_host.MESH, 1, 2), ("surprise",), (), "text", None,
     ]
     for report in hostile:
         with pytest.raises(ValueError):
@@ -177,8 +177,8 @@ def test_a_node_is_trusted_with_its_own_job_only(cluster, gateway, tiny_sd):
     values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(),
                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
                                                                                       max_size=3), max_leaves=8)
-    kinds = st.sampled_from([ray_job.MESSAGE, ray_job.UPDATE, ray_job.FILE, ray_job.CHECKPOINT, ray_job.MESH,
-                             ray_job.TEXTURE]) | st.text(max_size=10)
+    kinds = st.sampled_from([job_host.MESSAGE, job_host.UPDATE, job_host.FILE, job_host.CHECKPOINT, job_host.MESH,
+                             job_host.TEXTURE]) | st.text(max_size=10)
 
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
     @given(kinds, st.lists(values, max_size=3))

@@ -1,9 +1,11 @@
-"""What a Ray node may tell the gateway about its job, checked before the gateway's store or clients see it.
+"""What a job's host (a Ray node, or a plain server's job process) may tell the service about its job, checked
+before the service's store or clients see it.
 
-A node is trusted with its own job only. Its worker's reports (`ray_job.py`) are applied as a worker in the
-gateway's own process would have made them: record changes field by field (an end of the job only as a
-transition from `running`), files only as result files in the job's folder, messages only about its job,
-and `finished` with the paths the gateway knows, not the node's. Anything else raises ValueError.
+A host is trusted with its own job only: a job process may have been driven by hostile input into a broken
+state. Its worker's reports (`job_host.py`) are applied as a worker in the service's own process would have
+made them: record changes field by field (an end of the job only as a transition from `running`), files only
+as result files in the job's folder, messages only about its job, and `finished` with the paths the service
+knows, not the host's. Anything else raises ValueError.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from blender_dreamfusion.shared.errors import safe_text
 from blender_dreamfusion.shared.framing import decode
 
 from .jobs import JobStore
-from .ray_job import CHECKPOINT, FILE, MESH, MESSAGE, TEXTURE, UPDATE
+from .job_host import CHECKPOINT, FILE, MESH, MESSAGE, TEXTURE, UPDATE
 
 #: Files a node may put into its job's folder: what `export_result` writes for the result.
 RESULT_FILES = r"result(_albedo)?\.(glb|obj|mtl|ply|png)"

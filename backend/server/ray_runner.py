@@ -43,7 +43,8 @@ from blender_dreamfusion.shared import Cancelled, Failed, Message, Progress, __v
 
 from .jobs import JobStore
 from .node_reports import apply_report
-from .ray_job import PAYLOAD_FILES, JobActor
+from .job_host import job_payload
+from .ray_job import JobActor
 
 #: Seconds a stopping gateway waits for its running jobs to save a checkpoint and say `interrupted`.
 STOP_GRACE = 30.0
@@ -434,17 +435,7 @@ class RayRunner:
         return True
 
     def _payload(self, job_id: str) -> dict[str, Any]:
-        """What a node needs to run the job: its record, its checkpoints and start mesh, and any start file the
-        spec names on the gateway (a node cannot read the gateway's disk)."""
-        record = self.store.get(job_id)
-        folder = self.store.folder(job_id)
-        files = {name: (folder / name).read_bytes() for name in PAYLOAD_FILES if (folder / name).is_file()}
-        init_from = None
-        if record.spec.init in ("checkpoint", "mesh") and record.spec.init_from and \
-                not any(name.startswith("checkpoint") for name in files):
-            path = Path(record.spec.init_from)
-            init_from = ("".join(path.suffixes[-1:]), path.read_bytes())
-        return {"record": record.to_json(), "files": files, "init_from": init_from, "device": self.options.device}
+        return job_payload(self.store, job_id, self.options.device)
 
     def _apply(self, job_id: str, report: tuple) -> None:
         """One report of the job's node, applied to the gateway's store or sent to its clients (checked first:

@@ -1,6 +1,6 @@
-"""The job service: a ROUTER socket and a job runner (threads or Ray actors); who hears what: `subscribers`.
+"""The job service: a ROUTER socket and a job runner (job processes or Ray actors); who hears what: `subscribers`.
 
-Only the loop thread touches the socket. Workers hand their messages to
+Only the loop thread touches the socket. The runner's threads hand jobs' messages to
 `_outbox` and ring an inproc bell, so an update goes out as soon as it is made.
 
 No message can stop the loop: whatever decoding, checking or handling one
@@ -37,7 +37,7 @@ from .jobs import RESUMABLE, TERMINAL, DamagedJob, JobRecord, JobStore, default_
 from .security import check_bind, zmq_endpoint
 from .sessions import Session, Sessions
 from .subscribers import ENDINGS, Subscribers
-from .local_runner import JobRunner, LocalRunner
+from .process_runner import JobRunner, ProcessRunner
 
 if TYPE_CHECKING:
     from .ray_runner import RayOptions
@@ -64,7 +64,7 @@ class ServerConfig:
     allow_paths: tuple[Path, ...] = ()
     #: Whether clients may see (list, watch, fetch) each other's jobs; None: yes on loopback, no under CURVE.
     shared_jobs: bool | None = None
-    #: Train jobs as Ray actors on a cluster (`serve --ray`) instead of worker threads here; None: here.
+    #: Train jobs as Ray actors on a cluster (`serve --ray`) instead of job processes here; None: here.
     ray: "RayOptions | None" = None
 
 
@@ -88,8 +88,8 @@ class Server:
 
             self._runner = RayRunner(config.ray, self.store, self._emit, self._stop, self._announce_queue)
         else:
-            self._runner = LocalRunner(config.workers, self.store, self._emit, self._stop, device,
-                                       self._announce_queue)
+            self._runner = ProcessRunner(config.workers, self.store, self._emit, self._stop, str(device),
+                                         self._announce_queue)
         self.context = zmq.Context()
         self._auth = None
         self.socket = self.context.socket(zmq.ROUTER)
@@ -171,7 +171,7 @@ class Server:
     # --- from the workers -------------------------------------------------------------
 
     def _emit(self, message: Message) -> None:
-        """Called from worker threads: queue the message and wake the loop."""
+        """Called from the runner's threads: queue the message and wake the loop."""
         self._outbox.put(message)
         bell = getattr(self._bell_local, "socket", None)
         if bell is None:

@@ -1,14 +1,14 @@
-"""Worker threads: take a queued job, train it, and report through `emit` (progress, updates, the end).
+"""The worker: train one claimed job and report through `emit` (progress, updates, the end) and its store.
 
-A worker never touches the server's socket: it hands messages to `emit`,
-which the server's loop sends. Every failure of a job ends as that job's
-`failed` with a one-line reason; the worker goes on with the next one.
+A worker runs inside a job host, never in the service's process: it hands
+messages to `emit` and files to its store, which the host reports to the
+service. Every failure of a job ends as that job's `failed` with a
+one-line reason; the host goes on with the next one.
 """
 
 from __future__ import annotations
 
 import math
-import queue
 import sys
 import threading
 import time
@@ -59,29 +59,14 @@ class GuidanceCache:
             return self._guidance
 
 
-class Worker(threading.Thread):
-    def __init__(self, name: str, store: JobStore, jobs: "queue.Queue[str | None]", emit: Callable[[Message], None],
-                 controls: dict[str, Control], stopping: threading.Event, device: torch.device,
-                 guidance: GuidanceCache, on_started: Callable[[], None] = lambda: None):
-        super().__init__(name=name, daemon=True)
-        self.store, self.jobs, self.emit, self.controls = store, jobs, emit, controls
-        self.on_started = on_started  # the line moved: the service tells the jobs still waiting
+class Worker:
+    """Runs claimed jobs inside a job host (`job_host.py`: a plain server's job process, or a Ray actor)."""
+
+    def __init__(self, store: JobStore, emit: Callable[[Message], None], stopping: threading.Event,
+                 device: torch.device, guidance: GuidanceCache):
+        self.store, self.emit = store, emit
         self.stopping = stopping
         self.device, self.guidance = device, guidance
-
-    def run(self) -> None:
-        while True:
-            job_id = self.jobs.get()
-            if job_id is None or self.stopping.is_set():  # queued jobs stay queued for the next start
-                return
-            control = self.controls.setdefault(job_id, Control())
-            if control.cancel:
-                continue
-            record = self.store.transition(job_id, ("queued",), "running", reason="")
-            if record is None:  # cancelled while it waited, or queued twice
-                continue
-            self.on_started()
-            self.run_guarded(record, control)
 
     def run_guarded(self, record: JobRecord, control: Control) -> None:
         """Run one claimed job to its end; whatever it raises becomes its `failed`, never the worker's end."""
@@ -138,11 +123,14 @@ class Worker(threading.Thread):
             except (GenerateError, ModelLoadError):
                 raise  # about the job, not the file: another checkpoint would fail the same way
             except Exception as exc:  # noqa: BLE001 - a truncated file raises whatever safetensors raises
-                problems.append(f"{path.name}: {type(exc).__name__}: {exc}")
+                # The job's reason names the file, never the server's folders (its error quotes the full path).
+                problems.append(f"{path.name} ({type(exc).__name__}: {str(exc).replace(str(path), path.name)})")
                 print(f"dreamfusion-backend serve: job {job_id}: cannot resume from {path.name} ({exc}); "
                       "trying the checkpoint before it", file=sys.stderr, flush=True)
-        if problems:
-            raise CheckpointError("no checkpoint of this job can be read: " + "; ".join(problems))
+        if problems:  # never a silent restart from step 0: the progress is lost, and the job says so
+            damaged = "its only checkpoint is" if len(problems) == 1 else "both its checkpoints are"
+            raise CheckpointError(f"cannot resume: {damaged} damaged, so the progress it held is lost "
+                                  f"({'; '.join(problems)}); submit the job again to start it from step 0")
         init_mesh, init_uvs = self.store.load_init_mesh(job_id)
         return make_trainer(spec, self.device, load=self.guidance, init_mesh=init_mesh, init_uvs=init_uvs,
                             on_fitting=on_fitting)

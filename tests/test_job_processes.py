@@ -1,0 +1,151 @@
+"""Jobs run in their own processes: a job stuck in native code holding its GIL, or one that crashes in a native
+library, costs that job only. Against a real `serve` on loopback: the other clients keep getting replies within
+a second, cancel and SIGTERM end the stuck job after the grace and say so, a crash fails its job with the
+signal, and a job that ended well leaves its process warm for the next one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from blender_dreamfusion.backend.server.process_runner import STOP_GRACE
+from blender_dreamfusion.shared import Accepted, Cancelled, Failed, Finished, JobSpec, MeshData, Progress
+from blender_dreamfusion.shared.client import BackendClient
+from blender_dreamfusion.shared.recommended import builtin_recommendations
+from tests.helpers.servers import ServeProcess, ThreadServer, ended, events_until, tiny_spec
+
+#: Every reply to another client within this, while a job holds its process (the issue's bound).
+REPLY_BOUND = 1.0
+
+
+def hostile_mesh(triangles: int = 20_000, seed: int = 0) -> MeshData:
+    """Large random triangles that all overlap: libigl's winding number and distances take minutes on these,
+    holding the GIL the whole time (the start mesh that froze the whole server when jobs were threads)."""
+    rng = np.random.default_rng(seed)
+    return MeshData.coerce(rng.uniform(-1.0, 1.0, (3 * triangles, 3)), np.arange(3 * triangles).reshape(-1, 3))
+
+
+def stuck_spec() -> JobSpec:
+    return JobSpec.from_dict({**builtin_recommendations("toy-shapes"), "prompt": "a red cube", "init": "mesh",
+                              "seed": 1})
+
+
+def job_processes(pid: int) -> list[int]:
+    """The job processes among `pid`'s children."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                if b"job_process" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+            except OSError:  # ended meanwhile
+                pass
+    return found
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def worst_reply(endpoint: str, seconds: float) -> float:
+    """Another client's status requests for `seconds`: the slowest reply, in seconds."""
+    worst = 0.0
+    with BackendClient(endpoint) as other:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            asked = time.monotonic()
+            other.request(other.status(), timeout=30.0)
+            worst = max(worst, time.monotonic() - asked)
+    return worst
+
+
+def start_stuck_job(client: BackendClient) -> str:
+    accepted = client.request(client.submit(stuck_spec(), init_mesh=hostile_mesh()), timeout=30.0)
+    assert isinstance(accepted, Accepted), accepted
+    events_until(client, lambda e: isinstance(e, Progress) and e.phase == "fitting_mesh", timeout=120)
+    return accepted.job_id
+
+
+@pytest.fixture
+def serve(tmp_path):
+    # The fit budget off: the hostile mesh is admitted and the job really sits in libigl.
+    process = ServeProcess(tmp_path / "data", "--max-fit-work", "0")
+    yield process
+    if process.process.poll() is None:
+        process.kill()
+
+
+def test_a_job_stuck_in_native_code_holds_nobody_and_a_cancel_ends_it(serve):
+    with BackendClient(serve.endpoint) as client:
+        job_id = start_stuck_job(client)
+        assert worst_reply(serve.endpoint, 4.0) < REPLY_BOUND
+        asked = time.monotonic()
+        client.request(client.cancel(job_id), timeout=5.0)
+        events = events_until(client, ended(job_id), timeout=STOP_GRACE + 30)
+        took = time.monotonic() - asked
+        assert isinstance(events[-1], Cancelled), events[-1]
+        assert STOP_GRACE <= took < STOP_GRACE + 10, took
+        info = client.request(client.status(job_id)).job
+        assert info.state == "cancelled" and "its process was ended" in info.reason, info.reason
+        # The slot started a fresh process, so the server goes on answering and training.
+        assert worst_reply(serve.endpoint, 1.0) < REPLY_BOUND
+
+
+def test_sigterm_stops_the_server_within_seconds_while_a_job_is_stuck(serve, tmp_path):
+    with BackendClient(serve.endpoint) as client:
+        job_id = start_stuck_job(client)
+    asked = time.monotonic()
+    serve.process.send_signal(signal.SIGTERM)
+    serve.process.wait(timeout=STOP_GRACE + 20)
+    assert time.monotonic() - asked < STOP_GRACE + 10
+    # The job waits for `resume`, and says why it stopped.
+    after = ServeProcess(tmp_path / "data", "--max-fit-work", "0")
+    try:
+        with BackendClient(after.endpoint) as client:
+            info = client.request(client.status(job_id)).job
+        assert info.state == "interrupted" and "its process was ended" in info.reason, info
+    finally:
+        after.kill()
+
+
+def test_a_native_crash_fails_its_job_and_the_next_job_runs(tmp_path, tiny_sd):
+    running = ThreadServer(tmp_path / "data")
+    try:
+        with BackendClient(running.endpoint) as client:
+            job_id = client.request(client.submit(tiny_spec(tiny_sd, steps=2000, stream_every=5))).job_id
+            events_until(client, lambda e: getattr(e, "job_id", None) == job_id and e.TYPE == "update")
+            (child,) = job_processes(os.getpid())
+            os.kill(child, signal.SIGSEGV)  # what a crash in a native library delivers
+            events = events_until(client, ended(job_id), timeout=30)
+            assert isinstance(events[-1], Failed) and "SIGSEGV" in events[-1].reason, events[-1]
+            assert worst_reply(running.endpoint, 0.5) < REPLY_BOUND
+            again = client.request(client.submit(tiny_spec(tiny_sd))).job_id
+            assert isinstance(events_until(client, ended(again))[-1], Finished)
+            assert wait_for(lambda: job_processes(os.getpid()), 30, "a fresh job process") != [child]
+    finally:
+        running.stop()
+    assert not job_processes(os.getpid()), "the server's stop leaves no job process behind"
+
+
+def test_a_warm_process_takes_the_next_jobs(tmp_path, tiny_sd):
+    running = ThreadServer(tmp_path / "data")
+    runner = running.server._runner
+    try:
+        with BackendClient(running.endpoint) as client:
+            for seed in (1, 2, 3):
+                job_id = client.request(client.submit(tiny_spec(tiny_sd, seed=seed))).job_id
+                assert isinstance(events_until(client, ended(job_id))[-1], Finished)
+        assert runner.processes_started == 1 and runner.warm_starts == 2
+    finally:
+        running.stop()
