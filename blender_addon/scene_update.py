@@ -16,11 +16,13 @@ the object's local coordinates (`addon_core.refine.to_local`).
 from __future__ import annotations
 
 import json
+import os
 
 import bpy
 import numpy as np
 from mathutils import Matrix
 
+from .addon_core.glb import glb_vertex_count
 from .addon_core.refine import IDENTITY, to_local
 
 COLLECTION = "DreamFusion"
@@ -319,23 +321,38 @@ def spec_json(spec) -> str:
     return json.dumps(spec.to_dict(), sort_keys=True) if spec is not None else ""
 
 
-def export_glb(context, obj: bpy.types.Object, path: str) -> None:
-    """Write `obj` alone to a .glb (Blender's glTF exporter; RuntimeError if it fails): with its baked texture as
-    baseColorTexture when it has one, else its albedo as COLOR_0 (never both: glTF multiplies the two)."""
-    view_layer = context.view_layer
-    previous = [o for o in view_layer.objects if o.select_get()]
-    for other in previous:
-        other.select_set(False)
-    obj.select_set(True)
-    # Only this scene: by default the exporter walks every scene, and an object linked into two (batch mode
-    # keeps its results in a second scene) would come out twice, alongside whatever is selected there.
-    options = {"filepath": path, "export_format": "GLB", "use_selection": True, "use_active_scene": True}
+def export_glb(context, obj: bpy.types.Object, path: str) -> int:
+    """Write `obj` alone to a .glb (Blender's glTF exporter) and return the vertices the file holds: with its baked
+    texture as baseColorTexture when it has one, else its albedo as COLOR_0 (never both: glTF multiplies the two).
+
+    Whether the object is selected, hidden, disabled in viewports or in an excluded collection does not matter:
+    the exporter is pointed at a temporary collection holding only `obj` (its selection filter would otherwise
+    quietly write an empty file for a result a refinement had hidden). RuntimeError when the exporter fails or
+    the file it wrote holds no mesh (the file is then removed, so nothing empty is left looking like a result)."""
+    if obj.type != "MESH" or obj.data is None or not len(obj.data.vertices):
+        raise RuntimeError(f"{obj.name!r} has no mesh to export (its job has sent none yet)")
+    scene = context.scene
+    holder = bpy.data.collections.new("DreamFusion export")
+    holder.objects.link(obj)
+    scene.collection.children.link(holder)  # in the scene's depsgraph even where its own collection is excluded
+    # Only this scene and only the holder's objects: by default the exporter walks every scene, and an object
+    # linked into two (batch mode keeps its results in a second scene) would come out twice.
+    options = {"filepath": path, "export_format": "GLB", "use_selection": False, "use_visible": False,
+               "use_renderable": False, "use_active_scene": True, "collection": holder.name}
     try:
         try:  # Blender 4.2+ names the option; older glTF exporters take colours from the material
             bpy.ops.export_scene.gltf(**options, export_vertex_color="NONE" if textured_image(obj) else "ACTIVE")
         except TypeError:
             bpy.ops.export_scene.gltf(**options)
     finally:
-        obj.select_set(False)
-        for other in previous:
-            other.select_set(True)
+        scene.collection.children.unlink(holder)
+        bpy.data.collections.remove(holder)
+    try:
+        with open(path, "rb") as f:
+            vertices = glb_vertex_count(f.read())
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"the exporter wrote no readable .glb: {exc}") from None
+    if vertices == 0:
+        os.remove(path)
+        raise RuntimeError(f"the exporter wrote no mesh for {obj.name!r}; the empty file was removed")
+    return vertices
