@@ -22,7 +22,25 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+#: Why register() stops when Blender's Python has no numpy (what its error says, in Preferences and the console).
+NUMPY_MISSING = (
+    "DreamFusion needs numpy, which this Blender's Python does not have. Blender from blender.org ships it; a "
+    "Linux distribution's Blender package uses the system Python, so install that Python's numpy: "
+    "`sudo apt install python3-numpy` (Debian, Ubuntu), `sudo dnf install python3-numpy` (Fedora) or "
+    "`sudo pacman -S python-numpy` (Arch), then enable the add-on again")
+
+
+def _require_numpy() -> None:
+    # Checked first, so a missing numpy is named with its remedy instead of surfacing as a bare
+    # "No module named 'numpy'" from whichever module happens to import it first.
+    try:
+        import numpy  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(NUMPY_MISSING, name="numpy") from exc
+
+
 def register() -> None:
+    _require_numpy()
     # Import them all before registering any, so a module that fails to import leaves nothing half-registered.
     modules = [importlib.import_module(f".{name}", __name__) for name in _REGISTERED]
     for module in modules:
