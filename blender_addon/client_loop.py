@@ -12,7 +12,6 @@ import atexit
 import time
 
 import bpy
-import numpy as np
 
 from . import history, scene_update
 from .addon_core.refine import is_frame
@@ -23,14 +22,12 @@ from .session import SESSION
 #: Seconds between ticks while jobs run / while idle.
 ACTIVE_INTERVAL = 0.1
 IDLE_INTERVAL = 0.5
-PREVIEW_NAME = "dreamfusion_preview"
 #: Main-thread milliseconds per tick for applying meshes; at least one is applied per tick.
 MESH_BUDGET_MS = 15.0
 
 _deferred: dict = {}  # job id -> MeshToApply not applied yet (over the tick's budget)
 _textures = TextureQueue()  # finished jobs' textures being encoded for packing
 
-_previews = None  # bpy.utils.previews collection, made on first preview
 last_tick_ms = 0.0
 
 
@@ -52,7 +49,7 @@ def tick() -> float:
     # Blender (a VM, Xvfb) most of a core, which a local backend then lacks.
     if had_deferred or textured or status != _last_status or (applied is not None and (
             applied.changed or applied.meshes or applied.accepted or applied.rejected or applied.notices)):
-        _redraw()
+        redraw_sidebar()
         _last_status = status
     busy = any(view.active for view in SESSION.tracker.jobs.values()) or SESSION.tracker.submitting or _deferred \
         or _textures.busy
@@ -93,8 +90,7 @@ def _apply(applied) -> None:
         obj = _write(scene, job_item, view, item)
         if obj is not None:
             job_item.object = obj  # the job list's pointer saves scanning every object in the file on each update
-        if item.preview is not None:
-            show_preview(item.preview.pixels)
+        if item.preview is not None:  # the job's thumbnail: what its Jobs row and the progress box show
             history.store_thumbnail(job_item, item.preview.pixels)
     for job_id in applied.changed:
         view = tracker.jobs.get(job_id)
@@ -182,26 +178,7 @@ def _add_job_item(scene, job_id: str, prompt: str):
     return item
 
 
-def show_preview(pixels: np.ndarray) -> None:
-    """The newest preview as an icon the panel can draw (an ImagePreview: no image datablock per update)."""
-    global _previews
-    import bpy.utils.previews
-
-    if _previews is None:
-        _previews = bpy.utils.previews.new()
-    preview = _previews.get(PREVIEW_NAME) or _previews.new(PREVIEW_NAME)
-    h, w = pixels.shape[:2]
-    preview.image_size = (w, h)
-    preview.image_pixels_float.foreach_set(history.blender_rgba(pixels))
-
-
-def preview_icon() -> int:
-    if _previews is None or PREVIEW_NAME not in _previews:
-        return 0
-    return _previews[PREVIEW_NAME].icon_id
-
-
-def _redraw() -> None:
+def redraw_sidebar() -> None:
     window_manager = bpy.context.window_manager
     if window_manager is None:
         return
@@ -219,14 +196,10 @@ def start() -> None:
 
 
 def stop() -> None:
-    global _previews
     _deferred.clear()
     _textures.shutdown()
     if bpy.app.timers.is_registered(tick):
         bpy.app.timers.unregister(tick)
-    if _previews is not None:
-        bpy.utils.previews.remove(_previews)
-        _previews = None
 
 
 def register() -> None:

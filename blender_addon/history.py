@@ -15,6 +15,8 @@ from .shared.jobspec import JobSpec
 
 THUMBNAIL_PREFIX = "DreamFusion "
 THUMBNAIL_SIDE = 128
+#: The Jobs list's row icon (Blender's icon previews are 32 pixels a side at most).
+ICON_SIDE = 32
 
 
 def record_spec(item, spec: JobSpec | None) -> None:
@@ -40,8 +42,7 @@ def store_thumbnail(item, pixels: np.ndarray) -> None:
     """The job's newest preview (uint8 sRGB, H x W x 3, row 0 at the top) as its thumbnail image, one per job,
     rewritten in place. At most THUMBNAIL_SIDE pixels a side (a remote backend may send big previews), and
     packed only when the .blend is saved (`_pack_thumbnails`): an update costs a pixel copy, not a PNG encode."""
-    step = max(1, -(-max(pixels.shape[:2]) // THUMBNAIL_SIDE))
-    pixels = pixels[::step, ::step]
+    pixels = _downsampled(pixels, THUMBNAIL_SIDE)
     h, w = pixels.shape[:2]
     image = item.thumbnail
     if image is None or tuple(image.size) != (w, h):
@@ -50,7 +51,28 @@ def store_thumbnail(item, pixels: np.ndarray) -> None:
         image = bpy.data.images.new(THUMBNAIL_PREFIX + (item.job_id or "job"), w, h, alpha=False)
         image.colorspace_settings.name = "sRGB"
         item.thumbnail = image
-    image.pixels.foreach_set(blender_rgba(pixels))
+    rgba = blender_rgba(pixels)
+    image.pixels.foreach_set(rgba)
+    _set_preview(image, pixels, rgba)
+
+
+def _downsampled(pixels: np.ndarray, side: int) -> np.ndarray:
+    step = max(1, -(-max(pixels.shape[:2]) // side))
+    return pixels[::step, ::step]
+
+
+def _set_preview(image, pixels: np.ndarray, rgba: np.ndarray) -> None:
+    """Write the pixels into the image's own preview too: that is what the Jobs list and the progress box draw
+    (`layout.icon(image)`), and Blender renders an image's preview once, from the pixels of the moment, and
+    never again when they change, so without this the thumbnail shows the first preview until the job ends.
+    Written pixels also keep Blender from re-rendering it. The list's small icon gets the same picture, smaller."""
+    preview = image.preview_ensure()
+    h, w = pixels.shape[:2]
+    preview.image_size = (w, h)  # setting a size marks the preview changed, so the icon is rebuilt
+    preview.image_pixels_float.foreach_set(rgba)
+    small = _downsampled(pixels, ICON_SIDE)
+    preview.icon_size = (small.shape[1], small.shape[0])
+    preview.icon_pixels_float.foreach_set(blender_rgba(small))
 
 
 @bpy.app.handlers.persistent
@@ -111,10 +133,14 @@ class DREAMFUSION_OT_recall(bpy.types.Operator):
         except (ValueError, SpecError) as exc:
             self.report({"ERROR"}, f"DreamFusion: this job's saved settings cannot be read: {exc}")
             return {"CANCELLED"}
-        notes = recall_into(context.scene.dreamfusion.settings, values)
+        state = context.scene.dreamfusion
+        notes = recall_into(state.settings, values)
+        # Recalled to run it again (or to vary one setting): its seed must be the one sent, not a fresh draw.
+        state.lock_seed = True
         for note in notes:
             self.report({"WARNING"}, f"DreamFusion: {note}")
-        self.report({"INFO"}, f"DreamFusion: recalled the settings of '{values['prompt']}' (seed {values['seed']})")
+        self.report({"INFO"}, f"DreamFusion: recalled the settings of '{values['prompt']}' (seed {values['seed']}, "
+                              "locked)")
         return {"FINISHED"}
 
 

@@ -8,7 +8,7 @@ import bpy
 
 from . import client_loop, preferences, scene_update
 from .addon_core.local_backend import LocalBackendError, split_folders
-from .properties import adopt_default_model, selected_job, spec_values
+from .properties import EMPTY_PROMPT, adopt_default_model, selected_job, show_seed, spec_values, with_next_seed
 from .session import SESSION, PendingSubmit
 from .shared.client import BackendTimeout
 from .shared.errors import SpecError
@@ -94,22 +94,29 @@ class DREAMFUSION_OT_generate(bpy.types.Operator):
         return context.scene is not None and hasattr(context.scene, "dreamfusion")
 
     def execute(self, context):
-        settings = context.scene.dreamfusion.settings
+        state = context.scene.dreamfusion
+        settings = state.settings
+        if not settings.prompt.strip():
+            self.report({"ERROR"}, f"DreamFusion: {EMPTY_PROMPT}")
+            return {"CANCELLED"}
         prefs = preferences.get(context)
         if adopt_default_model(settings, prefs.default_model):
             self.report({"INFO"}, f"DreamFusion: using the default model {settings.model} (see Guidance)")
         try:
-            spec = JobSpec.from_dict(spec_values(settings))
+            spec = JobSpec.from_dict(with_next_seed(state, spec_values(settings)))
         except SpecError as exc:
             self.report({"ERROR"}, f"DreamFusion: {exc}")  # names the field and the allowed range; nothing sent
             return {"CANCELLED"}
         sent = submit_job(self, context, spec)
         if sent is None:
             return {"CANCELLED"}
+        show_seed(state, spec.seed)
         if sent == "queued":
-            self.report({"INFO"}, "DreamFusion: starting the backend; the job is sent when it is up")
+            self.report({"INFO"}, f"DreamFusion: starting the backend; the job (seed {spec.seed}) is sent when it "
+                                  "is up")
         else:
-            self.report({"INFO"}, f"DreamFusion: sent '{spec.prompt}' ({spec.steps} steps, model {spec.model})")
+            self.report({"INFO"}, f"DreamFusion: sent '{spec.prompt}' ({spec.steps} steps, seed {spec.seed}, "
+                                  f"model {spec.model})")
         return {"FINISHED"}
 
 
@@ -207,7 +214,8 @@ class DREAMFUSION_OT_connect(bpy.types.Operator):
 class DREAMFUSION_OT_export(bpy.types.Operator):
     bl_idname = "dreamfusion.export"
     bl_label = "Export .glb"
-    bl_description = "Write the selected job's mesh with its vertex colours to a glTF binary file"
+    bl_description = ("Write the selected job's object (hidden or not, selected or not) with its texture or vertex "
+                      "colours to a glTF binary file")
 
     filepath: bpy.props.StringProperty(subtype="FILE_PATH")
     filter_glob: bpy.props.StringProperty(default="*.glb", options={"HIDDEN"})
@@ -229,11 +237,11 @@ class DREAMFUSION_OT_export(bpy.types.Operator):
         if not path.lower().endswith(".glb"):
             path += ".glb"
         try:
-            scene_update.export_glb(context, job.object, path)
+            vertices = scene_update.export_glb(context, job.object, path)
         except RuntimeError as exc:
             self.report({"ERROR"}, f"DreamFusion: export failed: {exc}")
             return {"CANCELLED"}
-        self.report({"INFO"}, f"DreamFusion: wrote {os.path.basename(path)}")
+        self.report({"INFO"}, f"DreamFusion: wrote {os.path.basename(path)} ({vertices:,} vertices)")
         return {"FINISHED"}
 
 

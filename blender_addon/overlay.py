@@ -39,6 +39,18 @@ def visible_parts(scene) -> tuple[bool, bool]:
     return state.overlay_cameras, state.overlay_lights
 
 
+def hidden_reason(scene) -> str:
+    """Why a toggled-on overlay draws nothing, in words for the panel ("" when it draws, or is simply off)."""
+    state = getattr(scene, "dreamfusion", None)
+    if state is None or not (state.overlay_cameras or state.overlay_lights) or any(visible_parts(scene)):
+        return ""
+    running = next((item for item in state.jobs if item.active), None)
+    if running is not None:
+        return (f"Hidden while a job is {running.state} (so the growing object is unobstructed): "
+                "turn on Keep While Running (▶ beside the toggle) to see it now")
+    return ""
+
+
 def _values(settings) -> dict:
     values = {}
     for name in RANGE_FIELDS:

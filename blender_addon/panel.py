@@ -2,9 +2,11 @@
 
 import bpy
 
-from . import client_loop, scene_update
+from . import overlay, scene_update
 from .addon_core.job_tracker import format_seconds
-from .properties import HIDDEN_FIELDS, find_job, selected_job
+from .addon_core.panel_text import progress_job_index, wrap
+from .properties import HIDDEN_FIELDS, PROMPT_HINT, find_job, selected_job
+from .refine import active_source
 from .session import SESSION
 from .shared.jobspec import jobspec_knobs
 
@@ -18,12 +20,35 @@ def _settings(context):
     return context.scene.dreamfusion.settings
 
 
-def _current_job(context):
-    """The job the progress bar follows: the selected one, else the newest."""
-    job, jobs = selected_job(context), context.scene.dreamfusion.jobs
-    if job is None and len(jobs):
-        return jobs[-1]
-    return job
+def current_job(context):
+    """The job the progress box follows: the selected one, else the running one (else a queued one, else the
+    newest), so queueing or cancelling a second job does not take the running job's ETA off the panel."""
+    state = context.scene.dreamfusion
+    index = progress_job_index([job.state for job in state.jobs], state.active_job_index)
+    return state.jobs[index] if index >= 0 else None
+
+
+def _wrapped(layout, context, text: str, icon: str = "NONE", first=None) -> None:
+    """A label that may be longer than the sidebar is wide, on as many lines as it needs (a one-line label is
+    cut off with "…"); `first` takes the first line (a row with buttons beside it)."""
+    region = context.region
+    width = region.width if region is not None else 300
+    scale = context.preferences.system.ui_scale if context.preferences is not None else 1.0
+    lines = wrap(text, width - (60 if first is not None else 0), scale)
+    (first or layout).label(text=lines[0], icon=icon)
+    if len(lines) > 1:
+        col = layout.column(align=True)
+        for line in lines[1:]:
+            col.label(text=line, icon="BLANK1" if icon != "NONE" else "NONE")
+
+
+def _prompt_field(layout, settings) -> None:
+    try:  # the grey hint in the empty field (UILayout.prop's placeholder, Blender 4.1+)
+        layout.prop(settings, "prompt", text="", placeholder=PROMPT_HINT)
+    except TypeError:  # no placeholders: the hint goes under the field while it is empty
+        layout.prop(settings, "prompt", text="", icon="OUTLINER_OB_FONT")
+        if not settings.prompt.strip():
+            layout.label(text=PROMPT_HINT, icon="INFO")
 
 
 class _Panel:
@@ -41,7 +66,8 @@ class VIEW3D_PT_dreamfusion(_Panel, bpy.types.Panel):
         settings = _settings(context)
         status = SESSION.status()
         row = layout.row(align=True)
-        row.label(text=status.text, icon=STATUS_ICONS.get(status.state, "INFO"))
+        # The whole status, wrapped: an error ("the backend exited (127): …") is what tells the artist what to fix.
+        _wrapped(layout, context, status.text, STATUS_ICONS.get(status.state, "INFO"), first=row)
         if SESSION.backend is not None:
             row.operator("dreamfusion.stop_backend", text="", icon="CANCEL")
         elif status.state in ("off", "error", "lost"):
@@ -50,14 +76,18 @@ class VIEW3D_PT_dreamfusion(_Panel, bpy.types.Panel):
         if SESSION.notices:
             layout.label(text=SESSION.notices[-1], icon="ERROR")
 
-        layout.prop(settings, "prompt", text="")
+        _prompt_field(layout, settings)
+        row = layout.row(align=True)
+        row.prop(settings, "seed")
+        state = context.scene.dreamfusion
+        row.prop(state, "lock_seed", text="", icon="LOCKED" if state.lock_seed else "UNLOCKED")
         layout.prop(settings, "preset")
         row = layout.row(align=True)
         row.scale_y = 1.4
         row.operator("dreamfusion.generate", icon="SHADERFX")
         row.operator("dreamfusion.cancel", text="", icon="CANCEL")
 
-        job = _current_job(context)
+        job = current_job(context)
         if job is not None:
             view = SESSION.tracker.jobs.get(job.job_id)
             text = view.summary() if view is not None else (job.summary or job.state)
@@ -74,9 +104,9 @@ class VIEW3D_PT_dreamfusion(_Panel, bpy.types.Panel):
                 box.label(text=f"{job.state}: {text}")
             if job.reason and job.state in ("failed", "interrupted"):
                 box.label(text=job.reason[:120], icon="INFO")
-            icon = client_loop.preview_icon()
-            if icon:
-                box.template_icon(icon_value=icon, scale=6.0)
+            # The shown job's newest preview (its thumbnail follows every preview), not whichever job sent last.
+            if job.thumbnail is not None:
+                box.template_icon(icon_value=layout.icon(job.thumbnail), scale=6.0)
 
 
 class VIEW3D_PT_dreamfusion_jobs(_Panel, bpy.types.Panel):
@@ -111,9 +141,10 @@ class VIEW3D_PT_dreamfusion_jobs(_Panel, bpy.types.Panel):
 
 
 def _mesh_buttons(layout) -> None:
-    """The two starts from a mesh: one operator, with and without the shape locked."""
-    layout.operator("dreamfusion.refine_mesh", text="Generate From This Mesh", icon="SHADERFX").lock_geometry = False
-    layout.operator("dreamfusion.refine_mesh", text="Texture This Mesh", icon="BRUSH_DATA").lock_geometry = True
+    """The two starts from a mesh: Generate From This Mesh, and Texture This Mesh (the shape locked)."""
+    # Two operators, each with its own label: the redo panel titles itself after the operator, not the button.
+    layout.operator("dreamfusion.refine_mesh", icon="SHADERFX")
+    layout.operator("dreamfusion.texture_mesh", icon="BRUSH_DATA")
 
 
 class VIEW3D_PT_dreamfusion_refine(_Panel, bpy.types.Panel):
@@ -125,7 +156,7 @@ class VIEW3D_PT_dreamfusion_refine(_Panel, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         state = context.scene.dreamfusion
-        obj = context.active_object
+        obj = active_source(context)  # hidden or not: a refinement hides its source
         if obj is None or obj.type != "MESH":
             layout.label(text="Select a mesh, or a result, to refine", icon="INFO")
             return
@@ -166,8 +197,13 @@ class DREAMFUSION_UL_jobs(bpy.types.UIList):
 OVERLAY_TOGGLES = {"camera": "overlay_cameras", "light": "overlay_lights"}
 
 
+#: Fields the main panel shows itself (the prompt, and the seed with its lock).
+MAIN_PANEL_FIELDS = ("prompt", "seed")
+
+
 def _group_panel(group: str, label: str):
-    names = [name for name, knob in jobspec_knobs().items() if knob.group == group and name not in (*HIDDEN_FIELDS, "prompt")]
+    names = [name for name, knob in jobspec_knobs().items()
+             if knob.group == group and name not in (*HIDDEN_FIELDS, *MAIN_PANEL_FIELDS)]
     toggle = OVERLAY_TOGGLES.get(group)
 
     def draw(self, context):
@@ -178,6 +214,10 @@ def _group_panel(group: str, label: str):
             shown = getattr(state, toggle)
             row.prop(state, toggle, toggle=True, icon="HIDE_OFF" if shown else "HIDE_ON")
             row.prop(state, "overlay_while_running", text="", icon="PLAY")
+            if shown:
+                why = overlay.hidden_reason(context.scene)
+                if why:  # the toggle is on and nothing is drawn: say why, and what brings it back
+                    _wrapped(layout, context, why, "INFO")
         layout.use_property_split = True
         layout.use_property_decorate = False
         for name in names:
@@ -188,7 +228,7 @@ def _group_panel(group: str, label: str):
 
 
 _GROUP_PANELS = tuple(_group_panel(group, label) for group, label in (
-    ("prompt", "Prompt & Seed"), ("camera", "Camera"), ("light", "Light & Shading"),
+    ("prompt", "Negative Prompt & Steps"), ("camera", "Camera"), ("light", "Light & Shading"),
     ("guidance", "Guidance"), ("optimiser", "Optimiser"), ("output", "Output")))
 
 class VIEW3D_MT_dreamfusion(bpy.types.Menu):

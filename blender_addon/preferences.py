@@ -2,30 +2,43 @@
 
 import bpy
 
+from .session import SESSION
 from .shared.client import DEFAULT_ADDRESS
 from .shared.jobspec import DEFAULT_MODEL
+
+
+def _backend_setting_changed(self, context) -> None:
+    # An error about the previous settings would otherwise stay on the status line until the next Generate.
+    SESSION.settings_changed()
+    from .client_loop import redraw_sidebar
+    redraw_sidebar()
 
 
 class DreamFusionPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
     backend_mode: bpy.props.EnumProperty(
+        update=_backend_setting_changed,
         name="Backend", default="LOCAL",
         items=[("LOCAL", "Local", "Start dreamfusion-backend on this machine (loopback only) and stop it on exit"),
                ("REMOTE", "Remote", "Connect to a backend that is already running, e.g. on a GPU server")])
     backend_executable: bpy.props.StringProperty(
+        update=_backend_setting_changed,
         name="Backend executable", subtype="FILE_PATH",
         description="The dreamfusion-backend script, or the Python of the environment the backend is installed "
                     "in (e.g. ~/dreamfusion/.venv/bin/python). Empty: dreamfusion-backend on PATH")
     device: bpy.props.EnumProperty(
+        update=_backend_setting_changed,
         name="Device", default="auto",
         items=[("auto", "Auto", "CUDA if available, else CPU"), ("cuda", "CUDA", "NVIDIA GPU"),
                ("cpu", "CPU", "Slow, but works everywhere")])
     data_dir: bpy.props.StringProperty(
+        update=_backend_setting_changed,
         name="Job folder", subtype="DIR_PATH",
         description="Where the local backend keeps jobs, checkpoints and results. Empty: its default "
                     "(~/.local/share/dreamfusion-blender)")
     model_folders: bpy.props.StringProperty(
+        update=_backend_setting_changed,
         name="Model folders",
         description="Folders with local diffusers models the local backend may load, separated by ';' (the "
                     "default model's folder and the scene's model folder are allowed anyway). A backend loads no "
@@ -34,12 +47,15 @@ class DreamFusionPreferences(bpy.types.AddonPreferences):
         name="Start backend on Generate", default=True,
         description="In local mode, Generate starts the backend if it is not running")
     address: bpy.props.StringProperty(
+        update=_backend_setting_changed,
         name="Address", default=DEFAULT_ADDRESS,
         description="Remote backend's ZeroMQ address, tcp://HOST:PORT")
     server_key: bpy.props.StringProperty(
+        update=_backend_setting_changed,
         name="Server public key", subtype="FILE_PATH",
         description="server.key from `dreamfusion-backend keys generate` (needed for a non-loopback backend)")
     client_secret_key: bpy.props.StringProperty(
+        update=_backend_setting_changed,
         name="Client secret key", subtype="FILE_PATH",
         description="clients/NAME.key_secret from `dreamfusion-backend keys generate`")
     default_model: bpy.props.StringProperty(

@@ -6,6 +6,8 @@ protocol refuses (Blender's 32-bit int properties cap the seed below the
 protocol's maximum).
 """
 
+import random
+
 import bpy
 
 from .addon_core.job_tracker import ACTIVE_STATES
@@ -19,6 +21,9 @@ from .shared.recommended import recommendations
 #: what the Refine sub-panel's buttons decide (Generate always starts from the blob).
 HIDDEN_FIELDS = ("init", "init_from", "lock_geometry")
 INT_MAX = 2**31 - 1
+#: What the empty prompt field shows, and what Generate says when it is still empty.
+PROMPT_HINT = "Describe the object, e.g. a ceramic teapot"
+EMPTY_PROMPT = "type a prompt first: what to make, e.g. \"a ceramic teapot\" or \"a red sports car\""
 
 
 def _label(name: str) -> str:
@@ -30,8 +35,9 @@ def _tooltip(knob) -> str:
 
 
 def _defaults() -> dict:
-    values = JobSpec(prompt="x", seed=0).to_dict()
+    values = JobSpec(prompt="x", seed=0).to_dict()  # (a JobSpec needs a prompt; the panel starts empty)
     values.update(recommendations(values["model"]))
+    values["prompt"] = ""
     return values
 
 
@@ -136,6 +142,20 @@ def spec_values(settings) -> dict:
     return values
 
 
+def with_next_seed(state, values: dict) -> dict:
+    """`values` (spec_values) with the seed the next job uses: a fresh random one per job, unless the scene's
+    Lock Seed is on (then the panel's). Without this every Generate would repeat the previous run."""
+    if state.lock_seed:
+        return values
+    return {**values, "seed": random.SystemRandom().randint(0, INT_MAX)}
+
+
+def show_seed(state, seed: int) -> None:
+    """Put the seed a job was sent with into the panel, so Lock Seed (or Recall) repeats that very run."""
+    if state.settings.seed != seed and seed <= INT_MAX:
+        state.settings.seed = seed
+
+
 class DreamFusionJobItem(bpy.types.PropertyGroup):
     """One job in the scene's list; saved with the .blend so a reopened file can fetch its results."""
 
@@ -221,6 +241,10 @@ class DreamFusionScene(bpy.types.PropertyGroup):
         name="Keep While Running", default=False, update=_redraw_overlay,
         description="Keep drawing the overlay while one of this scene's jobs runs (hidden then by default, so "
                     "the growing object is unobstructed)")
+    lock_seed: bpy.props.BoolProperty(
+        name="Lock Seed", default=False,
+        description="Use the seed shown for every job (to repeat or vary one run). Off: each Generate draws a new "
+                    "random seed and shows it here; every job's seed is kept in its Jobs entry")
     jobs: bpy.props.CollectionProperty(type=DreamFusionJobItem)
     active_job_index: bpy.props.IntProperty(name="Job", default=-1, update=_on_active_job)
     refine_steps: bpy.props.IntProperty(

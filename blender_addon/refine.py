@@ -3,7 +3,9 @@ re-prompt a result.
 
 Each makes a new object at once, at its source's place (a copy of the source's evaluated mesh, so it shows the
 start until the first mesh streams in) and sends a new job; the source is only hidden in the viewport, so
-there is one surface to look at, and Undo takes the new object away again. The specs and frames are
+there is one surface to look at, and Undo takes the new object away again. A hidden source stays usable: made
+active again (in the outliner), it is what the buttons act on, although the 3D view then reports no active
+object (it leaves hidden ones out of `context.active_object`). The specs and frames are
 `addon_core/refine.py`'s; the streamed meshes go into the new object through the client loop like any job's.
 """
 
@@ -18,7 +20,7 @@ from . import operators, preferences, scene_update
 from .addon_core.job_tracker import ACTIVE_STATES
 from .addon_core.refine import IDENTITY, RefineTarget, continue_spec, flat_matrix, is_frame, mesh_spec
 from .mesh_source import world_mesh_with_uvs
-from .properties import adopt_default_model, find_job, spec_values
+from .properties import adopt_default_model, find_job, show_seed, spec_values, with_next_seed
 from .shared.errors import ProtocolError, SpecError
 from .shared.jobspec import JobSpec
 from .shared.mesh import MAX_INIT_TRIANGLES
@@ -26,6 +28,19 @@ from .shared.mesh import MAX_INIT_TRIANGLES
 
 def _has_scene_settings(context) -> bool:
     return context.scene is not None and hasattr(context.scene, "dreamfusion")
+
+
+def active_source(context):
+    """The object the Refine buttons act on: the active object, hidden or not.
+
+    In the 3D view `context.active_object` is None while the active object is hidden, and every refinement
+    hides its source: without the view layer's own active object (what the outliner shows as active), a source
+    clicked again in the outliner could not be refined a second time ("no active object")."""
+    obj = context.active_object
+    if obj is not None:
+        return obj
+    view_layer = context.view_layer
+    return view_layer.objects.active if view_layer is not None else None
 
 
 def _refuse(op, text: str) -> set:
@@ -64,32 +79,22 @@ def _send(op, context, spec: JobSpec, source, target: RefineTarget, init_mesh=No
     return {"FINISHED"}
 
 
-class DREAMFUSION_OT_refine_mesh(bpy.types.Operator):
-    bl_idname = "dreamfusion.refine_mesh"
-    bl_label = "Generate From This Mesh"
-    bl_description = ("Start a new job from the active object's mesh (modifiers applied, in world space, at most "
-                      f"{MAX_INIT_TRIANGLES:,} triangles) with the panel's prompt and settings; the result is a new "
-                      "object in its place")
+class _FromMesh:
+    """What Generate From This Mesh and Texture This Mesh share: two operators rather than one with a switch, so
+    each redo panel carries its own title (Blender titles it after the operator, never after the button)."""
+
     bl_options = {"REGISTER", "UNDO"}
-
-    lock_geometry: bpy.props.BoolProperty(
-        name="Lock Geometry", default=False,
-        description="Texture only: keep this very mesh and optimise its vertex colours")
-
-    @classmethod
-    def description(cls, context, properties):
-        if properties.lock_geometry:
-            return ("Texture the active object's mesh with the panel's prompt: its geometry stays exactly as it is "
-                    f"(at most {MAX_INIT_TRIANGLES:,} triangles), only vertex colours are optimised, on a new object "
-                    "in its place")
-        return cls.bl_description
 
     @classmethod
     def poll(cls, context):
         return _has_scene_settings(context)
 
+    def _locked(self) -> bool:
+        raise NotImplementedError
+
     def execute(self, context):
-        obj = context.active_object
+        lock = self._locked()
+        obj = active_source(context)
         if obj is None:
             return _refuse(self, "no active object: select the mesh to start from")
         if obj.type != "MESH":
@@ -99,23 +104,55 @@ class DREAMFUSION_OT_refine_mesh(bpy.types.Operator):
                                             field=f"the mesh of {obj.name!r}")
         except ProtocolError as exc:  # empty, too many triangles, or flat to a point: nothing is sent
             return _refuse(self, str(exc))
-        settings = context.scene.dreamfusion.settings
+        state = context.scene.dreamfusion
+        settings = state.settings
         if adopt_default_model(settings, preferences.get(context).default_model):
             self.report({"INFO"}, f"DreamFusion: using the default model {settings.model} (see Guidance)")
         try:
-            spec = mesh_spec(spec_values(settings), self.lock_geometry)
+            spec = mesh_spec(with_next_seed(state, spec_values(settings)), lock)
         except SpecError as exc:
             return _refuse(self, str(exc))
         target = RefineTarget(token=uuid.uuid4().hex, frame=flat_matrix(obj.matrix_world), source_object=obj.name,
-                              keep_geometry=self.lock_geometry, hidden_object=obj.name)
+                              keep_geometry=lock, hidden_object=obj.name)
         # Its own UVs go along when the shape is kept: a texture is then baked into them.
-        return _send(self, context, spec, obj, target, init_mesh=mesh, colors=mesh.colors,
-                     init_uvs=uvs if self.lock_geometry else None)
+        done = _send(self, context, spec, obj, target, init_mesh=mesh, colors=mesh.colors,
+                     init_uvs=uvs if lock else None)
+        if done == {"FINISHED"}:
+            show_seed(state, spec.seed)
+        return done
+
+
+class DREAMFUSION_OT_refine_mesh(_FromMesh, bpy.types.Operator):
+    bl_idname = "dreamfusion.refine_mesh"
+    bl_label = "Generate From This Mesh"
+    bl_description = ("Start a new job from the active object's mesh (modifiers applied, in world space, at most "
+                      f"{MAX_INIT_TRIANGLES:,} triangles) with the panel's prompt and settings; the result is a new "
+                      "object in its place")
+
+    #: Kept for scripts written against the one operator there was; hidden, so that the redo panel offers no
+    #: switch that would make it texture under the title "Generate From This Mesh".
+    lock_geometry: bpy.props.BoolProperty(
+        name="Lock Geometry", default=False, options={"HIDDEN", "SKIP_SAVE"},
+        description="Texture only: keep this very mesh and optimise its colours (what Texture This Mesh does)")
+
+    def _locked(self) -> bool:
+        return self.lock_geometry
+
+
+class DREAMFUSION_OT_texture_mesh(_FromMesh, bpy.types.Operator):
+    bl_idname = "dreamfusion.texture_mesh"
+    bl_label = "Texture This Mesh"
+    bl_description = ("Texture the active object's mesh with the panel's prompt: its geometry stays exactly as it is "
+                      f"(at most {MAX_INIT_TRIANGLES:,} triangles), only its colours are optimised, on a new object "
+                      "in its place")
+
+    def _locked(self) -> bool:
+        return True
 
 
 def _continue(op, context, prompt: str | None = None) -> set:
     """Continue (or, with `prompt`, re-prompt) the active result from its job's checkpoint."""
-    obj = context.active_object
+    obj = active_source(context)
     if obj is None:
         return _refuse(op, "no active object: select a DreamFusion result to continue")
     job_id = obj.get(scene_update.JOB_PROPERTY)
@@ -173,7 +210,8 @@ class DREAMFUSION_OT_reprompt(bpy.types.Operator):
         return _continue(self, context, prompt=context.scene.dreamfusion.settings.prompt)
 
 
-_classes = (DREAMFUSION_OT_refine_mesh, DREAMFUSION_OT_continue_job, DREAMFUSION_OT_reprompt)
+_classes = (DREAMFUSION_OT_refine_mesh, DREAMFUSION_OT_texture_mesh, DREAMFUSION_OT_continue_job,
+            DREAMFUSION_OT_reprompt)
 
 
 register, unregister = bpy.utils.register_classes_factory(_classes)

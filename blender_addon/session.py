@@ -164,6 +164,13 @@ class Session:
             applied.changed |= self.tracker.connection_lost()
         return applied
 
+    def settings_changed(self) -> None:
+        """The backend preferences were edited: an error about the old ones (a missing executable, a wrong address)
+        no longer applies, so the status line stops repeating it. A backend that runs or a connection that is
+        open is left alone: new settings take effect at the next start or connect."""
+        if self.client is None and (self.backend is None or not self.backend.running):
+            self.error = ""
+
     def _backend_exited(self) -> None:
         self.error = f"the backend exited ({self.backend.exit_code}): {self.backend.last_line()}"
         self.backend = None

@@ -31,19 +31,15 @@ def addon(tmp_path, monkeypatch):
 
 
 def test_register_unregister_register(addon):
-    import numpy as np
-
     addon.register()
     assert hasattr(bpy.types, "VIEW3D_PT_dreamfusion") and hasattr(bpy.types.Scene, "dreamfusion")
     assert bpy.app.timers.is_registered(addon.client_loop.tick)
-    addon.client_loop.show_preview(np.zeros((4, 4, 3), np.uint8))  # makes the icon collection
-    assert addon.client_loop.PREVIEW_NAME in addon.client_loop._previews
     assert addon.panel._object_menu in bpy.types.VIEW3D_MT_object._dyn_ui_initialize()
     addon.unregister()
     assert not hasattr(bpy.types, "VIEW3D_PT_dreamfusion") and not hasattr(bpy.types.Scene, "dreamfusion")
     assert not bpy.app.timers.is_registered(addon.client_loop.tick)
-    # Nothing left behind: no icon collection, no draw handler, no menu entry.
-    assert addon.client_loop._previews is None and not addon.overlay.handler_installed()
+    # Nothing left behind: no draw handler, no menu entry.
+    assert not addon.overlay.handler_installed()
     assert addon.panel._object_menu not in bpy.types.VIEW3D_MT_object._dyn_ui_initialize()
     assert addon.history._pack_thumbnails not in bpy.app.handlers.save_pre
     addon.register()
@@ -226,7 +222,9 @@ def test_recall_puts_every_field_of_a_finished_job_back_into_the_panel(addon):
     state.active_job_index = 0
     assert item.spec_json and item.seed == "123456789", (item.spec_json, item.seed)
     before = addon.properties.spec_values(state.settings)
+    state.lock_seed = False
     assert bpy.ops.dreamfusion.recall() == {"FINISHED"}
+    assert state.lock_seed, "a recalled job runs again with its own seed, not a freshly drawn one"
     recalled = addon.properties.spec_values(state.settings)
     expected = {k: v for k, v in spec.to_dict().items() if k not in addon.properties.HIDDEN_FIELDS}
     changed = [k for k in expected if before[k] != expected[k]]

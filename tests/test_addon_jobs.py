@@ -41,6 +41,7 @@ def addon(tmp_path_factory, tiny_sd):
     settings.model = str(tiny_sd)
     settings.prompt = "a red cube"
     settings.seed = 3
+    bpy.context.scene.dreamfusion.lock_seed = True  # (unlocked, every Generate would draw a new one)
     settings.render_resolution = 32
     settings.mesh_resolution = 32
     settings.views_per_step = 1
@@ -73,7 +74,7 @@ def _albedo(obj) -> np.ndarray:
 def test_bad_input_is_refused_and_nothing_is_sent(addon):
     settings = bpy.context.scene.dreamfusion.settings
     settings.prompt = "   "
-    with pytest.raises(RuntimeError, match="prompt .* is empty; allowed: non-empty text"):
+    with pytest.raises(RuntimeError, match='type a prompt first: what to make, e.g. "a ceramic teapot"'):
         bpy.ops.dreamfusion.generate()
     settings.prompt = "a red cube"
     settings.camera_elevation = (60.0, 10.0)
@@ -97,7 +98,7 @@ def test_refine_bad_input_is_reported_and_nothing_is_sent(addon):
     try:
         view_layer.objects.active = None
         with pytest.raises(RuntimeError, match="no active object: select the mesh to start from"):
-            bpy.ops.dreamfusion.refine_mesh(lock_geometry=True)
+            bpy.ops.dreamfusion.texture_mesh()
         with pytest.raises(RuntimeError, match="no active object: select a DreamFusion result"):
             bpy.ops.dreamfusion.continue_job()
         view_layer.objects.active = camera
@@ -106,7 +107,7 @@ def test_refine_bad_input_is_reported_and_nothing_is_sent(addon):
         view_layer.objects.active = empty
         with pytest.raises(RuntimeError, match=f"the mesh of 'Refine empty' is empty: a start mesh needs 1 to "
                                                f"{MAX_INIT_TRIANGLES} triangles, got 0"):
-            bpy.ops.dreamfusion.refine_mesh(lock_geometry=True)
+            bpy.ops.dreamfusion.texture_mesh()
         with pytest.raises(RuntimeError, match="'Refine empty' is not a DreamFusion result: use Generate From"):
             bpy.ops.dreamfusion.reprompt()
     finally:
@@ -289,7 +290,7 @@ def test_texture_this_mesh_paints_a_copy_in_place_and_keeps_its_shape(addon):
     local, count = _positions(source).copy(), len(source.data.vertices)
     world = np.array([source.matrix_world @ v.co for v in source.data.vertices], np.float32)
     jobs_before = len(state.jobs)
-    assert bpy.ops.dreamfusion.refine_mesh(lock_geometry=True) == {"FINISHED"}
+    assert bpy.ops.dreamfusion.texture_mesh() == {"FINISHED"}
     new = bpy.context.view_layer.objects.active
     assert new != source and new["dreamfusion_source_object"] == "Artist sphere"
     assert new["dreamfusion_keep_geometry"] and len(new.data.vertices) == count
@@ -323,7 +324,7 @@ def test_texture_this_mesh_paints_a_copy_in_place_and_keeps_its_shape(addon):
     try:
         bpy.context.view_layer.objects.active = source
         count = len(state.jobs)
-        assert bpy.ops.dreamfusion.refine_mesh(lock_geometry=True) == {"FINISHED"}
+        assert bpy.ops.dreamfusion.texture_mesh() == {"FINISHED"}
         assert source.hide_get() and len(bpy.data.objects) == len(objects) + 1
         refused = tick_until(lambda: _refinement_ended(count))
         assert isinstance(refused, str) and "no/such/model" in refused, refused
@@ -348,7 +349,7 @@ def test_texture_this_mesh_bakes_into_the_artists_own_uvs(addon):
         mesh.uv_layers.active.data.foreach_get("uv", per_loop)
         expected = per_loop.reshape(-1, 2)[loops]  # the artist's UV of every triangle corner, as sent
         jobs_before = len(state.jobs)
-        assert bpy.ops.dreamfusion.refine_mesh(lock_geometry=True) == {"FINISHED"}
+        assert bpy.ops.dreamfusion.texture_mesh() == {"FINISHED"}
         new = bpy.context.view_layer.objects.active
         item = tick_until(lambda: _refinement_ended(jobs_before))
         assert not isinstance(item, str) and item.state == "finished", item

@@ -56,6 +56,7 @@ def _step():
         settings = scene.dreamfusion.settings
         settings.model = MODEL  # applies a built-in model's recommended settings
         settings.prompt, settings.steps, settings.seed = PROMPT, int(STEPS), 0
+        scene.dreamfusion.lock_seed = True  # the same shot every time (unlocked, Generate draws a seed)
         space = area.spaces.active
         space.show_region_ui = True
         space.shading.type = "SOLID"

@@ -106,6 +106,7 @@ def _step():
         settings = scene.dreamfusion.settings
         settings.model = MODEL  # applies a built-in model's recommended settings
         settings.prompt, settings.steps, settings.seed = PROMPT, int(STEPS), 1
+        scene.dreamfusion.lock_seed = True  # the same shot every time (unlocked, each job draws a seed)
         if MODEL != "toy-shapes":
             settings.render_resolution, settings.mesh_resolution, settings.views_per_step = 32, 32, 1
         settings.stream_every = max(1, int(STEPS) // 3)
@@ -144,7 +145,7 @@ def _step():
         result["sidebar_category"] = STATE["sidebar"].active_panel_category
         result["mesh_shot_rc"] = screenshot(OUT + "_mesh.png").returncode
         STATE["count"] = len(jobs)
-        result["texture"] = press(bpy.ops.dreamfusion.refine_mesh, window, area, lock_geometry=True)
+        result["texture"] = press(bpy.ops.dreamfusion.texture_mesh, window, area)
         STATE["textured"] = bpy.context.view_layer.objects.active.name
         STATE["phase"] = "texturing"
         return 0.2

@@ -30,6 +30,7 @@ def main(address: str, model: str, out: str) -> None:
         settings = bpy.context.scene.dreamfusion.settings
         settings.model = model
         settings.prompt, settings.seed, settings.steps, settings.stream_every = "a red cube", 2, 20, 5
+        bpy.context.scene.dreamfusion.lock_seed = True  # the seed set here, not a drawn one
         settings.render_resolution, settings.mesh_resolution, settings.views_per_step = 32, 32, 1
         result["connect"] = sorted(bpy.ops.dreamfusion.connect())
         result["generate"] = sorted(bpy.ops.dreamfusion.generate())
