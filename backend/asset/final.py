@@ -10,13 +10,9 @@ import numpy as np
 from blender_dreamfusion.shared import JobSpec, MeshData, Texture
 
 from .atlas import uv_atlas
-from .bake import AlbedoAt, bake, raster_cost
+from ..work_budget import DEFAULT_MAX_BAKE_TEXELS, ShouldStop, bake_work
+from .bake import AlbedoAt, bake
 from .cleanup import decimate, smooth
-
-
-#: Own UVs whose triangles' bounding boxes add up to more than this many textures are not baked into (a layout
-#: that maps every face onto the whole tile would take hours, and paint every face over the others).
-MAX_RASTER_COST = 16
 
 
 def wrap_into_tile(uvs: np.ndarray) -> np.ndarray:
@@ -43,12 +39,15 @@ class Asset:
 
 
 def finish_asset(mesh: MeshData, spec: JobSpec, albedo_at: AlbedoAt, keep_geometry: bool = False,
-                 own_uvs: np.ndarray | None = None) -> Asset:
+                 own_uvs: np.ndarray | None = None, should_stop: ShouldStop | None = None,
+                 max_bake_texels: int = DEFAULT_MAX_BAKE_TEXELS) -> Asset:
     """`mesh` (the final extraction, in the world frame) made into what `spec` asks for.
 
     `albedo_at` gives the field's sRGB albedo at world-frame points. `keep_geometry`: the mesh is the artist's
     own (locked) and its vertices are not moved or removed; `own_uvs` are its per-corner UVs, baked into
-    instead of a new atlas when the texture is baked.
+    instead of a new atlas when the texture is baked. `should_stop` is asked between the bake's chunks (Stopped).
+    Own UVs over `max_bake_texels` (0: no limit) are not baked into: a submit over it is refused, so this
+    catches only UVs no submit check saw (a continuation of a locked job at a larger texture_size).
     """
     asset = Asset(mesh, None)
     if not mesh.triangle_count:
@@ -75,7 +74,7 @@ def finish_asset(mesh: MeshData, spec: JobSpec, albedo_at: AlbedoAt, keep_geomet
         uvs = own_uvs if keep_geometry and own_uvs is not None and len(own_uvs) == 3 * len(triangles) else None
         if uvs is not None:
             uvs = wrap_into_tile(uvs)
-            if raster_cost(uvs, size) > MAX_RASTER_COST * size * size:
+            if max_bake_texels and bake_work(uvs, size) > max_bake_texels:
                 uvs = None  # many triangles each spanning most of the tile: unbakeable in useful time
                 asset.notes.append("the start mesh's own UVs overlap too much to bake (many triangles each cover "
                                    "most of the texture); baked into a new atlas instead")
@@ -84,7 +83,7 @@ def finish_asset(mesh: MeshData, spec: JobSpec, albedo_at: AlbedoAt, keep_geomet
             uvs = uv_atlas(positions, triangles, size)
         asset.seconds["atlas"] = time.perf_counter() - started
         started = time.perf_counter()
-        image = bake(positions, triangles, uvs, size, albedo_at)
+        image = bake(positions, triangles, uvs, size, albedo_at, should_stop)
         asset.seconds["bake"] = time.perf_counter() - started
         asset.texture = Texture(np.ascontiguousarray(uvs, np.float32), image)
     return asset
