@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -75,15 +76,19 @@ def splat_colours(points: np.ndarray, colours: np.ndarray, bound: float, resolut
 
 
 def start_geometry(name: str, config: GeometryConfig, render_resolution: int, mesh: MeshData,
-                   mapping: SceneMapping, settings: MeshStartConfig, samples: SurfaceSamples) -> Geometry:
+                   mapping: SceneMapping, settings: MeshStartConfig, samples: SurfaceSamples, *,
+                   locked: bool = False, should_stop: Callable[[], bool] | None = None) -> Geometry:
     """A fresh geometry `name` that starts as `mesh` (world frame, put in the scene by `mapping`), shape and
-    colour; `samples` are its scene-frame `start_samples`."""
+    colour; `samples` are its scene-frame `start_samples`. `locked`: the shape will only be rendered, never
+    trained or extracted (lock_geometry), so an open mesh may be a thin shell (`mesh_signed_distance`).
+    `should_stop` is asked during the fit (Stopped)."""
     config = dataclasses.replace(config, start_resolution=settings.resolution,
                                  start_colour_resolution=settings.colour_resolution)
     field = make_geometry(name, config, render_resolution)
     scene = mapping.to_scene(mesh.positions)
     field.set_start_shape(torch.from_numpy(mesh_signed_distance(scene, mesh.triangles, field.bound,
-                                                                settings.resolution)))
+                                                                settings.resolution, open_shell=locked,
+                                                                should_stop=should_stop)))
     field.set_start_colour(torch.from_numpy(splat_colours(samples.points, samples.colours, field.bound,
                                                           settings.colour_resolution)))
     return field

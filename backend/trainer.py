@@ -31,6 +31,7 @@ from .mesh_start import MeshStartConfig, start_colour_field, start_geometry, sta
 from .occupancy import OccupancyGrid
 from .renderer import SHADINGS, RenderConfig, render, sample_backgrounds
 from .scene_mapping import SceneMapping
+from .work_budget import Stopped
 
 
 PREVIEW_SIZE = 96
@@ -147,10 +148,11 @@ class Trainer:
     def locked(self) -> bool:
         return isinstance(self.field, LockedGeometry)
 
-    def start_from_mesh(self, mesh: MeshData, uvs: np.ndarray | None = None) -> None:
+    def start_from_mesh(self, mesh: MeshData, uvs: np.ndarray | None = None,
+                        should_stop: Callable[[], bool] | None = None) -> None:
         """init = mesh: frame `mesh` (world frame) in the scene and start the geometry as its shape and colours;
         with lock_geometry freeze that shape (then every result is `mesh` itself, recoloured, and a texture is
-        baked into `uvs`, its own per-corner UVs, when it has them)."""
+        baked into `uvs`, its own per-corner UVs, when it has them). `should_stop` is asked during the fit."""
         spec, settings = self.spec, self.config.mesh_start
         self.mapping = SceneMapping.framing(used_positions(mesh))
         # One set of surface samples colours the start geometry and, when locked, its own colour field.
@@ -159,7 +161,8 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)
             field = start_geometry(spec.geometry, self.config.geometry_config(spec.geometry), spec.render_resolution,
-                                   mesh, self.mapping, settings, samples).to(self.device)
+                                   mesh, self.mapping, settings, samples, locked=spec.lock_geometry,
+                                   should_stop=should_stop).to(self.device)
             if spec.lock_geometry:
                 field = LockedGeometry(field, start_colour_field(field.bound, samples, settings).to(self.device))
                 self.fixed_mesh = MeshData(np.array(mesh.positions), np.array(mesh.triangles),
@@ -303,13 +306,15 @@ class Trainer:
         """The field's albedo at points in the artist's world frame, uint8 sRGB RGBA."""
         return vertex_colors(self.field, self.mapping.to_scene(np.asarray(positions, np.float64)))
 
-    def final_asset(self, mesh: MeshData) -> Asset:
+    def final_asset(self, mesh: MeshData, should_stop: Callable[[], bool] | None = None) -> Asset:
         """The final mesh (`snapshot(...).extraction.mesh`) made into what the spec asks for: smoothed, decimated,
         UV-mapped and baked (backend/asset). A locked start mesh keeps its vertices, and its own UVs if it came
-        with them."""
+        with them. `should_stop` is asked during the bake: Stopped goes through to the caller."""
         try:
             return finish_asset(mesh, self.spec, self.albedo_at, keep_geometry=self.fixed_mesh is not None,
-                                own_uvs=self.fixed_uvs)
+                                own_uvs=self.fixed_uvs, should_stop=should_stop)
+        except Stopped:
+            raise
         except Exception as exc:  # noqa: BLE001 - an unusable mesh for a library (xatlas, the simplifier)
             # The result is not lost for it: the raw mesh is, with vertex colours, and the reason says why.
             return Asset(mesh, None, notes=[f"post-processing failed ({type(exc).__name__}: {exc}); the result "
