@@ -22,6 +22,7 @@ from .extract import Extraction
 from .guidance import Guidance, load_guidance
 from .mesh_import import MeshFileError, read_mesh_with_uvs
 from .trainer import StepStats, Trainer
+from .work_budget import OverBudget, WorkBudget, check_work
 
 
 class GenerateError(RuntimeError):
@@ -60,11 +61,14 @@ def checkpoint_path_for(out: Path) -> Path:
 def make_trainer(spec: JobSpec, device: torch.device, on_loading=None,
                  load: Callable[[str, torch.device], Guidance] = load_guidance,
                  resume_from: Path | None = None, init_mesh: MeshData | None = None,
-                 on_fitting: Callable[[], None] | None = None, init_uvs=None) -> Trainer:
+                 on_fitting: Callable[[], None] | None = None, init_uvs=None,
+                 should_stop: Callable[[], bool] | None = None, budget: WorkBudget = WorkBudget()) -> Trainer:
     """The trainer for `spec`: fresh, from `spec.init_from` (a checkpoint, or a mesh file), from `init_mesh` (a
     start mesh that travelled with the submit), or continuing `resume_from` (a checkpoint of this very job).
     `on_fitting` is called before a start mesh is fitted or a shape is locked (the `fitting_mesh` phase).
-    `init_uvs`: the start mesh's own per-corner UVs (a file's are read with it)."""
+    `init_uvs`: the start mesh's own per-corner UVs (a file's are read with it). A mesh read from a file here
+    must fit `budget` (the CLI's, and a server's for files: a submit's own mesh was checked at submit);
+    `should_stop` is asked during the fit (Stopped)."""
     # Check what is cheap to check before the (possibly slow) model load.
     checkpoint = resume_from
     if checkpoint is None and spec.init == "checkpoint":
@@ -79,6 +83,10 @@ def make_trainer(spec: JobSpec, device: torch.device, on_loading=None,
             check_init_mesh(init_mesh, "init_from")
         except (MeshFileError, ProtocolError) as exc:
             raise GenerateError(f"init_from: {exc}") from None
+        try:
+            check_work(spec, init_mesh, init_uvs, budget, mesh_field="init_from")
+        except OverBudget as exc:
+            raise GenerateError(str(exc)) from None
     if on_loading is not None:
         on_loading(spec.model)
     guidance = load(spec.model, device)
@@ -98,7 +106,7 @@ def make_trainer(spec: JobSpec, device: torch.device, on_loading=None,
         if on_fitting is not None:
             on_fitting()
         try:
-            trainer.start_from_mesh(init_mesh, init_uvs)
+            trainer.start_from_mesh(init_mesh, init_uvs, should_stop)
         except ValueError as exc:  # a mesh that encloses nothing, or has no area
             raise GenerateError(f"init mesh: {exc}") from None
     return trainer

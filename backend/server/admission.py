@@ -15,6 +15,7 @@ from pathlib import Path
 from blender_dreamfusion.shared import JobSpec, model_source
 from blender_dreamfusion.shared.errors import safe_text
 
+from ..work_budget import DEFAULT_MAX_BAKE_TEXELS, DEFAULT_MAX_FIT_WORK
 from .jobs import JobStore
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
@@ -42,6 +43,11 @@ class ServerLimits:
     max_queued_per_client: int = 32
     #: Finished jobs whose checkpoints are kept (newest first); older ones keep their mesh and files only.
     keep_checkpoints: int = 20
+    #: Winding-number work one start mesh's fit may take (backend/work_budget.py: ~55 ns a unit on one core);
+    #: a mesh of large, overlapping triangles over it is refused at submit, naming init_mesh.
+    max_fit_work: int = DEFAULT_MAX_FIT_WORK
+    #: Texels one bake into a start mesh's own UVs may touch; more is refused at submit, naming init_uvs.
+    max_bake_texels: int = DEFAULT_MAX_BAKE_TEXELS
 
 
 def parse_size(text: str) -> int:

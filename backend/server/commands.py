@@ -42,6 +42,13 @@ def add_serve_parser(verbs) -> None:
     limits.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints, metavar="N",
                         help="finished jobs that keep their checkpoint, newest first; older ones keep their mesh "
                              f"and files (default {defaults.keep_checkpoints}; 0: none once finished)")
+    limits.add_argument("--max-fit-work", type=int, default=defaults.max_fit_work, metavar="N",
+                        help="winding-number work one start mesh may take to fit (about 55 ns a unit on one core); "
+                             "a mesh of large overlapping triangles over it is refused at submit (default "
+                             f"{defaults.max_fit_work}; a 100k-triangle sphere needs about 1.5 M)")
+    limits.add_argument("--max-bake-texels", type=int, default=defaults.max_bake_texels, metavar="N",
+                        help="texels one bake into a start mesh's own UVs may touch; UVs over it are refused at "
+                             f"submit (default {defaults.max_bake_texels}: four layers of a 4096 texture)")
     serve.add_argument("--allow-path", action="append", type=Path, default=[], metavar="DIR",
                        help="a folder whose local models and checkpoints jobs may use (repeatable); besides these "
                             "only the data folder's own jobs may be named")
@@ -85,6 +92,9 @@ def run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                         ("--keep-checkpoints", args.keep_checkpoints)):
         if not 0 <= value <= 10**9:
             parser.error(f"{flag}: {value} is out of range; allowed: 0 to 1000000000")
+    for flag, value in (("--max-fit-work", args.max_fit_work), ("--max-bake-texels", args.max_bake_texels)):
+        if not 0 <= value <= 10**15:
+            parser.error(f"{flag}: {value} is out of range; allowed: 0 (no limit) to 1000000000000000")
     try:
         max_disk = parse_size(args.max_disk)
     except ValueError as exc:
@@ -97,7 +107,8 @@ def run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .service import Server, ServerConfig
 
     limits = ServerLimits(max_jobs=args.max_jobs, max_disk=max_disk, max_queued_per_client=args.max_queued_per_client,
-                          keep_checkpoints=args.keep_checkpoints)
+                          keep_checkpoints=args.keep_checkpoints, max_fit_work=args.max_fit_work,
+                          max_bake_texels=args.max_bake_texels)
     config = ServerConfig(bind=args.bind, workers=args.workers, data_dir=args.data_dir or default_data_dir(),
                           curve_dir=args.curve_dir, device=args.device, heartbeat_interval=args.heartbeat,
                           limits=limits, allow_paths=tuple(args.allow_path), shared_jobs=args.shared_jobs, ray=ray)

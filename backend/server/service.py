@@ -32,6 +32,7 @@ from blender_dreamfusion.shared.transport import send_routed
 from blender_dreamfusion.shared.wirefields import MAX_TEXT
 
 from ..generate import resolve_device
+from ..work_budget import OverBudget, WorkBudget, check_work
 from .admission import PathPolicy, Refused, ServerLimits, admit, format_size
 from .jobs import RESUMABLE, TERMINAL, DamagedJob, JobRecord, JobStore, default_data_dir
 from .security import check_bind, zmq_endpoint
@@ -326,6 +327,7 @@ class Server:
             admitted = admit(message.spec, self.store, self.paths,
                              lambda job_id: self._may_see(session, self.store.get(job_id).owner),
                              has_mesh=message.init_mesh is not None)
+            _check_work(admitted.spec, message, self.limits)
         except Refused as refusal:
             self._send(peer, Rejected(reason=refusal.reason, field=refusal.field, request_id=message.request_id))
             return
@@ -550,3 +552,14 @@ class Server:
 
 def _log(line: str) -> None:
     print(f"dreamfusion-backend serve: {line}", file=sys.stderr, flush=True)
+
+
+def _check_work(spec, message: Submit, limits) -> None:
+    """Refused when fitting the submit's start mesh or baking into its UVs would cost more than the limits allow
+    (backend/work_budget.py): decided here, in well under a second, rather than hours into the job."""
+    budget = WorkBudget(max_fit_work=limits.max_fit_work, max_bake_texels=limits.max_bake_texels)
+    uvs = message.init_uvs.uvs if message.init_uvs is not None else None
+    try:
+        check_work(spec, message.init_mesh, uvs, budget)
+    except OverBudget as exc:
+        raise Refused(exc.field, exc.reason) from None

@@ -26,6 +26,7 @@ from ..export import export_result
 from ..generate import GenerateError, make_trainer
 from ..guidance import Guidance, ModelLoadError, load_guidance
 from ..trainer import Snapshot, StepStats, Trainer
+from ..work_budget import Stopped
 from .jobs import JobRecord, JobStore
 
 #: Seconds between `progress` messages of one job.
@@ -86,10 +87,14 @@ class Worker:
             self.emit(Progress(job_id=job_id, step=record.step, steps=spec.steps, elapsed=record.elapsed,
                                phase="fitting_mesh"))
 
+        should_stop = lambda: control.cancel or self.stopping.is_set()  # noqa: E731
         try:
-            trainer = self._trainer(job_id, spec, fitting)
+            trainer = self._trainer(job_id, spec, fitting, should_stop)
         except (GenerateError, ModelLoadError, CheckpointError, ValueError, OSError) as exc:
             self._fail(job_id, str(exc))
+            return
+        except Stopped:  # cancelled, or the server stopping, while the start mesh was fitted
+            self._stopped(job_id, record.step, dict(step=record.step, elapsed=record.elapsed))
             return
         interval = spec.stream_every or CHECKPOINT_EVERY
         reporter = _ProgressReporter(job_id, trainer, self.emit, already=record.elapsed if trainer.step else 0.0)
@@ -105,14 +110,15 @@ class Worker:
             self.emit(snapshot.as_update(job_id))
 
         try:
-            done = trainer.run(on_step, on_stream, should_stop=lambda: control.cancel or self.stopping.is_set())
+            done = trainer.run(on_step, on_stream, should_stop=should_stop)
         except Exception as exc:
             # Keep what was learnt: the checkpoint of the last good step lets the user resume.
             self._fail(job_id, f"training stopped at step {trainer.step}: {type(exc).__name__}: {exc}")
             return
-        self._finish(job_id, trainer, reporter, done)
+        self._finish(job_id, trainer, reporter, done, should_stop)
 
-    def _trainer(self, job_id: str, spec, on_fitting: Callable[[], None]) -> Trainer:
+    def _trainer(self, job_id: str, spec, on_fitting: Callable[[], None],
+                 should_stop: Callable[[], bool] | None = None) -> Trainer:
         """A fresh trainer, or one continuing the job's newest readable checkpoint: a damaged checkpoint falls
         back to the one kept before it, so a crash mid-write costs one interval, not the job."""
         candidates = self.store.checkpoints(job_id)
@@ -133,14 +139,15 @@ class Worker:
                                   f"({'; '.join(problems)}); submit the job again to start it from step 0")
         init_mesh, init_uvs = self.store.load_init_mesh(job_id)
         return make_trainer(spec, self.device, load=self.guidance, init_mesh=init_mesh, init_uvs=init_uvs,
-                            on_fitting=on_fitting)
+                            on_fitting=on_fitting, should_stop=should_stop)
 
-    def _finish(self, job_id: str, trainer: Trainer, reporter: "_ProgressReporter", done: bool) -> None:
+    def _finish(self, job_id: str, trainer: Trainer, reporter: "_ProgressReporter", done: bool,
+                should_stop: Callable[[], bool] | None = None) -> None:
         common = dict(step=trainer.step, loss=reporter.last_loss, elapsed=reporter.elapsed())
         if not done and trainer.step == reporter.first_step:
             # Stopped before its first step (cancelled while loading, or the server stopping): nothing learnt,
             # so nothing written; a job that never started keeps no checkpoint.
-            self._stopped(job_id, trainer, common)
+            self._stopped(job_id, trainer.step, common)
             return
         checkpoint = self.store.save_checkpoint(job_id, trainer)
         self.emit(Progress(job_id=job_id, step=trainer.step, steps=trainer.spec.steps, loss=reporter.last_loss,
@@ -151,7 +158,11 @@ class Worker:
         if done and mesh.vertex_count and asks_for_asset(trainer.spec):
             self.emit(Progress(job_id=job_id, step=trainer.step, steps=trainer.spec.steps, loss=reporter.last_loss,
                                it_per_s=reporter.last_rate, eta=0.0, elapsed=reporter.elapsed(), phase="baking"))
-            asset = trainer.final_asset(mesh)
+            try:
+                asset = trainer.final_asset(mesh, should_stop)
+            except Stopped:  # cancelled while baking: the checkpoint above keeps every step
+                self._stopped(job_id, trainer.step, common)
+                return
             mesh, texture, notes = asset.mesh, asset.texture, asset.notes
         self.store.save_mesh(job_id, mesh)
         if done:
@@ -166,12 +177,12 @@ class Worker:
                                checkpoint=str(checkpoint), files=files, mesh=mesh, texture=texture,
                                preview=snapshot.as_update(job_id).preview))
         else:
-            self._stopped(job_id, trainer, common)
+            self._stopped(job_id, trainer.step, common)
 
-    def _stopped(self, job_id: str, trainer: Trainer, common: dict) -> None:
+    def _stopped(self, job_id: str, step: int, common: dict) -> None:
         if not self.stopping.is_set():  # stopped early and the server goes on: a cancel
             self.store.update(job_id, state="cancelled", reason="cancelled by a client", **common)
-            self.emit(Cancelled(job_id=job_id, step=trainer.step))
+            self.emit(Cancelled(job_id=job_id, step=step))
         else:  # the server is shutting down: the job waits for `resume`
             self.store.update(job_id, state="interrupted",
                               reason="the backend stopped while this job was running; resume it to continue",
