@@ -33,7 +33,10 @@ def _wrapped(layout, context, text: str, icon: str = "NONE", first=None) -> None
     cut off with "…"); `first` takes the first line (a row with buttons beside it)."""
     region = context.region
     width = region.width if region is not None else 300
-    scale = context.preferences.system.ui_scale if context.preferences is not None else 1.0
+    # The effective scale (the preference times the display's DPI): region widths are in real pixels. It reads 0
+    # without a window, where the preference stands in.
+    prefs = context.preferences
+    scale = (prefs.system.ui_scale or prefs.view.ui_scale) if prefs is not None else 1.0
     lines = wrap(text, width - (60 if first is not None else 0), scale)
     (first or layout).label(text=lines[0], icon=icon)
     if len(lines) > 1:
