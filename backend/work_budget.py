@@ -99,7 +99,7 @@ def fit_work(positions: np.ndarray, triangles: np.ndarray, resolution: int | Non
 
 def fit_chunks(work: int) -> int:
     """How many pieces the fit's grid is cut into, so that `should_stop` is asked every ~FIT_WORK_PER_CHUNK."""
-    return int(min(64, max(1, -(-work // FIT_WORK_PER_CHUNK))))
+    return int(min(4096, max(1, -(-work // FIT_WORK_PER_CHUNK))))
 
 
 def bake_work(corner_uvs: np.ndarray, size: int) -> int:

@@ -18,8 +18,8 @@ from ..work_budget import stop_if
 
 #: Texels (in texel widths, centre to triangle) around a chart that are baked from its nearest triangle.
 MARGIN = 1.0
-#: Texels whose albedo is asked for at once (points, colours: ~100 bytes each).
-CHUNK_TEXELS = 1 << 21
+#: Texels whose albedo is asked for at once (their corners, weights and points: ~120 bytes each, 120 MB).
+CHUNK_TEXELS = 1 << 20
 #: Texels the rasteriser tests at once, and triangle rows it finds spans for at once: with the arrays a chunk
 #: needs (a few hundred bytes a texel or row) this bounds the rasteriser's memory beyond its fixed rasters
 #: (`rasterise`) to ~200 MB, whatever the triangles (a triangle larger than a chunk is cut at its rows).
