@@ -69,7 +69,8 @@ def format_size(n: int) -> str:
 class PathPolicy:
     """Which files on the server a job may name: inside the data folder (checkpoints of its jobs) or one of the
     configured roots (`--allow-path`). Anything else is refused with the same words whether or not it exists,
-    so the server is no oracle for what is on its disk."""
+    so the server is no oracle for what is on its disk, and no refusal names a folder of the server's: where it
+    keeps its jobs and what it allows are the operator's to know."""
 
     def __init__(self, data_dir: Path, roots: tuple[Path, ...] = ()):
         self.data_dir = _real(data_dir)
@@ -89,8 +90,21 @@ class PathPolicy:
         return real if any(real.is_relative_to(root) for root in roots) else None
 
     def describe(self, data_dir_too: bool) -> str:
-        roots = [*map(str, self.roots), *([f"{self.data_dir} (its jobs)"] if data_dir_too else [])]
-        return ", ".join(roots) if roots else "none (start the server with --allow-path DIR)"
+        """What a path may name, in words that name no folder."""
+        if data_dir_too:
+            return ("give a job id, or a path inside a folder the backend's operator allows (serve --allow-path)"
+                    if self.roots else "give a job id; this backend allows no other folders (its operator can add "
+                                       "one with serve --allow-path DIR)")
+        return ("its operator chooses them (serve --allow-path)" if self.roots else
+                "it allows none (its operator can add one with serve --allow-path DIR)")
+
+    def scrub(self, text: str) -> str:
+        """`text` with the server's own folders cut out: the last guard for refusals that quote a library's
+        error (safetensors, the OS), which may name the file's real path."""
+        for folder in sorted({str(self.data_dir), *map(str, self.roots)}, key=len, reverse=True):
+            if folder != "/":
+                text = text.replace(folder, "…")
+        return text
 
 
 @dataclass(frozen=True)
@@ -103,15 +117,17 @@ class Admitted:
 
 def admit(spec: JobSpec, store: JobStore, paths: PathPolicy, can_read_job, has_mesh: bool = False) -> Admitted:
     """The spec to run, with any file it names resolved to its real path, or Refused: what can be refused at
-    submit time, cheaply. `can_read_job(job_id)` says whether the submitter may start from that job; `has_mesh`
-    whether the submit carries its start mesh."""
+    submit time, cheaply. `can_read_job(job_id)` says whether the submitter may start from that job (a path inside
+    the data folder is that job's, and is checked the same way); `has_mesh` whether the submit carries its start
+    mesh."""
     parent = ""
+    readable = _ReadableJobs(store, paths, can_read_job)
     if spec.init == "mesh":
-        spec = _admit_mesh(spec, paths, has_mesh)
+        spec = _admit_mesh(spec, paths, readable, has_mesh)
     if spec.init == "checkpoint":
-        spec, parent = _admit_checkpoint(spec, store, paths, can_read_job)
+        spec, parent = _admit_checkpoint(spec, store, paths, readable)
     if model_source(spec.model) == "local":
-        _allowed_path("model", spec.model, paths, data_dir_too=False, is_there=Path.is_dir,
+        _allowed_path("model", spec.model, paths, readable, data_dir_too=False, is_there=Path.is_dir,
                       outside="is not inside a folder this backend allows models from",
                       missing="no such folder on the backend's machine")
     if model_source(spec.model) == "builtin":
@@ -124,7 +140,34 @@ def admit(spec: JobSpec, store: JobStore, paths: PathPolicy, can_read_job, has_m
     return Admitted(spec, parent)
 
 
-def _admit_mesh(spec: JobSpec, paths: PathPolicy, has_mesh: bool) -> JobSpec:
+class _ReadableJobs:
+    """Ownership for paths: a file inside the data folder belongs to the job whose folder holds it, and the
+    submitter may name it only if it may read that job (the rule for a job id). Without this a client that gets
+    "no job" for another key's job id could still start from that job's checkpoint by its path."""
+
+    def __init__(self, store: JobStore, paths: PathPolicy, can_read_job):
+        self.store, self.paths, self.can_read_job = store, paths, can_read_job
+        self.jobs_folder = store.root.resolve() / "jobs"
+
+    def job(self, job_id: str) -> bool:
+        """Whether `job_id` is a job the submitter may start from."""
+        return self.store.get(job_id) is not None and bool(self.can_read_job(job_id))
+
+    def owner_of(self, real: Path) -> str | None:
+        """The job whose folder holds the real path `real`; "" inside the data folder but in no job's folder;
+        None outside the data folder (the folder rules alone decide then)."""
+        if not real.is_relative_to(self.paths.data_dir):
+            return None
+        if real.is_relative_to(self.jobs_folder) and real != self.jobs_folder:
+            return real.relative_to(self.jobs_folder).parts[0]
+        return ""
+
+    def may_name(self, real: Path) -> bool:
+        owner = self.owner_of(real)
+        return owner is None or (owner != "" and self.job(owner))
+
+
+def _admit_mesh(spec: JobSpec, paths: PathPolicy, readable: _ReadableJobs, has_mesh: bool) -> JobSpec:
     from ..mesh_import import READABLE
 
     if not spec.init_from:
@@ -132,21 +175,21 @@ def _admit_mesh(spec: JobSpec, paths: PathPolicy, has_mesh: bool) -> JobSpec:
             raise Refused("init_mesh", "init = mesh needs a start mesh: send it with the submit (init_mesh), or name "
                                        f"a {', '.join(READABLE)} file on the backend in init_from")
         return spec
-    path = _allowed_path("init_from", spec.init_from, paths, data_dir_too=False, is_there=Path.is_file,
+    path = _allowed_path("init_from", spec.init_from, paths, readable, data_dir_too=False, is_there=Path.is_file,
                          outside="is not inside a folder this backend allows meshes from",
                          missing="no such mesh file")
     if path.suffix.lower() not in READABLE:
-        raise Refused("init_from", f"init_from = {safe_text(spec.init_from, 200)!r}: a start mesh must be one of "
-                                   f"{', '.join(READABLE)}")
+        raise Refused("init_from", f"init_from: a start mesh must be one of {', '.join(READABLE)}")
     return dataclasses.replace(spec, init_from=str(path))
 
 
-def _admit_checkpoint(spec: JobSpec, store: JobStore, paths: PathPolicy, can_read_job) -> tuple[JobSpec, str]:
+def _admit_checkpoint(spec: JobSpec, store: JobStore, paths: PathPolicy,
+                      readable: _ReadableJobs) -> tuple[JobSpec, str]:
     """Resolve a continuation's checkpoint; it keeps its parent's lock (a locked shape stays locked)."""
     from ..checkpoint import CheckpointError, checkpoint_locked
 
     parent = ""
-    if store.get(spec.init_from) is not None and can_read_job(spec.init_from):
+    if readable.job(spec.init_from):
         checkpoints = store.checkpoints(spec.init_from)
         if not checkpoints:
             raise Refused("init_from", f"init_from = {spec.init_from!r}: that job has no checkpoint (it never "
@@ -154,29 +197,31 @@ def _admit_checkpoint(spec: JobSpec, store: JobStore, paths: PathPolicy, can_rea
         # Continuing another job: the spec records the checkpoint file it started from.
         parent, path = spec.init_from, checkpoints[0]
     else:
-        path = _allowed_path("init_from", spec.init_from, paths, data_dir_too=True, is_there=Path.is_file,
+        path = _allowed_path("init_from", spec.init_from, paths, readable, data_dir_too=True, is_there=Path.is_file,
                              outside="is neither a job on this backend nor a path inside the folders it allows",
                              missing="no such checkpoint file")
-        folder = path.parent
-        if folder.parent == store.root.resolve() / "jobs" and store.get(folder.name) is not None:
-            parent = folder.name  # a checkpoint file in a job's folder: still that job's child
+        parent = readable.owner_of(path) or ""  # a checkpoint file in a job's folder: still that job's child
     try:
         locked = checkpoint_locked(path)
     except CheckpointError as exc:
-        raise Refused("init_from", safe_text(str(exc), 500)) from None
+        # The error quotes the file's real path (a symlink's target, the data folder): say what, not where.
+        problem = str(exc).replace(f" {str(path)!r}", "").replace(f"{str(path)!r}", "the file")
+        raise Refused("init_from", safe_text(paths.scrub(f"init_from: {problem}"), 500)) from None
     return dataclasses.replace(spec, init_from=str(path), lock_geometry=spec.lock_geometry or locked), parent
 
 
-def _allowed_path(field: str, text: str, paths: PathPolicy, *, data_dir_too: bool, is_there, outside: str,
-                  missing: str) -> Path:
+def _allowed_path(field: str, text: str, paths: PathPolicy, readable: _ReadableJobs, *, data_dir_too: bool,
+                  is_there, outside: str, missing: str) -> Path:
     """The real path `text` names, or Refused: first whether it is inside an allowed folder (the same words
-    whether or not it exists), and only then whether it exists."""
-    shown = safe_text(text, 200)
+    whether or not it exists), then, inside the data folder, whether it is a job the submitter may read (the
+    same words as a missing file, so another client's job is no more visible by path than by id), and only then
+    whether it exists. The path is not repeated back: the client knows what it sent, and a refusal names no
+    folder of the server's."""
     path = paths.resolve(text, data_dir_too=data_dir_too)
     if path is None:
-        raise Refused(field, f"{field} = {shown!r} {outside}: {paths.describe(data_dir_too)}")
-    if not is_there(path):
-        raise Refused(field, f"{field} = {shown!r}: {missing}")
+        raise Refused(field, f"{field} {outside}: {paths.describe(data_dir_too)}")
+    if not readable.may_name(path) or not is_there(path):
+        raise Refused(field, f"{field}: {missing}")
     return path
 
 
