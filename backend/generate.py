@@ -80,9 +80,12 @@ def make_trainer(spec: JobSpec, device: torch.device, on_loading=None,
             raise GenerateError("init = mesh needs a start mesh: --init-from FILE (.glb, .gltf, .obj or .ply)")
         try:
             init_mesh, init_uvs = read_mesh_with_uvs(spec.init_from)
-            check_init_mesh(init_mesh, "init_from")
         except (MeshFileError, ProtocolError) as exc:
             raise GenerateError(f"init_from: {exc}") from None
+        try:
+            check_init_mesh(init_mesh, "init_from")
+        except ProtocolError as exc:  # it names the field itself: the words a submit's init_mesh is refused in
+            raise GenerateError(str(exc)) from None
         try:
             check_work(spec, init_mesh, init_uvs, budget, mesh_field="init_from")
         except OverBudget as exc:

@@ -41,6 +41,10 @@ GEOMETRY_NAMES: tuple[str, ...] = get_args(GeometryName)
 #: Sides of the baked albedo texture a final mesh may get; 0 keeps vertex colours only.
 TEXTURE_SIZES = (0, 512, 1024, 2048, 4096)
 MAX_FACE_COUNT = 2_000_000
+#: The fewest triangles decimation may be asked for: a tetrahedron's, the fewest that close a volume. Decimation
+#: reaches it on a closed shape; asked for fewer it leaves two back-to-back triangles, or none (face_count 1
+#: finished with an empty mesh and no word why).
+MIN_FACE_COUNT = 4
 MAX_SMOOTHING = 100
 
 # A Hugging Face repo id: `owner/name`, each part of letters, digits, - _ .
@@ -172,7 +176,8 @@ class JobSpec:
     # Final-result post-processing: the finished mesh only (streamed meshes stay raw and fast).
     smoothing: int = knob(0, value_type="int", minimum=0, maximum=MAX_SMOOTHING, unit="iterations", group="output",
                           help="Taubin smoothing of the final mesh (0: off); it keeps the shape's size and volume")
-    face_count: int = knob(0, value_type="int", minimum=0, maximum=MAX_FACE_COUNT, unit="faces", group="output",
+    face_count: int = knob(0, value_type="int", minimum=0, least_on=MIN_FACE_COUNT, maximum=MAX_FACE_COUNT,
+                           unit="faces", group="output",
                            help="Decimate the final mesh to about this many triangles, keeping its silhouette and "
                                 "keeping it closed (0: keep every triangle)")
     texture_size: int = knob(0, value_type="int", values=TEXTURE_SIZES, minimum=0, maximum=TEXTURE_SIZES[-1],

@@ -37,6 +37,9 @@ class Knob:
     required: bool = False
     #: For `int`: the only values allowed (e.g. texture sizes), shown as a list in panels and errors.
     values: tuple[int, ...] = ()
+    #: For `int`: 0 turns the setting off, and any other value must be at least this (a decimation to 1 triangle
+    #: leaves no mesh). `minimum` stays 0, so a panel's slider can still be set back to off.
+    least_on: int | None = None
 
     def __post_init__(self) -> None:
         # A typo here would otherwise surface as "unknown knob value type" on the first value checked.
@@ -44,6 +47,8 @@ class Knob:
             raise ValueError(f"Knob value_type {self.value_type!r} is not one of {', '.join(VALUE_TYPES)}")
         if self.values and self.value_type != "int":
             raise ValueError("Knob values are for int knobs only")
+        if self.least_on is not None and (self.value_type != "int" or self.minimum != 0):
+            raise ValueError("Knob least_on is for int knobs whose minimum is 0 (off)")
 
     def allowed(self) -> str:
         """Human text of what this knob accepts, used in every error message."""
@@ -57,6 +62,8 @@ class Knob:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         if self.value_type == "int" and self.values:
             return "one of " + ", ".join(str(v) for v in self.values) + unit
+        if self.value_type == "int" and self.least_on is not None:
+            return f"an integer from 0 to {format_number(self.maximum)}{unit}: 0 (off) or at least {self.least_on}"
         if self.value_type == "int":
             return f"an integer from {format_number(self.minimum)} to {format_number(self.maximum)}{unit}"
         if self.value_type == "float":
@@ -93,6 +100,8 @@ class Knob:
             if self.values and value not in self.values:
                 raise fail("is not one of the allowed values")
             self._in_bounds(value, fail)
+            if self.least_on is not None and 0 < value < self.least_on:
+                raise fail("is too small")
             return value
         if self.value_type == "float":
             number = _as_float(value, fail)

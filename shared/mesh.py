@@ -20,6 +20,14 @@ MAX_INDEX = np.iinfo(np.int32).max
 #: The most triangles a start mesh (`submit`'s `init_mesh`, `--init-from`) may have: the fit's time and memory
 #: grow with it (about 3 s for 100k triangles on 2 cores). Decimate a bigger mesh first.
 MAX_INIT_TRIANGLES = 500_000
+#: Largest |coordinate| of a start mesh, in metres (1000 km). The job frames the mesh into its scene and maps every
+#: mesh it sends back out again; far beyond this, float32 runs out on the way back (±3.4e38 became infinity and
+#: failed the job at its first streamed mesh), and no scene an artist makes comes near it.
+MAX_INIT_COORDINATE = 1e6
+#: A start mesh whose triangles' total area is at most this share of its bounding box's largest side squared
+#: has no surface: every triangle's corners lie on one line or one point (what is left is float rounding; a
+#: real mesh of MAX_INIT_TRIANGLES triangles is some 1e-6 of it per triangle).
+MIN_INIT_AREA = 1e-12
 UV_DTYPE = np.dtype("<f4")
 #: Largest |u| or |v| of a start mesh's own UVs (tiles beyond that lose float32 precision within a texel).
 MAX_UV = 1e4
@@ -220,17 +228,30 @@ class Texture:
 
 
 def check_init_mesh(mesh: MeshData, field: str = "init_mesh") -> None:
-    """Raise BadBuffer naming `field` if `mesh` cannot start a job: no triangles, more than
-    MAX_INIT_TRIANGLES, or all its vertices in one point (nothing to scale into the scene)."""
+    """Raise BadBuffer naming `field` if `mesh` cannot start a job: no triangles, more than MAX_INIT_TRIANGLES, a
+    coordinate beyond ±MAX_INIT_COORDINATE, all its vertices in one point (nothing to scale into the scene) or no
+    triangle with area. One check for every edge a start mesh enters by (a submit's `init_mesh`, a client's or
+    `generate`'s `--init-from` file, a server's `init_from` file), so each refuses in the same words.
+    (NaN, infinity and indices out of range cannot reach it: MeshData refuses them.)"""
     m = mesh.triangle_count
     if m == 0:
         raise BadBuffer(f"{field} is empty: a start mesh needs 1 to {MAX_INIT_TRIANGLES} triangles, got 0")
     if m > MAX_INIT_TRIANGLES:
         raise BadBuffer(f"{field} has {m} triangles; a start mesh may have at most {MAX_INIT_TRIANGLES} "
                         "(decimate it first)")
-    used = mesh.positions[np.unique(mesh.triangles)]
-    if float((used.max(axis=0) - used.min(axis=0)).max()) <= 0.0:
+    if mesh.positions.size and (largest := float(np.abs(mesh.positions).max())) > MAX_INIT_COORDINATE:
+        raise BadBuffer(f"{field} has a coordinate of {largest:.3g}; a start mesh's coordinates must lie within "
+                        f"±{MAX_INIT_COORDINATE:g} metres (scale it down or move it nearer the origin first)")
+    used = mesh.positions[np.unique(mesh.triangles)].astype(np.float64)
+    side = float((used.max(axis=0) - used.min(axis=0)).max())
+    if side <= 0.0:
         raise BadBuffer(f"{field} has no extent: every vertex its triangles use is at one point")
+    corners = mesh.positions.astype(np.float64)[mesh.triangles]
+    area = float(np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]),
+                                axis=1).sum()) / 2.0
+    if area <= MIN_INIT_AREA * side * side:
+        raise BadBuffer(f"{field} has no area: every triangle's corners lie on one line or one point; a start "
+                        "mesh needs triangles with area")
 
 
 def _expect(array: np.ndarray, name: str, dtype: np.dtype, width: int) -> None:

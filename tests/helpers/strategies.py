@@ -35,6 +35,8 @@ def _knob_value(name, knob):
         return st.sampled_from(knob.choices)
     if knob.value_type == "int" and knob.values:
         return st.sampled_from(knob.values)
+    if knob.value_type == "int" and knob.least_on is not None:  # 0 (off), or from least_on up
+        return st.just(0) | st.integers(knob.least_on, int(knob.maximum))
     if knob.value_type == "int":
         return st.integers(int(knob.minimum), int(knob.maximum))
     if knob.value_type == "float":
