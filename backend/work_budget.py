@@ -7,9 +7,11 @@ submit could hold a worker for hours:
   number evaluates a cluster of triangles exactly, not by its far-field expansion, at every grid node within
   about twice the cluster's radius (Barnes-Hut, beta = 2), and the exact distances near the surface visit every
   triangle whose box is near the node. So the work is not the triangle count but, per triangle, the grid
-  nodes within reach of it (`fit_work`). Measured on one core at 128^3 (`bench/work_budget.py`): a
-  100k-triangle sphere is ~1.5 M units and 2 s; 100 random triangles spanning the scene are 127 M units and
-  8 s; 300 are 390 M and 23 s (~55 ns a unit beyond a ~1 s base); 20,000 are 25 G units (~25 minutes).
+  nodes within reach of it (`fit_work`). Measured on one core at 128^3 (`bench/work_budget.py`; in
+  brackets, with the machine's two cores shared by other work): an 82k-triangle sphere is 1.2 M units and
+  2 s (3 s), a 330k one 1.7 M and 4 s; 100 random triangles spanning the mesh are 127 M units and 8 s (14 s);
+  300 are 387 M and 23 s (46 s): ~55 ns a unit (90-110) beyond the sphere's fixed cost; 20,000 are 25 G units,
+  about 25 minutes. The estimate takes 0.03 s for those 20,000 and 0.2 s for the 330k sphere.
 - **The bake** into a start mesh's own UVs (backend/asset/bake.py): the rasteriser's work is the texels its
   triangles touch after each is wrapped into the one tile (`bake_work`); a layout whose triangles each span
   thousands of tiles covers the whole texture once per triangle.
@@ -30,8 +32,8 @@ import numpy as np
 
 from blender_dreamfusion.shared import JobSpec, MeshData
 
-#: Winding-number work allowed for one start mesh: ~15-20 s of libigl on one core at 128^3 beyond the fit's
-#: fixed ~1-2 s (a 100k-triangle sphere needs 1.5 M; 300 triangles each spanning the scene need 390 M).
+#: Winding-number work allowed for one start mesh: ~17 s of libigl on one core at 128^3 beyond the fit's fixed
+#: 2-4 s, 175 times what a 330k-triangle sphere needs (1.7 M); 300 triangles each spanning the mesh need 387 M.
 DEFAULT_MAX_FIT_WORK = 300_000_000
 #: Texels one bake into own UVs may touch: four full layers of the largest texture (4 x 4096^2), so a layout
 #: that overlaps itself twice (mirrored halves) still bakes at 4096, and one that paints every face over the
