@@ -19,7 +19,8 @@ from blender_dreamfusion.backend.geometry.mesh_distance import mesh_signed_dista
 from blender_dreamfusion.backend.mesh_import import read_mesh_with_uvs
 from blender_dreamfusion.backend.work_budget import (DEFAULT_MAX_BAKE_TEXELS, OverBudget, Stopped, WorkBudget,
                                                      bake_work, check_work, fit_work)
-from blender_dreamfusion.shared import Accepted, Cancelled, JobSpec, MeshData, Progress, Rejected
+from blender_dreamfusion.shared import (Accepted, Cancelled, JobSpec, MeshData, Progress, Rejected,
+                                        StatusReply)
 from blender_dreamfusion.shared.client import BackendClient
 from blender_dreamfusion.shared.recommended import builtin_recommendations
 from tests.helpers.servers import ServeProcess, ThreadServer, ended, events_until
@@ -90,6 +91,14 @@ def test_normal_meshes_and_uvs_fit_the_default_budget_and_the_hostile_ones_do_no
     check_work(toy_spec(init="mesh", lock_geometry=True, texture_size=4096), cube, uvs, WorkBudget(0, 0))
 
 
+def assert_stopped_itself(client: BackendClient, job_id: str) -> None:
+    """The job heard the cancel and stopped: the server did not have to end its process after the grace
+    (which would say so in the reason)."""
+    reply = client.request(client.status(job_id), timeout=10)
+    assert isinstance(reply, StatusReply) and reply.jobs[0].state == "cancelled", reply
+    assert reply.jobs[0].reason == "cancelled by a client", reply.jobs[0].reason
+
+
 # --- at submit, through a real server --------------------------------------------------------------------------
 
 
@@ -120,6 +129,7 @@ def test_with_the_fit_budget_off_the_same_mesh_is_accepted_and_a_cancel_still_st
             client.cancel(accepted.job_id)  # answered by the job's `cancelled`
             assert isinstance(events_until(client, ended(accepted.job_id), timeout=60)[-1], Cancelled)
             assert time.monotonic() - asked < 10.0
+            assert_stopped_itself(client, accepted.job_id)
     finally:
         serve.kill()
 
@@ -136,6 +146,26 @@ def test_hostile_own_uvs_are_refused_at_submit_naming_init_uvs(tmp_path):
             assert "--max-bake-texels" in reply.reason and time.monotonic() - started < 1.0
     finally:
         server.stop()
+
+
+def test_with_the_bake_budget_off_hostile_uvs_are_accepted_and_a_cancel_stops_the_bake(tmp_path):
+    serve = ServeProcess(tmp_path / "data", "--max-bake-texels", "0")
+    cube, uvs = hostile_uv_cube()
+    try:
+        with BackendClient(serve.endpoint) as client:
+            spec = toy_spec(init="mesh", lock_geometry=True, texture_size=4096, steps=2, stream_every=0)
+            accepted = client.request(client.submit(spec, init_mesh=cube, init_uvs=uvs), timeout=10)
+            assert isinstance(accepted, Accepted), accepted
+            # The bake alone would take ~40 s here (200 M texels); the worker hears the cancel between chunks.
+            events_until(client, lambda e: isinstance(e, Progress) and e.phase == "baking", timeout=120)
+            time.sleep(1.0)
+            asked = time.monotonic()
+            client.cancel(accepted.job_id)
+            assert isinstance(events_until(client, ended(accepted.job_id), timeout=60)[-1], Cancelled)
+            assert time.monotonic() - asked < 10.0
+            assert_stopped_itself(client, accepted.job_id)
+    finally:
+        serve.kill()
 
 
 def test_generate_refuses_a_hostile_mesh_file_before_loading_a_model(tmp_path, capsys):
