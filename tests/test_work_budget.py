@@ -325,3 +325,14 @@ def test_an_open_mesh_is_textured_with_lock_geometry_through_generate(tiny_sd, t
     material = next(iter(scene.geometry.values())).visual.material
     image = getattr(material, "baseColorTexture", None)
     assert image is not None and image.size == (512, 512)
+
+
+def test_the_budget_flags_are_checked_and_default_to_the_budget(capsys):
+    for flag in ("--max-fit-work", "--max-bake-texels"):
+        with pytest.raises(SystemExit):
+            main(["serve", flag, "-1"])
+        assert f"{flag}: -1 is out of range; allowed: 0 (no limit)" in capsys.readouterr().err
+    from blender_dreamfusion.backend.server.admission import ServerLimits
+
+    assert ServerLimits().max_fit_work == WorkBudget().max_fit_work
+    assert ServerLimits().max_bake_texels == WorkBudget().max_bake_texels
