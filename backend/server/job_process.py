@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     pipe = JobPipe(socket.socket(fileno=args.fd))
     host = JobHost()
+    _warm_up()
     pipe.send(("hello", __version__, os.getpid()))
     runner: threading.Thread | None = None
     while True:
@@ -65,6 +66,18 @@ def main(argv: list[str] | None = None) -> None:
         runner.join(ORPHAN_GRACE)
     pipe.close()
     os._exit(0)  # daemon threads (a job stuck in native code) must not hold the exit
+
+
+def _warm_up() -> None:
+    """Import what every job needs before the first one comes (the server starts this process ahead of its first
+    job): seconds of imports that would otherwise fall between a submit and its first mesh."""
+    try:
+        from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel  # noqa: F401
+        from transformers import CLIPTextModel, CLIPTokenizer  # noqa: F401
+
+        from . import worker  # noqa: F401 - the trainer, geometries, priors and exporters behind it
+    except Exception:  # noqa: BLE001 - a job that needs a missing piece says so itself
+        traceback.print_exc()
 
 
 def _run(pipe: JobPipe, host: JobHost, payload: dict) -> None:

@@ -19,6 +19,7 @@ else reports to the service" is one code path on one box and on a cluster.
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import socket
@@ -147,7 +148,7 @@ class _JobProcess:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "blender_dreamfusion.backend.server.job_process", "--fd",
                  str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=2)  # its prints go to our log
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=_log_fd())
         except BaseException:
             ours.close()
             raise
@@ -343,6 +344,15 @@ class _Outcome:
     lost: bool = False  # the pipe closed: the process ended
     refused: str | None = None  # it sent a report the service refuses
     ended_after: float | None = None  # we ended it after this grace
+
+
+def _log_fd() -> int:
+    """Where a job process prints: the server's own standard error (its log), or nowhere if that is closed."""
+    try:
+        os.fstat(2)
+        return 2
+    except OSError:
+        return subprocess.DEVNULL
 
 
 def _log(line: str) -> None:
