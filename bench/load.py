@@ -228,12 +228,13 @@ def measure(args, root: Path, model: Path, data: Path, *extra: str, script: Path
         accepted = [job for r in results for job in r.get("accepted", [])]
         ended = {job: kinds for r in results for job, kinds in r.get("ended", {}).items()}
         hostile = hostile_rate(endpoint, args.hostile)
+        rss_hostile, tree_hostile = _rss(server.pid), _tree_rss(server.pid)
         with BackendClient(endpoint) as client:
             freed = 0
             for job in accepted:
                 reply = client.request(client.delete(job), 60)
                 freed += reply.freed_bytes if isinstance(reply, Deleted) else 0
-        disk_deleted = _size(data)
+        disk_deleted, tree_deleted = _size(data), _tree_rss(server.pid)
         accepted_s = [s for r in results for s in r.get("accepted_s", [])]
         update_s = [s for r in results for s in r.get("first_update_s", [])]
         total_s = [s for r in results for s in r.get("total_s", [])]
@@ -253,9 +254,10 @@ def measure(args, root: Path, model: Path, data: Path, *extra: str, script: Path
             "submit_to_end_s": {"median": _round(statistics.median(total_s) if total_s else None),
                                 "p99": _round(_percentile(total_s, 0.99))},
             "server_rss_mb": {"before": _mb(rss_before), "after_jobs": _mb(rss_after),
-                              "after_hostile": _mb(_rss(server.pid))},
+                              "after_hostile": _mb(rss_hostile)},
             "server_and_job_processes_rss_mb": {"before": _mb(tree_before), "after_jobs": _mb(tree_after),
-                                                "after_hostile": _mb(_tree_rss(server.pid))},
+                                                "after_hostile": _mb(tree_hostile),
+                                                "after_delete": _mb(tree_deleted)},
             "data_dir_mb": {"before": _mb(disk_before), "after_jobs": _mb(disk_after),
                             "after_delete": _mb(disk_deleted), "freed_by_delete": _mb(freed)},
             "hostile": hostile,

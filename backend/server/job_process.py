@@ -78,6 +78,15 @@ def _warm_up() -> None:
         from . import worker  # noqa: F401 - the trainer, geometries, priors and exporters behind it
     except Exception:  # noqa: BLE001 - a job that needs a missing piece says so itself
         traceback.print_exc()
+    _freeze()
+
+
+def _freeze() -> None:
+    """What lives now (modules, a loaded prior) lives as long as the process: take it out of the collector's
+    sight, so each job's collection scans only that job's objects (milliseconds instead of 0.17 s a job with
+    diffusers and transformers loaded)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _run(pipe: JobPipe, host: JobHost, payload: dict) -> None:
@@ -98,7 +107,7 @@ def _run(pipe: JobPipe, host: JobHost, payload: dict) -> None:
 def _give_memory_back() -> None:
     """The finished job's tensors and arrays are garbage now: free them, and hand the freed heap back to the
     system (glibc keeps it otherwise), so a warm process between jobs holds its prior and little more."""
-    gc.collect()
+    _freeze()  # the job's garbage goes; its prior, kept for the next job, joins what is never scanned again
     from .worker import torch_cleanup
 
     torch_cleanup()
