@@ -17,7 +17,7 @@ from blender_dreamfusion.backend.server.process_runner import STOP_GRACE
 from blender_dreamfusion.shared import Accepted, Cancelled, Failed, Finished, JobSpec, MeshData, Progress
 from blender_dreamfusion.shared.client import BackendClient
 from blender_dreamfusion.shared.recommended import builtin_recommendations
-from tests.helpers.servers import ServeProcess, ThreadServer, ended, events_until, tiny_spec
+from tests.helpers.servers import ServeProcess, ThreadServer, ended, events_until, tiny_spec, wait_for
 
 #: Every reply to another client within this, while a job holds its process (the issue's bound).
 REPLY_BOUND = 1.0
@@ -48,16 +48,6 @@ def job_processes(pid: int) -> list[int]:
     return found
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def worst_reply(endpoint: str, seconds: float) -> float:
     """Another client's status requests for `seconds`: the slowest reply, in seconds."""
     worst = 0.0
@@ -68,6 +58,14 @@ def worst_reply(endpoint: str, seconds: float) -> float:
             other.request(other.status(), timeout=30.0)
             worst = max(worst, time.monotonic() - asked)
     return worst
+
+
+def running_job_process(client: BackendClient, model: Path) -> tuple[str, int]:
+    """A long job, once it streams: its id and its process."""
+    job_id = client.request(client.submit(tiny_spec(model, steps=2000, stream_every=5))).job_id
+    events_until(client, lambda e: getattr(e, "job_id", None) == job_id and e.TYPE == "update")
+    (child,) = job_processes(os.getpid())
+    return job_id, child
 
 
 def start_stuck_job(client: BackendClient) -> str:
@@ -102,9 +100,7 @@ def test_a_job_that_does_not_stop_is_ended_after_the_grace_and_says_so(tmp_path,
     running = ThreadServer(tmp_path / "data")
     try:
         with BackendClient(running.endpoint) as client:
-            job_id = client.request(client.submit(tiny_spec(tiny_sd, steps=2000, stream_every=5))).job_id
-            events_until(client, lambda e: getattr(e, "job_id", None) == job_id and e.TYPE == "update")
-            (child,) = job_processes(os.getpid())
+            job_id, child = running_job_process(client, tiny_sd)
             # Stopped, it answers nothing, as a job deep in native code answers nothing.
             os.kill(child, signal.SIGSTOP)
             asked = time.monotonic()
@@ -147,9 +143,7 @@ def test_a_native_crash_fails_its_job_and_the_next_job_runs(tmp_path, tiny_sd):
     running = ThreadServer(tmp_path / "data")
     try:
         with BackendClient(running.endpoint) as client:
-            job_id = client.request(client.submit(tiny_spec(tiny_sd, steps=2000, stream_every=5))).job_id
-            events_until(client, lambda e: getattr(e, "job_id", None) == job_id and e.TYPE == "update")
-            (child,) = job_processes(os.getpid())
+            job_id, child = running_job_process(client, tiny_sd)
             os.kill(child, signal.SIGSEGV)  # what a crash in a native library delivers
             events = events_until(client, ended(job_id), timeout=30)
             assert isinstance(events[-1], Failed) and "SIGSEGV" in events[-1].reason, events[-1]

@@ -20,7 +20,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from blender_dreamfusion.backend.server.ray_runner import RayOptions  # noqa: E402
 from blender_dreamfusion.shared import Cancelled, Finished, JobInfo, Progress, StatusReply, Update  # noqa: E402
 from blender_dreamfusion.shared.client import BackendClient  # noqa: E402
-from tests.helpers.servers import SCRIPT, ThreadServer, ended, events_until, tiny_spec  # noqa: E402
+from tests.helpers.servers import SCRIPT, ThreadServer, ended, events_until, tiny_spec, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -63,18 +63,8 @@ def _status(client: BackendClient, job_id: str) -> JobInfo:
     return reply.jobs[0]
 
 
-def _wait(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)  # polling a condition with a deadline, not waiting for an event to have happened
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _running_on(client: BackendClient, job_id: str, workers, timeout: float = 60.0):
-    info = _wait(lambda: (i := _status(client, job_id)).state == "running" and i.node and i, timeout,
+    info = wait_for(lambda: (i := _status(client, job_id)).state == "running" and i.node and i, timeout,
                  f"job {job_id} to run")
     return _node_of(info, workers)
 
@@ -136,7 +126,7 @@ def test_cancel_on_a_node_answers_within_seconds_and_the_node_takes_the_next_job
         assert isinstance(events[-1], Cancelled) and took < 5.0, took
         assert _status(client, first).state == "cancelled"
         # The freed node takes the job that was waiting; the other is still busy with `second`.
-        taken = _wait(lambda: (i := _status(client, waiting)).node and i, 60, "the waiting job to start")
+        taken = wait_for(lambda: (i := _status(client, waiting)).node and i, 60, "the waiting job to start")
         assert _node_of(taken, workers) is node
         events_until(client, ended(waiting), timeout=90)
         client.cancel(second)
@@ -223,7 +213,7 @@ def test_a_lost_node_costs_at_most_a_checkpoint_interval_and_the_job_streams_on(
         job_id = client.request(client.submit(tiny_spec(tiny_sd, steps=60, stream_every=5, seed=21))).job_id
         node = _running_on(client, job_id, workers)
         # The gateway holds a checkpoint once the job's record shows a step (written with each checkpoint).
-        checkpoint_step = _wait(lambda: _status(client, job_id).step, 60, "the first checkpoint")
+        checkpoint_step = wait_for(lambda: _status(client, job_id).step, 60, "the first checkpoint")
         lost_at = time.monotonic()
         running.remove_node(node)
         workers.remove(node)
@@ -249,7 +239,7 @@ def test_a_gateway_restart_leaves_running_jobs_interrupted_and_resumable(cluster
     try:
         with BackendClient(first.endpoint) as client:
             job_id = client.request(client.submit(tiny_spec(tiny_sd, steps=400, stream_every=5, seed=31))).job_id
-            _wait(lambda: _status(client, job_id).step, 90, "the first checkpoint")
+            wait_for(lambda: _status(client, job_id).step, 90, "the first checkpoint")
     finally:
         first.stop()
     second = ThreadServer(data, ray=RayOptions(), device="auto")
@@ -272,12 +262,12 @@ def test_a_job_no_node_can_take_says_so_and_a_cancel_takes_it_out_of_rays_queue(
     try:
         with BackendClient(server.endpoint) as client:
             job_id = client.request(client.submit(tiny_spec(tiny_sd, steps=4, stream_every=2, seed=51))).job_id
-            info = _wait(lambda: (i := _status(client, job_id)).reason and i, 30, "the waiting reason")
+            info = wait_for(lambda: (i := _status(client, job_id)).reason and i, 30, "the waiting reason")
             assert info.state == "queued" and "no node of the Ray cluster offers 1 a100" in info.reason, info
             client.cancel(job_id)
             assert isinstance(events_until(client, ended(job_id), timeout=10)[-1], Cancelled)
         # Its pending actor left Ray's queue: nothing of this gateway's is left waiting for a node.
-        _wait(lambda: not server.server._runner.waiting() and not server.server._runner._jobs, 30,
+        wait_for(lambda: not server.server._runner.waiting() and not server.server._runner._jobs, 30,
               "the job's actor to go")
     finally:
         server.stop()

@@ -36,7 +36,6 @@ import traceback
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from blender_dreamfusion.shared import Cancelled, Failed, Message, Progress, __version__

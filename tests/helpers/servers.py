@@ -83,3 +83,14 @@ def events_until(client: BackendClient, done, timeout: float = 120.0) -> list[Me
 
 def ended(job_id: str):
     return lambda e: e.TYPE in ("finished", "failed", "cancelled") and getattr(e, "job_id", None) == job_id
+
+
+def wait_for(condition, timeout: float, what: str):
+    """Poll `condition` until it returns something true (returned) or the deadline passes (AssertionError)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)  # polling a condition with a deadline, not waiting for an event to have happened
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
