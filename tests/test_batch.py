@@ -149,7 +149,7 @@ def test_a_failing_prompt_makes_the_exit_status_non_zero(addon, two_backends, ti
     summary = json.loads((out / "summary.json").read_text())
     good, bad = summary["results"]
     assert good["status"] == "finished" and Path(good["files"]["glb"]).exists()
-    assert bad["status"] == "failed" and "no-such-model" in bad["error"] and bad["files"] == {}
+    assert bad["status"] == "failed" and "model: no such folder" in bad["error"] and bad["files"] == {}
     assert summary["skipped"] == [] and summary["status"] == "failed"
     # A second batch in the same Blender session writes only its own results into its .blend.
     blend = _reopen_blend(out / "results.blend")

@@ -167,3 +167,25 @@ def test_a_warm_process_takes_the_next_jobs(tmp_path, tiny_sd):
         assert runner.processes_started == 1 and runner.warm_starts == 2
     finally:
         running.stop()
+
+
+def test_a_start_file_gone_before_the_job_starts_fails_it_with_the_reason(tmp_path, tiny_sd):
+    running = ThreadServer(tmp_path / "data")
+    try:
+        with BackendClient(running.endpoint) as client:
+            first = client.request(client.submit(tiny_spec(tiny_sd))).job_id
+            finished = events_until(client, ended(first))[-1]
+            assert isinstance(finished, Finished)
+            start = tmp_path / "start.checkpoint.safetensors"
+            start.write_bytes(Path(finished.checkpoint).read_bytes())
+            blocker, _ = running_job_process(client, tiny_sd)
+            waiting = client.request(client.submit(tiny_spec(tiny_sd, init="checkpoint", init_from=str(start),
+                                                              steps=40))).job_id
+            start.unlink()
+            client.cancel(blocker)
+            events = events_until(client, ended(waiting))
+            assert isinstance(events[-1], Failed) and "can no longer be read" in events[-1].reason, events[-1]
+            assert str(tmp_path) not in events[-1].reason
+            assert worst_reply(running.endpoint, 0.5) < REPLY_BOUND
+    finally:
+        running.stop()

@@ -247,7 +247,11 @@ class _Slot(threading.Thread):
             return
         self.runner.warm_starts += warm
         process = self.process
-        payload = job_payload(self.runner.store, job_id, self.runner.device)
+        try:
+            payload = job_payload(self.runner.store, job_id, self.runner.device)
+        except OSError as exc:  # its start file went between submit and start (the reason names no folder)
+            self._fail(job_id, f"a file this job starts from can no longer be read ({exc.strerror or 'unreadable'})")
+            return
         payload["run"] = run.token
         outcome = _Outcome()
         try:
