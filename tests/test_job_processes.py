@@ -17,7 +17,8 @@ from blender_dreamfusion.backend.server.process_runner import STOP_GRACE
 from blender_dreamfusion.shared import Accepted, Cancelled, Failed, Finished, JobSpec, MeshData, Progress
 from blender_dreamfusion.shared.client import BackendClient
 from blender_dreamfusion.shared.recommended import builtin_recommendations
-from tests.helpers.servers import ServeProcess, ThreadServer, ended, events_until, tiny_spec, wait_for
+from tests.helpers.servers import (ServeProcess, ThreadServer, ended, events_until, job_processes, tiny_spec,
+                                   wait_for)
 
 #: Every reply to another client within this, while a job holds its process (the issue's bound).
 REPLY_BOUND = 1.0
@@ -33,19 +34,6 @@ def hostile_mesh(triangles: int = 20_000, seed: int = 0) -> MeshData:
 def stuck_spec() -> JobSpec:
     return JobSpec.from_dict({**builtin_recommendations("toy-shapes"), "prompt": "a red cube", "init": "mesh",
                               "seed": 1})
-
-
-def job_processes(pid: int) -> list[int]:
-    """The job processes among `pid`'s children."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            try:
-                if b"job_process" in Path(f"/proc/{child}/cmdline").read_bytes():
-                    found.append(int(child))
-            except OSError:  # ended meanwhile
-                pass
-    return found
 
 
 def worst_reply(endpoint: str, seconds: float) -> float:

@@ -23,7 +23,7 @@ from blender_dreamfusion.shared import (Accepted, Cancelled, JobSpec, MeshData, 
                                         StatusReply)
 from blender_dreamfusion.shared.client import BackendClient
 from blender_dreamfusion.shared.recommended import builtin_recommendations
-from tests.helpers.servers import ServeProcess, ThreadServer, ended, events_until
+from tests.helpers.servers import ServeProcess, ThreadServer, ended, events_until, job_processes, resident_bytes
 
 GREY = (128, 128, 128, 255)
 FAST = ["--preset", "draft", "--render-resolution", "32", "--mesh-resolution", "48", "--seed", "5", "--quiet"]
@@ -158,7 +158,15 @@ def test_with_the_bake_budget_off_hostile_uvs_are_accepted_and_a_cancel_stops_th
             assert isinstance(accepted, Accepted), accepted
             # The bake alone would take ~40 s here (200 M texels); the worker hears the cancel between chunks.
             events_until(client, lambda e: isinstance(e, Progress) and e.phase == "baking", timeout=120)
-            time.sleep(1.0)
+            # The job's process stays within the bake's bound above what it held when the bake began (the
+            # rasteriser once took 2 -> 4.9 GB here), sampled for the first seconds of the bake.
+            (process,) = job_processes(serve.process.pid)
+            before, peak = resident_bytes(process), 0
+            sampled = time.monotonic()
+            while time.monotonic() - sampled < 4.0:
+                peak = max(peak, resident_bytes(process))
+                time.sleep(0.05)  # sampling memory over time, not waiting for an event
+            assert peak - before < bake_bound(4096), ((peak - before) / 2**20, bake_bound(4096) / 2**20)
             asked = time.monotonic()
             client.cancel(accepted.job_id)
             assert isinstance(events_until(client, ended(accepted.job_id), timeout=60)[-1], Cancelled)

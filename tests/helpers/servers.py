@@ -94,3 +94,27 @@ def wait_for(condition, timeout: float, what: str):
             return value
         time.sleep(0.05)  # polling a condition with a deadline, not waiting for an event to have happened
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def job_processes(pid: int) -> list[int]:
+    """The job processes among the children of a server's process `pid`."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                if b"job_process" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+            except OSError:  # ended meanwhile
+                pass
+    return found
+
+
+def resident_bytes(pid: int) -> int:
+    """A process's resident memory now (0 once it has gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
