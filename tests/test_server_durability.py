@@ -75,7 +75,7 @@ def test_sigkill_during_checkpoint_writes_then_every_restart_sweeps_and_resumes(
         with BackendClient(server.endpoint) as client:
             listed = client.list_all()
             assert [(j.job_id, j.state) for j in listed] == [(job, "damaged")]
-            assert str(data / "jobs" / job) in listed[0].reason
+            assert str(data) not in listed[0].reason and "its folder on the backend" in listed[0].reason  # no path
             refused = client.request(client.resume(job))
             assert refused.TYPE == "rejected" and "damaged" in refused.reason
             deleted = client.request(client.delete(job))
@@ -83,6 +83,7 @@ def test_sigkill_during_checkpoint_writes_then_every_restart_sweeps_and_resumes(
             assert not (data / "jobs" / job).exists() and client.list_all() == []
     finally:
         assert server.stop() == 0
+    assert str(data / "jobs" / job) in server.process.stderr.read()  # the operator's log does
 
 
 @pytest.mark.slow

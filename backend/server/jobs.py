@@ -96,8 +96,10 @@ class DamagedJob:
     state = "damaged"
 
     def info(self, summary: bool = False) -> JobInfo:
-        reason = f"its record cannot be read ({self.problem}); the files are in {self.folder}; delete the job to " \
-                 "free them"
+        # Where it lies is the operator's to know (the server's log says), not every client's: a damaged job has no
+        # owner, so under CURVE every key lists it.
+        reason = f"its record cannot be read ({self.problem}); its files stay in its folder on the backend (the " \
+                 "server's log names it); delete the job to free them"
         return JobInfo(job_id=self.job_id, state="damaged", prompt="", created=self.created,
                        reason=_cut(reason, SUMMARY_REASON_CHARS if summary else 2000))
 
@@ -141,6 +143,8 @@ class JobStore:
                 problem = "job.json is missing" if not record_file.exists() else \
                     f"{type(exc).__name__}: {safe_text(exc, 200)}"
                 self._damaged[folder.name] = DamagedJob(folder.name, folder, problem, _mtime(folder))
+                print(f"dreamfusion-backend serve: job {folder.name} is damaged ({problem}); its files are in "
+                      f"{folder}", file=sys.stderr, flush=True)
                 continue
             if record.state == "running":
                 record.state = "interrupted"
