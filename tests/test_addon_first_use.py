@@ -22,7 +22,7 @@ bpy = pytest.importorskip("bpy")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import build_addon  # noqa: E402
-from tests.helpers.addon import BACKEND  # noqa: E402
+from tests.helpers.addon import BACKEND, tick_until  # noqa: E402
 
 from blender_dreamfusion.addon_core.glb import glb_vertex_count  # noqa: E402
 from blender_dreamfusion.addon_core.panel_text import progress_job_index, wrap  # noqa: E402
@@ -103,22 +103,6 @@ def backend(addon):
     yield peer
     addon.session.SESSION.disconnect()
     peer.close()
-
-
-def tick_until(condition, timeout: float = 20.0):
-    """Run the add-on's timer function (timers never fire in module mode) until `condition()` holds."""
-    from dreamfusion import client_loop
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        client_loop.tick()
-        value = condition()
-        if value:
-            return value
-        client = client_loop.SESSION.client
-        if client is not None:
-            client.socket.poll(20)
-    raise AssertionError("timed out waiting for the add-on")
 
 
 def _accept(peer: ScriptedBackend, submit: Submit, job_id: str) -> None:
