@@ -32,6 +32,9 @@ class PipeClosed(EOFError):
 class JobPipe:
     def __init__(self, sock: socket.socket):
         self.sock = sock
+        # Writes go through their own handle of the socket: a reader's timeouts (settimeout is per handle) must not
+        # cut a write short in another thread.
+        self._out = sock.dup()
         self._send_lock = threading.Lock()
 
     def send(self, item: tuple) -> None:
@@ -43,9 +46,9 @@ class JobPipe:
         prefix = struct.pack(f"<I{len(parts)}Q", len(parts), *lengths)
         try:
             with self._send_lock:
-                self.sock.sendall(prefix)
+                self._out.sendall(prefix)
                 for part in parts:
-                    self.sock.sendall(part)
+                    self._out.sendall(part)
         except OSError as exc:
             raise PipeClosed(f"the pipe is closed ({exc})") from None
 
@@ -74,10 +77,11 @@ class JobPipe:
         return tuple(item)
 
     def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        for handle in (self._out, self.sock):
+            try:
+                handle.close()
+            except OSError:
+                pass
 
     def _exactly(self, n: int, first: bool = False) -> bytearray:
         out = bytearray(n)

@@ -142,7 +142,7 @@ class ProcessRunner:
 class _JobProcess:
     """One job process and its end of the pipe."""
 
-    def __init__(self, device: str):
+    def __init__(self):
         ours, theirs = socket.socketpair()
         try:
             self.popen = subprocess.Popen(
@@ -154,9 +154,7 @@ class _JobProcess:
             raise
         finally:
             theirs.close()
-        self.device = device
         self.pipe = JobPipe(ours)
-        self.started = time.monotonic()
         self.idle_rss: int | None = None  # after its first job: the size a warm process may keep
 
     def alive(self) -> bool:
@@ -228,7 +226,7 @@ class _Slot(threading.Thread):
             return
         self._drop_process()
         try:
-            self.process = _JobProcess(self.runner.device)
+            self.process = _JobProcess()  # the device travels with each job's payload
             self.runner.processes_started += 1
         except OSError as exc:  # no process could be started: the next job says so
             _log(f"cannot start a job process: {exc}")
@@ -257,8 +255,8 @@ class _Slot(threading.Thread):
         try:
             process.pipe.send(("run", payload))
             self._follow(job_id, run, process, outcome)
-        except PipeClosed:
-            outcome.lost = True
+        except PipeClosed:  # the process ended: _settle says how
+            pass
         except ValueError as exc:  # a report the service will not take: the process is not to be trusted now
             outcome.refused = str(exc)
         self._settle(job_id, process, outcome)
@@ -345,7 +343,6 @@ class _Slot(threading.Thread):
 class _Outcome:
     done: bool = False  # the process said the run is over
     rss: int = 0  # its resident size after the run
-    lost: bool = False  # the pipe closed: the process ended
     refused: str | None = None  # it sent a report the service refuses
     ended_after: float | None = None  # we ended it after this grace
 
