@@ -96,3 +96,11 @@ def test_random_bytes_are_pipe_closed_or_a_report(data):
         assert report is None or (isinstance(report, tuple) and isinstance(report[0], str))
     finally:
         ours.close()
+
+
+def test_a_frame_the_other_end_never_takes_is_pipe_closed_not_a_hang(pair, monkeypatch):
+    monkeypatch.setattr("blender_dreamfusion.backend.server.job_pipe.FRAME_TIMEOUT", 0.5)
+    _, theirs = pair
+    stuck = JobPipe(theirs)  # its other end (ours) never reads, as a process stuck before its first read
+    with pytest.raises(PipeClosed):
+        stuck.send(("run", b"\x00" * 64 * 2**20))

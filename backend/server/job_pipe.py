@@ -21,7 +21,8 @@ import numpy as np
 #: Bounds on what the service reads from a job process (a checkpoint is the largest part: tens of MB).
 MAX_PARTS = 4096
 MAX_PART_BYTES = 4 * 2**30
-#: A frame whose first bytes came must be whole within this (a live process writes a frame in one go).
+#: A frame whose first bytes came must be whole within this (a live process writes a frame in one go), and a frame
+#: sent must be taken within it.
 FRAME_TIMEOUT = 60.0
 
 
@@ -35,6 +36,9 @@ class JobPipe:
         # Writes go through their own handle of the socket: a reader's timeouts (settimeout is per handle) must not
         # cut a write short in another thread.
         self._out = sock.dup()
+        # A frame the other end has not taken within this is a process that stopped answering (stuck before its
+        # first read, say): the sender gets PipeClosed and can end it, instead of waiting for ever.
+        self._out.settimeout(FRAME_TIMEOUT)
         self._send_lock = threading.Lock()
 
     def send(self, item: tuple) -> None:
