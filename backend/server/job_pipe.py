@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
+#: The environment variable that hands a job process the secret it proves itself with when it connects back.
+SECRET_VARIABLE = "DREAMFUSION_JOB_SECRET"
 #: Bounds on what the service reads from a job process (a checkpoint is the largest part: tens of MB).
 MAX_PARTS = 4096
 MAX_PART_BYTES = 4 * 2**30
-#: A frame whose first bytes came must be whole within this (a live process writes a frame in one go), and a frame
-#: sent must be taken within it.
+#: Seconds a frame may stall, either way: one whose first bytes came must go on arriving, one being sent must go on
+#: being taken (a live process reads and writes a frame in one go).
 FRAME_TIMEOUT = 60.0
 
 
@@ -31,14 +33,13 @@ class PipeClosed(EOFError):
 
 
 class JobPipe:
+    """One thread may receive while others send. The socket stays in blocking mode throughout, and every deadline is
+    a select(): Python's per-socket timeouts switch the shared file description between blocking and non-blocking,
+    which would pull the rug from under the other direction's thread."""
+
     def __init__(self, sock: socket.socket):
         self.sock = sock
-        # Writes go through their own handle of the socket: a reader's timeouts (settimeout is per handle) must not
-        # cut a write short in another thread.
-        self._out = sock.dup()
-        # A frame the other end has not taken within this is a process that stopped answering (stuck before its
-        # first read, say): the sender gets PipeClosed and can end it, instead of waiting for ever.
-        self._out.settimeout(FRAME_TIMEOUT)
+        self.sock.setblocking(True)
         self._send_lock = threading.Lock()
 
     def send(self, item: tuple) -> None:
@@ -50,9 +51,8 @@ class JobPipe:
         prefix = struct.pack(f"<I{len(parts)}Q", len(parts), *lengths)
         try:
             with self._send_lock:
-                self._out.sendall(prefix)
-                for part in parts:
-                    self._out.sendall(part)
+                for part in (prefix, *parts):
+                    self._send_all(memoryview(part).cast("B") if _nbytes(part) else b"")
         except OSError as exc:
             raise PipeClosed(f"the pipe is closed ({exc})") from None
 
@@ -81,28 +81,47 @@ class JobPipe:
         return tuple(item)
 
     def close(self) -> None:
-        for handle in (self._out, self.sock):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _send_all(self, view) -> None:
+        """Send every byte without blocking on a peer that takes nothing: a frame the other end has not taken any
+        of for FRAME_TIMEOUT is a process that stopped answering (stuck before its first read, say), so the
+        sender gets PipeClosed and can end it instead of waiting for ever."""
+        if _DONTWAIT is None:  # Windows: no per-call non-blocking send; a plain blocking one
+            self.sock.sendall(view)
+            return
+        while len(view):
             try:
-                handle.close()
-            except OSError:
-                pass
+                view = view[self.sock.send(view, _DONTWAIT):]
+            except BlockingIOError:
+                _, writable, _ = select.select([], [self.sock], [], FRAME_TIMEOUT)
+                if not writable:
+                    raise PipeClosed(f"the other end took nothing for {FRAME_TIMEOUT:g} s") from None
 
     def _exactly(self, n: int, first: bool = False) -> bytearray:
+        """`n` bytes. The first read of a frame waits as long as it must (select announced it, or the caller waits
+        without limit); the rest belongs to a frame in flight, which a live process finishes at once."""
         out = bytearray(n)
         view, got = memoryview(out), 0
-        # The first byte was announced by select (or is awaited without limit); the rest belongs to a frame in
-        # flight, which a live process finishes at once.
-        self.sock.settimeout(None if first else FRAME_TIMEOUT)
         try:
             while got < n:
+                if not (first and got == 0):
+                    readable, _, _ = select.select([self.sock], [], [], FRAME_TIMEOUT)
+                    if not readable:
+                        raise PipeClosed(f"a frame stopped half-way for {FRAME_TIMEOUT:g} s")
                 read = self.sock.recv_into(view[got:], n - got)
                 if read == 0:
                     raise PipeClosed("the other end closed the pipe")
                 got += read
-                self.sock.settimeout(FRAME_TIMEOUT)
-        except OSError as exc:  # socket.timeout included: a frame that stopped half-way
+        except (OSError, ValueError) as exc:
             raise PipeClosed(f"the pipe broke ({exc})") from None
         return out
+
+
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", None)
 
 
 def _nbytes(buffer) -> int:

@@ -1,4 +1,4 @@
-"""A plain server's job process: `python -m blender_dreamfusion.backend.server.job_process --fd N`.
+"""A plain server's job process: `python -m blender_dreamfusion.backend.server.job_process --port N`.
 
 It runs jobs one at a time as a `JobHost` and sends their reports up the pipe it was given (`job_pipe.py`); the
 server (`process_runner.py`) applies them. Why a process and not a thread of the server: a job may sit for
@@ -25,7 +25,7 @@ import traceback
 from blender_dreamfusion.shared import __version__
 
 from .job_host import JobHost
-from .job_pipe import JobPipe, PipeClosed
+from .job_pipe import SECRET_VARIABLE, JobPipe, PipeClosed
 
 #: Seconds a job has to wind down once its server is gone (the pipe closed) before the process ends anyway.
 ORPHAN_GRACE = 10.0
@@ -33,7 +33,8 @@ ORPHAN_GRACE = 10.0
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="job_process", description=__doc__.splitlines()[0])
-    parser.add_argument("--fd", type=int, required=True, help="this end of the server's socket pair")
+    parser.add_argument("--port", type=int, required=True,
+                        help=f"the server's loopback port to connect back to (the secret is in ${SECRET_VARIABLE})")
     args = parser.parse_args(argv)
     # Ctrl-C in the terminal reaches the whole process group: the server decides when its jobs stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -41,7 +42,11 @@ def main(argv: list[str] | None = None) -> None:
     _die_with_parent()
     if os.getppid() != parent:  # the server died before the line above took effect
         return
-    pipe = JobPipe(socket.socket(fileno=args.fd))
+    secret = os.environ.pop(SECRET_VARIABLE, "")  # not passed on to anything this process starts
+    sock = socket.create_connection(("127.0.0.1", args.port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(secret.encode())
+    pipe = JobPipe(sock)
     host = JobHost()
     _warm_up()
     pipe.send(("hello", __version__, os.getpid()))

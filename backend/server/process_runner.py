@@ -19,8 +19,11 @@ else reports to the service" is one code path on one box and on a cluster.
 
 from __future__ import annotations
 
+import hmac
 import os
 import queue
+import secrets
+import select
 import signal
 import socket
 import subprocess
@@ -35,7 +38,7 @@ from typing import Callable, Protocol
 from blender_dreamfusion.shared import Cancelled, Failed, Message, Progress
 
 from .job_host import job_payload
-from .job_pipe import JobPipe, PipeClosed
+from .job_pipe import SECRET_VARIABLE, JobPipe, PipeClosed
 from .jobs import JobRecord, JobStore
 from .node_reports import apply_report
 
@@ -47,6 +50,8 @@ MAX_STOP_GRACE = 60.0
 RECYCLE_GROWTH = 2**30
 #: How often a slot looks up from its job's reports to see a cancel or a stop (seconds).
 TICK = 0.2
+#: Seconds a new job process has to connect back (the interpreter and torch start first).
+CONNECT_TIMEOUT = 120.0
 
 
 class JobRunner(Protocol):
@@ -140,22 +145,47 @@ class ProcessRunner:
 
 
 class _JobProcess:
-    """One job process and its end of the pipe."""
+    """One job process and its end of the pipe.
 
-    def __init__(self):
-        ours, theirs = socket.socketpair()
-        try:
+    The process connects back to a listening socket on loopback and proves itself with a secret it was given in
+    its environment (readable by its own user only), rather than inheriting one end of a socket pair: handing a
+    socket to a child is POSIX-only (pass_fds), and the local backend the add-on starts runs on Windows too."""
+
+    def __init__(self, stopping: threading.Event):
+        secret = secrets.token_hex(32)
+        with socket.create_server(("127.0.0.1", 0)) as listener:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "blender_dreamfusion.backend.server.job_process", "--fd",
-                 str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=_log_fd())
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        self.pipe = JobPipe(ours)
+                [sys.executable, "-m", "blender_dreamfusion.backend.server.job_process", "--port",
+                 str(listener.getsockname()[1])],
+                env={**os.environ, SECRET_VARIABLE: secret}, stdin=subprocess.DEVNULL, stdout=_log_fd())
+            try:
+                self.pipe = JobPipe(self._accept(listener, secret, stopping))
+            except BaseException:
+                self.popen.kill()
+                self.popen.wait()
+                raise
         self.idle_rss: int | None = None  # after its first job: the size a warm process may keep
+
+    def _accept(self, listener: socket.socket, secret: str, stopping: threading.Event) -> socket.socket:
+        """The connection that presents the secret (any other is closed): the process's, once it has started."""
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        while time.monotonic() < deadline and not stopping.is_set() and self.popen.poll() is None:
+            if not select.select([listener], [], [], TICK)[0]:
+                continue
+            conn, _ = listener.accept()
+            conn.settimeout(5.0)
+            said = b""
+            try:
+                while len(said) < len(secret) and (chunk := conn.recv(len(secret) - len(said))):
+                    said += chunk
+            except OSError:
+                pass
+            if hmac.compare_digest(said, secret.encode()):
+                conn.settimeout(None)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a cancel goes out at once
+                return conn
+            conn.close()
+        raise OSError(f"the job process did not connect ({self.how_it_ended()})")
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -226,7 +256,7 @@ class _Slot(threading.Thread):
             return
         self._drop_process()
         try:
-            self.process = _JobProcess()  # the device travels with each job's payload
+            self.process = _JobProcess(self.runner.stopping)  # the device travels with each job's payload
             self.runner.processes_started += 1
         except OSError as exc:  # no process could be started: the next job says so
             _log(f"cannot start a job process: {exc}")
