@@ -152,19 +152,30 @@ class _JobProcess:
     socket to a child is POSIX-only (pass_fds), and the local backend the add-on starts runs on Windows too."""
 
     def __init__(self, stopping: threading.Event):
-        secret = secrets.token_hex(32)
-        with socket.create_server(("127.0.0.1", 0)) as listener:
+        self._secret, self._stopping = secrets.token_hex(32), stopping
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        try:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "blender_dreamfusion.backend.server.job_process", "--port",
-                 str(listener.getsockname()[1])],
-                env={**os.environ, SECRET_VARIABLE: secret}, stdin=subprocess.DEVNULL, stdout=_log_fd())
-            try:
-                self.pipe = JobPipe(self._accept(listener, secret, stopping))
-            except BaseException:
-                self.popen.kill()
-                self.popen.wait()
-                raise
+                 str(self._listener.getsockname()[1])],
+                env={**os.environ, SECRET_VARIABLE: self._secret}, stdin=subprocess.DEVNULL, stdout=_log_fd())
+        except BaseException:
+            self._listener.close()
+            raise
+        self._pipe: JobPipe | None = None
         self.idle_rss: int | None = None  # after its first job: the size a warm process may keep
+
+    @property
+    def pipe(self) -> JobPipe:
+        """The pipe, once the process has connected back: the first use waits for it (the interpreter and torch
+        start first), so a slot claims its job at once and the job shows as loading meanwhile, not queued.
+        PipeClosed when it does not connect."""
+        if self._pipe is None:
+            try:
+                self._pipe = JobPipe(self._accept(self._listener, self._secret, self._stopping))
+            finally:
+                self._listener.close()
+        return self._pipe
 
     def _accept(self, listener: socket.socket, secret: str, stopping: threading.Event) -> socket.socket:
         """The connection that presents the secret (any other is closed): the process's, once it has started."""
@@ -185,14 +196,16 @@ class _JobProcess:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a cancel goes out at once
                 return conn
             conn.close()
-        raise OSError(f"the job process did not connect ({self.how_it_ended()})")
+        if stopping.is_set():
+            raise PipeClosed("the server is stopping")
+        raise PipeClosed(f"the job process did not connect ({self.how_it_ended()})")
 
     def alive(self) -> bool:
         return self.popen.poll() is None
 
     def end(self, wait: float = 0.0) -> None:
         """Close the pipe (the process then ends by itself), and kill it if it has not within `wait` seconds."""
-        self.pipe.close()
+        self._close()
         try:
             self.popen.wait(wait)
         except subprocess.TimeoutExpired:
@@ -202,7 +215,12 @@ class _JobProcess:
     def kill(self) -> None:
         self.popen.kill()
         self.popen.wait()
-        self.pipe.close()
+        self._close()
+
+    def _close(self) -> None:
+        self._listener.close()
+        if self._pipe is not None:
+            self._pipe.close()
 
     def how_it_ended(self) -> str:
         try:
@@ -333,6 +351,9 @@ class _Slot(threading.Thread):
         if state == "running":
             if outcome.ended_after is not None:
                 self._ended_by_us(record, outcome.ended_after)
+            elif self.runner.stopping.is_set():  # stopping before its process took the job: it waits for resume
+                self.runner.store.transition(job_id, ("running",), "interrupted",
+                                             reason="the backend stopped while this job was starting; resume it")
             elif outcome.refused is not None:
                 self._fail(job_id, f"the job's process sent a report the server refuses: {outcome.refused}")
             else:
