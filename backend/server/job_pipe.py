@@ -60,7 +60,7 @@ class JobPipe:
         """The next tuple; None when nothing arrived within `timeout` seconds (None: wait). Raises PipeClosed."""
         if timeout is not None:
             try:
-                readable, _, _ = select.select([self.sock], [], [], timeout)
+                readable = ready(self.sock, timeout)
             except (OSError, ValueError) as exc:
                 raise PipeClosed(f"the pipe is closed ({exc})") from None
             if not readable:
@@ -97,7 +97,7 @@ class JobPipe:
             try:
                 view = view[self.sock.send(view, _DONTWAIT):]
             except BlockingIOError:
-                _, writable, _ = select.select([], [self.sock], [], FRAME_TIMEOUT)
+                writable = ready(self.sock, FRAME_TIMEOUT, write=True)
                 if not writable:
                     raise PipeClosed(f"the other end took nothing for {FRAME_TIMEOUT:g} s") from None
 
@@ -109,7 +109,7 @@ class JobPipe:
         try:
             while got < n:
                 if not (first and got == 0):
-                    readable, _, _ = select.select([self.sock], [], [], FRAME_TIMEOUT)
+                    readable = ready(self.sock, FRAME_TIMEOUT)
                     if not readable:
                         raise PipeClosed(f"a frame stopped half-way for {FRAME_TIMEOUT:g} s")
                 read = self.sock.recv_into(view[got:], n - got)
@@ -122,6 +122,18 @@ class JobPipe:
 
 
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", None)
+
+
+def ready(sock: socket.socket, timeout: float, write: bool = False) -> bool:
+    """Whether `sock` can be read (or written) within `timeout` seconds; a closed or broken one counts as ready
+    (the next read says so). poll(), not select(): a long-running server's descriptors pass select's limit of
+    1024, where select() raises instead of waiting."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT if write else select.POLLIN)
+        return bool(poller.poll(timeout * 1000.0))
+    readable, writable, _ = select.select([] if write else [sock], [sock] if write else [], [], timeout)
+    return bool(readable or writable)
 
 
 def _nbytes(buffer) -> int:

@@ -23,7 +23,6 @@ import hmac
 import os
 import queue
 import secrets
-import select
 import signal
 import socket
 import subprocess
@@ -38,7 +37,7 @@ from typing import Callable, Protocol
 from blender_dreamfusion.shared import Cancelled, Failed, Message, Progress
 
 from .job_host import job_payload
-from .job_pipe import SECRET_VARIABLE, JobPipe, PipeClosed
+from .job_pipe import SECRET_VARIABLE, JobPipe, PipeClosed, ready
 from .jobs import JobRecord, JobStore
 from .node_reports import apply_report
 
@@ -181,7 +180,7 @@ class _JobProcess:
         """The connection that presents the secret (any other is closed): the process's, once it has started."""
         deadline = time.monotonic() + CONNECT_TIMEOUT
         while time.monotonic() < deadline and not stopping.is_set() and self.popen.poll() is None:
-            if not select.select([listener], [], [], TICK)[0]:
+            if not ready(listener, TICK):
                 continue
             conn, _ = listener.accept()
             conn.settimeout(5.0)
