@@ -188,14 +188,28 @@ def _signed_distances(field, points: torch.Tensor, chunk: int = CHUNK) -> torch.
 def signed_distance_grid(field, resolution: int) -> np.ndarray:
     """Signed distance at resolution^3 nodes spanning the bound, float32, indexed [x, y, z].
 
-    From MIN_NARROW_BAND_RESOLUTION up, only nodes within a few coarse cells of the surface are
-    evaluated; the rest take the coarse grid's trilinear value, whose sign is right that far out.
+    From MIN_NARROW_BAND_RESOLUTION up, coarse to fine: a grid 1/NARROW_BAND_FACTOR as fine is evaluated
+    everywhere, then each grid twice as fine (up to `resolution`) only within a few cells of the previous
+    grid's surface, the rest taking its trilinear value, whose sign is right that far out. Each level halves the
+    band's thickness, so the finest grid evaluates a thin shell (at 128^3: 0.2 M field queries where a
+    single coarse level left 0.31 M, against 2.1 M for the dense grid).
     """
     device = _device(field)
     if resolution < MIN_NARROW_BAND_RESOLUTION:
         return _signed_distances(field, _nodes(field.bound, resolution, device)).reshape((resolution,) * 3).cpu().numpy()
-    c = max(16, resolution // NARROW_BAND_FACTOR)
-    coarse = _signed_distances(field, _nodes(field.bound, c, device)).reshape((c,) * 3)
+    levels = [resolution]
+    while levels[-1] // 2 >= max(16, resolution // NARROW_BAND_FACTOR):
+        levels.append(levels[-1] // 2)
+    c = levels.pop()
+    volume = _signed_distances(field, _nodes(field.bound, c, device)).reshape((c,) * 3)
+    for fine in reversed(levels):
+        volume = _refine_band(field, volume, fine)
+    return volume.cpu().numpy()
+
+
+def _refine_band(field, coarse: torch.Tensor, resolution: int) -> torch.Tensor:
+    """`coarse` (exact near its surface) resampled to `resolution`, evaluated exactly near the surface."""
+    c = coarse.shape[0]
     cell = 2.0 * field.bound / (c - 1)
     corners = torch.stack([coarse[i:c - 1 + i, j:c - 1 + j, k:c - 1 + k].abs()
                            for i in (0, 1) for j in (0, 1) for k in (0, 1)])
@@ -203,13 +217,13 @@ def signed_distance_grid(field, resolution: int) -> np.ndarray:
     near_surface = corners.amin(0) < 2.0 * cell
     near_surface = F.max_pool3d(near_surface.float()[None, None], 3, stride=1, padding=1)[0, 0] > 0
     volume = F.interpolate(coarse[None, None], size=(resolution,) * 3, mode="trilinear", align_corners=True)[0, 0]
-    axis = torch.linspace(0.0, c - 1.0, resolution, device=device).floor().long().clamp(max=c - 2)
+    axis = torch.linspace(0.0, c - 1.0, resolution, device=coarse.device).floor().long().clamp(max=c - 2)
     band = near_surface[axis[:, None, None], axis[None, :, None], axis[None, None, :]]
     nodes = band.nonzero()
     if len(nodes):
         step = 2.0 * field.bound / (resolution - 1)
         volume[band] = _signed_distances(field, nodes.float() * step - field.bound)
-    return volume.cpu().numpy()
+    return volume
 
 
 def extract_zero_level(field, resolution: int) -> Extraction:
