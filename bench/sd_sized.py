@@ -36,7 +36,8 @@ PHASES = ("render", "guidance", "backward", "optimiser", "occupancy")
 PROJECTED_STEPS = 10_000
 
 
-def build_prior(device: torch.device, size: str) -> LatentGuidance:
+def build_parts(device: torch.device, size: str) -> dict:
+    """The prior's parts with random weights, built on `device` in the dtype a job would use there."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from diffusers.utils import logging as diffusers_logging
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -64,11 +65,30 @@ def build_prior(device: torch.device, size: str) -> LatentGuidance:
             latent_channels=4, norm_num_groups=32, sample_size=latent * 8)
     for part in (text_encoder, unet, vae):
         part.requires_grad_(False).eval().to(dtype=dtype)
-    if device.type == "cuda":
-        unet.to(memory_format=torch.channels_last)
     scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                               num_train_timesteps=1000, clip_sample=False)
-    return LatentGuidance(unet, vae, text_encoder, tokenizer, scheduler, device, dtype)
+    return {"text_encoder": text_encoder, "unet": unet, "vae": vae, "tokenizer": tokenizer, "scheduler": scheduler,
+            "dtype": dtype}
+
+
+def build_prior(device: torch.device, size: str) -> LatentGuidance:
+    parts = build_parts(device, size)
+    if device.type == "cuda":
+        parts["unet"].to(memory_format=torch.channels_last)
+    return LatentGuidance(parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"], parts["scheduler"],
+                          device, parts["dtype"])
+
+
+def write_model(folder: Path, device: torch.device, size: str) -> Path:
+    """The same prior as a Stable Diffusion pipeline folder (`save_pretrained`), for a job to load by path as it
+    would load real weights (`from_pretrained`)."""
+    from diffusers import StableDiffusionPipeline
+
+    parts = build_parts(device, size)
+    parts.pop("dtype")
+    StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None,
+                            requires_safety_checker=False).save_pretrained(folder)
+    return folder
 
 
 class _PartClock:
