@@ -18,6 +18,7 @@ from blender_dreamfusion.shared.spec_args import add_spec_arguments, spec_from_a
 
 from .client_cli import add_client_parser, run_client
 from .server.commands import add_serve_parser, run_keys, run_serve
+from .threads import add_thread_arguments, check_thread_arguments
 
 FAILED = 1
 INTERRUPTED = 130
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                      help="where to run (auto: CUDA when available)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_thread_arguments(gen)
     add_spec_arguments(gen)
 
     spec = verbs.add_parser("spec", help="validate a job's settings and print the full JobSpec as JSON")
@@ -86,6 +88,8 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from blender_dreamfusion.shared.recommended import recommendations
 
     job = spec_from_args(args, parser, args.prompt, model_defaults=recommendations)
+    threads = check_thread_arguments(args, parser)
+    threads.apply()  # before torch loads: OpenMP reads its environment once
     out = args.out or Path(slugify(job.prompt, separator="_", empty="mesh") + ".glb")
     save_every, save_dir = 0, None
     if args.save_every:
@@ -103,7 +107,7 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     try:
         result = generate(job, out, device=args.device, save_every=save_every, save_dir=save_dir,
-                          show_progress=not args.quiet)
+                          show_progress=not args.quiet, threads=threads)
     except (GenerateError, ModelLoadError, CheckpointError, ValueError) as exc:
         print(f"dreamfusion-backend generate: {exc}", file=sys.stderr)
         return FAILED

@@ -21,6 +21,7 @@ from .export import FORMATS, PLY_NOTE, export_mesh, export_result
 from .extract import Extraction
 from .guidance import Guidance, load_guidance
 from .mesh_import import MeshFileError, read_mesh_with_uvs
+from .threads import ThreadGovernor, ThreadPolicy
 from .trainer import StepStats, Trainer
 from .work_budget import OverBudget, WorkBudget, check_work
 
@@ -116,17 +117,22 @@ def make_trainer(spec: JobSpec, device: torch.device, on_loading=None,
 
 
 def generate(spec: JobSpec, out: Path, device: str = "auto", save_every: int = 0, save_dir: Path | None = None,
-             show_progress: bool = True) -> GenerateResult:
+             show_progress: bool = True, threads: ThreadPolicy | None = None) -> GenerateResult:
+    """Train `spec` and write its result to `out`. `threads`: the CPU thread policy this process applied (the CLI
+    does); its count then follows the cores other work leaves free while the job trains."""
     if out.suffix.lower() not in FORMATS:
         raise GenerateError(f"--out must end in {', '.join(FORMATS)}, got {out.name!r}")
     start = time.perf_counter()
     loading = (lambda m: print(f"loading model {m} ...", file=sys.stderr)) if show_progress else None
     trainer = make_trainer(spec, resolve_device(device), loading)
+    governor = ThreadGovernor(threads) if threads is not None and trainer.device.type == "cpu" else None
     checkpoint = checkpoint_path_for(out)
     stop = _StopOnSignal()
     bar = _progress_bar(trainer, show_progress)
 
     def on_step(stats: StepStats) -> None:
+        if governor is not None:
+            governor.tick()
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{stats.loss:.4g}", shading=stats.shading[:4], refresh=False)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from blender_dreamfusion.shared import Image, JobSpec, MeshData, Update
+from blender_dreamfusion.shared.jobspec import EARLY_STREAMS
 from blender_dreamfusion.shared.mesh import VertexColors
 
 from .asset import Asset, finish_asset
@@ -267,11 +268,10 @@ class Trainer:
     def run(self, on_step: Callable[[StepStats], None] | None = None,
             on_stream: Callable[[Snapshot], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> bool:
-        """Train up to `spec.steps`. `on_stream` gets a mesh snapshot every `stream_every` steps.
+        """Train up to `spec.steps`. `on_stream` gets a mesh snapshot where `streams_at` says.
 
         Returns False when `should_stop` asked to stop early (checked before every step).
         """
-        every = self.spec.stream_every
         start = time.perf_counter()
         while self.step < self.spec.steps:
             if should_stop is not None and should_stop():
@@ -279,7 +279,8 @@ class Trainer:
             stats = self.train_step()
             if on_step is not None:
                 on_step(stats)
-            if on_stream is not None and every and self.step % every == 0 and self.step < self.spec.steps:
+            if on_stream is not None and streams_at(self.step, self.spec.stream_every) and \
+                    self.step < self.spec.steps:
                 on_stream(self.snapshot(stats.loss, time.perf_counter() - start))
         return True
 
@@ -329,6 +330,12 @@ class Trainer:
         out = render(self.field, camera, resolution, shading="lambertian", ambient=0.3,
                      occupancy=self.occupancy, with_orientation=False, config=self.config.render)
         return (out.rgb[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def streams_at(step: int, every: int) -> bool:
+    """Whether a run that streams every `every` steps (0: never) sends a mesh after `step`: each `every`-th step,
+    and the EARLY_STREAMS below the first (a resumed run is past them)."""
+    return bool(every) and (step % every == 0 or (step < every and step in EARLY_STREAMS))
 
 
 @dataclass

@@ -72,6 +72,11 @@ def model_source(model: str) -> ModelSource:
     return "hub"
 
 
+#: Steps at which a fresh run streams a mesh before its first `stream_every` (`trainer.streams_at`): the
+#: artist sees a shape within seconds instead of after the first interval (100 toy steps: 14-17 s alone).
+EARLY_STREAMS = (10, 25, 50)
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """One generation request. Construct it directly or with `from_dict`; both validate."""
@@ -170,7 +175,9 @@ class JobSpec:
                                     "with new vertex colours; checkpoint: its shape) and only colour is optimised")
     # --- output -------------------------------------------------------------
     stream_every: int = knob(100, value_type="int", minimum=0, maximum=200_000, unit="steps", group="output",
-                             help="Send the mesh to Blender every N steps (0: only the final mesh)")
+                             help="Send the mesh to Blender every N steps, and at steps "
+                                  f"{', '.join(map(str, EARLY_STREAMS[:-1]))} and {EARLY_STREAMS[-1]} before the "
+                                  "first (0: only the final mesh)")
     mesh_resolution: int = knob(128, value_type="int", minimum=16, maximum=512, group="output",
                                 help="Marching-cubes grid size per axis")
     # Final-result post-processing: the finished mesh only (streamed meshes stay raw and fast).

@@ -107,29 +107,22 @@ def test_a_frame_the_other_end_never_takes_is_pipe_closed_not_a_hang(pair, monke
 
 
 def test_only_the_connection_with_the_secret_becomes_a_job_processes_pipe():
-    import subprocess
-    import sys
-    import threading
-
     from blender_dreamfusion.backend.server.process_runner import _JobProcess
 
-    process = object.__new__(_JobProcess)  # its accept step alone, for a stand-in child that stays alive
-    process.popen = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        with socket.create_server(("127.0.0.1", 0)) as listener:
-            port = listener.getsockname()[1]
-            rogue = socket.create_connection(("127.0.0.1", port))  # a local user racing the job process
-            rogue.sendall(b"g" * 64)
-            honest = socket.create_connection(("127.0.0.1", port))
-            honest.sendall(b"s" * 64)
-            accepted = process._accept(listener, "s" * 64, threading.Event())
-            accepted.sendall(b"x")
-            assert honest.recv(1) == b"x"
-            rogue.settimeout(5)
-            assert rogue.recv(1) == b""  # closed on it
-            accepted.close()
-            honest.close()
-            rogue.close()
-    finally:
-        process.popen.kill()
-        process.popen.wait()
+    process = object.__new__(_JobProcess)  # its accept step alone: no child is started
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        process._listener, process._secret = listener, "s" * 64
+        port = listener.getsockname()[1]
+        rogue = socket.create_connection(("127.0.0.1", port))  # a local user racing the job process
+        rogue.sendall(b"g" * 64)
+        honest = socket.create_connection(("127.0.0.1", port))
+        honest.sendall(b"s" * 64)
+        assert process._accept_one() is None  # the rogue came first: refused
+        rogue.settimeout(5)
+        assert rogue.recv(1) == b""  # closed on it
+        accepted = process._accept_one()
+        accepted.sendall(b"x")
+        assert honest.recv(1) == b"x"
+        accepted.close()
+        honest.close()
+        rogue.close()

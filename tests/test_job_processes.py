@@ -177,3 +177,50 @@ def test_a_start_file_gone_before_the_job_starts_fails_it_with_the_reason(tmp_pa
             assert worst_reply(running.endpoint, 0.5) < REPLY_BOUND
     finally:
         running.stop()
+
+
+def test_a_job_cancelled_while_its_process_starts_ends_at_once_and_the_process_is_kept(tmp_path, tiny_sd):
+    running = ThreadServer(tmp_path / "data")  # its job process is still starting (seconds) when the job comes
+    runner = running.server._runner
+    try:
+        with BackendClient(running.endpoint) as client:
+            job_id = client.request(client.submit(tiny_spec(tiny_sd, steps=100_000))).job_id
+            wait_for(lambda: runner._running.get(job_id), 10, "the slot to claim the job")
+            assert not runner._slots[0].process.ready, "the process was ready already: nothing is tested"
+            client.cancel(job_id)
+            cancelled = events_until(client, ended(job_id), timeout=5)[-1]
+            assert isinstance(cancelled, Cancelled) and cancelled.step == 0
+            # The process never had the job: it goes on starting and takes the next one, warm.
+            again = client.request(client.submit(tiny_spec(tiny_sd, steps=4))).job_id
+            assert isinstance(events_until(client, ended(again))[-1], Finished)
+        assert runner.processes_started == 1
+    finally:
+        running.stop()
+
+
+def test_job_processes_get_the_thread_count_in_their_environment(tmp_path):
+    running = ThreadServer(tmp_path / "data", threads=1)
+    try:
+        child = wait_for(lambda: job_processes(os.getpid()), 30, "a job process")[0]
+        environ = dict(line.split("=", 1) for line in
+                       Path(f"/proc/{child}/environ").read_text().split("\0") if "=" in line)
+        assert environ["OMP_NUM_THREADS"] == environ["MKL_NUM_THREADS"] == "1"
+    finally:
+        running.stop()
+
+
+def test_a_slot_outlives_a_failure_to_announce_the_line(tmp_path, tiny_sd):
+    running = ThreadServer(tmp_path / "data")
+    runner = running.server._runner
+
+    def broken() -> None:
+        raise OSError("Too many open files")  # as a service that cannot open one more socket
+
+    runner.on_started = broken
+    try:
+        with BackendClient(running.endpoint) as client:
+            for seed in (1, 2):  # the slot that could not announce the first job still runs it, then the next
+                job_id = client.request(client.submit(tiny_spec(tiny_sd, steps=4, seed=seed))).job_id
+                assert isinstance(events_until(client, ended(job_id))[-1], Finished)
+    finally:
+        running.stop()

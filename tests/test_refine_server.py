@@ -63,7 +63,7 @@ def test_texture_only_keeps_the_artists_mesh_and_paints_it(server):
         phases = [e.phase for e in events if isinstance(e, Progress)]
         assert "fitting_mesh" in phases and phases.index("fitting_mesh") < phases.index("training")
         updates = [e for e in events if isinstance(e, Update)]
-        assert [u.step for u in updates] == [50, 100]
+        assert [u.step for u in updates] == [10, 25, 50, 100]  # early meshes, then every stream_every
         # Streamed updates carry only colours, for the mesh the client sent.
         assert all(u.mesh is None and u.vertex_colors.vertex_count == mesh.vertex_count for u in updates)
         out = finished.mesh

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..threads import add_thread_arguments, check_thread_arguments
 from .admission import ServerLimits, format_size, parse_size
 from .jobs import default_data_dir
 from .security import SecurityError
@@ -29,6 +30,7 @@ def add_serve_parser(verbs) -> None:
                        help="CURVE key folder from `keys generate`: only its authorised clients may connect")
     serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     serve.add_argument("--heartbeat", type=float, default=5.0, help="heartbeat interval in seconds")
+    add_thread_arguments(serve, workers=True)
     limits = serve.add_argument_group("limits", "what keeps disk, memory and the queue bounded (0 turns one off)")
     defaults = ServerLimits()
     limits.add_argument("--max-jobs", type=int, default=defaults.max_jobs, metavar="N",
@@ -88,6 +90,7 @@ def run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--workers: {args.workers} is out of range; allowed: 1 to 64")
     if not args.heartbeat > 0:
         parser.error(f"--heartbeat: {args.heartbeat} must be above 0 seconds")
+    check_thread_arguments(args, parser)
     for flag, value in (("--max-jobs", args.max_jobs), ("--max-queued-per-client", args.max_queued_per_client),
                         ("--keep-checkpoints", args.keep_checkpoints)):
         if not 0 <= value <= 10**9:
@@ -111,7 +114,8 @@ def run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                           max_bake_texels=args.max_bake_texels)
     config = ServerConfig(bind=args.bind, workers=args.workers, data_dir=args.data_dir or default_data_dir(),
                           curve_dir=args.curve_dir, device=args.device, heartbeat_interval=args.heartbeat,
-                          limits=limits, allow_paths=tuple(args.allow_path), shared_jobs=args.shared_jobs, ray=ray)
+                          limits=limits, allow_paths=tuple(args.allow_path), shared_jobs=args.shared_jobs, ray=ray,
+                          threads=args.threads, reserve_cores=args.reserve_cores)
     try:
         server = Server(config)
     except (SecurityError, GenerateError, *_ray_errors(ray)) as exc:

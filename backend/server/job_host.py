@@ -18,12 +18,15 @@ import queue
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from blender_dreamfusion.shared import Message, Texture
 from blender_dreamfusion.shared.framing import encode
 
 from .jobs import JobRecord, JobStore
+
+if TYPE_CHECKING:
+    from ..threads import ThreadPolicy
 
 #: What a host reports, in order (the first item of each report tuple).
 MESSAGE, UPDATE, MESH, TEXTURE, CHECKPOINT, FILE = "message", "update", "mesh", "texture", "checkpoint", "file"
@@ -88,8 +91,12 @@ class JobHost:
     """Trains one job at a time, then perhaps the next ones (a warm host keeps its prior loaded). `run` is the only
     long call; `cancel` and `stop` arrive beside it from another thread, and the job sees them at its next step."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: ThreadPolicy | None = None) -> None:
+        from ..threads import ThreadGovernor
         from .worker import Control, GuidanceCache
+
+        # A job process's threads follow the machine (`threads.py`); a Ray actor's are Ray's to set (num_cpus).
+        self.governor = ThreadGovernor(threads) if threads is not None else None
 
         self.control = Control()
         self.stopping = threading.Event()
@@ -124,7 +131,7 @@ class JobHost:
                 reports.put((MESSAGE, [bytes(frame) for frame in encode(message)]))
 
             worker = Worker(store, emit, self.stopping, resolve_device(payload.get("device", "auto")),
-                            self.guidance)
+                            self.guidance, self.governor)
 
             def train() -> None:
                 try:

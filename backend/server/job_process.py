@@ -24,6 +24,7 @@ import traceback
 
 from blender_dreamfusion.shared import __version__
 
+from ..threads import ThreadPolicy
 from .job_host import JobHost
 from .job_pipe import SECRET_VARIABLE, JobPipe, PipeClosed
 
@@ -35,6 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="job_process", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True,
                         help=f"the server's loopback port to connect back to (the secret is in ${SECRET_VARIABLE})")
+    # The server's ThreadPolicy, rebuilt here (same machine, same affinity): one derivation of the thread count.
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads per job (default: derived)")
+    parser.add_argument("--workers", type=int, default=1, help="jobs the server trains at once")
+    parser.add_argument("--reserve-cores", type=int, default=0, help="cores left to other work")
     args = parser.parse_args(argv)
     # Ctrl-C in the terminal reaches the whole process group: the server decides when its jobs stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -47,7 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.sendall(secret.encode())
     pipe = JobPipe(sock)
-    host = JobHost()
+    threads = ThreadPolicy(args.threads, args.workers, args.reserve_cores)
+    threads.apply()
+    host = JobHost(threads)
     _warm_up()
     pipe.send(("hello", __version__, os.getpid()))
     runner: threading.Thread | None = None

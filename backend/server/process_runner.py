@@ -36,6 +36,7 @@ from typing import Callable, Protocol
 
 from blender_dreamfusion.shared import Cancelled, Failed, Message, Progress
 
+from ..threads import ThreadPolicy
 from .job_host import job_payload
 from .job_pipe import SECRET_VARIABLE, JobPipe, PipeClosed, ready
 from .jobs import JobRecord, JobStore
@@ -49,8 +50,11 @@ MAX_STOP_GRACE = 60.0
 RECYCLE_GROWTH = 2**30
 #: How often a slot looks up from its job's reports to see a cancel or a stop (seconds).
 TICK = 0.2
-#: Seconds a new job process has to connect back (the interpreter and torch start first).
-CONNECT_TIMEOUT = 120.0
+#: Seconds a new job process has to connect back and say it is ready (the interpreter, torch and diffusers load
+#: first: ~4 s alone, far longer on a machine busy with other work).
+READY_TIMEOUT = 300.0
+#: A process slower than this to get ready is logged (a sign of a machine short of cores or memory).
+SLOW_START = 30.0
 
 
 class JobRunner(Protocol):
@@ -80,9 +84,10 @@ class _Run:
 
 class ProcessRunner:
     def __init__(self, workers: int, store: JobStore, emit: Callable[[Message], None], stopping: threading.Event,
-                 device: str, on_started: Callable[[], None], stop_grace: float = STOP_GRACE):
+                 device: str, on_started: Callable[[], None], stop_grace: float = STOP_GRACE,
+                 threads: ThreadPolicy | None = None):
         self.store, self.emit, self.stopping, self.on_started = store, emit, stopping, on_started
-        self.device, self.stop_grace = device, stop_grace
+        self.device, self.stop_grace, self.threads = device, stop_grace, threads or ThreadPolicy(workers=workers)
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._lock = threading.Lock()
         self._cancelled: set[str] = set()  # asked to stop before or while they run
@@ -150,54 +155,74 @@ class _JobProcess:
     its environment (readable by its own user only), rather than inheriting one end of a socket pair: handing a
     socket to a child is POSIX-only (pass_fds), and the local backend the add-on starts runs on Windows too."""
 
-    def __init__(self, stopping: threading.Event):
-        self._secret, self._stopping = secrets.token_hex(32), stopping
+    def __init__(self, threads: ThreadPolicy) -> None:
+        self._secret = secrets.token_hex(32)
+        self.started = time.monotonic()
         self._listener = socket.create_server(("127.0.0.1", 0))
         try:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "blender_dreamfusion.backend.server.job_process", "--port",
-                 str(self._listener.getsockname()[1])],
-                env={**os.environ, SECRET_VARIABLE: self._secret}, stdin=subprocess.DEVNULL, stdout=_log_fd())
+                 str(self._listener.getsockname()[1]), *threads.arguments()],
+                env={**os.environ, **threads.environment(), SECRET_VARIABLE: self._secret},
+                stdin=subprocess.DEVNULL, stdout=_log_fd())
         except BaseException:
             self._listener.close()
             raise
         self._pipe: JobPipe | None = None
+        self.ready = False  # connected back and said hello
         self.idle_rss: int | None = None  # after its first job: the size a warm process may keep
 
     @property
     def pipe(self) -> JobPipe:
-        """The pipe, once the process has connected back: the first use waits for it (the interpreter and torch
-        start first), so a slot claims its job at once and the job shows as loading meanwhile, not queued.
-        PipeClosed when it does not connect."""
-        if self._pipe is None:
-            try:
-                self._pipe = JobPipe(self._accept(self._listener, self._secret, self._stopping))
-            finally:
-                self._listener.close()
+        """The pipe of a process that is ready (`wait_ready` returned True)."""
+        assert self._pipe is not None and self.ready, "the job process is not ready"
         return self._pipe
 
-    def _accept(self, listener: socket.socket, secret: str, stopping: threading.Event) -> socket.socket:
-        """The connection that presents the secret (any other is closed): the process's, once it has started."""
-        deadline = time.monotonic() + CONNECT_TIMEOUT
-        while time.monotonic() < deadline and not stopping.is_set() and self.popen.poll() is None:
-            if not ready(listener, TICK):
+    def wait_ready(self, give_up: Callable[[], bool]) -> bool:
+        """Wait until the process has connected back and loaded what every job needs (its "hello"). The slot
+        claims a job first and waits here, so the job shows as loading meanwhile, not queued. False when
+        `give_up()` turned true first (the job was cancelled, the server is stopping): the process goes on
+        starting and serves the next job. PipeClosed when it died or was not ready within READY_TIMEOUT."""
+        while not self.ready:
+            if give_up():
+                return False
+            if time.monotonic() - self.started > READY_TIMEOUT:
+                raise PipeClosed(f"the job process was not ready within {READY_TIMEOUT:g} s ({self.how_it_ended()})")
+            if self._pipe is None:
+                conn = self._accept_one()
+                if conn is not None:
+                    self._pipe = JobPipe(conn)
+                    self._listener.close()
+                elif not self.alive():
+                    raise PipeClosed(f"the job process did not connect ({self.how_it_ended()})")
                 continue
-            conn, _ = listener.accept()
-            conn.settimeout(5.0)
-            said = b""
-            try:
-                while len(said) < len(secret) and (chunk := conn.recv(len(secret) - len(said))):
-                    said += chunk
-            except OSError:
-                pass
-            if hmac.compare_digest(said, secret.encode()):
-                conn.settimeout(None)
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a cancel goes out at once
-                return conn
+            report = self._pipe.recv(timeout=TICK)
+            if report is not None and report[0] == "hello":
+                self.ready = True
+                took = time.monotonic() - self.started
+                if took > SLOW_START:
+                    _log(f"job process {self.popen.pid} took {took:.0f} s to start (is the machine short of cores "
+                         "or memory?)")
+        return True
+
+    def _accept_one(self) -> socket.socket | None:
+        """The process's connection if it presents the secret within a tick (any other is closed)."""
+        if not ready(self._listener, TICK):
+            return None
+        conn, _ = self._listener.accept()
+        conn.settimeout(5.0)
+        said = b""
+        try:
+            while len(said) < len(self._secret) and (chunk := conn.recv(len(self._secret) - len(said))):
+                said += chunk
+        except OSError:
+            pass
+        if not hmac.compare_digest(said, self._secret.encode()):
             conn.close()
-        if stopping.is_set():
-            raise PipeClosed("the server is stopping")
-        raise PipeClosed(f"the job process did not connect ({self.how_it_ended()})")
+            return None
+        conn.settimeout(None)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a cancel goes out at once
+        return conn
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -252,11 +277,17 @@ class _Slot(threading.Thread):
                 job_id = self.runner._queue.get()
                 if job_id is None or self.runner.stopping.is_set():  # queued jobs stay queued for the next start
                     return
-                claimed = self.runner._claim(job_id)
+                try:
+                    claimed = self.runner._claim(job_id)
+                except Exception as exc:  # noqa: BLE001 - the store could not record the start: the job says so
+                    traceback.print_exc()
+                    self.runner._release(job_id)
+                    self._fail(job_id, f"internal error: {type(exc).__name__}: {exc}")
+                    continue
                 if claimed is None:
                     continue
-                self.runner.on_started()
                 try:
+                    self._announce()
                     self._run_job(*claimed)
                 except Exception as exc:  # noqa: BLE001 - a bug here must end the job, not the slot
                     traceback.print_exc()
@@ -268,12 +299,20 @@ class _Slot(threading.Thread):
             if self.process is not None:
                 self.process.end(wait=2.0)
 
+    def _announce(self) -> None:
+        """Tell waiting jobs their new places; a failure to (a socket the service could not open) is logged, and
+        never takes the slot down with the job it holds (a dead slot would leave that job running for ever)."""
+        try:
+            self.runner.on_started()
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+
     def _fresh_process(self) -> None:
         if self.process is not None and self.process.alive():
             return
         self._drop_process()
         try:
-            self.process = _JobProcess(self.runner.stopping)  # the device travels with each job's payload
+            self.process = _JobProcess(self.runner.threads)  # the device travels with each job's payload
             self.runner.processes_started += 1
         except OSError as exc:  # no process could be started: the next job says so
             _log(f"cannot start a job process: {exc}")
@@ -300,10 +339,13 @@ class _Slot(threading.Thread):
         payload["run"] = run.token
         outcome = _Outcome()
         try:
+            if not process.wait_ready(lambda: run.cancel_asked is not None or self.runner.stopping.is_set()):
+                self._end_unstarted(record)  # its process never had it: it goes on starting for the next job
+                return
             process.pipe.send(("run", payload))
             self._follow(job_id, run, process, outcome)
-        except PipeClosed:  # the process ended: _settle says how
-            pass
+        except PipeClosed as exc:  # the process ended (_settle says how), or never became ready
+            outcome.closed = str(exc)
         except ValueError as exc:  # a report the service will not take: the process is not to be trusted now
             outcome.refused = str(exc)
         self._settle(job_id, process, outcome)
@@ -333,8 +375,6 @@ class _Slot(threading.Thread):
             if report[0] == "done":
                 outcome.done, outcome.rss = True, report[1] if len(report) > 1 else 0
                 return
-            if report[0] == "hello":
-                continue
             message = apply_report(self.runner.store, job_id, report)
             if message is None:
                 continue
@@ -351,10 +391,11 @@ class _Slot(threading.Thread):
             if outcome.ended_after is not None:
                 self._ended_by_us(record, outcome.ended_after)
             elif self.runner.stopping.is_set():  # stopping before its process took the job: it waits for resume
-                self.runner.store.transition(job_id, ("running",), "interrupted",
-                                             reason="the backend stopped while this job was starting; resume it")
+                self._end_unstarted(record)
             elif outcome.refused is not None:
                 self._fail(job_id, f"the job's process sent a report the server refuses: {outcome.refused}")
+            elif not process.ready:
+                self._fail(job_id, f"the server could not start a process for this job: {outcome.closed}")
             else:
                 self._fail(job_id, f"the job's process ended before the job did: {process.how_it_ended()}")
         keep = (outcome.done and state in ("finished", "cancelled") and process.alive()
@@ -370,6 +411,16 @@ class _Slot(threading.Thread):
             self._drop_process()
             if not self.runner.stopping.is_set():
                 self._fresh_process()  # warm for the next job
+
+    def _end_unstarted(self, record: JobRecord) -> None:
+        """The job was cancelled, or the server is stopping, before its process took it."""
+        job_id, store = record.job_id, self.runner.store
+        if not self.runner.stopping.is_set():
+            if store.transition(job_id, ("running",), "cancelled", reason="cancelled by a client"):
+                self.runner.emit(Cancelled(job_id=job_id, step=record.step))
+        else:
+            store.transition(job_id, ("running",), "interrupted",
+                             reason="the backend stopped while this job was starting; resume it")
 
     def _ended_by_us(self, record: JobRecord, grace: float) -> None:
         job_id, store = record.job_id, self.runner.store
@@ -395,6 +446,7 @@ class _Outcome:
     rss: int = 0  # its resident size after the run
     refused: str | None = None  # it sent a report the service refuses
     ended_after: float | None = None  # we ended it after this grace
+    closed: str = ""  # why the pipe closed, if it did
 
 
 def _log_fd() -> int:

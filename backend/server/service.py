@@ -32,6 +32,7 @@ from blender_dreamfusion.shared.transport import send_routed
 from blender_dreamfusion.shared.wirefields import MAX_TEXT
 
 from ..generate import resolve_device
+from ..threads import ThreadPolicy
 from ..work_budget import OverBudget, WorkBudget, check_work
 from .admission import PathPolicy, Refused, ServerLimits, admit, format_size
 from .jobs import RESUMABLE, TERMINAL, DamagedJob, JobRecord, JobStore, default_data_dir
@@ -67,6 +68,10 @@ class ServerConfig:
     shared_jobs: bool | None = None
     #: Train jobs as Ray actors on a cluster (`serve --ray`) instead of job processes here; None: here.
     ray: "RayOptions | None" = None
+    #: CPU threads per job (None: this machine's usable cores, less `reserve_cores`, split between the workers;
+    #: `backend/threads.py`), and cores left to other work (the add-on's local backend leaves Blender one).
+    threads: int | None = None
+    reserve_cores: int = 0
 
 
 class Server:
@@ -89,8 +94,9 @@ class Server:
 
             self._runner = RayRunner(config.ray, self.store, self._emit, self._stop, self._announce_queue)
         else:
+            threads = ThreadPolicy(config.threads, config.workers, config.reserve_cores)
             self._runner = ProcessRunner(config.workers, self.store, self._emit, self._stop, str(device),
-                                         self._announce_queue)
+                                         self._announce_queue, threads=threads)
         self.context = zmq.Context()
         self._auth = None
         self.socket = self.context.socket(zmq.ROUTER)

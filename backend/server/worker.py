@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,12 +26,16 @@ from ..checkpoint import CheckpointError
 from ..export import export_result
 from ..generate import GenerateError, make_trainer
 from ..guidance import Guidance, ModelLoadError, load_guidance
+from ..threads import ThreadGovernor
 from ..trainer import Snapshot, StepStats, Trainer
 from ..work_budget import Stopped
 from .jobs import JobRecord, JobStore
 
 #: Seconds between `progress` messages of one job.
 PROGRESS_INTERVAL = 0.5
+#: The step rate (and so the ETA) is measured over about this many of the latest seconds: a job's first steps
+#: (warming caches) and a slow patch an hour ago say little about its next minutes.
+RATE_WINDOW = 20.0
 #: Checkpoint interval in steps for jobs that do not stream (stream_every = 0).
 CHECKPOINT_EVERY = 100
 
@@ -64,10 +69,12 @@ class Worker:
     """Runs claimed jobs inside a job host (`job_host.py`: a plain server's job process, or a Ray actor)."""
 
     def __init__(self, store: JobStore, emit: Callable[[Message], None], stopping: threading.Event,
-                 device: torch.device, guidance: GuidanceCache):
+                 device: torch.device, guidance: GuidanceCache, governor: ThreadGovernor | None = None):
         self.store, self.emit = store, emit
         self.stopping = stopping
         self.device, self.guidance = device, guidance
+        # CPU threads follow the cores other work leaves free (a GPU job's threads matter little).
+        self.governor = governor if device.type == "cpu" else None
 
     def run_guarded(self, record: JobRecord, control: Control) -> None:
         """Run one claimed job to its end; whatever it raises becomes its `failed`, never the worker's end."""
@@ -101,6 +108,8 @@ class Worker:
 
         def on_step(stats: StepStats) -> None:
             reporter.step(stats)
+            if self.governor is not None:
+                self.governor.tick()
             if stats.step % interval == 0 and stats.step < spec.steps:
                 self.store.save_checkpoint(job_id, trainer)
                 self.store.update(job_id, step=stats.step, loss=stats.loss, elapsed=reporter.elapsed())
@@ -195,7 +204,8 @@ class Worker:
 
 
 class _ProgressReporter:
-    """`progress` at most every PROGRESS_INTERVAL seconds, and always for the last step."""
+    """`progress` at most every PROGRESS_INTERVAL seconds, and always for the last step. Its rate is the recent one
+    (RATE_WINDOW), meshes streamed in between included, so the ETA follows the machine as it is now."""
 
     def __init__(self, job_id: str, trainer: Trainer, emit: Callable[[Message], None], already: float = 0.0):
         self.job_id, self.trainer, self.emit = job_id, trainer, emit
@@ -205,6 +215,7 @@ class _ProgressReporter:
         self.last_sent = 0.0
         self.last_loss: float | None = None
         self.last_rate = 0.0
+        self._recent: deque[tuple[float, int]] = deque([(self.start, trainer.step)])
 
     def elapsed(self) -> float:
         return self.already + time.perf_counter() - self.start
@@ -212,16 +223,18 @@ class _ProgressReporter:
     def step(self, stats: StepStats) -> None:
         self.last_loss = stats.loss if math.isfinite(stats.loss) else None
         now = time.perf_counter()
+        self._recent.append((now, stats.step))
+        while len(self._recent) > 2 and now - self._recent[1][0] >= RATE_WINDOW:
+            self._recent.popleft()  # keep one sample at least RATE_WINDOW old: the window is never empty
         steps = self.trainer.spec.steps
         if now - self.last_sent < PROGRESS_INTERVAL and stats.step < steps:
             return
         self.last_sent = now
-        done = stats.step - self.first_step
-        rate = self.last_rate = done / max(1e-9, now - self.start)  # this session's speed, not diluted by a resume
+        then, step_then = self._recent[0]
+        rate = self.last_rate = (stats.step - step_then) / max(1e-9, now - then)  # this session's, not a resume's
         eta = (steps - stats.step) / rate if rate > 0 else None
         self.emit(Progress(job_id=self.job_id, step=stats.step, steps=steps, loss=self.last_loss,
                            it_per_s=rate, eta=eta, elapsed=self.elapsed()))
-
 
 
 def torch_cleanup() -> None:

@@ -17,6 +17,8 @@ from ..shared.messages import (Accepted, Cancelled, Deleted, Error, Failed, Fini
                                Progress, Rejected, StatusReply, Update)
 
 ACTIVE_STATES = ("queued", "running")
+#: A running job whose rate fell under this share of its best is said to be slowed by a busy machine.
+SLOWED = 0.5
 #: States a job never leaves (an interrupted one can be resumed).
 FINAL_STATES = ("finished", "failed", "cancelled")
 
@@ -30,6 +32,8 @@ class JobView:
     steps: int = 0
     loss: float | None = None
     it_per_s: float = 0.0
+    #: The fastest recent rate this job has reported: a rate under half of it means the machine got busy.
+    best_it_per_s: float = 0.0
     eta: float | None = None
     elapsed: float = 0.0
     reason: str = ""
@@ -72,9 +76,19 @@ class JobView:
             text += f" · ETA {format_seconds(self.eta)}"
         return text
 
+    @property
+    def slowed(self) -> bool:
+        """Training, at under half of its own best rate: other work on the machine is taking its cores."""
+        return self.state == "running" and 0 < self.it_per_s < SLOWED * self.best_it_per_s
+
+    def busy_text(self) -> str:
+        return f"machine busy: {self.it_per_s / self.best_it_per_s:.0%} of this job's best speed" if self.slowed else ""
+
     def detail_text(self) -> str:
-        """The rest of the summary: '2.7 it/s · loss 1.75e+03'."""
+        """The rest of the summary: '2.7 it/s · loss 1.75e+03' (and a busy machine said)."""
         parts = [f"{self.it_per_s:.1f} it/s"] if self.state == "running" and self.it_per_s > 0 else []
+        if self.slowed:
+            parts.append(self.busy_text())
         if self.loss is not None:
             parts.append(f"loss {self.loss:.3g}")
         return " · ".join(parts)
@@ -88,6 +102,8 @@ class JobView:
             parts.append(f"{self.it_per_s:.1f} it/s")
         if self.state == "running" and self.eta is not None:
             parts.append(f"ETA {format_seconds(self.eta)}")
+        if self.slowed:
+            parts.append(self.busy_text())
         if self.loss is not None:
             parts.append(f"loss {self.loss:.3g}")
         return " · ".join(parts)
@@ -197,6 +213,7 @@ class JobTracker:
                 view.step, view.steps, view.elapsed = event.step, event.steps, event.elapsed
                 if event.phase == "training":  # the other phases carry no rate
                     view.loss, view.it_per_s, view.eta = event.loss, event.it_per_s, event.eta
+                    view.best_it_per_s = max(view.best_it_per_s, event.it_per_s)
             elif isinstance(event, Update):
                 view = self._view(event.job_id)
                 view.state, view.step, view.steps = "running", max(view.step, event.step), event.steps

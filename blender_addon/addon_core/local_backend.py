@@ -69,7 +69,10 @@ class LocalBackend:
     def __init__(self, command: list[str], *, data_dir: str = "", device: str = "auto", heartbeat: float = 2.0,
                  log_path: Path | None = None, allow_paths: Iterable[str] = ()):
         self.command = [*command, "serve", "--bind", "tcp://127.0.0.1:0", "--device", device,
-                        "--heartbeat", f"{heartbeat:g}", "--parent-pid", str(os.getpid())]
+                        "--heartbeat", f"{heartbeat:g}", "--parent-pid", str(os.getpid()),
+                        # Blender draws and computes beside the job: its threads spinning on a core Blender
+                        # wants would slow both (backend/threads.py).
+                        "--reserve-cores", "1"]
         if data_dir:
             self.command += ["--data-dir", str(Path(data_dir).expanduser())]
         # The backend reads local models and checkpoints only from folders it is told about.
