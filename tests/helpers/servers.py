@@ -102,7 +102,9 @@ def job_processes(pid: int) -> list[int]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
             try:
-                if b"job_process" in Path(f"/proc/{child}/cmdline").read_bytes():
+                # The module's full name: a child forked but not yet exec'd shows the test run's own command line,
+                # which may name tests/test_job_processes.py.
+                if b"blender_dreamfusion.backend.server.job_process" in Path(f"/proc/{child}/cmdline").read_bytes():
                     found.append(int(child))
             except OSError:  # ended meanwhile
                 pass
