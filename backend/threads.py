@@ -53,9 +53,9 @@ class ThreadPolicy:
             return self.threads
         return max(1, (usable_cores() - self.reserve) // self.workers)
 
-    def environment(self) -> dict[str, str]:
+    def environment(self, count: int | None = None) -> dict[str, str]:
         """What a process that will run jobs needs in its environment (set before it imports torch)."""
-        count = str(self.threads_per_job())
+        count = str(count or self.threads_per_job())
         return {"OMP_NUM_THREADS": count, "MKL_NUM_THREADS": count}
 
     def arguments(self) -> list[str]:
@@ -66,8 +66,8 @@ class ThreadPolicy:
     def apply(self) -> int:
         """Use the policy in this process: the environment for anything it starts and for OpenMP if it has not
         loaded yet, and torch's intra-op threads now. Returns the thread count."""
-        os.environ.update(self.environment())
         count = self.threads_per_job()
+        os.environ.update(self.environment(count))
         import torch
 
         torch.set_num_threads(count)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import struct
 import sys
 import tempfile
 import threading
@@ -31,6 +30,7 @@ from typing import Callable
 
 import torch
 
+from blender_dreamfusion.addon_core.glb import glb_document
 from blender_dreamfusion.backend.generate import generate
 from blender_dreamfusion.backend.tiny_model import write_tiny_sd
 from blender_dreamfusion.shared import JobSpec
@@ -42,11 +42,10 @@ import sd_sized  # noqa: E402 - a sibling bench module
 STEPS = {"sd_sized_step": (20, 2), "generate": (100, 4), "server_job": (60, 4), "toy_prior": (200, 4)}
 
 
-def textured_glb(path: Path) -> dict:
+def glb_summary(path: Path) -> dict:
     """What a glb holds: triangles and whether a base-colour texture is bound (read from its JSON chunk)."""
     data = path.read_bytes()
-    length = struct.unpack_from("<I", data, 12)[0]
-    gltf = json.loads(data[20:20 + length])
+    gltf = glb_document(data)
     materials = gltf.get("materials", [])
     textured = any("baseColorTexture" in m.get("pbrMetallicRoughness", {}) for m in materials)
     triangles = sum(gltf["accessors"][p["indices"]]["count"] // 3
@@ -58,7 +57,7 @@ def run_generate(spec: JobSpec, out: Path, device: str) -> dict:
     result = generate(spec, out, device=device, show_progress=False)
     if result.out is None:
         raise RuntimeError(f"no mesh written: {result.extraction.message}")
-    glb = textured_glb(result.out)
+    glb = glb_summary(result.out)
     if not glb["textured"] or not glb["triangles"]:
         raise RuntimeError(f"the glb is not a textured mesh: {glb}")
     return {"steps": result.steps, "seconds": round(result.seconds, 1), "steps_per_s":

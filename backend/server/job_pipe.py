@@ -34,8 +34,8 @@ class PipeClosed(EOFError):
 
 class JobPipe:
     """One thread may receive while others send. The socket stays in blocking mode throughout, and every deadline is
-    a select(): Python's per-socket timeouts switch the shared file description between blocking and non-blocking,
-    which would pull the rug from under the other direction's thread."""
+    a poll (`ready`): Python's per-socket timeouts switch the shared file description between blocking and
+    non-blocking, which would pull the rug from under the other direction's thread."""
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
@@ -102,7 +102,7 @@ class JobPipe:
                     raise PipeClosed(f"the other end took nothing for {FRAME_TIMEOUT:g} s") from None
 
     def _exactly(self, n: int, first: bool = False) -> bytearray:
-        """`n` bytes. The first read of a frame waits as long as it must (select announced it, or the caller waits
+        """`n` bytes. The first read of a frame waits as long as it must (`ready` announced it, or the caller waits
         without limit); the rest belongs to a frame in flight, which a live process finishes at once."""
         out = bytearray(n)
         view, got = memoryview(out), 0

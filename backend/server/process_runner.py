@@ -340,7 +340,7 @@ class _Slot(threading.Thread):
         outcome = _Outcome()
         try:
             if not process.wait_ready(lambda: run.cancel_asked is not None or self.runner.stopping.is_set()):
-                self._end_unstarted(record)  # its process never had it: it goes on starting for the next job
+                self._end_stopped(record)  # its process never had it: it goes on starting for the next job
                 return
             process.pipe.send(("run", payload))
             self._follow(job_id, run, process, outcome)
@@ -389,9 +389,9 @@ class _Slot(threading.Thread):
         state = record.state if record is not None else "deleted"
         if state == "running":
             if outcome.ended_after is not None:
-                self._ended_by_us(record, outcome.ended_after)
+                self._end_stopped(record, outcome.ended_after)
             elif self.runner.stopping.is_set():  # stopping before its process took the job: it waits for resume
-                self._end_unstarted(record)
+                self._end_stopped(record)
             elif outcome.refused is not None:
                 self._fail(job_id, f"the job's process sent a report the server refuses: {outcome.refused}")
             elif not process.ready:
@@ -412,27 +412,22 @@ class _Slot(threading.Thread):
             if not self.runner.stopping.is_set():
                 self._fresh_process()  # warm for the next job
 
-    def _end_unstarted(self, record: JobRecord) -> None:
-        """The job was cancelled, or the server is stopping, before its process took it."""
+    def _end_stopped(self, record: JobRecord, grace: float | None = None) -> None:
+        """End a job the service asked to stop: `cancelled` (a client asked) or `interrupted` (the server stops).
+        `grace`: we ended its process after that many seconds; None: its process never took the job."""
         job_id, store = record.job_id, self.runner.store
+        why = "" if grace is None else f"; it did not stop within {grace:.0f} s, so its process was ended"
         if not self.runner.stopping.is_set():
-            if store.transition(job_id, ("running",), "cancelled", reason="cancelled by a client"):
+            if store.transition(job_id, ("running",), "cancelled", reason=f"cancelled by a client{why}"):
                 self.runner.emit(Cancelled(job_id=job_id, step=record.step))
-        else:
+        elif grace is None:
             store.transition(job_id, ("running",), "interrupted",
                              reason="the backend stopped while this job was starting; resume it")
-
-    def _ended_by_us(self, record: JobRecord, grace: float) -> None:
-        job_id, store = record.job_id, self.runner.store
-        why = f"it did not stop within {grace:.0f} s, so its process was ended"
-        if not self.runner.stopping.is_set():  # a cancel
-            if store.transition(job_id, ("running",), "cancelled", reason=f"cancelled by a client; {why}"):
-                self.runner.emit(Cancelled(job_id=job_id, step=record.step))
         else:
             resume = ("resume it to continue from its checkpoint at step "
                       f"{record.step}" if store.checkpoints(job_id) else "resume it to start again")
             store.transition(job_id, ("running",), "interrupted",
-                             reason=f"the backend stopped while this job was running; {why}; {resume}")
+                             reason=f"the backend stopped while this job was running{why}; {resume}")
 
     def _fail(self, job_id: str, reason: str) -> None:
         line = " ".join(reason.split())[:2000]

@@ -14,15 +14,20 @@ GLB_MAGIC = b"glTF"
 JSON_CHUNK = 0x4E4F534A  # "JSON", little-endian
 
 
-def glb_vertex_count(data: bytes) -> int:
-    """Vertices in every mesh primitive of a GLB file's bytes (0: no mesh at all). ValueError if `data` is not
-    a GLB file."""
+def glb_document(data: bytes) -> dict:
+    """The glTF JSON of a GLB file's bytes. ValueError if `data` is not a GLB file."""
     if len(data) < 20 or data[:4] != GLB_MAGIC:
         raise ValueError("not a glTF binary (.glb) file")
     length, chunk_type = struct.unpack_from("<II", data, 12)
     if chunk_type != JSON_CHUNK or 20 + length > len(data):
         raise ValueError("a .glb file without its JSON chunk")
-    document = json.loads(data[20:20 + length])
+    return json.loads(data[20:20 + length])
+
+
+def glb_vertex_count(data: bytes) -> int:
+    """Vertices in every mesh primitive of a GLB file's bytes (0: no mesh at all). ValueError if `data` is not
+    a GLB file."""
+    document = glb_document(data)
     accessors = document.get("accessors", [])
     count = 0
     for mesh in document.get("meshes", []):
