@@ -26,7 +26,10 @@ from .geometry.colour import ColourConfig, ColourField
 from .geometry.locked import LockedGeometry
 from .occupancy import OccupancyGrid
 from .scene_mapping import SceneMapping
-from .trainer import Trainer, TrainerConfig, schedule_progress
+from .trainer import Trainer, TrainerConfig, TrainerState
+
+#: A locked start mesh's arrays, as the checkpoint stores them.
+MESH_PARTS = ("positions", "triangles", "colors")
 
 FORMAT = "dreamfusion-checkpoint/1"
 
@@ -43,37 +46,36 @@ def previous_checkpoint(path: str | Path) -> Path:
 
 def save_checkpoint(trainer: Trainer, path: str | Path, keep_previous: bool = False) -> Path:
     path = Path(path)
+    state = trainer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
-    for name, value in trainer.field.state_dict().items():
+    for name, value in state.field.items():
         tensors[f"field.{name}"] = value
-    for name, value in trainer.occupancy.state_dict().items():
+    for name, value in state.occupancy.items():
         tensors[f"occupancy.{name}"] = value
-    optim = trainer.optimizer.state_dict()
-    for index, state in optim["state"].items():
-        for key, value in state.items():
+    for index, values in state.optimizer["state"].items():
+        for key, value in values.items():
             tensors[f"optim.{index}.{key}"] = torch.as_tensor(value)
-    tensors["rng"] = trainer.generator.get_state()
-    if trainer.fixed_mesh is not None:
-        tensors["fixed_mesh.positions"] = torch.from_numpy(np.array(trainer.fixed_mesh.positions))
-        tensors["fixed_mesh.triangles"] = torch.from_numpy(np.array(trainer.fixed_mesh.triangles))
-        tensors["fixed_mesh.colors"] = torch.from_numpy(np.array(trainer.fixed_mesh.colors))
-    if trainer.fixed_uvs is not None:
-        tensors["fixed_mesh.uvs"] = torch.from_numpy(np.array(trainer.fixed_uvs, np.float32))
+    tensors["rng"] = state.rng
+    if state.fixed_mesh is not None:
+        for part in MESH_PARTS:
+            tensors[f"fixed_mesh.{part}"] = torch.from_numpy(np.array(getattr(state.fixed_mesh, part)))
+    if state.fixed_uvs is not None:
+        tensors["fixed_mesh.uvs"] = torch.from_numpy(np.array(state.fixed_uvs, np.float32))
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     metadata = {
         "format": FORMAT,
-        "step": str(trainer.step),
+        "step": str(state.step),
         "spec": json.dumps(trainer.spec.to_dict()),
         # The type tag loading dispatches on (the geometry registry's name), and that geometry's config.
         "geometry": trainer.field.name,
         "field_config": trainer.field.config.to_json(),
-        "param_groups": json.dumps(optim["param_groups"]),
-        "cull_pays": json.dumps(trainer._cull_pays),
-        "mapping": trainer.mapping.to_json(),
-        "schedule_from": json.dumps(list(trainer.schedule_from)),
+        "param_groups": json.dumps(state.optimizer["param_groups"]),
+        "cull_pays": json.dumps(state.cull_pays),
+        "mapping": state.mapping.to_json(),
+        "schedule_from": json.dumps(list(state.schedule_from)),
     }
-    if isinstance(trainer.field, LockedGeometry):
-        metadata["lock"] = trainer.field.colour.config.to_json()
+    if state.lock is not None:
+        metadata["lock"] = state.lock.to_json()
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata),
                         keep_previous=previous_checkpoint(path) if keep_previous else None)
 
@@ -88,11 +90,14 @@ def read_checkpoint_spec(path: str | Path) -> tuple[JobSpec, int]:
     return JobSpec.from_dict(stored), int(meta["step"])
 
 
-def checkpoint_locked(path: str | Path) -> bool:
-    """Whether the checkpoint's shape is locked (a texture-only job's): what continues it stays locked."""
-    from safetensors import safe_open
+def continuing_spec(spec: JobSpec, checkpoint: str | Path | dict[str, str]) -> JobSpec:
+    """`spec` as a job continuing `checkpoint` (a path, or its metadata) runs it: a locked shape (a texture-only
+    job's) stays locked, whatever `spec` says. The one place this is decided."""
+    if not isinstance(checkpoint, dict):
+        from safetensors import safe_open
 
-    return "lock" in _metadata(path, safe_open)
+        checkpoint = _metadata(checkpoint, safe_open)
+    return dataclasses.replace(spec, lock_geometry=spec.lock_geometry or "lock" in checkpoint)
 
 
 def load_checkpoint(path: str | Path, spec: JobSpec, guidance, device="cpu",
@@ -109,45 +114,29 @@ def load_checkpoint(path: str | Path, spec: JobSpec, guidance, device="cpu",
 
     meta = _metadata(path, safe_open)
     geometry = _geometry_config(meta)
-    locked = "lock" in meta
-    spec = dataclasses.replace(spec, geometry=geometry.geometry, lock_geometry=spec.lock_geometry or locked)
-    config = (config or TrainerConfig()).with_geometry_config(geometry)
-    trainer = Trainer(spec, guidance, device, config)
-    if locked:
-        colour = ColourField(ColourConfig.from_json(meta["lock"]))
-        trainer.field = LockedGeometry(trainer.field, colour).to(trainer.device)
-        trainer.optimizer = trainer._new_optimizer()
-        trainer._shading_p = trainer._shading_probabilities()
-    tensors = load_file(str(path), device="cpu")
-    trainer.field.load_state_dict(_prefixed(tensors, "field."))
-    trainer.occupancy.load_state_dict(_prefixed(tensors, "occupancy."))
-    state: dict[int, dict[str, torch.Tensor]] = {}
+    spec = dataclasses.replace(continuing_spec(spec, meta), geometry=geometry.geometry)
+    trainer = Trainer(spec, guidance, device, (config or TrainerConfig()).with_geometry_config(geometry))
+    trainer.load_state_dict(_state(meta, load_file(str(path), device="cpu")), resume=resume)
+    return trainer
+
+
+def _state(meta: dict[str, str], tensors: dict[str, torch.Tensor]) -> TrainerState:
+    """The trainer state a checkpoint file holds (keys missing from older checkpoints take their defaults)."""
+    optimizer: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in _prefixed(tensors, "optim.").items():
         index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    groups = json.loads(meta["param_groups"])
-    for group, current in zip(groups, trainer.optimizer.param_groups):
-        group["lr"] = current["lr"]  # the new spec's learning rate wins
-    trainer.optimizer.load_state_dict({"state": state, "param_groups": groups})
-    if resume:
-        trainer.generator.set_state(tensors["rng"])
-    trainer.mapping = SceneMapping.from_json(meta["mapping"]) if "mapping" in meta else SceneMapping()
-    if "fixed_mesh.positions" in tensors:
-        trainer.fixed_mesh = MeshData(*(tensors[f"fixed_mesh.{part}"].numpy()
-                                        for part in ("positions", "triangles", "colors")))
-    if "fixed_mesh.uvs" in tensors:
-        trainer.fixed_uvs = tensors["fixed_mesh.uvs"].numpy()
-    trainer.step = int(meta["step"])
+        optimizer.setdefault(int(index), {})[name] = value
     saved = json.loads(meta.get("schedule_from", "[0, 0.0]"))
-    schedule_from = (int(saved[0]), float(saved[1]))
-    if resume:
-        trainer.schedule_from = schedule_from
-    else:
-        parent_steps = int(json.loads(meta["spec"])["steps"])
-        trainer.schedule_from = (trainer.step, schedule_progress(schedule_from, trainer.step, parent_steps))
-    trainer.set_progress()  # a mesh or preview before the next step
-    trainer._cull_pays = bool(json.loads(meta.get("cull_pays", "false")))
-    return trainer
+    return TrainerState(
+        field=_prefixed(tensors, "field."), occupancy=_prefixed(tensors, "occupancy."),
+        optimizer={"state": optimizer, "param_groups": json.loads(meta["param_groups"])}, rng=tensors["rng"],
+        step=int(meta["step"]), steps=int(json.loads(meta["spec"])["steps"]),
+        schedule_from=(int(saved[0]), float(saved[1])), cull_pays=bool(json.loads(meta.get("cull_pays", "false"))),
+        mapping=SceneMapping.from_json(meta["mapping"]) if "mapping" in meta else SceneMapping(),
+        fixed_mesh=MeshData(*(tensors[f"fixed_mesh.{part}"].numpy() for part in MESH_PARTS))
+        if "fixed_mesh.positions" in tensors else None,
+        fixed_uvs=tensors["fixed_mesh.uvs"].numpy() if "fixed_mesh.uvs" in tensors else None,
+        lock=ColourConfig.from_json(meta["lock"]) if "lock" in meta else None)
 
 
 def load_field(path: str | Path, device="cpu") -> tuple[Geometry, OccupancyGrid]:

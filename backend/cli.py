@@ -102,13 +102,14 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         save_dir = Path(args.save_every[1])
 
     from blender_dreamfusion.backend.checkpoint import CheckpointError
-    from blender_dreamfusion.backend.generate import GenerateError, generate
+    from blender_dreamfusion.backend.generate import generate
     from blender_dreamfusion.backend.guidance import ModelLoadError
+    from blender_dreamfusion.backend.job_run import JobError
 
     try:
         result = generate(job, out, device=args.device, save_every=save_every, save_dir=save_dir,
                           show_progress=not args.quiet, threads=threads)
-    except (GenerateError, ModelLoadError, CheckpointError, ValueError) as exc:
+    except (JobError, ModelLoadError, CheckpointError, ValueError) as exc:
         print(f"dreamfusion-backend generate: {exc}", file=sys.stderr)
         return FAILED
     mesh = result.asset.mesh if result.asset is not None else result.extraction.mesh

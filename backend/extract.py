@@ -18,6 +18,8 @@ from torch.nn import functional as F
 
 from blender_dreamfusion.shared import MeshData
 
+from .geometry.base import Geometry
+
 #: Density at which the surface of a crisp field is drawn.
 DEFAULT_ISO = 5.0
 #: A field peaking below this has no surface yet.
@@ -136,9 +138,15 @@ def choose_iso(volume: np.ndarray, step: float) -> float | None:
 
 
 def extract_mesh(field, resolution: int, occupancy=None, iso: float | None = None) -> Extraction:
-    """The field's surface as a coloured mesh; for a density field `iso` None picks the level (`choose_iso`)."""
-    if getattr(field, "surface", "density") == "sdf":
-        return extract_zero_level(field, resolution)
+    """The geometry's surface as a coloured mesh, found the geometry's own way (`Geometry.extract`). A bare module
+    whose forward gives (density, albedo), as analytic test fields are, is a density field."""
+    if isinstance(field, Geometry):
+        return field.extract(resolution, occupancy, iso)
+    return density_surface(field, resolution, occupancy, iso)
+
+
+def density_surface(field, resolution: int, occupancy=None, iso: float | None = None) -> Extraction:
+    """A density field's surface as a coloured mesh; `iso` None picks the level (`choose_iso`)."""
     message = ""
     if iso is None:
         sample_res = min(resolution, SILHOUETTE_RESOLUTION)

@@ -24,13 +24,14 @@ from .asset import Asset, finish_asset
 from .cameras import VIEW_SUFFIXES, make_cameras, sample_cameras
 from .extract import Extraction, extract_mesh, vertex_colors
 from .geometry import Geometry, GeometryConfig, geometry_class, make_geometry
+from .geometry.colour import ColourConfig, ColourField
 from .geometry.locked import LockedGeometry
 from .guidance import Guidance
 from .guidance.perp_neg import PerpNeg
 from .mesh_metrics import SurfaceSamples
 from .mesh_start import MeshStartConfig, start_colour_field, start_geometry, start_samples, used_positions
 from .occupancy import OccupancyGrid
-from .renderer import SHADINGS, RenderConfig, render, sample_backgrounds
+from .renderer import SHADINGS, RenderConfig, sample_backgrounds
 from .scene_mapping import SceneMapping
 from .work_budget import Stopped
 
@@ -70,6 +71,27 @@ class TrainerConfig:
     def with_geometry_config(self, config: GeometryConfig) -> "TrainerConfig":
         others = tuple(c for c in self.geometries if c.geometry != config.geometry)
         return dataclasses.replace(self, geometries=(*others, config))
+
+
+@dataclass
+class TrainerState:
+    """What a run needs to go on exactly where it was: the trainer's `state_dict`, a checkpoint's contents."""
+
+    field: dict[str, torch.Tensor]
+    occupancy: dict[str, torch.Tensor]
+    #: torch's optimiser state_dict ("state" and "param_groups").
+    optimizer: dict
+    rng: torch.Tensor
+    step: int
+    #: The steps the run was heading for (its spec's): a continuation's schedules go on from where they were.
+    steps: int
+    schedule_from: tuple[int, float] = (0, 0.0)
+    cull_pays: bool = False
+    mapping: SceneMapping = dataclass_field(default_factory=SceneMapping)
+    fixed_mesh: MeshData | None = None
+    fixed_uvs: np.ndarray | None = None
+    #: A locked shape's colour field config (None: not locked).
+    lock: ColourConfig | None = None
 
 
 @dataclass
@@ -164,16 +186,16 @@ class Trainer:
             field = start_geometry(spec.geometry, self.config.geometry_config(spec.geometry), spec.render_resolution,
                                    mesh, self.mapping, settings, samples, locked=spec.lock_geometry,
                                    should_stop=should_stop).to(self.device)
-            if spec.lock_geometry:
-                field = LockedGeometry(field, start_colour_field(field.bound, samples, settings).to(self.device))
-                self.fixed_mesh = MeshData(np.array(mesh.positions), np.array(mesh.triangles),
-                                           np.array(mesh.colors))
-                if uvs is not None and len(uvs) == 3 * mesh.triangle_count:
-                    self.fixed_uvs = np.array(uvs, np.float32)
+            colour = start_colour_field(field.bound, samples, settings) if spec.lock_geometry else None
         self.field = field
+        if colour is not None:
+            self.fixed_mesh = MeshData(np.array(mesh.positions), np.array(mesh.triangles), np.array(mesh.colors))
+            if uvs is not None and len(uvs) == 3 * mesh.triangle_count:
+                self.fixed_uvs = np.array(uvs, np.float32)
+            self._lock(colour)
+        else:
+            self.optimizer = self._new_optimizer()
         self.set_progress()
-        self.optimizer = self._new_optimizer()
-        self._shading_p = self._shading_probabilities()
 
     def lock_geometry(self) -> None:
         """Freeze the current shape (a checkpoint's) and give it its own colour field, starting as its colours."""
@@ -192,9 +214,49 @@ class Trainer:
             torch.manual_seed(self.spec.seed)
             colour = start_colour_field(shape.bound, SurfaceSamples(samples.points, colours, samples.normals),
                                         settings)
-        self.field = LockedGeometry(shape, colour.to(self.device))
+        self._lock(colour)
+
+    def _lock(self, colour: ColourField) -> None:
+        """From here on the shape is frozen and only `colour` learns: a new optimiser for its parameters, and a
+        shading mix without textureless renders (`_shading_probabilities`)."""
+        self.field = LockedGeometry(self.field, colour.to(self.device))
         self.optimizer = self._new_optimizer()
         self._shading_p = self._shading_probabilities()
+
+    # --- a checkpoint's contents -------------------------------------------------------
+
+    def state_dict(self) -> TrainerState:
+        """Everything this run needs to go on exactly where it is (`checkpoint.py` writes it as a file)."""
+        return TrainerState(
+            field=self.field.state_dict(), occupancy=self.occupancy.state_dict(),
+            optimizer=self.optimizer.state_dict(), rng=self.generator.get_state(), step=self.step,
+            steps=self.spec.steps, schedule_from=self.schedule_from, cull_pays=self._cull_pays,
+            mapping=self.mapping, fixed_mesh=self.fixed_mesh, fixed_uvs=self.fixed_uvs,
+            lock=self.field.colour.config if isinstance(self.field, LockedGeometry) else None)
+
+    def load_state_dict(self, state: TrainerState, resume: bool = True) -> None:
+        """Go on from `state` with this trainer's spec. A locked state locks this trainer (a locked shape stays
+        locked). `resume`: the same job carrying on (the very same draws and schedules follow); False for a new
+        job continuing it, which draws from its own seed and runs its schedules on from where the state's
+        stopped (`schedule_progress`). This trainer's learning rate wins (a continuation may ask for another)."""
+        if state.lock is not None and not self.locked:
+            self._lock(ColourField(state.lock))
+        self.field.load_state_dict(state.field)
+        self.occupancy.load_state_dict(state.occupancy)
+        optimizer = dict(state.optimizer)
+        optimizer["param_groups"] = [{**saved, "lr": current["lr"]} for saved, current in
+                                     zip(optimizer["param_groups"], self.optimizer.param_groups)]
+        self.optimizer.load_state_dict(optimizer)
+        if resume:
+            self.generator.set_state(state.rng)
+        self.mapping, self.fixed_mesh, self.fixed_uvs = state.mapping, state.fixed_mesh, state.fixed_uvs
+        self.step = state.step
+        if resume:
+            self.schedule_from = state.schedule_from
+        else:
+            self.schedule_from = (self.step, schedule_progress(state.schedule_from, self.step, state.steps))
+        self.set_progress()  # a mesh or preview before the next step
+        self._cull_pays = state.cull_pays
 
     # --- one step ---------------------------------------------------------------
 
@@ -216,7 +278,7 @@ class Trainer:
         render_config = dataclasses.replace(cfg.render, cull_hidden=cfg.render.cull_hidden and
                                             (probe or self._cull_pays))
         with clock("render"):
-            out = render(self.field, cameras, spec.render_resolution, shading=shading, ambient=ambient,
+            out = self.field.render(cameras, spec.render_resolution, shading=shading, ambient=ambient,
                          background=background, occupancy=self.occupancy, generator=gen,
                          with_orientation=spec.orientation_weight > 0, config=render_config)
         if probe:
@@ -235,9 +297,8 @@ class Trainer:
         entropy = -(opacity * opacity.log() + (1 - opacity) * (1 - opacity).log()).mean()
         loss = (sds.loss + spec.orientation_weight * out.orientation + spec.opacity_weight * out.opacity.mean()
                 + spec.entropy_weight * entropy)
-        regulariser = self.field.regulariser(out.surface_points, gen, {"eikonal": spec.eikonal_weight})
-        if regulariser is not None:
-            loss = loss + regulariser
+        for value in self.field.losses(out.surface_points, gen, self.field.loss_weights(spec)).values():
+            loss = loss + value
         with clock("backward"):
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -327,7 +388,7 @@ class Trainer:
         camera = make_cameras(PREVIEW_AZIMUTH, PREVIEW_ELEVATION, sum(self.spec.camera_radius) / 2,
                               sum(self.spec.camera_fov) / 2).to(self.device)
         camera.lights = camera.positions.clone()
-        out = render(self.field, camera, resolution, shading="lambertian", ambient=0.3,
+        out = self.field.render(camera, resolution, shading="lambertian", ambient=0.3,
                      occupancy=self.occupancy, with_orientation=False, config=self.config.render)
         return (out.rgb[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 

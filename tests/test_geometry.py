@@ -101,7 +101,7 @@ def _cube_fit(eikonal_weight: float, steps: int = 150) -> SDFField:
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, inside)
         surface = points[(points.abs().amax(dim=1) - 0.35).abs() < 0.05][:1024]
         if eikonal_weight:
-            loss = loss + field.regulariser(surface, generator, {"eikonal": eikonal_weight})
+            loss = loss + field.losses(surface, generator, {"eikonal": eikonal_weight})["eikonal"]
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

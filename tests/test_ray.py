@@ -26,6 +26,10 @@ from tests.helpers.servers import SCRIPT, ThreadServer, ended, events_until, tin
 pytestmark = pytest.mark.slow
 
 MB = 2**20
+#: Seconds a wait may take that covers a fresh actor loading its prior and its first steps: seconds here, but
+#: minutes on a loaded 2-core CI machine (four Ray processes, two actors, the gateway). Waits poll, so a long
+#: deadline costs nothing when things are quick; what a test asserts about time (a cancel's answer) stays tight.
+SLOW = 240.0
 #: Each node's object store: the smallest Ray accepts is 75 MB; a tiny job's checkpoint is 3 MB.
 NODE = dict(num_cpus=1, num_gpus=1, object_store_memory=80 * MB)
 
@@ -51,6 +55,19 @@ def gateway(cluster, tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(autouse=True)
+def _nodes_freed(request):
+    """A test that fails while its jobs run leaves them running; cancel them, so the next test finds both nodes
+    free instead of failing behind them."""
+    yield
+    if "gateway" not in request.fixturenames:
+        return
+    with BackendClient(request.getfixturevalue("gateway").endpoint) as client:
+        for job in client.list_all():
+            if job.state in ("queued", "running"):
+                client.cancel(job.job_id)
+
+
 def _node_of(info: JobInfo, workers) -> object:
     """The cluster node a job ran on, from the `node` its status names ("host (node id prefix)")."""
     matches = [w for w in workers if info.node and w.node_id[:8] in info.node]
@@ -64,7 +81,7 @@ def _status(client: BackendClient, job_id: str) -> JobInfo:
     return reply.jobs[0]
 
 
-def _running_on(client: BackendClient, job_id: str, workers, timeout: float = 60.0):
+def _running_on(client: BackendClient, job_id: str, workers, timeout: float = SLOW):
     info = wait_for(lambda: (i := _status(client, job_id)).state == "running" and i.node and i, timeout,
                  f"job {job_id} to run")
     return _node_of(info, workers)
@@ -79,7 +96,7 @@ def test_four_prompts_finish_on_both_nodes_one_job_per_node_at_a_time(cluster, g
         job_ids = [client.request(client.submit(tiny_spec(tiny_sd, steps=12, stream_every=4, seed=i))).job_id
                    for i in range(4)]
         started, finished, updates = {}, {}, {}
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 2 * SLOW
         while len(finished) < 4 and time.monotonic() < deadline:
             for event in client.poll(0.2):
                 job_id = getattr(event, "job_id", None)
@@ -119,7 +136,7 @@ def test_cancel_on_a_node_answers_within_seconds_and_the_node_takes_the_next_job
         node = _running_on(client, first, workers)
         _running_on(client, second, workers)
         assert _status(client, waiting).state == "queued"
-        events_until(client, lambda e: isinstance(e, Update) and e.job_id == first, timeout=60)
+        events_until(client, lambda e: isinstance(e, Update) and e.job_id == first, timeout=SLOW)
         asked = time.monotonic()
         client.cancel(first)
         events = events_until(client, ended(first), timeout=30)
@@ -127,9 +144,9 @@ def test_cancel_on_a_node_answers_within_seconds_and_the_node_takes_the_next_job
         assert isinstance(events[-1], Cancelled) and took < 5.0, took
         assert _status(client, first).state == "cancelled"
         # The freed node takes the job that was waiting; the other is still busy with `second`.
-        taken = wait_for(lambda: (i := _status(client, waiting)).node and i, 60, "the waiting job to start")
+        taken = wait_for(lambda: (i := _status(client, waiting)).node and i, SLOW, "the waiting job to start")
         assert _node_of(taken, workers) is node
-        events_until(client, ended(waiting), timeout=90)
+        events_until(client, ended(waiting), timeout=SLOW)
         client.cancel(second)
         events_until(client, ended(second), timeout=30)
 
@@ -150,7 +167,7 @@ def test_a_node_is_trusted_with_its_own_job_only(cluster, gateway, tiny_sd):
         mine, other = (client.request(client.submit(tiny_spec(tiny_sd, steps=4, stream_every=2, seed=s))).job_id
                        for s in (41, 42))
         done: set[str] = set()
-        events_until(client, lambda e: e.TYPE == "finished" and done.add(e.job_id) is None and len(done) == 2, 90)
+        events_until(client, lambda e: e.TYPE == "finished" and done.add(e.job_id) is None and len(done) == 2, SLOW)
     before = {job_id: store.get(job_id) for job_id in (mine, other)}
     files = sorted(p.name for p in store.folder(mine).iterdir())
     hostile = [
@@ -220,7 +237,7 @@ def test_a_lost_node_costs_at_most_a_checkpoint_interval_and_the_job_streams_on(
         job_id = client.request(client.submit(tiny_spec(tiny_sd, steps=60, stream_every=5, seed=21))).job_id
         node = _running_on(client, job_id, workers)
         # The gateway holds a checkpoint once the job's record shows a step (written with each checkpoint).
-        checkpoint_step = wait_for(lambda: _status(client, job_id).step, 60, "the first checkpoint")
+        checkpoint_step = wait_for(lambda: _status(client, job_id).step, SLOW, "the first checkpoint")
         lost_at = time.monotonic()
         running.remove_node(node)
         workers.remove(node)
@@ -246,7 +263,7 @@ def test_a_gateway_restart_leaves_running_jobs_interrupted_and_resumable(cluster
     try:
         with BackendClient(first.endpoint) as client:
             job_id = client.request(client.submit(tiny_spec(tiny_sd, steps=400, stream_every=5, seed=31))).job_id
-            wait_for(lambda: _status(client, job_id).step, 90, "the first checkpoint")
+            wait_for(lambda: _status(client, job_id).step, SLOW, "the first checkpoint")
     finally:
         first.stop()
     second = ThreadServer(data, ray=RayOptions(), device="auto")
@@ -256,7 +273,7 @@ def test_a_gateway_restart_leaves_running_jobs_interrupted_and_resumable(cluster
             assert info.state == "interrupted" and info.step > 0, info
             client.cancel(job_id)  # refused: an interrupted job has nothing running
             client.resume(job_id)
-            progress = events_until(client, lambda e: isinstance(e, Progress) and e.phase == "training", 90)[-1]
+            progress = events_until(client, lambda e: isinstance(e, Progress) and e.phase == "training", SLOW)[-1]
             assert progress.step > 0  # continued from the checkpoint the first gateway kept
             client.cancel(job_id)
             events_until(client, ended(job_id), timeout=30)

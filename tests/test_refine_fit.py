@@ -11,7 +11,7 @@ import pytest
 import torch
 import trimesh
 
-from blender_dreamfusion.backend.checkpoint import checkpoint_locked, load_checkpoint, save_checkpoint
+from blender_dreamfusion.backend.checkpoint import continuing_spec, load_checkpoint, save_checkpoint
 from blender_dreamfusion.backend.export import export_mesh
 from blender_dreamfusion.backend.geometry.mesh_distance import NoVolumeError
 from blender_dreamfusion.backend.mesh_import import MeshFileError, read_mesh
@@ -142,7 +142,7 @@ def test_a_locked_start_is_the_artists_mesh_itself_and_survives_a_checkpoint(tmp
     assert trained and not (shape & trained)
 
     path = save_checkpoint(trainer, tmp_path / "locked.safetensors")
-    assert checkpoint_locked(path)
+    assert continuing_spec(trainer.spec.replace(lock_geometry=False), path).lock_geometry  # stays locked
     again = load_checkpoint(path, trainer.spec.replace(lock_geometry=False), guidance=None)
     assert again.locked and again.spec.lock_geometry and again.mapping == trainer.mapping
     assert again.snapshot(preview=False).extraction.mesh == out
@@ -152,7 +152,7 @@ def test_locking_a_checkpoint_keeps_its_shape(tmp_path):
     trainer = fitted(closed_mesh())
     before = trainer.snapshot(preview=False).extraction.mesh
     path = save_checkpoint(trainer, tmp_path / "free.safetensors")
-    assert not checkpoint_locked(path)
+    assert not continuing_spec(trainer.spec.replace(lock_geometry=False), path).lock_geometry
     locked = load_checkpoint(path, trainer.spec.replace(init="checkpoint", init_from=str(path), lock_geometry=True),
                              guidance=None, resume=False)
     locked.lock_geometry()

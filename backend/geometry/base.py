@@ -65,7 +65,8 @@ class Geometry(nn.Module):
     name: ClassVar[str]
     #: The config dataclass this class is built from.
     config_class: ClassVar[type[GeometryConfig]]
-    #: How extraction finds the surface: "density" (an iso-level of density) or "sdf" (the zero level set).
+    #: What its values are: "density" (>= 0, the surface an iso-level of it) or "sdf" (a signed distance, the
+    #: surface its zero level set). Benches read it; extraction does not (each geometry extracts itself).
     surface: ClassVar[Literal["density", "sdf"]] = "density"
 
     config: GeometryConfig
@@ -96,11 +97,33 @@ class Geometry(nn.Module):
     def set_progress(self, step: int, steps: int) -> None:
         """Called before every training step, for schedules that follow the run (none by default)."""
 
-    def regulariser(self, surface_points: torch.Tensor, generator: torch.Generator,
-                    weights: Mapping[str, float]) -> torch.Tensor | None:
-        """The weighted sum of the losses the geometry itself needs (the SDF's `eikonal`), by name, looking
-        near the render's (M, 3) surface points; None when it needs none at these weights."""
-        return None
+    def losses(self, surface_points: torch.Tensor, generator: torch.Generator,
+               weights: Mapping[str, float]) -> dict[str, torch.Tensor]:
+        """The losses this geometry itself needs (the SDF's `eikonal`), by name and already weighted, looking near
+        the render's (M, 3) surface points. `weights`: the job's weights (`loss_weights`); a loss at weight 0 is
+        left out. The trainer adds them to its own without knowing their names."""
+        return {}
+
+    @staticmethod
+    def loss_weights(spec) -> dict[str, float]:
+        """The weights of `losses`, read from a JobSpec (none by default)."""
+        return {}
+
+    # --- what the trainer and the artist see -----------------------------------------------------------
+
+    def render(self, cameras, resolution: int, **options):
+        """`cameras`' images of this geometry (`renderer.Render`; `options` as `renderer.render` takes them). A
+        field is volume-rendered through its density and albedo; a geometry that is not a field renders itself."""
+        from ..renderer import render
+
+        return render(self, cameras, resolution, **options)
+
+    def extract(self, resolution: int, occupancy=None, iso: float | None = None):
+        """Its surface as a coloured mesh (`extract.Extraction`): a density field's at a density level, chosen
+        from what its renders show when `iso` is None (`extract.density_surface`)."""
+        from ..extract import density_surface
+
+        return density_surface(self, resolution, occupancy, iso)
 
     # --- starting from a mesh (init = mesh) ---------------------------------------------------------
 

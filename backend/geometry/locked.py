@@ -62,6 +62,11 @@ class LockedGeometry(Geometry):
     def set_progress(self, step: int, steps: int) -> None:
         pass  # the shape keeps its final schedule
 
-    def regulariser(self, surface_points: torch.Tensor, generator: torch.Generator,
-                    weights: Mapping[str, float]) -> torch.Tensor | None:
-        return None
+    def losses(self, surface_points: torch.Tensor, generator: torch.Generator,
+               weights: Mapping[str, float]) -> dict[str, torch.Tensor]:
+        return {}  # the shape is frozen: its own losses would teach it nothing
+
+    def extract(self, resolution: int, occupancy=None, iso: float | None = None):
+        # The shape's own way of finding its surface, asked of this geometry: the frozen shape's surface,
+        # coloured by the colour field.
+        return type(self.shape).extract(self, resolution, occupancy, iso)

@@ -125,6 +125,13 @@ class SignedDistanceGeometry(Geometry):
     def normals(self, points: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.gradient(points), dim=-1, eps=1e-12)
 
+    def extract(self, resolution: int, occupancy=None, iso: float | None = None):
+        """The zero level set, refined coarse to fine (`extract.extract_zero_level`); `occupancy` and `iso` do
+        not apply."""
+        from ..extract import extract_zero_level
+
+        return extract_zero_level(self, resolution)
+
 
 @register_geometry
 class SDFField(SignedDistanceGeometry):
@@ -195,15 +202,19 @@ class SDFField(SignedDistanceGeometry):
             logits = logits + sample_vector_grid(self.start_colour, points, self.config.bound)
         return torch.sigmoid(logits)
 
-    def regulariser(self, surface_points: torch.Tensor, generator: torch.Generator,
-                    weights: Mapping[str, float]) -> torch.Tensor | None:
+    def losses(self, surface_points: torch.Tensor, generator: torch.Generator,
+               weights: Mapping[str, float]) -> dict[str, torch.Tensor]:
         """eikonal: mean (|grad s| - 1)^2 near the surface and across the volume."""
         cfg, device = self.config, surface_points.device
         eikonal = weights.get("eikonal", 0.0)
         if eikonal <= 0.0:
-            return None
+            return {}
         near = surface_points.detach() + cfg.eikonal_jitter * torch.randn(
             surface_points.shape, generator=generator).to(device)
         uniform = (torch.rand(cfg.eikonal_uniform, 3, generator=generator) * 2.0 - 1.0).to(device) * cfg.bound
         points = torch.cat([near, uniform]).clamp(-cfg.bound, cfg.bound)
-        return eikonal * ((self.gradient(points).norm(dim=-1) - 1.0) ** 2).mean()
+        return {"eikonal": eikonal * ((self.gradient(points).norm(dim=-1) - 1.0) ** 2).mean()}
+
+    @staticmethod
+    def loss_weights(spec) -> dict[str, float]:
+        return {"eikonal": spec.eikonal_weight}

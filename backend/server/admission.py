@@ -186,7 +186,7 @@ def _admit_mesh(spec: JobSpec, paths: PathPolicy, readable: _ReadableJobs, has_m
 def _admit_checkpoint(spec: JobSpec, store: JobStore, paths: PathPolicy,
                       readable: _ReadableJobs) -> tuple[JobSpec, str]:
     """Resolve a continuation's checkpoint; it keeps its parent's lock (a locked shape stays locked)."""
-    from ..checkpoint import CheckpointError, checkpoint_locked
+    from ..checkpoint import CheckpointError, continuing_spec
 
     parent = ""
     if readable.job(spec.init_from):
@@ -202,12 +202,12 @@ def _admit_checkpoint(spec: JobSpec, store: JobStore, paths: PathPolicy,
                              missing="no such checkpoint file")
         parent = readable.owner_of(path) or ""  # a checkpoint file in a job's folder: still that job's child
     try:
-        locked = checkpoint_locked(path)
+        spec = continuing_spec(spec, path)
     except CheckpointError as exc:
         # The error quotes the file's real path (a symlink's target, the data folder): say what, not where.
         problem = str(exc).replace(f" {str(path)!r}", "").replace(f"{str(path)!r}", "the file")
         raise Refused("init_from", safe_text(paths.scrub(f"init_from: {problem}"), 500)) from None
-    return dataclasses.replace(spec, init_from=str(path), lock_geometry=spec.lock_geometry or locked), parent
+    return dataclasses.replace(spec, init_from=str(path)), parent
 
 
 def _allowed_path(field: str, text: str, paths: PathPolicy, readable: _ReadableJobs, *, data_dir_too: bool,

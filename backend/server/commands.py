@@ -106,7 +106,7 @@ def run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if not folder.expanduser().is_dir():
             parser.error(f"--allow-path: {folder} is not a folder")
     ray = _ray_options(args, parser)
-    from ..generate import GenerateError
+    from ..job_run import JobError
     from .service import Server, ServerConfig
 
     limits = ServerLimits(max_jobs=args.max_jobs, max_disk=max_disk, max_queued_per_client=args.max_queued_per_client,
@@ -118,7 +118,7 @@ def run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                           threads=args.threads, reserve_cores=args.reserve_cores)
     try:
         server = Server(config)
-    except (SecurityError, GenerateError, *_ray_errors(ray)) as exc:
+    except (SecurityError, JobError, *_ray_errors(ray)) as exc:
         print(f"dreamfusion-backend serve: {exc}", file=sys.stderr)
         return FAILED
     except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint

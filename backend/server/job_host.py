@@ -110,7 +110,7 @@ class JobHost:
 
     def run(self, payload: dict[str, Any]) -> Iterator[tuple]:
         """Yield the job's reports and messages until it ends."""
-        from ..generate import resolve_device
+        from ..job_run import resolve_device
         from .worker import Control, Worker
 
         reports: queue.Queue[tuple | None] = queue.Queue(maxsize=REPORTS_IN_FLIGHT)

@@ -31,7 +31,7 @@ from blender_dreamfusion.shared.messages import JobCommand
 from blender_dreamfusion.shared.transport import send_routed
 from blender_dreamfusion.shared.wirefields import MAX_TEXT
 
-from ..generate import resolve_device
+from ..job_run import resolve_device
 from ..threads import ThreadPolicy
 from ..work_budget import OverBudget, WorkBudget, check_work
 from .admission import PathPolicy, Refused, ServerLimits, admit, format_size

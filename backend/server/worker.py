@@ -21,11 +21,9 @@ import torch
 
 from blender_dreamfusion.shared import Cancelled, Failed, Finished, Message, Progress
 
-from ..asset import asks_for_asset
 from ..checkpoint import CheckpointError
-from ..export import export_result
-from ..generate import GenerateError, make_trainer
 from ..guidance import Guidance, ModelLoadError, load_guidance
+from ..job_run import JobError, end_run, start_trainer, write_result
 from ..threads import ThreadGovernor
 from ..trainer import Snapshot, StepStats, Trainer
 from ..work_budget import Stopped
@@ -97,7 +95,7 @@ class Worker:
         should_stop = lambda: control.cancel or self.stopping.is_set()  # noqa: E731
         try:
             trainer = self._trainer(job_id, spec, fitting, should_stop)
-        except (GenerateError, ModelLoadError, CheckpointError, ValueError, OSError) as exc:
+        except (JobError, ModelLoadError, CheckpointError, ValueError, OSError) as exc:
             self._fail(job_id, str(exc))
             return
         except Stopped:  # cancelled, or the server stopping, while the start mesh was fitted
@@ -134,8 +132,8 @@ class Worker:
         problems = []
         for path in candidates:
             try:
-                return make_trainer(spec, self.device, load=self.guidance, resume_from=path, on_fitting=on_fitting)
-            except (GenerateError, ModelLoadError):
+                return start_trainer(spec, self.device, load=self.guidance, resume_from=path, on_fitting=on_fitting)
+            except (JobError, ModelLoadError):
                 raise  # about the job, not the file: another checkpoint would fail the same way
             except Exception as exc:  # noqa: BLE001 - a truncated file raises whatever safetensors raises
                 # The job's reason names the file, never the server's folders (its error quotes the full path).
@@ -147,7 +145,7 @@ class Worker:
             raise CheckpointError(f"cannot resume: {damaged} damaged, so the progress it held is lost "
                                   f"({'; '.join(problems)}); submit the job again to start it from step 0")
         init_mesh, init_uvs = self.store.load_init_mesh(job_id)
-        return make_trainer(spec, self.device, load=self.guidance, init_mesh=init_mesh, init_uvs=init_uvs,
+        return start_trainer(spec, self.device, load=self.guidance, init_mesh=init_mesh, init_uvs=init_uvs,
                             on_fitting=on_fitting, should_stop=should_stop)
 
     def _finish(self, job_id: str, trainer: Trainer, reporter: "_ProgressReporter", done: bool,
@@ -159,32 +157,27 @@ class Worker:
             self._stopped(job_id, trainer.step, common)
             return
         checkpoint = self.store.save_checkpoint(job_id, trainer)
-        self.emit(Progress(job_id=job_id, step=trainer.step, steps=trainer.spec.steps, loss=reporter.last_loss,
-                           it_per_s=reporter.last_rate, eta=0.0 if done else None, elapsed=reporter.elapsed(),
-                           phase="extracting"))
-        snapshot = trainer.snapshot(reporter.last_loss, reporter.elapsed())
-        mesh, texture, notes = snapshot.extraction.mesh, None, []
-        if done and mesh.vertex_count and asks_for_asset(trainer.spec):
-            self.emit(Progress(job_id=job_id, step=trainer.step, steps=trainer.spec.steps, loss=reporter.last_loss,
-                               it_per_s=reporter.last_rate, eta=0.0, elapsed=reporter.elapsed(), phase="baking"))
-            try:
-                asset = trainer.final_asset(mesh, should_stop)
-            except Stopped:  # cancelled while baking: the checkpoint above keeps every step
-                self._stopped(job_id, trainer.step, common)
-                return
-            mesh, texture, notes = asset.mesh, asset.texture, asset.notes
-        self.store.save_mesh(job_id, mesh)
+        progress = dict(job_id=job_id, step=trainer.step, steps=trainer.spec.steps, loss=reporter.last_loss,
+                        it_per_s=reporter.last_rate, elapsed=reporter.elapsed())
+        self.emit(Progress(**progress, eta=0.0 if done else None, phase="extracting"))
+        try:
+            end = end_run(trainer, finish=done, loss=reporter.last_loss, elapsed=reporter.elapsed(),
+                          should_stop=should_stop, on_baking=lambda: self.emit(Progress(**progress, eta=0.0,
+                                                                                        phase="baking")))
+        except Stopped:  # cancelled while baking: the checkpoint above keeps every step
+            self._stopped(job_id, trainer.step, common)
+            return
+        self.store.save_mesh(job_id, end.mesh)
         if done:
             files = {}
-            if texture is not None:
-                self.store.save_texture(job_id, texture)
-            if mesh.vertex_count:
-                files["glb"] = str(export_result(mesh, self.store.folder(job_id) / "result.glb", texture)[0])
-            reason = "; ".join(part for part in (snapshot.extraction.message, *notes) if part)
-            self.store.update(job_id, state="finished", files=files, reason=reason, **common)
+            if end.asset.texture is not None:
+                self.store.save_texture(job_id, end.asset.texture)
+            if end.mesh.vertex_count:
+                files["glb"] = str(write_result(end, self.store.folder(job_id) / "result.glb")[0])
+            self.store.update(job_id, state="finished", files=files, reason=end.reason, **common)
             self.emit(Finished(job_id=job_id, step=trainer.step, elapsed=reporter.elapsed(),
-                               checkpoint=str(checkpoint), files=files, mesh=mesh, texture=texture,
-                               preview=snapshot.as_update(job_id).preview))
+                               checkpoint=str(checkpoint), files=files, mesh=end.mesh, texture=end.asset.texture,
+                               preview=end.snapshot.as_update(job_id).preview))
         else:
             self._stopped(job_id, trainer.step, common)
 

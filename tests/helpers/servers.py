@@ -78,7 +78,15 @@ def events_until(client: BackendClient, done, timeout: float = 120.0) -> list[Me
             seen.append(event)
             if done(event):
                 return seen
-    raise AssertionError(f"timed out; saw {[e.TYPE for e in seen]}")
+    raise AssertionError(f"timed out after {timeout:g} s; saw {', '.join(map(describe, seen))}")
+
+
+def describe(event: Message) -> str:
+    """One event in a line short enough to list dozens in a failure: its type, job, step and phase."""
+    parts = [getattr(event, "job_id", "")[:8], getattr(event, "step", ""), getattr(event, "phase", "")]
+    if getattr(event, "queue_position", 0):
+        parts.append(f"#{event.queue_position}")
+    return f"{event.TYPE}({' '.join(str(p) for p in parts if p != '')})"
 
 
 def ended(job_id: str):
