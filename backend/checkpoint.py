@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from blender_dreamfusion.shared import JobSpec, MeshData
 from blender_dreamfusion.shared.atomic import atomic_write
+from blender_dreamfusion.shared.jobspec import GEOMETRY_NAMES
 
 from .geometry import Geometry, GeometryConfig, geometry_class
 from .geometry.colour import ColourConfig, ColourField
@@ -114,8 +115,12 @@ def load_checkpoint(path: str | Path, spec: JobSpec, guidance, device="cpu",
 
     meta = _metadata(path, safe_open)
     geometry = _geometry_config(meta)
-    spec = dataclasses.replace(continuing_spec(spec, meta), geometry=geometry.geometry)
-    trainer = Trainer(spec, guidance, device, (config or TrainerConfig()).with_geometry_config(geometry))
+    spec = continuing_spec(spec, meta)
+    if geometry.geometry in GEOMETRY_NAMES:  # the spec says what trains (one no client may name only builds)
+        spec = dataclasses.replace(spec, geometry=geometry.geometry)
+    config = dataclasses.replace((config or TrainerConfig()).with_geometry_config(geometry),
+                                 geometry=geometry.geometry)
+    trainer = Trainer(spec, guidance, device, config)
     trainer.load_state_dict(_state(meta, load_file(str(path), device="cpu")), resume=resume)
     return trainer
 

@@ -13,6 +13,7 @@ from blender_dreamfusion.shared import (Accepted, Cancelled, Deleted, Error, Fai
                                         Message, Progress, Rejected, StatusReply, Update)
 from blender_dreamfusion.shared.client import DEFAULT_ADDRESS, BackendClient, BackendTimeout, CurveKeys
 from blender_dreamfusion.shared.spec_args import add_spec_arguments, spec_from_args
+from blender_dreamfusion.shared.states import FINISHED, RUN_ENDS
 
 FAILED = 1
 INTERRUPTED = 130
@@ -73,10 +74,12 @@ def run_client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
         spec = spec_from_args(args, parser, args.prompt, model_defaults=recommendations)
     if getattr(args, "out", None) is not None:
-        from blender_dreamfusion.backend.export import FORMATS
+        from blender_dreamfusion.shared.formats import written_format
 
-        if args.out.suffix.lower() not in FORMATS:
-            parser.error(f"--out must end in {', '.join(FORMATS)}, got {args.out.name!r}")
+        try:
+            written_format(args.out.name)
+        except ValueError as exc:
+            parser.error(str(exc))
     if (args.server_key is None) != (args.client_key is None):
         parser.error("--server-key and --client-key go together")
     try:
@@ -133,11 +136,11 @@ def _watch(client: BackendClient, args, spec) -> int:
     if not isinstance(reply, StatusReply):
         return _refused(reply)
     job = reply.jobs[0]
-    if job.state in ("finished", "failed", "cancelled", "interrupted"):
+    if job.state in RUN_ENDS:
         print(f"job {job.job_id} is {job.state}" + (f": {job.reason}" if job.reason else ""))
-        if job.state == "finished" and args.out:
+        if job.state == FINISHED and args.out:
             return _result(client, args, spec)
-        return 0 if job.state == "finished" else FAILED
+        return 0 if job.state == FINISHED else FAILED
     return _follow(client, job.job_id, job.steps, args.out, start=job.step)
 
 
@@ -241,13 +244,13 @@ def _report_finished(event: Finished, out: Path | None) -> None:
     if event.checkpoint:
         print(f"  checkpoint: {event.checkpoint} (on the backend)")
     if out is not None:
-        from blender_dreamfusion.backend.export import PLY_NOTE, export_result
+        from blender_dreamfusion.backend.export import export_result, lost_texture_note
 
         if mesh.vertex_count:
             for path in export_result(mesh, out, event.texture):
                 print(f"wrote {path}")
-            if event.texture is not None and out.suffix.lower() == ".ply":
-                print(f"note: {PLY_NOTE}", file=sys.stderr)
+            if note := lost_texture_note(out, event.texture):
+                print(f"note: {note}", file=sys.stderr)
         else:
             print("dreamfusion-backend client: the result mesh is empty; nothing written", file=sys.stderr)
 

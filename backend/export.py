@@ -1,10 +1,6 @@
-"""Write meshes so Blender's default importers open them upright and correctly coloured.
-
-.glb and .obj are Y-up (the glTF spec; Blender's OBJ import default), so
-Blender's Z-up frame is rotated on the way out: (x, y, z) -> (x, z, -y).
-.ply stays Z-up (Blender's PLY import default). glTF vertex colours are
-linear by the spec, so our sRGB albedo is converted for .glb; .ply and .obj
-carry sRGB, which is how Blender reads them.
+"""Write meshes so Blender's default importers open them upright and correctly coloured: each format's
+conventions (which are Y-up, which keep linear vertex colours, which carry a texture) are declared in
+`shared/formats.py`.
 
 A final result with a texture (`export_result`): .glb embeds it as the material's baseColorTexture
 (backend/gltf_textured.py); .obj gets a .mtl and a .png beside it (map_Kd) and keeps its vertex colours;
@@ -18,36 +14,22 @@ from pathlib import Path
 import numpy as np
 
 from blender_dreamfusion.shared import MeshData, Texture
-
 from blender_dreamfusion.shared.atomic import atomic_write
-
-FORMATS = (".glb", ".obj", ".ply")
-#: What `export_result` says when it writes a textured result to a format that has no textures.
-PLY_NOTE = ".ply carries vertex colours only; write .glb or .obj for the texture"
-
-
-def srgb_to_linear(c: np.ndarray) -> np.ndarray:
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-
-
-def to_y_up(positions: np.ndarray) -> np.ndarray:
-    x, y, z = positions[:, 0], positions[:, 1], positions[:, 2]
-    return np.stack([x, z, -y], axis=1)
+from blender_dreamfusion.shared.formats import MESH_FORMATS, no_texture_note, srgb_to_linear, to_y_up, written_format
 
 
 def export_mesh(mesh: MeshData, path: str | Path) -> Path:
-    """Write `mesh` to .glb, .obj or .ply (by suffix), atomically."""
+    """Write `mesh` in the format its suffix names (`shared/formats.py`), atomically."""
     import trimesh
 
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise ValueError(f"--out must end in {', '.join(FORMATS)}, got {path.name!r}")
+    form = written_format(path.name)
+    suffix = form.suffix
     positions = mesh.positions.astype(np.float64)
     colors = np.array(mesh.colors)
-    if suffix in (".glb", ".obj"):
+    if form.y_up:
         positions = to_y_up(positions)
-    if suffix == ".glb":
+    if form.linear_colours:
         rgb = srgb_to_linear(colors[:, :3] / 255.0)
         colors[:, :3] = np.round(rgb * 255.0).astype(np.uint8)
     tm = trimesh.Trimesh(vertices=positions, faces=np.asarray(mesh.triangles), vertex_colors=colors, process=False)
@@ -61,12 +43,10 @@ def export_result(mesh: MeshData, path: str | Path, texture: Texture | None = No
     """Write a final result: `mesh`, textured when `texture` is given (see the module's docstring). Returns the
     files written, the mesh file first."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if texture is None or suffix == ".ply" or not mesh.triangle_count:
+    form = written_format(path.name)
+    if texture is None or not form.textures or not mesh.triangle_count:
         return [export_mesh(mesh, path)]
-    if suffix not in FORMATS:
-        raise ValueError(f"--out must end in {', '.join(FORMATS)}, got {path.name!r}")
-    if suffix == ".glb":
+    if form.suffix == ".glb":
         from .gltf_textured import textured_glb
 
         linear = np.concatenate([srgb_to_linear(mesh.colors[:, :3] / 255.0), mesh.colors[:, 3:] / 255.0], axis=1)
@@ -75,15 +55,21 @@ def export_result(mesh: MeshData, path: str | Path, texture: Texture | None = No
     return _textured_obj(mesh, texture, path)
 
 
+def lost_texture_note(path: Path, texture: Texture | None) -> str | None:
+    """What to tell the user when `texture` did not go into `path` because its format has none (else None)."""
+    form = written_format(path.name)
+    return no_texture_note(form.suffix) if texture is not None and not form.textures else None
+
+
 def texture_png_path(path: Path) -> Path:
-    """Where a textured .obj's albedo image goes: beside it, `<stem>_albedo.png`."""
-    return path.with_name(path.stem + "_albedo.png")
+    """Where a textured .obj's albedo image goes: beside it, `<stem>_albedo.png` (its companion)."""
+    return path.with_name(path.stem + MESH_FORMATS[".obj"].companions[1])
 
 
 def _textured_obj(mesh: MeshData, texture: Texture, path: Path) -> list[Path]:
     from PIL import Image as PILImage
 
-    png, mtl = texture_png_path(path), path.with_suffix(".mtl")
+    png, mtl = texture_png_path(path), path.with_suffix(MESH_FORMATS[".obj"].companions[0])
     image = np.ascontiguousarray(texture.image)
     written = [atomic_write(png, lambda tmp: PILImage.fromarray(image).save(tmp, format="PNG"))]
     material = "_".join(path.stem.split()) or "albedo"  # OBJ names end at a space

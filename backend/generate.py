@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from blender_dreamfusion.shared import JobSpec
+from blender_dreamfusion.shared.formats import written_format
 
 from .asset import Asset
 from .checkpoint import save_checkpoint
-from .export import FORMATS, PLY_NOTE, export_mesh
+from .export import export_mesh, lost_texture_note
 from .extract import Extraction
 from .job_run import JobError, end_run, resolve_device, start_trainer, write_result
 from .threads import ThreadGovernor, ThreadPolicy
@@ -43,8 +44,10 @@ def generate(spec: JobSpec, out: Path, device: str = "auto", save_every: int = 0
              show_progress: bool = True, threads: ThreadPolicy | None = None) -> GenerateResult:
     """Train `spec` and write its result to `out`. `threads`: the CPU thread policy this process applied (the CLI
     does); its count then follows the cores other work leaves free while the job trains."""
-    if out.suffix.lower() not in FORMATS:
-        raise JobError(f"--out must end in {', '.join(FORMATS)}, got {out.name!r}")
+    try:
+        written_format(out.name)
+    except ValueError as exc:
+        raise JobError(str(exc)) from None
     start = time.perf_counter()
     loading = (lambda m: print(f"loading model {m} ...", file=sys.stderr)) if show_progress else None
     trainer = start_trainer(spec, resolve_device(device), loading)
@@ -79,8 +82,8 @@ def generate(spec: JobSpec, out: Path, device: str = "auto", save_every: int = 0
                               stopped_early=not finished)
     files = write_result(end, out)
     notes = list(end.asset.notes)
-    if end.asset.texture is not None and out.suffix.lower() == ".ply":
-        notes.append(PLY_NOTE)
+    if note := lost_texture_note(out, end.asset.texture):
+        notes.append(note)
     return GenerateResult(files[0], checkpoint, extraction, trainer.step, time.perf_counter() - start,
                           stopped_early=not finished, asset=end.asset, files=files, notes=notes)
 

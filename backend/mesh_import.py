@@ -1,9 +1,7 @@
-"""Read a start mesh (`--init-from FILE`) into Blender's frame with the conventions `export.py` writes.
-
-.glb/.gltf and .obj are Y-up, so they are rotated back to Z-up: (x, y, z) -> (x, -z, y), the inverse of the
-export's turn; .ply stays Z-up. glTF vertex colours are linear (the spec) and become sRGB; .ply and .obj
-colours are sRGB already. A file without vertex colours gets none (the fit paints it mid grey). So a result
-this backend exported comes back where it was, in its colours.
+"""Read a start mesh (`--init-from FILE`) into Blender's frame with the conventions `export.py` writes (each
+format's, declared in `shared/formats.py`): a Y-up file is turned back to Z-up and linear vertex colours become
+sRGB, so a result this backend exported comes back where it was, in its colours. A file without vertex colours
+gets none (the fit paints it mid grey).
 """
 
 from __future__ import annotations
@@ -13,21 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from blender_dreamfusion.shared import MeshData
-
-READABLE = (".glb", ".gltf", ".obj", ".ply")
+from blender_dreamfusion.shared.formats import READABLE, from_y_up, linear_to_srgb, read_format
 
 
 class MeshFileError(ValueError):
     """A start-mesh file that cannot be used; the message names the file and what is wrong."""
-
-
-def linear_to_srgb(c: np.ndarray) -> np.ndarray:
-    return np.where(c <= 0.0031308, c * 12.92, 1.055 * np.power(np.clip(c, 0.0, None), 1.0 / 2.4) - 0.055)
-
-
-def from_y_up(positions: np.ndarray) -> np.ndarray:
-    x, y, z = positions[:, 0], positions[:, 1], positions[:, 2]
-    return np.stack([x, -z, y], axis=1)
 
 
 def read_mesh(path: str | Path) -> MeshData:
@@ -42,8 +30,8 @@ def read_mesh_with_uvs(path: str | Path) -> tuple[MeshData, np.ndarray | None]:
     import trimesh
 
     path = Path(path).expanduser()
-    suffix = path.suffix.lower()
-    if suffix not in READABLE:
+    form = read_format(path.name)
+    if form is None:
         raise MeshFileError(f"{path.name!r}: a start mesh must be one of {', '.join(READABLE)}")
     if not path.is_file():
         raise MeshFileError(f"{str(path)!r}: no such file")
@@ -55,9 +43,9 @@ def read_mesh_with_uvs(path: str | Path) -> tuple[MeshData, np.ndarray | None]:
     positions = np.asarray(getattr(loaded, "vertices", np.zeros((0, 3))), np.float64).reshape(-1, 3)
     if len(faces) == 0:
         raise MeshFileError(f"{path.name!r} holds no triangles")
-    if suffix in (".glb", ".gltf", ".obj"):
+    if form.y_up:
         positions = from_y_up(positions)
-    colours = _vertex_colours(loaded, len(positions), linear=suffix in (".glb", ".gltf"))
+    colours = _vertex_colours(loaded, len(positions), linear=form.linear_colours)
     try:
         mesh = MeshData.coerce(positions, faces, colours)
     except ValueError as exc:  # non-finite positions, indices past int32

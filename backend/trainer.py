@@ -59,6 +59,9 @@ class TrainerConfig:
     #: Configs that replace a geometry's default one (each names its geometry); the JobSpec's `geometry`
     #: picks which geometry is built.
     geometries: tuple[GeometryConfig, ...] = ()
+    #: Build this registered geometry instead of the one the JobSpec names: one no client may ask for (a
+    #: test's, or a stage's of its own); a checkpoint of it comes back as it (`load_checkpoint`).
+    geometry: str | None = None
     #: How a start mesh (init = mesh) is fitted.
     mesh_start: MeshStartConfig = dataclass_field(default_factory=MeshStartConfig)
 
@@ -131,10 +134,11 @@ class Trainer:
         self.spec, self.guidance, self.config = spec, guidance, config
         self.device = torch.device(device)
         self.generator = torch.Generator().manual_seed(spec.seed)
+        name = config.geometry or spec.geometry
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)
-            self.field: Geometry = make_geometry(spec.geometry, config.geometry_config(spec.geometry),
-                                                   spec.render_resolution).to(self.device)
+            self.field: Geometry = make_geometry(name, config.geometry_config(name),
+                                                 spec.render_resolution).to(self.device)
         #: (step, progress) where this run's schedules start: (0, 0) unless it continues another job's checkpoint.
         self.schedule_from: tuple[int, float] = (0, 0.0)
         self.field.set_progress(0, spec.steps)
@@ -267,7 +271,7 @@ class Trainer:
         self.set_progress()
         if self.step % cfg.occupancy_every == 0:
             with clock("occupancy"):
-                self.occupancy.update(self.field.density, gen)
+                self.field.update_occupancy(self.occupancy, gen)
         v = spec.views_per_step
         cameras = sample_cameras(spec, v, gen).to(self.device)
         shading = SHADINGS[int(torch.multinomial(self._shading_p, 1, generator=gen))]

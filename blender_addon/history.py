@@ -8,10 +8,10 @@ import json
 import bpy
 import numpy as np
 
-from .addon_core.job_tracker import FINAL_STATES
 from .properties import HIDDEN_FIELDS, INT_MAX, selected_job, to_panel
 from .shared.errors import SpecError
 from .shared.jobspec import JobSpec
+from .shared.states import TERMINAL
 
 THUMBNAIL_PREFIX = "DreamFusion "
 THUMBNAIL_SIDE = 128
@@ -172,11 +172,11 @@ class DREAMFUSION_OT_clear_finished(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         state = getattr(context.scene, "dreamfusion", None)
-        return state is not None and any(item.state in FINAL_STATES for item in state.jobs)
+        return state is not None and any(item.state in TERMINAL for item in state.jobs)
 
     def execute(self, context):
         state = context.scene.dreamfusion
-        done = [i for i, item in enumerate(state.jobs) if item.state in FINAL_STATES]
+        done = [i for i, item in enumerate(state.jobs) if item.state in TERMINAL]
         for index in reversed(done):
             thumbnail = state.jobs[index].thumbnail
             state.jobs.remove(index)

@@ -15,11 +15,9 @@ import bpy
 import numpy as np
 
 from .addon_core.refine import flat_matrix, start_mesh, transform
+from .shared.formats import READABLE, read_format
 from .shared.mesh import MeshData
 
-#: Blender's importers by file suffix (glTF is a bundled add-on, OBJ and PLY are built in).
-IMPORTERS = {".glb": ("import_scene", "gltf"), ".gltf": ("import_scene", "gltf"), ".obj": ("wm", "obj_import"),
-             ".ply": ("wm", "ply_import")}
 #: What an import may add to the file; all of it goes again once the mesh is read.
 _IMPORTED_KINDS = ("objects", "meshes", "materials", "images", "textures", "node_groups", "collections", "actions",
                    "cameras", "lights", "armatures", "curves", "worlds")
@@ -108,10 +106,11 @@ def import_mesh_file(path: str | Path, field: str = "init_mesh") -> MeshData:
     world-frame start mesh; whatever the import made is removed again, so the open file is as it was.
     ValueError naming `field` for a file that holds no mesh or that Blender cannot import."""
     path = Path(path)
-    importer = IMPORTERS.get(path.suffix.lower())
-    if importer is None:
+    form = read_format(path.name)
+    if form is None:
         raise ValueError(f"{field} = {str(path)!r}: not a mesh file Blender imports here; allowed: "
-                         f"{', '.join(sorted(IMPORTERS))}")
+                         f"{', '.join(sorted(READABLE))}")
+    importer = form.blender_importer  # glTF is a bundled add-on, OBJ and PLY are built in
     before = {kind: set(getattr(bpy.data, kind)) for kind in _IMPORTED_KINDS}
     scene = bpy.data.scenes.new("DreamFusion import")
     try:

@@ -13,6 +13,7 @@ from .session import SESSION, PendingSubmit
 from .shared.client import BackendTimeout
 from .shared.errors import SpecError
 from .shared.jobspec import JobSpec, model_source
+from .shared.states import INTERRUPTED
 
 
 def _ensure_backend(op, context) -> bool:
@@ -44,8 +45,8 @@ def _send(op, command, *args) -> bool:
 
 def submit_job(op, context, spec: JobSpec, init_mesh=None, target=None, init_uvs=None) -> str | None:
     """Send a validated job as Generate does: start or connect to the backend per the preferences, or queue the
-    job while a local backend starts. Returns "sent" or "queued", or None (reported to the user) when it
-    cannot go out."""
+    job while a local backend starts. Returns "sent" or "held" (until the backend listens), or None (reported to
+    the user) when it cannot go out."""
     prefs = preferences.get(context)
     if prefs.backend_mode == "LOCAL" and not prefs.start_on_generate and SESSION.client is None:
         op.report({"ERROR"}, "DreamFusion: the backend is not running; press Start Backend")
@@ -55,7 +56,7 @@ def submit_job(op, context, spec: JobSpec, init_mesh=None, target=None, init_uvs
     if SESSION.client is None:
         # A local backend is still starting: queue the job and send it once it listens.
         SESSION.pending_submits.append(PendingSubmit(spec, context.scene.name, init_mesh, target, init_uvs))
-        return "queued"
+        return "held"
     if not _send(op, SESSION.submit, spec, context.scene.name, init_mesh, target, init_uvs):
         return None
     return "sent"
@@ -111,7 +112,7 @@ class DREAMFUSION_OT_generate(bpy.types.Operator):
         if sent is None:
             return {"CANCELLED"}
         show_seed(state, spec.seed)
-        if sent == "queued":
+        if sent == "held":
             self.report({"INFO"}, f"DreamFusion: starting the backend; the job (seed {spec.seed}) is sent when it "
                                   "is up")
         else:
@@ -149,7 +150,7 @@ class DREAMFUSION_OT_resume(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         job = selected_job(context)
-        return SESSION.connected and job is not None and job.state == "interrupted"
+        return SESSION.connected and job is not None and job.state == INTERRUPTED
 
     def execute(self, context):
         return {"FINISHED"} if _send(self, SESSION.resume, selected_job(context).job_id) else {"CANCELLED"}

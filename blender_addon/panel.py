@@ -9,11 +9,12 @@ from .properties import HIDDEN_FIELDS, PROMPT_HINT, find_job, selected_job
 from .refine import active_source
 from .session import SESSION
 from .shared.jobspec import jobspec_knobs
+from .shared.states import ACTIVE, CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING
 
 STATUS_ICONS = {"off": "UNLINKED", "starting": "SORTTIME", "connecting": "SORTTIME", "connected": "LINKED",
                 "lost": "ERROR", "error": "ERROR"}
-JOB_ICONS = {"queued": "SORTTIME", "running": "PLAY", "finished": "CHECKMARK", "failed": "ERROR",
-             "cancelled": "X", "interrupted": "PAUSE"}
+JOB_ICONS = {QUEUED: "SORTTIME", RUNNING: "PLAY", FINISHED: "CHECKMARK", FAILED: "ERROR",
+             CANCELLED: "X", INTERRUPTED: "PAUSE"}
 
 
 def _settings(context):
@@ -96,16 +97,16 @@ class VIEW3D_PT_dreamfusion(_Panel, bpy.types.Panel):
             text = view.summary() if view is not None else (job.summary or job.state)
             box = layout.box()
             box.label(text=job.prompt or job.job_id, icon=JOB_ICONS.get(job.state, "INFO"))
-            if job.state in ("queued", "running") and hasattr(box, "progress"):  # layout.progress: 4.0+
+            if job.state in ACTIVE and hasattr(box, "progress"):  # layout.progress: 4.0+
                 fraction = job.step / job.steps if job.steps else 0.0
                 box.progress(factor=fraction, type="BAR", text=view.bar_text() if view else text)
-                if view is not None and job.state == "queued" and view.queue_position > 1:
+                if view is not None and job.state == QUEUED and view.queue_position > 1:
                     box.label(text=view.phase_text(), icon="SORTTIME")  # someone else's job runs first
                 elif view is not None and view.detail_text():
                     box.label(text=view.detail_text())
             else:
                 box.label(text=f"{job.state}: {text}")
-            if job.reason and job.state in ("failed", "interrupted"):
+            if job.reason and job.state in (FAILED, INTERRUPTED):
                 box.label(text=job.reason[:120], icon="INFO")
             # The shown job's newest preview (its thumbnail follows every preview), not whichever job sent last.
             if job.thumbnail is not None:
@@ -193,7 +194,7 @@ class DREAMFUSION_UL_jobs(bpy.types.UIList):
             row.label(text=item.prompt or item.job_id, icon_value=layout.icon(item.thumbnail))
         else:
             row.label(text=item.prompt or item.job_id, icon=JOB_ICONS.get(item.state, "INFO"))
-        row.label(text=f"{item.step}/{item.steps}" if item.state == "running" else item.state)
+        row.label(text=f"{item.step}/{item.steps}" if item.state == RUNNING else item.state)
 
 
 #: Sub-panels that carry a viewport-overlay toggle (a scene property of that name).

@@ -10,12 +10,11 @@ import random
 
 import bpy
 
-from .addon_core.job_tracker import ACTIVE_STATES
 from .addon_core.refine import IDENTITY
 from .overlay import RANGE_FIELDS as OVERLAY_FIELDS
 from .shared.jobspec import JobSpec, PRESETS, jobspec_knobs
-from .shared.messages import JOB_STATES
 from .shared.recommended import recommendations
+from .shared.states import ACTIVE, JOB_STATES, QUEUED
 
 #: JobSpec fields the settings sub-panels do not offer: where a job starts, and whether its shape is kept, are
 #: what the Refine sub-panel's buttons decide (Generate always starts from the blob).
@@ -162,7 +161,7 @@ class DreamFusionJobItem(bpy.types.PropertyGroup):
     job_id: bpy.props.StringProperty(name="Job ID")
     prompt: bpy.props.StringProperty(name="Prompt")
     state: bpy.props.EnumProperty(name="State", items=[(s, s.capitalize(), "") for s in JOB_STATES],
-                                  default="queued")
+                                  default=QUEUED)
     step: bpy.props.IntProperty(name="Step", min=0)
     steps: bpy.props.IntProperty(name="Steps", min=0)
     summary: bpy.props.StringProperty(name="Progress")
@@ -189,7 +188,7 @@ class DreamFusionJobItem(bpy.types.PropertyGroup):
 
     @property
     def active(self) -> bool:
-        return self.state in ACTIVE_STATES
+        return self.state in ACTIVE
 
 
 def selected_job(context):

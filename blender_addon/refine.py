@@ -17,13 +17,13 @@ import uuid
 import bpy
 
 from . import operators, preferences, scene_update
-from .addon_core.job_tracker import ACTIVE_STATES
 from .addon_core.refine import IDENTITY, RefineTarget, continue_spec, flat_matrix, is_frame, mesh_spec
 from .mesh_source import world_mesh_with_uvs
 from .properties import adopt_default_model, find_job, show_seed, spec_values, with_next_seed
 from .shared.errors import ProtocolError, SpecError
 from .shared.jobspec import JobSpec
 from .shared.mesh import MAX_INIT_TRIANGLES
+from .shared.states import ACTIVE
 
 
 def _has_scene_settings(context) -> bool:
@@ -73,7 +73,7 @@ def _send(op, context, spec: JobSpec, source, target: RefineTarget, init_mesh=No
     source.hide_set(True)
     obj.select_set(True)
     view_layer.objects.active = obj
-    when = "once the backend is up" if sent == "queued" else "sent"
+    when = "once the backend is up" if sent == "held" else "sent"
     op.report({"INFO"}, f"DreamFusion: '{spec.prompt}' ({spec.steps} steps) {when} into {obj.name!r}; "
                         f"{source.name!r} is hidden (Alt H shows it)")
     return {"FINISHED"}
@@ -159,7 +159,7 @@ def _continue(op, context, prompt: str | None = None) -> set:
     if not job_id or obj.type != "MESH":
         return _refuse(op, f"{obj.name!r} is not a DreamFusion result: use Generate From This Mesh to start from it")
     _, item = find_job(job_id)
-    if item is not None and item.state in ACTIVE_STATES:
+    if item is not None and item.state in ACTIVE:
         return _refuse(op, f"job {job_id} is still {item.state}: cancel it or wait until it ends")
     saved = (item.spec_json if item is not None else "") or obj.get("dreamfusion_spec", "")
     try:

@@ -18,6 +18,7 @@ from .shared.client import BackendClient, BackendTimeout, CurveKeys
 from .shared.jobspec import JobSpec
 from .shared.mesh import MeshData
 from .shared.messages import ListReply
+from .shared.states import INTERRUPTED
 
 #: A local backend that has not said where it listens by then is reported as stuck.
 START_TIMEOUT = 120.0
@@ -93,7 +94,7 @@ class Session:
         self.client = BackendClient(address, curve=curve, name="blender", heartbeat_interval=2.0)
         # Reconnecting (e.g. to a restarted backend) picks up the jobs we were following.
         for job_id, view in self.tracker.jobs.items():
-            if view.active or view.state == "interrupted":
+            if view.active or view.state == INTERRUPTED:
                 self.client.watch(job_id)
 
     def disconnect(self) -> None:
@@ -154,7 +155,7 @@ class Session:
             # Silent that long, the server may have taken us for gone too and dropped our subscriptions (a
             # worker holding the GIL through a model load or a mesh fit starves its loop): follow our jobs again.
             for job_id, view in self.tracker.jobs.items():
-                if view.active or view.state == "interrupted":
+                if view.active or view.state == INTERRUPTED:
                     try:
                         self.client.watch(job_id)
                     except BackendTimeout:

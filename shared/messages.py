@@ -18,6 +18,7 @@ import numpy as np
 from .errors import BadBuffer, BadDtype, ProtocolError, safe_text
 from .jobspec import JobSpec
 from .mesh import COLOR_DTYPE, CornerUVs, MeshData, Texture, VertexColors, check_init_mesh
+from .states import JOB_STATES, JobState
 from .version import PROTOCOL_VERSION
 from .wirefields import MAX_TEXT, check_fields, wire
 
@@ -26,8 +27,6 @@ SERVER = "server"
 BOTH = "both"
 
 ID_PATTERN = r"[A-Za-z0-9_.:-]{1,64}"
-#: `damaged`: the server found the job's folder but cannot read its record; the reason names the folder.
-JOB_STATES = ("queued", "running", "finished", "failed", "cancelled", "interrupted", "damaged")
 #: What a job is doing, as `progress` says: waiting in line, loading its model, fitting its start mesh, taking
 #: SDS steps, extracting its final mesh, baking textures (the last two after the final step).
 JOB_PHASES = ("queued", "loading_model", "fitting_mesh", "training", "extracting", "baking")
@@ -74,7 +73,7 @@ class JobInfo:
     """One job as `status_reply` and `list_reply` describe it."""
 
     job_id: str = wire(pattern=ID_PATTERN)
-    state: str = wire(choices=JOB_STATES)
+    state: JobState = wire(choices=JOB_STATES)
     prompt: str = wire(max_len=500)
     step: int = wire(0, minimum=0, maximum=MAX_STEP)
     steps: int = wire(0, minimum=0, maximum=MAX_STEP)

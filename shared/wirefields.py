@@ -1,7 +1,7 @@
 """Typed header fields: turn JSON values into the annotated Python types, or say why not.
 
-Supports the handful of types the messages use: str, int, float, bool,
-`X | None`, `list[X]`, `dict[str, X]`, nested dataclasses (by field) and
+Supports the handful of types the messages use: str, int, float, bool, a
+`Literal` of names, `X | None`, `list[X]`, `dict[str, X]`, nested dataclasses (by field) and
 JobSpec (through its own validation). Constraints ride in the field
 metadata set by `wire()`.
 """
@@ -98,6 +98,8 @@ def convert(tp: Any, value: Any, path: str, limits: Limits = Limits()) -> Any:
         return build_dataclass(tp, value, path)
     if tp is str:
         return _text(value, path, limits)
+    if origin is typing.Literal:  # a closed set of names (a job's state): text, one of them
+        return _text(value, path, dataclasses.replace(limits, choices=limits.choices or typing.get_args(tp)))
     if tp is bool:
         if not isinstance(value, bool):
             raise BadField(f"{path} must be true or false, got {_json_type(value)}")

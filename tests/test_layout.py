@@ -214,3 +214,43 @@ def test_protocol_doc_tables_match_the_code():
 
     doc = (ROOT / "PROTOCOL.md").read_text(encoding="utf-8")
     assert render(doc) == doc, "PROTOCOL.md is stale: run `python -m tests.helpers.protocol_doc --write`"
+
+
+def test_job_state_names_are_written_in_one_module():
+    """shared/states.py names a job's states; product code uses its names and sets, never the words. (A job's
+    phase "queued", the message types and a whole batch's status are other vocabularies.)"""
+    import re
+
+    word = re.compile(r"[\"'](queued|running|finished|failed|cancelled|interrupted|damaged)[\"']")
+    found = []
+    for folder in ("backend", "shared", "blender_addon"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            relative = path.relative_to(ROOT).as_posix()
+            if relative in ("shared/states.py", "blender_addon/batch.py"):
+                continue
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                code = line.split("#", 1)[0]
+                if word.search(code) and "phase" not in code.lower() and "TYPE = " not in code:
+                    found.append(f"{relative}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)
+
+
+def test_every_how_to_add_recipe_names_only_what_the_code_defines():
+    """Each name a "How to add" recipe tells a contributor to use (a class, function, field, constant) is defined
+    in the code, so a rename that forgets the recipe fails here, as a moved file fails the path check above."""
+    import re
+
+    architecture = (ROOT / "docs/ARCHITECTURE.md").read_text(encoding="utf-8")
+    recipes = architecture.split("## How to add", 1)[1].split("\n## ", 1)[0]
+    code = "\n".join(path.read_text(encoding="utf-8")
+                     for path in _python_files("backend", "shared", "blender_addon", "tests", "bench", "scripts"))
+    missing = []
+    for token in sorted(set(re.findall(r"`([^`\n]+)`", recipes))):
+        named = re.match(r"([A-Za-z_][\w.]*)(\(.*\))?$", token)
+        if named is None or "/" in token or token.endswith((".py", ".md", ".json")):
+            continue  # a value, an expression, a command or a path (the check above)
+        name = named[1].rsplit(".", 1)[-1]
+        defined = rf"(def|class) {name}\b|^\s*{name}\s*(:|=)|\b{name}: |\b{name}=|[\"']{name}[\"']"
+        if not re.search(defined, code, re.MULTILINE):
+            missing.append(token)
+    assert not missing, f"docs/ARCHITECTURE.md's recipes name what the code does not define: {missing}"

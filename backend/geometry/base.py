@@ -111,6 +111,11 @@ class Geometry(nn.Module):
 
     # --- what the trainer and the artist see -----------------------------------------------------------
 
+    def update_occupancy(self, occupancy, generator: torch.Generator) -> None:
+        """Refresh the trainer's occupancy grid (`occupancy.OccupancyGrid`, where `render` skips empty space) from
+        this geometry's density; a geometry that renders without it leaves it be."""
+        occupancy.update(self.density, generator)
+
     def render(self, cameras, resolution: int, **options):
         """`cameras`' images of this geometry (`renderer.Render`; `options` as `renderer.render` takes them). A
         field is volume-rendered through its density and albedo; a geometry that is not a field renders itself."""

@@ -11,6 +11,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from blender_dreamfusion.shared import JobSpec, model_source
 from blender_dreamfusion.shared.errors import safe_text
@@ -32,22 +33,45 @@ class Refused(Exception):
 
 
 @dataclass(frozen=True)
+class Limit:
+    """How a server limit is offered on the command line: `serve`'s flag for each ServerLimits field is made from
+    this (`commands.add_limit_arguments`), so a new limit is one field here."""
+
+    #: The flag's help; "{default}" is replaced by the default as the flag takes it.
+    help: str
+    #: The largest value the flag accepts (0 always turns the limit off).
+    maximum: int = 10**9
+    #: Given and shown as a size ("50G", parse_size), not a plain number.
+    size: bool = False
+
+
+def _limit(default: int, help: str, **options) -> Any:
+    return dataclasses.field(default=default, metadata={"limit": Limit(help, **options)})
+
+
+@dataclass(frozen=True)
 class ServerLimits:
-    """The bounds a server keeps. 0 turns a limit off."""
+    """The bounds a server keeps. 0 turns a limit off. Each is a `serve` flag of the same name."""
 
     #: Jobs kept (any state, damaged ones included); the next submit is refused.
-    max_jobs: int = 1000
+    max_jobs: int = _limit(1000, "jobs kept, in any state; further submits are refused (default {default})")
     #: Bytes the job folder may hold before submits are refused.
-    max_disk: int = 50 * 2**30
+    max_disk: int = _limit(50 * 2**30, "job folder quota, e.g. 50G or 800M; submits are refused above it (default "
+                                       "{default})", maximum=2**60, size=True)
     #: Queued or running jobs one client (session, or CURVE key) may have at once.
-    max_queued_per_client: int = 32
+    max_queued_per_client: int = _limit(32, "queued or running jobs one client may have at once (default {default})")
     #: Finished jobs whose checkpoints are kept (newest first); older ones keep their mesh and files only.
-    keep_checkpoints: int = 20
+    keep_checkpoints: int = _limit(20, "finished jobs that keep their checkpoint, newest first; older ones keep their "
+                                       "mesh and files (default {default}; 0: none once finished)")
     #: Winding-number work one start mesh's fit may take (backend/work_budget.py: ~55 ns a unit on one core);
     #: a mesh of large, overlapping triangles over it is refused at submit, naming init_mesh.
-    max_fit_work: int = DEFAULT_MAX_FIT_WORK
+    max_fit_work: int = _limit(DEFAULT_MAX_FIT_WORK, "winding-number work one start mesh may take to fit (about 55 ns "
+                               "a unit on one core); a mesh of large overlapping triangles over it is refused at "
+                               "submit (default {default}; a 100k-triangle sphere needs about 1.5 M)", maximum=10**15)
     #: Texels one bake into a start mesh's own UVs may touch; more is refused at submit, naming init_uvs.
-    max_bake_texels: int = DEFAULT_MAX_BAKE_TEXELS
+    max_bake_texels: int = _limit(DEFAULT_MAX_BAKE_TEXELS, "texels one bake into a start mesh's own UVs may touch; UVs "
+                                  "over it are refused at submit (default {default}: four layers of a 4096 texture)",
+                                  maximum=10**15)
 
 
 def parse_size(text: str) -> int:
@@ -168,7 +192,7 @@ class _ReadableJobs:
 
 
 def _admit_mesh(spec: JobSpec, paths: PathPolicy, readable: _ReadableJobs, has_mesh: bool) -> JobSpec:
-    from ..mesh_import import READABLE
+    from blender_dreamfusion.shared.formats import READABLE, read_format
 
     if not spec.init_from:
         if not has_mesh:
@@ -178,7 +202,7 @@ def _admit_mesh(spec: JobSpec, paths: PathPolicy, readable: _ReadableJobs, has_m
     path = _allowed_path("init_from", spec.init_from, paths, readable, data_dir_too=False, is_there=Path.is_file,
                          outside="is not inside a folder this backend allows meshes from",
                          missing="no such mesh file")
-    if path.suffix.lower() not in READABLE:
+    if read_format(path.name) is None:
         raise Refused("init_from", f"init_from: a start mesh must be one of {', '.join(READABLE)}")
     return dataclasses.replace(spec, init_from=str(path))
 

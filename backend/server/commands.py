@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 
 from ..threads import add_thread_arguments, check_thread_arguments
-from .admission import ServerLimits, format_size, parse_size
+from .admission import Limit, ServerLimits, format_size, parse_size
 from .jobs import default_data_dir
 from .security import SecurityError
 
@@ -31,26 +32,8 @@ def add_serve_parser(verbs) -> None:
     serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     serve.add_argument("--heartbeat", type=float, default=5.0, help="heartbeat interval in seconds")
     add_thread_arguments(serve, workers=True)
-    limits = serve.add_argument_group("limits", "what keeps disk, memory and the queue bounded (0 turns one off)")
-    defaults = ServerLimits()
-    limits.add_argument("--max-jobs", type=int, default=defaults.max_jobs, metavar="N",
-                        help=f"jobs kept, in any state; further submits are refused (default {defaults.max_jobs})")
-    limits.add_argument("--max-disk", default=format_size(defaults.max_disk).replace(" ", ""), metavar="SIZE",
-                        help="job folder quota, e.g. 50G or 800M; submits are refused above it (default "
-                             f"{format_size(defaults.max_disk)})")
-    limits.add_argument("--max-queued-per-client", type=int, default=defaults.max_queued_per_client, metavar="N",
-                        help="queued or running jobs one client may have at once (default "
-                             f"{defaults.max_queued_per_client})")
-    limits.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints, metavar="N",
-                        help="finished jobs that keep their checkpoint, newest first; older ones keep their mesh "
-                             f"and files (default {defaults.keep_checkpoints}; 0: none once finished)")
-    limits.add_argument("--max-fit-work", type=int, default=defaults.max_fit_work, metavar="N",
-                        help="winding-number work one start mesh may take to fit (about 55 ns a unit on one core); "
-                             "a mesh of large overlapping triangles over it is refused at submit (default "
-                             f"{defaults.max_fit_work}; a 100k-triangle sphere needs about 1.5 M)")
-    limits.add_argument("--max-bake-texels", type=int, default=defaults.max_bake_texels, metavar="N",
-                        help="texels one bake into a start mesh's own UVs may touch; UVs over it are refused at "
-                             f"submit (default {defaults.max_bake_texels}: four layers of a 4096 texture)")
+    add_limit_arguments(serve.add_argument_group("limits", "what keeps disk, memory and the queue bounded (0 turns "
+                                                           "one off)"))
     serve.add_argument("--allow-path", action="append", type=Path, default=[], metavar="DIR",
                        help="a folder whose local models and checkpoints jobs may use (repeatable); besides these "
                             "only the data folder's own jobs may be named")
@@ -91,17 +74,7 @@ def run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not args.heartbeat > 0:
         parser.error(f"--heartbeat: {args.heartbeat} must be above 0 seconds")
     check_thread_arguments(args, parser)
-    for flag, value in (("--max-jobs", args.max_jobs), ("--max-queued-per-client", args.max_queued_per_client),
-                        ("--keep-checkpoints", args.keep_checkpoints)):
-        if not 0 <= value <= 10**9:
-            parser.error(f"{flag}: {value} is out of range; allowed: 0 to 1000000000")
-    for flag, value in (("--max-fit-work", args.max_fit_work), ("--max-bake-texels", args.max_bake_texels)):
-        if not 0 <= value <= 10**15:
-            parser.error(f"{flag}: {value} is out of range; allowed: 0 (no limit) to 1000000000000000")
-    try:
-        max_disk = parse_size(args.max_disk)
-    except ValueError as exc:
-        parser.error(f"--max-disk: {exc}")
+    limits = limits_from(args, parser)
     for folder in args.allow_path:
         if not folder.expanduser().is_dir():
             parser.error(f"--allow-path: {folder} is not a folder")
@@ -109,9 +82,6 @@ def run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..job_run import JobError
     from .service import Server, ServerConfig
 
-    limits = ServerLimits(max_jobs=args.max_jobs, max_disk=max_disk, max_queued_per_client=args.max_queued_per_client,
-                          keep_checkpoints=args.keep_checkpoints, max_fit_work=args.max_fit_work,
-                          max_bake_texels=args.max_bake_texels)
     config = ServerConfig(bind=args.bind, workers=args.workers, data_dir=args.data_dir or default_data_dir(),
                           curve_dir=args.curve_dir, device=args.device, heartbeat_interval=args.heartbeat,
                           limits=limits, allow_paths=tuple(args.allow_path), shared_jobs=args.shared_jobs, ray=ray,
@@ -211,3 +181,35 @@ def run_keys(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print(f"start the server with --curve-dir {args.folder}; give each client server.key and its own "
           "clients/NAME.key_secret", file=sys.stderr)
     return 0
+
+
+def _flag(field: dataclasses.Field) -> str:
+    return "--" + field.name.replace("_", "-")
+
+
+def add_limit_arguments(group) -> None:
+    """One flag per ServerLimits field (`--max-jobs` for max_jobs), its help and default from the field."""
+    for field in dataclasses.fields(ServerLimits):
+        limit: Limit = field.metadata["limit"]
+        shown = format_size(field.default) if limit.size else field.default
+        default = str(shown).replace(" ", "") if limit.size else field.default
+        group.add_argument(_flag(field), dest=field.name, type=str if limit.size else int, default=default,
+                           metavar="SIZE" if limit.size else "N", help=limit.help.format(default=shown))
+
+
+def limits_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ServerLimits:
+    """The ServerLimits the flags say; a value out of its range is the parser's error, naming the flag."""
+    values = {}
+    for field in dataclasses.fields(ServerLimits):
+        limit: Limit = field.metadata["limit"]
+        value = getattr(args, field.name)
+        if limit.size:
+            try:
+                value = parse_size(value)
+            except ValueError as exc:
+                parser.error(f"{_flag(field)}: {exc}")
+        if not 0 <= value <= limit.maximum:
+            parser.error(f"{_flag(field)}: {value} is out of range; allowed: 0 (no limit) to {limit.maximum}")
+        values[field.name] = value
+    return ServerLimits(**values)
+

@@ -27,10 +27,8 @@ from blender_dreamfusion.shared import JobInfo, JobSpec, MeshData, Texture
 from blender_dreamfusion.shared.atomic import TEMP_SUFFIX, atomic_write, fsync_folder
 from blender_dreamfusion.shared.errors import safe_text
 from blender_dreamfusion.shared.messages import ID_PATTERN
+from blender_dreamfusion.shared.states import ACTIVE, DAMAGED, FINISHED, INTERRUPTED, JobState, QUEUED, RUNNING
 
-TERMINAL = ("finished", "failed", "cancelled")
-#: States `resume` accepts: the job stopped before its last step and may have a checkpoint.
-RESUMABLE = ("interrupted", "cancelled", "failed")
 _RECORD = "job.json"
 #: What `list` and `status {}` show of a prompt and a reason (a single job's `status` shows them whole).
 SUMMARY_PROMPT_CHARS = 200
@@ -47,7 +45,7 @@ def default_data_dir() -> Path:
 class JobRecord:
     job_id: str
     spec: JobSpec
-    state: str = "queued"
+    state: JobState = QUEUED
     step: int = 0
     loss: float | None = None
     elapsed: float = 0.0
@@ -93,14 +91,14 @@ class DamagedJob:
     created: float = 0.0
     owner: str = ""
 
-    state = "damaged"
+    state = DAMAGED
 
     def info(self, summary: bool = False) -> JobInfo:
         # Where it lies is the operator's to know (the server's log says), not every client's: a damaged job has no
         # owner, so under CURVE every key lists it.
         reason = f"its record cannot be read ({self.problem}); its files stay in its folder on the backend (the " \
                  "server's log names it); delete the job to free them"
-        return JobInfo(job_id=self.job_id, state="damaged", prompt="", created=self.created,
+        return JobInfo(job_id=self.job_id, state=DAMAGED, prompt="", created=self.created,
                        reason=_cut(reason, SUMMARY_REASON_CHARS if summary else 2000))
 
 
@@ -146,13 +144,13 @@ class JobStore:
                 print(f"dreamfusion-backend serve: job {folder.name} is damaged ({problem}); its files are in "
                       f"{folder}", file=sys.stderr, flush=True)
                 continue
-            if record.state == "running":
-                record.state = "interrupted"
+            if record.state == RUNNING:
+                record.state = INTERRUPTED
                 record.reason = "the backend stopped while this job was running; resume it to continue"
                 record.step = self._checkpoint_step(record.job_id)
                 self._write(record)
             self._jobs[record.job_id] = record
-        return sorted((r for r in self._jobs.values() if r.state == "queued"), key=lambda r: r.created)
+        return sorted((r for r in self._jobs.values() if r.state == QUEUED), key=lambda r: r.created)
 
     def _checkpoint_step(self, job_id: str) -> int:
         """The step the newest readable checkpoint holds (what a resume continues from), 0 for none."""
@@ -217,7 +215,7 @@ class JobStore:
     def active_count(self, owner: str) -> int:
         """Jobs of `owner` that are queued or running (counted in place: a submit must not copy every record)."""
         with self._lock:
-            return sum(1 for r in self._jobs.values() if r.owner == owner and r.state in ("queued", "running"))
+            return sum(1 for r in self._jobs.values() if r.owner == owner and r.state in ACTIVE)
 
     def delete(self, job_id: str) -> int:
         """Forget a job and remove its folder; returns the bytes freed. The job must not be running."""
@@ -243,7 +241,7 @@ class JobStore:
         """Retention: finished jobs keep one checkpoint (their fallback goes), and only the newest `keep` finished
         jobs keep theirs at all; their meshes and exported files stay. Returns the bytes freed."""
         with self._lock:
-            finished = sorted((r for r in self._jobs.values() if r.state == "finished"), key=lambda r: r.created)
+            finished = sorted((r for r in self._jobs.values() if r.state == FINISHED), key=lambda r: r.created)
         freed = 0
         for index, record in enumerate(reversed(finished)):
             paths = self.checkpoints(record.job_id)

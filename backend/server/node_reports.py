@@ -19,13 +19,15 @@ from typing import Any
 from blender_dreamfusion.shared import (SERVER_TYPES, Cancelled, Failed, Finished, Message, MeshData, Progress,
                                         ProtocolError, Texture, Update)
 from blender_dreamfusion.shared.errors import safe_text
+from blender_dreamfusion.shared.formats import result_file_pattern
 from blender_dreamfusion.shared.framing import decode
+from blender_dreamfusion.shared.states import RUN_ENDS, RUNNING
 
 from .jobs import JobStore
 from .job_host import CHECKPOINT, FILE, MESH, MESSAGE, TEXTURE, UPDATE
 
 #: Files a node may put into its job's folder: what `export_result` writes for the result.
-RESULT_FILES = r"result(_albedo)?\.(glb|obj|mtl|ply|png)"
+RESULT_FILES = result_file_pattern()
 #: What a node may say to its job's clients.
 _NODE_MESSAGES = (Progress, Update, Finished, Failed, Cancelled)
 #: Record fields a node may change.
@@ -115,7 +117,7 @@ def _apply_changes(store: JobStore, job_id: str, changes: dict[str, Any], persis
     state = changes.pop("state", None)
     if state is None:
         store.update(job_id, persist=persist, **changes)
-    elif state in ("finished", "failed", "cancelled", "interrupted"):
-        store.transition(job_id, ("running",), state, **changes)
+    elif state in RUN_ENDS:
+        store.transition(job_id, (RUNNING,), state, **changes)
     else:
         raise ValueError(f"a node may not set a job {safe_text(state, 40)!r}")

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from blender_dreamfusion.shared import Cancelled, Failed, Message, Progress
+from blender_dreamfusion.shared.states import ACTIVE, CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING
 
 from ..threads import ThreadPolicy
 from .job_host import job_payload
@@ -136,7 +137,7 @@ class ProcessRunner:
             if job_id in self._cancelled:
                 return None
             run = self._running[job_id] = _Run(token=uuid.uuid4().hex)
-        record = self.store.transition(job_id, ("queued",), "running", reason="")
+        record = self.store.transition(job_id, (QUEUED,), RUNNING, reason="")
         if record is None:  # cancelled while it waited, or queued twice
             with self._lock:
                 self._running.pop(job_id, None)
@@ -387,7 +388,7 @@ class _Slot(threading.Thread):
         for the next job only if its job ended well."""
         record = self.runner.store.get(job_id)
         state = record.state if record is not None else "deleted"
-        if state == "running":
+        if state == RUNNING:
             if outcome.ended_after is not None:
                 self._end_stopped(record, outcome.ended_after)
             elif self.runner.stopping.is_set():  # stopping before its process took the job: it waits for resume
@@ -398,7 +399,7 @@ class _Slot(threading.Thread):
                 self._fail(job_id, f"the server could not start a process for this job: {outcome.closed}")
             else:
                 self._fail(job_id, f"the job's process ended before the job did: {process.how_it_ended()}")
-        keep = (outcome.done and state in ("finished", "cancelled") and process.alive()
+        keep = (outcome.done and state in (FINISHED, CANCELLED) and process.alive()
                 and not self.runner.stopping.is_set())
         if keep:
             if process.idle_rss is None:
@@ -418,20 +419,20 @@ class _Slot(threading.Thread):
         job_id, store = record.job_id, self.runner.store
         why = "" if grace is None else f"; it did not stop within {grace:.0f} s, so its process was ended"
         if not self.runner.stopping.is_set():
-            if store.transition(job_id, ("running",), "cancelled", reason=f"cancelled by a client{why}"):
+            if store.transition(job_id, (RUNNING,), CANCELLED, reason=f"cancelled by a client{why}"):
                 self.runner.emit(Cancelled(job_id=job_id, step=record.step))
         elif grace is None:
-            store.transition(job_id, ("running",), "interrupted",
+            store.transition(job_id, (RUNNING,), INTERRUPTED,
                              reason="the backend stopped while this job was starting; resume it")
         else:
             resume = ("resume it to continue from its checkpoint at step "
                       f"{record.step}" if store.checkpoints(job_id) else "resume it to start again")
-            store.transition(job_id, ("running",), "interrupted",
+            store.transition(job_id, (RUNNING,), INTERRUPTED,
                              reason=f"the backend stopped while this job was running{why}; {resume}")
 
     def _fail(self, job_id: str, reason: str) -> None:
         line = " ".join(reason.split())[:2000]
-        if self.runner.store.transition(job_id, ("queued", "running"), "failed", reason=line) is not None:
+        if self.runner.store.transition(job_id, ACTIVE, FAILED, reason=line) is not None:
             self.runner.emit(Failed(job_id=job_id, reason=line))
 
 

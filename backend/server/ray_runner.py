@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from blender_dreamfusion.shared import Cancelled, Failed, Message, Progress, __version__
+from blender_dreamfusion.shared.states import ACTIVE, CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING
 
 from .jobs import JobStore
 from .node_reports import apply_report
@@ -204,7 +205,7 @@ class RayRunner:
         for job_id, actor in jobs:
             if actor is not None:
                 self._kill(actor)
-            self.store.transition(job_id, ("running",), "interrupted",
+            self.store.transition(job_id, (RUNNING,), INTERRUPTED,
                                   reason="the gateway stopped while this job was running; resume it to continue")
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
@@ -249,10 +250,10 @@ class RayRunner:
         """One actor's run; returns the error if its actor died or its node was lost (None: the job ended, or
         never started)."""
         record = self.store.get(job_id)
-        if record is None or record.state != "queued" or self.stopping.is_set():
+        if record is None or record.state != QUEUED or self.stopping.is_set():
             return None
         if job.cancel:  # asked to stop between two runs (a cancel while it was being queued again)
-            if self.store.transition(job_id, ("queued",), "cancelled", reason="cancelled by a client"):
+            if self.store.transition(job_id, (QUEUED,), CANCELLED, reason="cancelled by a client"):
                 self.emit(Cancelled(job_id=job_id, step=record.step))
             return None
         # Not awaited: from here until the job waits for a node nothing yields, so jobs take their places in line
@@ -285,7 +286,7 @@ class RayRunner:
             # Only an actor whose job ended well runs the next one: a failed job may have left its process or
             # GPU broken (a CUDA error), and would fail the whole line in turn.
             ended = self.store.get(job_id)
-            if ended is not None and ended.state in ("finished", "cancelled"):
+            if ended is not None and ended.state in (FINISHED, CANCELLED):
                 handed_on = self._hand_on(actor, node)
         except self.ray.exceptions.RayTaskError as exc:  # the actor's code raised outside the job's own guard
             self._fail(job_id, f"the node's job actor failed: {exc.cause if exc.cause is not None else exc}")
@@ -301,7 +302,7 @@ class RayRunner:
             if not handed_on and current is not None:
                 self._kill(current)
         record = self.store.get(job_id)
-        if record is not None and record.state == "running":  # the stream ended without the job's end
+        if record is not None and record.state == RUNNING:  # the stream ended without the job's end
             self._fail(job_id, "the job's actor ended without finishing the job")
         return None
 
@@ -378,7 +379,7 @@ class RayRunner:
         node = str(node)[:200]
         if self.stopping.is_set():
             raise _Abandoned  # the gateway is stopping: the job stays queued for its next start
-        if self.store.transition(job_id, ("queued",), "running", reason="", node=node) is None:
+        if self.store.transition(job_id, (QUEUED,), RUNNING, reason="", node=node) is None:
             raise _Abandoned  # cancelled (or deleted) in the moment it was placed
         with self._lock:
             job.node, job.started = node, True
@@ -393,7 +394,7 @@ class RayRunner:
         asked = {"GPU": self.options.num_gpus, "CPU": self.options.num_cpus, **self.options.resources}
         missing = [f"{amount:g} {name}" for name, amount in asked.items() if amount > total.get(name, 0.0)]
         if missing:
-            self.store.transition(job_id, ("queued",), "queued",
+            self.store.transition(job_id, (QUEUED,), QUEUED,
                                   reason=f"waiting: no node of the Ray cluster offers {', '.join(missing)} (the job "
                                          "starts when one joins; see --ray-gpus, --ray-resource)")
 
@@ -404,15 +405,15 @@ class RayRunner:
         if record is None:
             return False
         if job.cancel:
-            if self.store.transition(job_id, ("running", "queued"), "cancelled", reason="cancelled by a client"):
+            if self.store.transition(job_id, ACTIVE, CANCELLED, reason="cancelled by a client"):
                 self.emit(Cancelled(job_id=job_id, step=record.step))
             return False
         where = f"node {job.node}" if job.node else "its node"
         if self.stopping.is_set():
-            self.store.transition(job_id, ("running",), "interrupted",
+            self.store.transition(job_id, (RUNNING,), INTERRUPTED,
                                   reason="the gateway stopped while this job was running; resume it to continue")
             return False
-        if record.state not in ("running", "queued"):
+        if record.state not in ACTIVE:
             return False
         if attempt >= self.options.max_attempts:
             self._fail(job_id, f"{where} was lost {attempt} times while running this job (last: "
@@ -426,7 +427,7 @@ class RayRunner:
             job.started = False
         # A cancel from here on either finds the job queued (the service answers it) or leaves its flag for the
         # next attempt, which answers it: never both, never neither.
-        if self.store.transition(job_id, ("running", "queued"), "queued", reason=reason) is None:
+        if self.store.transition(job_id, ACTIVE, QUEUED, reason=reason) is None:
             return False  # ended meanwhile
         self.emit(Progress(job_id=job_id, step=record.step, steps=record.spec.steps, elapsed=record.elapsed,
                            phase="queued"))
@@ -452,7 +453,7 @@ class RayRunner:
     def _fail(self, job_id: str, reason: str) -> None:
         """End a job that has not ended as `failed` (a job that finished or was cancelled meanwhile stays so)."""
         line = " ".join(reason.split())[:2000]
-        if self.store.transition(job_id, ("queued", "running"), "failed", reason=line) is not None:
+        if self.store.transition(job_id, ACTIVE, FAILED, reason=line) is not None:
             self.emit(Failed(job_id=job_id, reason=line))
 
 

@@ -30,12 +30,13 @@ from blender_dreamfusion.shared.errors import MAX_FIELD_NAME, BadJobSpec, safe_t
 from blender_dreamfusion.shared.messages import JobCommand
 from blender_dreamfusion.shared.transport import send_routed
 from blender_dreamfusion.shared.wirefields import MAX_TEXT
+from blender_dreamfusion.shared.states import ACTIVE, CANCELLED, FINISHED, INTERRUPTED, QUEUED, RESUMABLE, TERMINAL
 
 from ..job_run import resolve_device
 from ..threads import ThreadPolicy
 from ..work_budget import OverBudget, WorkBudget, check_work
 from .admission import PathPolicy, Refused, ServerLimits, admit, format_size
-from .jobs import RESUMABLE, TERMINAL, DamagedJob, JobRecord, JobStore, default_data_dir
+from .jobs import DamagedJob, JobRecord, JobStore, default_data_dir
 from .security import check_bind, zmq_endpoint
 from .sessions import Session, Sessions
 from .subscribers import ENDINGS, Subscribers
@@ -202,7 +203,7 @@ class Server:
                 continue
             seen.add(job_id)
             record = self.store.get(job_id)
-            if record is None or record.state != "queued":
+            if record is None or record.state != QUEUED:
                 continue  # cancelled while waiting: the worker will skip it
             position += 1
             if position > ANNOUNCED_POSITIONS:
@@ -380,7 +381,7 @@ class Server:
         record = self._known(peer, session, message, act="cancel")
         if record is None:
             return
-        if record.state in TERMINAL or record.state == "interrupted":
+        if record.state in TERMINAL or record.state == INTERRUPTED:
             self._refuse(peer, message, f"job {record.job_id} is {record.state}; there is nothing to cancel")
             return
         self._subscribe(peer, record.job_id)  # the one who cancels hears that it happened
@@ -390,7 +391,7 @@ class Server:
         """Ask a queued or running job to stop; True when it was still queued (it is cancelled now)."""
         self._runner.cancel(record.job_id)
         # Not picked up yet: the worker will skip it, so answer at once. (Running: the worker answers.)
-        if self.store.transition(record.job_id, ("queued",), "cancelled", reason="cancelled by a client"):
+        if self.store.transition(record.job_id, (QUEUED,), CANCELLED, reason="cancelled by a client"):
             self._publish(Cancelled(job_id=record.job_id, step=record.step))
             self._announce_queue()
             return True
@@ -400,9 +401,9 @@ class Server:
         record = self._known(peer, session, message)
         if record is None:
             return
-        if record.state != "finished" or not self.store.mesh_path(record.job_id).is_file():
+        if record.state != FINISHED or not self.store.mesh_path(record.job_id).is_file():
             self._refuse(peer, message, f"job {record.job_id} is {record.state}; a result exists once it has "
-                                        "finished")
+                                        f"{FINISHED}")
             return
         self._offer_finished(peer, record.job_id, message.request_id)
 
@@ -438,7 +439,7 @@ class Server:
 
     def _finished_from_disk(self, job_id: str, request_id: str | None) -> Finished | None:
         record = self.store.get(job_id)
-        mesh = self.store.load_mesh(job_id) if record is not None and record.state == "finished" else None
+        mesh = self.store.load_mesh(job_id) if record is not None and record.state == FINISHED else None
         if mesh is None:
             return None
         checkpoints = self.store.checkpoints(job_id)
@@ -466,7 +467,7 @@ class Server:
             self._refuse(peer, message, refusal.reason)
             return
         self._runner.forget(record.job_id)
-        if not self.store.transition(record.job_id, RESUMABLE, "queued", reason=""):
+        if not self.store.transition(record.job_id, RESUMABLE, QUEUED, reason=""):
             return
         self._subscribe(peer, record.job_id)
         self._send(peer, Accepted(job_id=record.job_id, spec=record.spec, request_id=message.request_id))
@@ -477,7 +478,7 @@ class Server:
         entry = self._known(peer, session, message, act="delete", any_state=True)
         if entry is None:
             return
-        if isinstance(entry, JobRecord) and entry.state in ("queued", "running") and not self._stop_job(entry):
+        if isinstance(entry, JobRecord) and entry.state in ACTIVE and not self._stop_job(entry):
             # Running: the worker stops it after its step; the folder goes when it has (see _publish).
             self._deleting.setdefault(entry.job_id, []).append((peer, message.request_id))
             return

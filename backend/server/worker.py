@@ -20,6 +20,8 @@ from typing import Callable
 import torch
 
 from blender_dreamfusion.shared import Cancelled, Failed, Finished, Message, Progress
+from blender_dreamfusion.shared.formats import RESULT_FORMAT
+from blender_dreamfusion.shared.states import CANCELLED, FAILED, FINISHED, INTERRUPTED
 
 from ..checkpoint import CheckpointError
 from ..guidance import Guidance, ModelLoadError, load_guidance
@@ -173,8 +175,9 @@ class Worker:
             if end.asset.texture is not None:
                 self.store.save_texture(job_id, end.asset.texture)
             if end.mesh.vertex_count:
-                files["glb"] = str(write_result(end, self.store.folder(job_id) / "result.glb")[0])
-            self.store.update(job_id, state="finished", files=files, reason=end.reason, **common)
+                result = self.store.folder(job_id) / f"result{RESULT_FORMAT}"
+                files[RESULT_FORMAT[1:]] = str(write_result(end, result)[0])
+            self.store.update(job_id, state=FINISHED, files=files, reason=end.reason, **common)
             self.emit(Finished(job_id=job_id, step=trainer.step, elapsed=reporter.elapsed(),
                                checkpoint=str(checkpoint), files=files, mesh=end.mesh, texture=end.asset.texture,
                                preview=end.snapshot.as_update(job_id).preview))
@@ -183,16 +186,16 @@ class Worker:
 
     def _stopped(self, job_id: str, step: int, common: dict) -> None:
         if not self.stopping.is_set():  # stopped early and the server goes on: a cancel
-            self.store.update(job_id, state="cancelled", reason="cancelled by a client", **common)
+            self.store.update(job_id, state=CANCELLED, reason="cancelled by a client", **common)
             self.emit(Cancelled(job_id=job_id, step=step))
         else:  # the server is shutting down: the job waits for `resume`
-            self.store.update(job_id, state="interrupted",
+            self.store.update(job_id, state=INTERRUPTED,
                               reason="the backend stopped while this job was running; resume it to continue",
                               **common)
 
     def _fail(self, job_id: str, reason: str) -> None:
         line = " ".join(reason.split())[:2000] or "unknown error"
-        self.store.update(job_id, state="failed", reason=line)
+        self.store.update(job_id, state=FAILED, reason=line)
         self.emit(Failed(job_id=job_id, reason=line))
 
 

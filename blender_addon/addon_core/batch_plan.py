@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..shared.errors import SpecError
+from ..shared.formats import READABLE
 from ..shared.jobspec import DEFAULT_MODEL, JobSpec, preset_values
 from ..shared.names import slugify
 from .prompt_file import INIT_MESH, BadLine, PromptFile
 
-#: Start-mesh files the batch reads (with Blender's own importers).
-MESH_FILE_SUFFIXES = (".glb", ".gltf", ".obj", ".ply")
 
 
 @dataclass(frozen=True)
@@ -80,12 +79,12 @@ def _init_mesh(fields: dict[str, Any], folder: Path) -> str:
     value = fields.pop(INIT_MESH, None)
     if value in (None, ""):
         return ""
-    allowed = f"a {'/'.join(MESH_FILE_SUFFIXES)} file on this machine (relative to the prompt file's folder)"
+    allowed = f"a {'/'.join(READABLE)} file on this machine (relative to the prompt file's folder)"
     if not isinstance(value, str):
         raise SpecError(INIT_MESH, value, allowed, "is not a path")
     path = Path(value).expanduser()
     path = path if path.is_absolute() else folder / path
-    if path.suffix.lower() not in MESH_FILE_SUFFIXES:
+    if path.suffix.lower() not in READABLE:
         raise SpecError(INIT_MESH, value, allowed, "is not a mesh file of a kind Blender reads here")
     if not path.is_file():
         raise SpecError(INIT_MESH, value, allowed, "is not a file" if path.exists() else "does not exist")

@@ -24,8 +24,9 @@ from typing import Any, Callable, Protocol
 
 from ..shared.jobspec import JobSpec
 from ..shared.mesh import MeshData
+from ..shared.states import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, TERMINAL
 from .batch_plan import BatchItem
-from .job_tracker import FINAL_STATES, Applied, JobTracker, MeshToApply
+from .job_tracker import Applied, JobTracker, MeshToApply
 
 #: A backend that has not answered its first hello by then is retired.
 CONNECT_TIMEOUT = 30.0
@@ -66,7 +67,7 @@ class ItemResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == "finished"
+        return self.status == FINISHED
 
     def to_dict(self) -> dict[str, Any]:
         spec = self.item.spec
@@ -111,7 +112,7 @@ class BatchRunner:
 
     @property
     def done(self) -> bool:
-        return all(r.status in (*FINAL_STATES, "not started") for r in self.results)
+        return all(r.status in (*TERMINAL, "not started") for r in self.results)
 
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> bool:
         """Until every item ended; False if `should_stop` interrupted it (running jobs are then cancelled)."""
@@ -138,13 +139,13 @@ class BatchRunner:
         if self.queue and all(b.retired for b in self.backends):
             reasons = "; ".join(f"{b.name}: {b.retired}" for b in self.backends)
             for result in self.queue:
-                self._end(result, "failed", f"no backend left ({reasons})")
+                self._end(result, FAILED, f"no backend left ({reasons})")
             self.queue.clear()
         if now - self._last_progress >= self.progress_every:
             self._last_progress = now
             for backend in self.backends:
                 for result in backend.jobs:
-                    if result.status == "running":
+                    if result.status == RUNNING:
                         self._progress_line(backend, result)
 
     def wait(self, seconds: float) -> None:
@@ -178,7 +179,7 @@ class BatchRunner:
             self.wait(0.1)
         for backend in self.backends:
             for result in backend.jobs:
-                self._end(result, "cancelled", "interrupted (the backend did not confirm the cancel)")
+                self._end(result, CANCELLED, "interrupted (the backend did not confirm the cancel)")
             backend.jobs.clear()
 
     def _cancel(self, backend: _Backend, result: ItemResult) -> None:
@@ -186,7 +187,7 @@ class BatchRunner:
             backend.session.cancel(result.job_id)
         except Exception as exc:  # the backend is gone: nothing left to cancel there
             self._drop(backend, result)
-            self._end(result, "cancelled", f"interrupted; could not cancel on {backend.name}: {exc}")
+            self._end(result, CANCELLED, f"interrupted; could not cancel on {backend.name}: {exc}")
 
     def shutdown(self) -> None:
         for backend in self.backends:
@@ -204,13 +205,13 @@ class BatchRunner:
 
     def _apply_to(self, backend: _Backend, result: ItemResult, applied: Applied) -> None:
         if result.request_id in applied.rejected:
-            self._end(result, "failed", f"refused by {backend.name}: {applied.rejected[result.request_id]}")
+            self._end(result, FAILED, f"refused by {backend.name}: {applied.rejected[result.request_id]}")
             self._drop(backend, result)
             return
         for job_id, request_id in applied.accepted.items():
             if request_id == result.request_id:
                 result.job_id = job_id
-                self._set_status(result, "queued", f"(job {job_id})")
+                self._set_status(result, QUEUED, f"(job {job_id})")
                 if self._cancelling:
                     self._cancel(backend, result)
                     return
@@ -221,27 +222,27 @@ class BatchRunner:
             return
         result.step = view.step
         final = applied.meshes.get(result.job_id)
-        if view.state == "running" and result.status != "running":
+        if view.state == RUNNING and result.status != RUNNING:
             result.started = result.started or time.monotonic()
-            self._set_status(result, "running", f"on {backend.name}")
-        elif view.state == "finished" and final is not None and final.final:
+            self._set_status(result, RUNNING, f"on {backend.name}")
+        elif view.state == FINISHED and final is not None and final.final:
             self._drop(backend, result)
             self._finish(result, final)
-        elif view.state in ("failed", "cancelled"):
+        elif view.state in (FAILED, CANCELLED):
             self._drop(backend, result)
             self._end(result, view.state, view.reason or f"{view.state} on {backend.name}")
 
     def _finish(self, result: ItemResult, final: MeshToApply) -> None:
         result.step = final.step
         if not final.mesh.vertex_count:
-            self._end(result, "failed", "the result mesh is empty (nothing dense enough to extract)")
+            self._end(result, FAILED, "the result mesh is empty (nothing dense enough to extract)")
             return
         try:
             self.on_result(result, final)
         except Exception as exc:  # a full disk must not stop the rest of the batch
-            self._end(result, "failed", f"could not write the result: {exc}")
+            self._end(result, FAILED, f"could not write the result: {exc}")
             return
-        self._end(result, "finished", "")
+        self._end(result, FINISHED, "")
 
     def _check_health(self, backend: _Backend, now: float) -> str:
         """Retire a backend that failed or stayed silent too long; returns its session's state."""
@@ -274,7 +275,7 @@ class BatchRunner:
                 self.queue.insert(0, result)
                 self.log(f"{self._tag(result)} {result.item.prompt}: will run again on another backend")
             else:
-                self._end(result, "failed", f"{backend.name}: {reason}")
+                self._end(result, FAILED, f"{backend.name}: {reason}")
 
     def _submit(self, backend: _Backend, result: ItemResult) -> None:
         init_mesh = None
@@ -284,7 +285,7 @@ class BatchRunner:
                     raise ValueError("this batch cannot read mesh files")
                 init_mesh = self.load_init_mesh(result.item)
             except Exception as exc:  # an unreadable file fails its row; the backend takes the next one
-                self._end(result, "failed", f"init_mesh: {exc}")
+                self._end(result, FAILED, f"init_mesh: {exc}")
                 return
         try:
             result.request_id = backend.session.submit(result.item.spec, init_mesh=init_mesh)
@@ -303,12 +304,12 @@ class BatchRunner:
         if result.started is not None:
             result.seconds = time.monotonic() - result.started
         result.error = error
-        detail = f"in {result.seconds:.1f} s" if status == "finished" and result.seconds is not None else error
+        detail = f"in {result.seconds:.1f} s" if status == FINISHED and result.seconds is not None else error
         self._set_status(result, status, detail)
 
     def _set_status(self, result: ItemResult, status: str, detail: str = "") -> None:
         result.status = status
-        files = " -> " + ", ".join(result.files.values()) if status == "finished" and result.files else ""
+        files = " -> " + ", ".join(result.files.values()) if status == FINISHED and result.files else ""
         self.log(f"{self._tag(result)} {status}: {result.item.prompt}" + (f" {detail}" if detail else "") + files)
         if self.on_change is not None:
             self.on_change(result)

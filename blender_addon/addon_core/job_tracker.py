@@ -15,19 +15,17 @@ from ..shared.jobspec import JobSpec
 from ..shared.mesh import MeshData, Texture, VertexColors
 from ..shared.messages import (Accepted, Cancelled, Deleted, Error, Failed, Finished, JobInfo, ListReply, Message,
                                Progress, Rejected, StatusReply, Update)
+from ..shared.states import ACTIVE, CANCELLED, FAILED, FINISHED, INTERRUPTED, JobState, QUEUED, RUNNING, TERMINAL
 
-ACTIVE_STATES = ("queued", "running")
 #: A running job whose rate fell under this share of its best is said to be slowed by a busy machine.
 SLOWED = 0.5
-#: States a job never leaves (an interrupted one can be resumed).
-FINAL_STATES = ("finished", "failed", "cancelled")
 
 
 @dataclass
 class JobView:
     job_id: str
     prompt: str
-    state: str = "queued"
+    state: JobState = QUEUED
     step: int = 0
     steps: int = 0
     loss: float | None = None
@@ -53,40 +51,40 @@ class JobView:
 
     @property
     def active(self) -> bool:
-        return self.state in ACTIVE_STATES
+        return self.state in ACTIVE
 
     def phase_text(self) -> str:
         """What the job is doing, when it is not simply taking steps: 'queued · 2nd in line (backend busy)'."""
-        if self.state == "queued":
+        if self.state == QUEUED:
             if self.queue_position > 1:
                 return f"queued · {ordinal(self.queue_position)} in line (the backend is busy with other jobs)"
-            return "queued · next in line" if self.queue_position == 1 else "queued"
-        if self.state != "running":
+            return "queued · next in line" if self.queue_position == 1 else self.state
+        if self.state != RUNNING:
             return ""
         return PHASE_TEXT.get(self.phase, "")
 
     def bar_text(self) -> str:
         """Short enough for a sidebar progress bar: '301/600 · ETA 1:52', or the phase when not training."""
-        if self.state == "queued" and self.queue_position:
+        if self.state == QUEUED and self.queue_position:
             return f"queued · {ordinal(self.queue_position)} in line"
-        if self.state == "running" and self.phase in PHASE_TEXT:
+        if self.state == RUNNING and self.phase in PHASE_TEXT:
             return PHASE_TEXT[self.phase]
         text = f"{self.step}/{self.steps}" if self.steps else self.state
-        if self.state == "running" and self.eta is not None:
+        if self.state == RUNNING and self.eta is not None:
             text += f" · ETA {format_seconds(self.eta)}"
         return text
 
     @property
     def slowed(self) -> bool:
         """Training, at under half of its own best rate: other work on the machine is taking its cores."""
-        return self.state == "running" and 0 < self.it_per_s < SLOWED * self.best_it_per_s
+        return self.state == RUNNING and 0 < self.it_per_s < SLOWED * self.best_it_per_s
 
     def busy_text(self) -> str:
         return f"machine busy: {self.it_per_s / self.best_it_per_s:.0%} of this job's best speed" if self.slowed else ""
 
     def detail_text(self) -> str:
         """The rest of the summary: '2.7 it/s · loss 1.75e+03' (and a busy machine said)."""
-        parts = [f"{self.it_per_s:.1f} it/s"] if self.state == "running" and self.it_per_s > 0 else []
+        parts = [f"{self.it_per_s:.1f} it/s"] if self.state == RUNNING and self.it_per_s > 0 else []
         if self.slowed:
             parts.append(self.busy_text())
         if self.loss is not None:
@@ -98,9 +96,9 @@ class JobView:
         if self.phase_text():
             return self.phase_text()
         parts = [f"step {self.step}/{self.steps}" if self.steps else self.state]
-        if self.state == "running" and self.it_per_s > 0:
+        if self.state == RUNNING and self.it_per_s > 0:
             parts.append(f"{self.it_per_s:.1f} it/s")
-        if self.state == "running" and self.eta is not None:
+        if self.state == RUNNING and self.eta is not None:
             parts.append(f"ETA {format_seconds(self.eta)}")
         if self.slowed:
             parts.append(self.busy_text())
@@ -164,9 +162,9 @@ class JobTracker:
 
     def connection_lost(self) -> set[str]:
         """The backend went quiet: what was queued or running is shown as interrupted until it answers again."""
-        lost = {job_id for job_id, view in self.jobs.items() if view.state in ("queued", "running")}
+        lost = {job_id for job_id, view in self.jobs.items() if view.state in ACTIVE}
         for job_id in lost:
-            self.jobs[job_id].state = "interrupted"
+            self.jobs[job_id].state = INTERRUPTED
             self.jobs[job_id].reason = "lost contact with the backend"
         return lost
 
@@ -179,8 +177,8 @@ class JobTracker:
                 out.accepted[event.job_id] = event.request_id or ""
                 view = self.jobs.setdefault(event.job_id, JobView(event.job_id, event.spec.prompt))
                 view.spec, view.steps, view.prompt = event.spec, event.spec.steps, event.spec.prompt
-                if view.state in ("interrupted", *FINAL_STATES):  # a resume was accepted: it runs again
-                    view.state, view.reason, view.phase = "queued", "", ""
+                if view.state in (INTERRUPTED, *TERMINAL):  # a resume was accepted: it runs again
+                    view.state, view.reason, view.phase = QUEUED, "", ""
             elif isinstance(event, Rejected):
                 self._submits.pop(event.request_id or "", None)
                 where = f" ({event.field})" if event.field else ""
@@ -201,39 +199,39 @@ class JobTracker:
                         self.follow(info)
                         out.changed.add(info.job_id)
                 continue
-            elif isinstance(event, (Progress, Update)) and self._view(event.job_id).state in FINAL_STATES:
+            elif isinstance(event, (Progress, Update)) and self._view(event.job_id).state in TERMINAL:
                 continue  # a straggler behind the job's end must not bring it back to life
             elif (isinstance(event, Progress) and event.phase == "queued"
-                  and self._view(event.job_id).state == "running"):
+                  and self._view(event.job_id).state == RUNNING):
                 continue  # a place in line announced just as a worker took the job: it runs already
             elif isinstance(event, Progress):
                 view = self._view(event.job_id)
                 view.phase, view.queue_position = event.phase, event.queue_position
-                view.state = "queued" if event.phase == "queued" else "running"
+                view.state = QUEUED if event.phase == "queued" else RUNNING
                 view.step, view.steps, view.elapsed = event.step, event.steps, event.elapsed
                 if event.phase == "training":  # the other phases carry no rate
                     view.loss, view.it_per_s, view.eta = event.loss, event.it_per_s, event.eta
                     view.best_it_per_s = max(view.best_it_per_s, event.it_per_s)
             elif isinstance(event, Update):
                 view = self._view(event.job_id)
-                view.state, view.step, view.steps = "running", max(view.step, event.step), event.steps
+                view.state, view.step, view.steps = RUNNING, max(view.step, event.step), event.steps
                 view.phase = view.phase if view.phase == "extracting" else "training"
                 view.loss, view.elapsed = event.loss, event.elapsed
                 self._offer(out, MeshToApply(event.job_id, event.step, event.mesh, event.preview, final=False,
                                              vertex_colors=event.vertex_colors))
             elif isinstance(event, Finished):
                 view = self._view(event.job_id)
-                view.state, view.step, view.elapsed, view.eta = "finished", event.step, event.elapsed, 0.0
+                view.state, view.step, view.elapsed, view.eta = FINISHED, event.step, event.elapsed, 0.0
                 view.phase, view.queue_position = "", 0
                 view.files = dict(event.files)
                 self._offer(out, MeshToApply(event.job_id, event.step, event.mesh, event.preview, final=True,
                                              texture=event.texture))
             elif isinstance(event, Failed):
                 view = self._view(event.job_id)
-                view.state, view.reason = "failed", event.reason
+                view.state, view.reason = FAILED, event.reason
             elif isinstance(event, Cancelled):
                 view = self._view(event.job_id)
-                view.state, view.step = "cancelled", max(view.step, event.step)
+                view.state, view.step = CANCELLED, max(view.step, event.step)
             else:
                 continue
             if job_id:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import textwrap
 from typing import Sequence
+from ..shared.states import ACTIVE, RUNNING
 
-from .job_tracker import ACTIVE_STATES
 
 #: Roughly how wide one character of Blender's UI font is at a UI scale of 1 (pixels): wide enough that a wrapped
 #: line is never cut off with an ellipsis.
@@ -19,7 +19,7 @@ def progress_job_index(states: Sequence[str], selected: int) -> int:
     job's ETA as soon as a second job is queued (or cancelled)."""
     if 0 <= selected < len(states):
         return selected
-    for wanted in ("running", *(s for s in ACTIVE_STATES if s != "running")):
+    for wanted in (RUNNING, *(s for s in ACTIVE if s != RUNNING)):
         for index in range(len(states) - 1, -1, -1):
             if states[index] == wanted:
                 return index

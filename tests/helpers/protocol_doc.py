@@ -37,6 +37,8 @@ def _json_type(tp) -> str:
         return "JobSpec object"
     if dataclasses.is_dataclass(tp):
         return f"{tp.__name__} object"
+    if origin is typing.Literal:  # a closed set of names: its choices are listed with the limits
+        return "string"
     return {str: "string", int: "integer", float: "number", bool: "boolean"}[tp]
 
 

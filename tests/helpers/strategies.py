@@ -148,6 +148,8 @@ def _for_type(tp, limits):
         if limits.pattern:
             return st.from_regex(limits.pattern, fullmatch=True)
         return st.text(TEXT, max_size=min(limits.max_len, 40))
+    if origin is typing.Literal:
+        return st.sampled_from(limits.choices or typing.get_args(tp))
     if tp is bool:
         return st.booleans()
     if tp is int:
