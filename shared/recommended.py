@@ -33,8 +33,8 @@ TOY_TRAINING_SCENE: dict[str, Any] = {
 BUILTIN_RECOMMENDATIONS: dict[str, dict[str, Any]] = {
     "toy-shapes": {
         **TOY_TRAINING_SCENE,
-        # A signed distance, not a density: a crisp solid whose mesh is its zero level set (README, toy
-        # section, for the figures). 600 steps: at 400 a cube's corners are still bitten.
+        # A signed distance, not a density: a crisp solid whose mesh is its zero level set (docs/toy-prior.md
+        # for the figures). 600 steps: at 400 a cube's corners are still bitten.
         "geometry": "sdf",
         "render_resolution": 32, "views_per_step": 4, "guidance_scale": 20.0, "steps": 600,
         "t_anneal": 0.5, "mesh_resolution": 96, "stream_every": 100,
