@@ -267,6 +267,8 @@ def vertex_colors(field, vertices: np.ndarray, chunk: int = CHUNK) -> np.ndarray
     if len(vertices) == 0:
         return np.zeros((0, 4), np.uint8)
     points = torch.as_tensor(vertices, dtype=torch.float32, device=_device(field))
-    albedo = torch.cat([field(p)[1] for p in points.split(chunk)]).clamp(0, 1).cpu().numpy()
+    # A geometry's albedo alone (an SDF's colour needs no distance query); a bare test field's from its forward.
+    albedo_of = field.albedo if isinstance(field, Geometry) else (lambda p: field(p)[1])
+    albedo = torch.cat([albedo_of(p) for p in points.split(chunk)]).clamp(0, 1).cpu().numpy()
     rgb = np.round(albedo * 255.0).astype(np.uint8)
     return np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], axis=1)

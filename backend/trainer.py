@@ -213,7 +213,7 @@ class Trainer:
         samples = start_samples(surface.positions, surface.triangles, surface.colors, settings, self.spec.seed)
         with torch.no_grad():  # the shape's own albedo where the samples are, not the mesh's vertex colours
             points = torch.as_tensor(samples.points, dtype=torch.float32, device=self.device)
-            colours = torch.cat([shape(p)[1] for p in points.split(65536)]).cpu().numpy()
+            colours = torch.cat([shape.albedo(p) for p in points.split(65536)]).cpu().numpy()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.spec.seed)
             colour = start_colour_field(shape.bound, SurfaceSamples(samples.points, colours, samples.normals),

@@ -41,7 +41,7 @@ from .addon_core.job_tracker import MeshToApply
 from .addon_core.local_backend import LocalBackendError, split_folders
 from .addon_core.png import encode_png
 from .addon_core.prompt_file import PromptFileError, read_prompt_file
-from .session import Session
+from .addon_core.session import Session
 from .shared.atomic import atomic_write
 from .shared.jobspec import DEFAULT_MODEL, model_source
 from .shared.recommended import recommendations

@@ -17,7 +17,7 @@ from . import history, scene_update
 from .addon_core.refine import is_frame
 from .addon_core.texture_queue import TextureQueue
 from .properties import find_job
-from .session import SESSION
+from .addon_core.session import SESSION
 
 #: Seconds between ticks while jobs run / while idle.
 ACTIVE_INTERVAL = 0.1
@@ -59,18 +59,18 @@ def tick() -> float:
 def _apply(applied) -> None:
     tracker = SESSION.tracker
     for job_id, request_id in applied.accepted.items():
-        scene_name = SESSION.submit_scenes.pop(request_id, None)
-        target = SESSION.submit_targets.pop(request_id, None)
+        submitted = applied.answered.get(request_id)
+        scene_name, target = (submitted.scene_name, submitted.target) if submitted is not None else ("", None)
         scene, job_item = find_job(job_id)
         if job_item is None:
-            scene = bpy.data.scenes.get(scene_name or "") or bpy.context.scene
+            scene = bpy.data.scenes.get(scene_name) or bpy.context.scene
             job_item = _add_job_item(scene, job_id, tracker.jobs[job_id].prompt)
             applied.changed.add(job_id)
         if target is not None:
             _adopt(job_item, job_id, target)
     for request_id in applied.rejected:
-        SESSION.submit_scenes.pop(request_id, None)
-        target = SESSION.submit_targets.pop(request_id, None)
+        submitted = applied.answered.get(request_id)
+        target = submitted.target if submitted is not None else None
         if target is not None:  # the refusal itself is in the panel's notices
             scene_update.discard_pending(target.token, target.hidden_object)
     dropped, SESSION.dropped_targets = SESSION.dropped_targets, []
@@ -94,20 +94,23 @@ def _apply(applied) -> None:
             history.store_thumbnail(job_item, item.preview.pixels)
     for job_id in applied.changed:
         view = tracker.jobs.get(job_id)
-        if view is None:
-            continue
         scene, job_item = find_job(job_id)
-        if job_item is None:
-            continue
-        job_item.state, job_item.step, job_item.steps = view.state, view.step, view.steps
-        job_item.summary, job_item.reason = view.summary(), view.reason[:1024]
-        job_item.elapsed = view.elapsed
-        if not job_item.spec_json:
-            history.record_spec(job_item, view.spec)
-        if view.prompt:
-            job_item.prompt = view.prompt
-        if view.parent and not job_item.parent_job:
-            job_item.parent_job = view.parent
+        if view is not None and job_item is not None:
+            _show(view, job_item)
+
+
+def _show(view, job_item) -> None:
+    """The tracker's view of a job (the one record of it) drawn into its entry in the scene's job list, which
+    the file saves and the panel lists: the one place those fields are written from the backend's news."""
+    job_item.state, job_item.step, job_item.steps = view.state, view.step, view.steps
+    job_item.summary, job_item.reason = view.summary(), view.reason[:1024]
+    job_item.elapsed = view.elapsed
+    if not job_item.spec_json:
+        history.record_spec(job_item, view.spec)
+    if view.prompt:
+        job_item.prompt = view.prompt
+    if view.parent and not job_item.parent_job:
+        job_item.parent_job = view.parent
 
 
 def _apply_textures() -> bool:

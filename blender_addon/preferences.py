@@ -2,7 +2,7 @@
 
 import bpy
 
-from .session import SESSION
+from .addon_core.session import SESSION
 from .shared.client import DEFAULT_ADDRESS
 from .shared.jobspec import DEFAULT_MODEL
 

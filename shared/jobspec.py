@@ -234,7 +234,9 @@ class JobSpec:
         An optional `"preset"` key supplies the base values; the other keys
         override it. `"seed": null` (or no seed) draws one and records it.
         `model_defaults(model)`, when given, fills the fields `data` leaves
-        out, under the preset (what the named model recommends).
+        out, under the preset (what the named model recommends). Which fields
+        were left out (by `data` and its preset) stays known to the spec, so a
+        later step may fill them after all (`fill_left_out`).
         """
         if not isinstance(data, Mapping):
             raise SpecError("spec", data, "a JSON object of JobSpec fields", "is not an object")
@@ -243,15 +245,27 @@ class JobSpec:
         known = knobs_of(cls)
         if model_defaults is not None and not set(known) <= set(data):
             base.update((k, v) for k, v in model_defaults(data.get("model", DEFAULT_MODEL)).items() if k in known)
+        chosen = set(data)
         if "preset" in data:
-            base.update(preset_values(data.pop("preset")))
+            preset = preset_values(data.pop("preset"))
+            base.update(preset)
+            chosen |= set(preset)
         for name in data:
             if name not in known:
                 raise SpecError(str(name), data[name], "one of " + ", ".join(known), "is not a JobSpec field")
         if "prompt" not in data:
             raise SpecError("prompt", None, known["prompt"].allowed(), "is missing")
         base.update(data)
-        return cls(**base)
+        spec = cls(**base)
+        object.__setattr__(spec, "_left_out", frozenset(known) - chosen)  # not a field: not on the wire, not compared
+        return spec
+
+    def fill_left_out(self, values: Mapping[str, Any]) -> "JobSpec":
+        """This spec with the fields its sender left out taken from `values` (a model's recommendations read only
+        now). Only a spec straight from `from_dict` knows what was left out; any other leaves nothing to fill."""
+        left_out = getattr(self, "_left_out", frozenset())
+        changes = {name: value for name, value in values.items() if name in left_out}
+        return self.replace(**changes) if changes else self
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; `from_dict(to_dict())` gives back an equal spec."""

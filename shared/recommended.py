@@ -11,7 +11,9 @@ DeepFloyd IF stage I), told from a hub id's name or a folder's pipeline class.
 Precedence everywhere, lowest first: JobSpec defaults, these, the preset, the
 values given (flags, panel edits, batch columns, fields a submit carries).
 Choosing a model in the panel applies them; the server applies them to the
-fields a submitted spec leaves out. Nothing here downloads or imports a model.
+fields a submitted spec leaves out: what needs no file as it decodes the submit,
+a local folder's own only once admission allowed that folder
+(`backend/server/admission.py`). Nothing here downloads or imports a model.
 """
 
 from __future__ import annotations
@@ -70,9 +72,11 @@ def builtin_recommendations(model: str) -> dict[str, Any]:
     return _copy(BUILTIN_RECOMMENDATIONS.get(model, {}))
 
 
-def recommendations(model: Any) -> dict[str, Any]:
+def recommendations(model: Any, read_files: bool = True) -> dict[str, Any]:
     """What `model` recommends (see the module docstring for the order); {} when nothing is known.
 
+    `read_files` False: what is known without opening a file (a local folder then recommends nothing): what a
+    server's decoder may apply, before its path policy has said whether the folder may be read at all.
     Never raises: a bad value or an unreadable folder recommends nothing, and the spec's own
     validation names the field.
     """
@@ -80,6 +84,8 @@ def recommendations(model: Any) -> dict[str, Any]:
         return {}
     if model in BUILTIN_RECOMMENDATIONS:
         return builtin_recommendations(model)
+    if not read_files and model_source(model) == "local":
+        return {}
     index = _local_index(model)
     if index is not None and isinstance(index.get("_recommended_spec"), dict):
         return _copy(index["_recommended_spec"])

@@ -88,8 +88,10 @@ def convert(tp: Any, value: Any, path: str, limits: Limits = Limits()) -> Any:
         if isinstance(value, JobSpec):
             return value
         try:
-            # Fields a sender leaves out take what its model recommends (a partial spec from a script).
-            return JobSpec.from_dict(value, model_defaults=recommendations)
+            # Fields a sender leaves out take what its model recommends (a partial spec from a script), as far as
+            # that is known without opening a file: a local folder's own are admission's to read, once its path
+            # policy allowed the folder (a decoder applies no policy).
+            return JobSpec.from_dict(value, model_defaults=lambda model: recommendations(model, read_files=False))
         except SpecError as exc:
             raise BadJobSpec(exc) from None
     if dataclasses.is_dataclass(tp):

@@ -101,7 +101,7 @@ def backend(addon):
     prefs = bpy.context.preferences.addons["dreamfusion"].preferences
     prefs.backend_mode, prefs.address = "REMOTE", peer.endpoint
     yield peer
-    addon.session.SESSION.disconnect()
+    addon.addon_core.session.SESSION.disconnect()
     peer.close()
 
 
@@ -199,7 +199,7 @@ def test_the_prompt_starts_empty_and_generate_draws_a_seed_per_job_unless_locked
     settings.prompt = "  "
     with pytest.raises(RuntimeError, match='type a prompt first: what to make, e.g. "a ceramic teapot"'):
         bpy.ops.dreamfusion.generate()
-    assert addon.session.SESSION.client is None, "an empty prompt must not connect or send anything"
+    assert addon.addon_core.session.SESSION.client is None, "an empty prompt must not connect or send anything"
 
     settings.prompt, settings.seed, state.lock_seed = "a teapot", 7, False
     sent = []
@@ -343,7 +343,7 @@ def test_each_refine_button_has_its_own_operator_and_redo_title(addon):
 # --- 8. The status line refreshes once the preference is fixed ----------------------------------------------------
 
 def test_the_status_line_refreshes_after_the_backend_preference_is_fixed(addon):
-    session = addon.session.SESSION
+    session = addon.addon_core.session.SESSION
     prefs = bpy.context.preferences.addons["dreamfusion"].preferences
     prefs.backend_mode = "LOCAL"
     prefs.backend_executable = "/no/such/folder/dreamfusion-backend"

@@ -53,7 +53,7 @@ def addon(tmp_path_factory, tiny_sd):
 
 
 def _session():
-    from dreamfusion.session import SESSION
+    from dreamfusion.addon_core.session import SESSION
 
     return SESSION
 
@@ -230,7 +230,7 @@ def test_export_writes_a_glb_with_its_texture_or_its_vertex_colours(addon, tmp_p
 def _refinement_ended(jobs_before: int):
     """For tick_until: the refinement's job-list entry once it ended, or why the backend refused it."""
     session, jobs = _session(), bpy.context.scene.dreamfusion.jobs
-    if session.submit_targets or session.tracker.submitting:
+    if session.tracker.submitting:
         return None  # not answered yet
     if len(jobs) == jobs_before:
         return "refused: " + " | ".join(session.notices[-2:])

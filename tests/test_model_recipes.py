@@ -83,13 +83,55 @@ def _submit(spec: dict):
     return decode([PROTOCOL_TAG, json.dumps(header).encode()], accept=CLIENT_TYPES).spec
 
 
-def test_the_server_fills_what_a_submit_leaves_out_from_the_models_recipe(tiny_sd):
-    spec = _submit({"prompt": "a red cube", "model": str(tiny_sd), "steps": 40})
-    assert (spec.guidance_scale, spec.stream_every, spec.steps) == (SD["guidance_scale"], SD["stream_every"], 40)
+def _submit_to(server, spec: dict):
+    """A partial submit (a script's), sent as raw frames; the server's reply."""
+    import zmq
+
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.connect(server.endpoint)
+    try:
+        socket.send_multipart([PROTOCOL_TAG, json.dumps({"type": "submit", "request_id": "r1", "spec": spec}).encode()])
+        assert socket.poll(30_000)
+        return decode(socket.recv_multipart())
+    finally:
+        socket.close(0)
+
+
+def test_the_server_fills_what_a_submit_leaves_out_from_the_models_recipe(tiny_sd, tmp_path, monkeypatch):
+    from blender_dreamfusion.shared import recommended
+    from tests.helpers.servers import ThreadServer
+
+    # Decoding fills what needs no file (a hub id's family, a preset); a full spec (the add-on's) is taken as it is.
     spec = _submit({"prompt": "a red cube", "model": "DeepFloyd/IF-I-XL-v1.0", "preset": "draft"})
     assert (spec.guidance_scale, spec.steps) == (20.0, 1000)
     full = JobSpec(prompt="a red cube", model=str(tiny_sd), seed=3, guidance_scale=9.0).to_dict()
-    assert _submit(full).to_dict() == full  # a complete spec (the add-on's) is taken as it is
+    assert _submit(full).to_dict() == full
+    read = []
+    monkeypatch.setattr(recommended, "_local_index", lambda model, real=recommended._local_index:
+                        read.append(model) or real(model))
+    spec = _submit({"prompt": "a red cube", "model": str(tiny_sd), "steps": 40})
+    assert read == [] and spec.guidance_scale == JobSpec(prompt="x").guidance_scale  # no folder read while decoding
+
+    # The server reads a local folder's recipe only once its path policy allowed the folder, and fills with it
+    # only the fields the submit left out.
+    allowed = ThreadServer(tmp_path / "allowed", allow_paths=(tiny_sd.parent,))
+    try:
+        reply = _submit_to(allowed, {"prompt": "a red cube", "model": str(tiny_sd), "steps": 40})
+        assert reply.TYPE == "accepted", reply
+        assert (reply.spec.guidance_scale, reply.spec.stream_every, reply.spec.steps) == (
+            SD["guidance_scale"], SD["stream_every"], 40)
+        assert read == [str(tiny_sd)]
+    finally:
+        allowed.stop()
+    elsewhere = ThreadServer(tmp_path / "elsewhere", allow_paths=(tmp_path / "nothing-here",))
+    try:
+        read.clear()
+        reply = _submit_to(elsewhere, {"prompt": "a red cube", "model": str(tiny_sd), "steps": 40})
+        assert reply.TYPE == "rejected" and reply.field == "model", reply
+        assert read == []  # refused without a look inside the folder
+    finally:
+        elsewhere.stop()
 
 
 def test_the_batch_plans_each_row_with_its_models_recipe(tiny_sd, tmp_path):

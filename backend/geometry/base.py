@@ -82,6 +82,10 @@ class Geometry(nn.Module):
     def density(self, points: torch.Tensor) -> torch.Tensor:
         return self.forward(points)[0]
 
+    def albedo(self, points: torch.Tensor) -> torch.Tensor:
+        """(N, 3) sRGB albedo in [0, 1] at points (what vertex colours and bakes read)."""
+        return self.forward(points)[1]
+
     def normals(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 3) unit outward normals, differentiable."""
         raise NotImplementedError

@@ -44,6 +44,9 @@ class LockedGeometry(Geometry):
     def forward(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.density(points), self.colour(points)
 
+    def albedo(self, points: torch.Tensor) -> torch.Tensor:
+        return self.colour(points)
+
     def signed_distance(self, points: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.shape.signed_distance(points)

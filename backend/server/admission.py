@@ -146,14 +146,15 @@ def admit(spec: JobSpec, store: JobStore, paths: PathPolicy, can_read_job, has_m
     mesh."""
     parent = ""
     readable = _ReadableJobs(store, paths, can_read_job)
-    if spec.init == "mesh":
-        spec = _admit_mesh(spec, paths, readable, has_mesh)
-    if spec.init == "checkpoint":
-        spec, parent = _admit_checkpoint(spec, store, paths, readable)
     if model_source(spec.model) == "local":
         _allowed_path("model", spec.model, paths, readable, data_dir_too=False, is_there=Path.is_dir,
                       outside="is not inside a folder this backend allows models from",
                       missing="no such folder on the backend's machine")
+        spec = _with_folder_recommendations(spec)
+    if spec.init == "mesh":
+        spec = _admit_mesh(spec, paths, readable, has_mesh)
+    if spec.init == "checkpoint":
+        spec, parent = _admit_checkpoint(spec, store, paths, readable)
     if model_source(spec.model) == "builtin":
         from ..toy.vocab import VocabularyError, parse_prompt
 
@@ -162,6 +163,18 @@ def admit(spec: JobSpec, store: JobStore, paths: PathPolicy, can_read_job, has_m
         except VocabularyError as exc:
             raise Refused("prompt", str(exc)) from None
     return Admitted(spec, parent)
+
+
+def _with_folder_recommendations(spec: JobSpec) -> JobSpec:
+    """A partial submit's left-out fields take what its local model folder recommends: read only here, after the
+    path policy allowed the folder (the decoder applied what needs no file)."""
+    from blender_dreamfusion.shared.errors import SpecError
+    from blender_dreamfusion.shared.recommended import recommendations
+
+    try:
+        return spec.fill_left_out(recommendations(spec.model))
+    except SpecError as exc:  # a folder recommending what the spec cannot be
+        raise Refused(exc.field, f"model: the folder's recommended {exc}") from None
 
 
 class _ReadableJobs:

@@ -131,24 +131,40 @@ class Applied:
     accepted: dict[str, str] = field(default_factory=dict)
     #: request id -> why the backend refused that submit (or resume).
     rejected: dict[str, str] = field(default_factory=dict)
+    #: request id -> what this client sent with it (where its job goes), for the submits answered here.
+    answered: dict[str, Submitted] = field(default_factory=dict)
     changed: set[str] = field(default_factory=set)
     #: User-facing lines: refusals and errors that belong to no job view.
     notices: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Submitted:
+    """A submit sent and not yet answered, and where its job goes once the backend names it."""
+
+    spec: JobSpec
+    #: The scene whose Generate sent it (its job list gets the job); "" for the current one.
+    scene_name: str = ""
+    #: Where a refinement's result goes (its new object, frame and lineage): refine.RefineTarget.
+    target: object | None = None
+
+
 class JobTracker:
+    """What this client knows of every job and every submit in flight: the one source the panel, the scene's job
+    list and the batch read."""
+
     def __init__(self) -> None:
         self.jobs: dict[str, JobView] = {}
-        self._submits: dict[str, JobSpec] = {}
+        self._submits: dict[str, Submitted] = {}
 
     @property
     def submitting(self) -> int:
         """Submits sent and not yet answered."""
         return len(self._submits)
 
-    def submitted(self, request_id: str, spec: JobSpec) -> None:
-        """Remember a submit until its `accepted` (or `rejected`) names the job."""
-        self._submits[request_id] = spec
+    def submitted(self, request_id: str, spec: JobSpec, scene_name: str = "", target: object | None = None) -> None:
+        """Remember a submit until its `accepted` (or `rejected`) names the job (`Applied.answered`)."""
+        self._submits[request_id] = Submitted(spec, scene_name, target)
 
     def follow(self, info: JobInfo) -> JobView:
         """Add or refresh a job from a status/list row (e.g. one found in a reopened .blend)."""
@@ -168,19 +184,24 @@ class JobTracker:
             self.jobs[job_id].reason = "lost contact with the backend"
         return lost
 
+    def _answered(self, request_id: str | None, out: Applied) -> None:
+        submitted = self._submits.pop(request_id or "", None)
+        if submitted is not None:
+            out.answered[request_id] = submitted
+
     def apply(self, events: list[Message]) -> Applied:
         out = Applied()
         for event in events:
             job_id = getattr(event, "job_id", None)
             if isinstance(event, Accepted):
-                self._submits.pop(event.request_id or "", None)
+                self._answered(event.request_id, out)
                 out.accepted[event.job_id] = event.request_id or ""
                 view = self.jobs.setdefault(event.job_id, JobView(event.job_id, event.spec.prompt))
                 view.spec, view.steps, view.prompt = event.spec, event.spec.steps, event.spec.prompt
                 if view.state in (INTERRUPTED, *TERMINAL):  # a resume was accepted: it runs again
                     view.state, view.reason, view.phase = QUEUED, "", ""
             elif isinstance(event, Rejected):
-                self._submits.pop(event.request_id or "", None)
+                self._answered(event.request_id, out)
                 where = f" ({event.field})" if event.field else ""
                 out.notices.append(f"refused{where}: {event.reason}")
                 out.rejected[event.request_id or ""] = event.reason

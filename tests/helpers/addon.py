@@ -55,7 +55,7 @@ def tick_until(condition, timeout: float = 180.0, on_tick=None):
             client.socket.poll(50)
         else:
             time.sleep(0.05)
-    from dreamfusion.session import SESSION
+    from dreamfusion.addon_core.session import SESSION
 
     raise AssertionError(f"timed out; status {SESSION.status()}, jobs {jobs_summary()}")
 

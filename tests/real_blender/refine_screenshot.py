@@ -82,7 +82,7 @@ def job_ended(jobs, count: int):
 def _step():
     result, phase = STATE["result"], STATE["phase"]
     if time.monotonic() - STATE["started"] > TIMEOUT:
-        session = getattr(sys.modules.get(MODULE + ".session"), "SESSION", None)
+        session = getattr(sys.modules.get(MODULE + ".addon_core.session"), "SESSION", None)
         views = [(v.state, v.phase, v.step) for v in session.tracker.jobs.values()] if session else "?"
         finish(f"timed out in phase {phase}; jobs {views}; notices {list(session.notices) if session else '?'}")
         return None

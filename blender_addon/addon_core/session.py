@@ -3,6 +3,8 @@
 Module state on purpose: sockets and processes cannot live in Blender's data
 (they are not saved), and there is one backend per Blender session.
 Everything here returns at once; the timer in `client_loop` does the waiting.
+No `bpy`: what a job is, and what became of each submit, is the tracker's
+(`job_tracker.py`); the Blender layer draws its view of it into the scene.
 """
 
 from __future__ import annotations
@@ -11,14 +13,14 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
-from .addon_core.job_tracker import Applied, JobTracker
-from .addon_core.local_backend import LocalBackend, LocalBackendError, backend_command
-from .addon_core.refine import RefineTarget
-from .shared.client import BackendClient, BackendTimeout, CurveKeys
-from .shared.jobspec import JobSpec
-from .shared.mesh import MeshData
-from .shared.messages import ListReply
-from .shared.states import INTERRUPTED
+from ..shared.client import BackendClient, BackendTimeout, CurveKeys
+from ..shared.jobspec import JobSpec
+from ..shared.mesh import MeshData
+from ..shared.messages import ListReply
+from ..shared.states import INTERRUPTED
+from .job_tracker import Applied, JobTracker
+from .local_backend import LocalBackend, LocalBackendError, backend_command
+from .refine import RefineTarget
 
 #: A local backend that has not said where it listens by then is reported as stuck.
 START_TIMEOUT = 120.0
@@ -49,10 +51,6 @@ class Session:
         self.tracker = JobTracker()
         self.error = ""
         self.notices: list[str] = []
-        #: submit request id -> name of the scene whose Generate sent it (its job list gets the job).
-        self.submit_scenes: dict[str, str] = {}
-        #: submit request id -> where a refinement's result goes (its new object, frame and lineage).
-        self.submit_targets: dict[str, RefineTarget] = {}
         #: Generate pressed while the local backend was still starting: sent once it listens.
         self.pending_submits: list[PendingSubmit] = []
         #: Refinements that will never be sent (the backend did not start): their objects are to be removed.
@@ -184,10 +182,7 @@ class Session:
         `target` says where a refinement's result goes once the backend names the job."""
         client = self._require_client()
         request_id = client.submit(spec, init_mesh, init_uvs)
-        self.tracker.submitted(request_id, spec)
-        self.submit_scenes[request_id] = scene_name
-        if target is not None:
-            self.submit_targets[request_id] = target
+        self.tracker.submitted(request_id, spec, scene_name, target)
         return request_id
 
     def cancel(self, job_id: str) -> None:
