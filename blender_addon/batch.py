@@ -45,6 +45,10 @@ from .addon_core.session import Session
 from .shared.atomic import atomic_write
 from .shared.jobspec import DEFAULT_MODEL, model_source
 from .shared.recommended import recommendations
+from .shared.states import FAILED, FINISHED, INTERRUPTED, RUNNING
+
+#: summary.json's `status` of a batch whose every prompt finished and no line was skipped.
+OK = "ok"
 
 COMMAND = "dreamfusion"
 BLEND_NAME = "results.blend"
@@ -117,7 +121,7 @@ def run(options: BatchOptions) -> int:
     _log(f"dreamfusion batch: {sum(r.ok for r in runner.results)}/{len(items)} finished, {len(bad)} line(s) "
          f"skipped; summary: {options.out / SUMMARY_NAME}")
     # The exit status says what summary.json says.
-    return {"interrupted": EXIT_INTERRUPTED, "ok": EXIT_OK}.get(writer.status(not finished), EXIT_FAILED)
+    return {INTERRUPTED: EXIT_INTERRUPTED, OK: EXIT_OK}.get(writer.status(not finished), EXIT_FAILED)
 
 
 # --- backends ------------------------------------------------------------------------------------------
@@ -210,13 +214,14 @@ class _Writer:
         result.files = {"glb": str(glb), "blend": str(blend)}
 
     def status(self, interrupted: bool = False) -> str:
-        """The batch as a whole: interrupted, running, ok (every prompt finished, no line skipped) or failed."""
+        """The batch as a whole, in a job's words where they fit: interrupted, running, ok (every prompt finished,
+        no line skipped) or failed."""
         if interrupted:
-            return "interrupted"
+            return INTERRUPTED
         if self.runner is not None and not self.runner.done:
-            return "running"
+            return RUNNING
         results = self.runner.results if self.runner is not None else []
-        return "ok" if self.items and all(r.ok for r in results) and not self.bad else "failed"
+        return OK if self.items and all(r.ok for r in results) and not self.bad else FAILED
 
     def write_summary(self, interrupted: bool = False) -> None:
         runner = self.runner
@@ -227,7 +232,7 @@ class _Writer:
             "seconds": round(time.time() - self.started, 2),
             "status": self.status(interrupted),
             "backends": [b.name for b in runner.backends] if runner is not None else [],
-            "finished": sum(r.ok for r in results), "total": len(self.items),
+            FINISHED: sum(r.ok for r in results), "total": len(self.items),  # how many prompts finished
             "results": [r.to_dict() for r in results],
             "skipped": [b.to_dict() for b in self.bad],
         }
