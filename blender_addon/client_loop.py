@@ -15,9 +15,9 @@ import bpy
 
 from . import history, scene_update
 from .addon_core.refine import is_frame
+from .addon_core.session import SESSION
 from .addon_core.texture_queue import TextureQueue
 from .properties import find_job
-from .addon_core.session import SESSION
 
 #: Seconds between ticks while jobs run / while idle.
 ACTIVE_INTERVAL = 0.1

@@ -8,8 +8,8 @@ import bpy
 
 from . import client_loop, preferences, scene_update
 from .addon_core.local_backend import LocalBackendError, split_folders
-from .properties import EMPTY_PROMPT, adopt_default_model, selected_job, show_seed, spec_values, with_next_seed
 from .addon_core.session import SESSION, PendingSubmit
+from .properties import EMPTY_PROMPT, adopt_default_model, selected_job, show_seed, spec_values, with_next_seed
 from .shared.client import BackendTimeout
 from .shared.errors import SpecError
 from .shared.jobspec import JobSpec, model_source

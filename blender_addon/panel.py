@@ -5,9 +5,9 @@ import bpy
 from . import overlay, scene_update
 from .addon_core.job_tracker import format_seconds
 from .addon_core.panel_text import progress_job_index, wrap
+from .addon_core.session import SESSION
 from .properties import HIDDEN_FIELDS, PROMPT_HINT, find_job, selected_job
 from .refine import active_source
-from .addon_core.session import SESSION
 from .shared.jobspec import jobspec_knobs
 from .shared.states import ACTIVE, CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING
 

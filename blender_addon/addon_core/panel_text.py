@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import textwrap
 from typing import Sequence
-from ..shared.states import ACTIVE, RUNNING
 
+from ..shared.states import ACTIVE, RUNNING
 
 #: Roughly how wide one character of Blender's UI font is at a UI scale of 1 (pixels): wide enough that a wrapped
 #: line is never cut off with an ellipsis.
