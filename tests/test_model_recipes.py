@@ -124,6 +124,20 @@ def test_the_server_fills_what_a_submit_leaves_out_from_the_models_recipe(tiny_s
         assert read == [str(tiny_sd)]
     finally:
         allowed.stop()
+    # A folder recommending what a spec cannot be: refused at submit, naming the field and where it came from.
+    odd = tmp_path / "odd-model"
+    odd.mkdir()
+    (odd / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
+                                                      "_recommended_spec": {"steps": -5}}))
+    strict = ThreadServer(tmp_path / "strict", allow_paths=(odd,))
+    try:
+        reply = _submit_to(strict, {"prompt": "a red cube", "model": str(odd)})
+        assert reply.TYPE == "rejected" and reply.field == "steps", reply
+        assert "recommended" in reply.reason and "-5" in reply.reason, reply.reason
+        reply = _submit_to(strict, {"prompt": "a red cube", "model": str(odd), "steps": 30})  # given: not filled
+        assert reply.TYPE == "accepted" and reply.spec.steps == 30, reply
+    finally:
+        strict.stop()
     elsewhere = ThreadServer(tmp_path / "elsewhere", allow_paths=(tmp_path / "nothing-here",))
     try:
         read.clear()
