@@ -12,6 +12,7 @@ from pathlib import Path
 from blender_dreamfusion.shared import (Accepted, Cancelled, Deleted, Error, Failed, Finished, JobSpec, ListReply,
                                         Message, Progress, Rejected, StatusReply, Update)
 from blender_dreamfusion.shared.client import DEFAULT_ADDRESS, BackendClient, BackendTimeout, CurveKeys
+from blender_dreamfusion.shared.formats import WRITTEN
 from blender_dreamfusion.shared.spec_args import add_spec_arguments, spec_from_args
 from blender_dreamfusion.shared.states import FINISHED, RUN_ENDS
 
@@ -34,7 +35,7 @@ def add_client_parser(verbs) -> None:
     submit = actions.add_parser("submit", help="start a job")
     submit.add_argument("prompt", help="what to generate, e.g. 'a red cube'")
     submit.add_argument("--wait", action="store_true", help="show progress; exit 0 only when the job finished")
-    submit.add_argument("--out", type=Path, help="with --wait: also write the final mesh here (.glb, .obj, .ply)")
+    submit.add_argument("--out", type=Path, help=f"with --wait: also write the final mesh here ({', '.join(WRITTEN)})")
     connection(submit)
     add_spec_arguments(submit)
 
@@ -63,7 +64,7 @@ def add_client_parser(verbs) -> None:
 
     result = actions.add_parser("result", help="fetch a finished job's mesh and file paths")
     result.add_argument("job_id")
-    result.add_argument("--out", type=Path, help="write the mesh here (.glb, .obj, .ply)")
+    result.add_argument("--out", type=Path, help=f"write the mesh here ({', '.join(WRITTEN)})")
     connection(result)
 
 

@@ -20,6 +20,7 @@ import torch
 
 from blender_dreamfusion.shared import JobSpec, MeshData
 from blender_dreamfusion.shared.errors import ProtocolError
+from blender_dreamfusion.shared.formats import READABLE
 from blender_dreamfusion.shared.mesh import check_init_mesh
 
 from .asset import Asset, asks_for_asset
@@ -93,7 +94,8 @@ def start_trainer(spec: JobSpec, device: torch.device, on_loading: Callable[[str
 def _read_start_mesh(spec: JobSpec, budget: WorkBudget):
     """init = mesh from a file (`init_from`): read, checked as a submit's start mesh is, and within `budget`."""
     if not spec.init_from:
-        raise JobError("init = mesh needs a start mesh: --init-from FILE (.glb, .gltf, .obj or .ply)")
+        raise JobError(f"init = mesh needs a start mesh: --init-from FILE ({', '.join(READABLE[:-1])} or "
+                       f"{READABLE[-1]})")
     try:
         mesh, uvs = read_mesh_with_uvs(spec.init_from)
     except (MeshFileError, ProtocolError) as exc:

@@ -11,6 +11,7 @@ spec) is converted on the way out and back, so a result read again comes back wh
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePath
 
 import numpy as np
 
@@ -67,8 +68,7 @@ def read_format(name: str) -> MeshFormat | None:
 
 
 def _suffix(name: str) -> str:
-    dot = name.rfind(".")
-    return name[dot:].lower() if dot > 0 else ""
+    return PurePath(name).suffix.lower()
 
 
 def no_texture_note(suffix: str) -> str:

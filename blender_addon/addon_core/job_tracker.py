@@ -16,6 +16,7 @@ from ..shared.mesh import MeshData, Texture, VertexColors
 from ..shared.messages import (Accepted, Cancelled, Deleted, Error, Failed, Finished, JobInfo, ListReply, Message,
                                Progress, Rejected, StatusReply, Update)
 from ..shared.states import ACTIVE, CANCELLED, FAILED, FINISHED, INTERRUPTED, JobState, QUEUED, RUNNING, TERMINAL
+from .refine import RefineTarget
 
 #: A running job whose rate fell under this share of its best is said to be slowed by a busy machine.
 SLOWED = 0.5
@@ -145,8 +146,8 @@ class Submitted:
     spec: JobSpec
     #: The scene whose Generate sent it (its job list gets the job); "" for the current one.
     scene_name: str = ""
-    #: Where a refinement's result goes (its new object, frame and lineage): refine.RefineTarget.
-    target: object | None = None
+    #: Where a refinement's result goes (its new object, frame and lineage).
+    target: RefineTarget | None = None
 
 
 class JobTracker:
@@ -162,7 +163,8 @@ class JobTracker:
         """Submits sent and not yet answered."""
         return len(self._submits)
 
-    def submitted(self, request_id: str, spec: JobSpec, scene_name: str = "", target: object | None = None) -> None:
+    def submitted(self, request_id: str, spec: JobSpec, scene_name: str = "",
+                  target: RefineTarget | None = None) -> None:
         """Remember a submit until its `accepted` (or `rejected`) names the job (`Applied.answered`)."""
         self._submits[request_id] = Submitted(spec, scene_name, target)
 
