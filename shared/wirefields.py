@@ -2,51 +2,38 @@
 
 Supports the handful of types the messages use: str, int, float, bool, a
 `Literal` of names, `X | None`, `list[X]`, `dict[str, X]`, nested dataclasses (by field) and
-JobSpec (through its own validation). Constraints ride in the field
-metadata set by `wire()`.
+JobSpec (through its own validation). Each field's `Rule` (knobs.py, the one validator of single values) rides
+in the field metadata set by `wire()`; its value type comes from the annotation.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 import types
 import typing
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from .errors import BadField, BadJobSpec, MissingField, SpecError, UnknownField
 from .jobspec import JobSpec
-from .knobs import format_number, is_valid_unicode
+from .knobs import MAX_TEXT, Rule, is_valid_unicode
 from .recommended import recommendations
 
-#: Default cap on any text field; long enough for a traceback's last line.
-MAX_TEXT = 4096
-MAX_ITEMS = 10_000
+__all__ = ["MAX_TEXT", "Rule", "wire", "field_rule", "convert", "build_dataclass", "check_fields", "to_json_value"]
+
+_NO_RULE = Rule()
 
 
-@dataclass(frozen=True)
-class Limits:
-    max_len: int = MAX_TEXT
-    pattern: str | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-    choices: tuple[str, ...] = ()
-    max_items: int = MAX_ITEMS
-
-
-def wire(default: Any = dataclasses.MISSING, **limits: Any) -> Any:
-    """A message field with limits (max_len, pattern, minimum, maximum, choices, max_items)."""
-    meta = {"limits": Limits(**limits)}
+def wire(default: Any = dataclasses.MISSING, **rule: Any) -> Any:
+    """A message field with a Rule (max_len, pattern, minimum, maximum, choices, max_items, ...)."""
+    meta = {"rule": Rule(**rule)}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
-def field_limits(field: dataclasses.Field) -> Limits:
-    return field.metadata.get("limits", Limits())
+def field_rule(field: dataclasses.Field) -> Rule:
+    return field.metadata.get("rule", _NO_RULE)
 
 
 @lru_cache(maxsize=None)
@@ -54,8 +41,18 @@ def resolved_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def convert(tp: Any, value: Any, path: str, limits: Limits = Limits()) -> Any:
-    """`value` as type `tp`, or BadField naming `path` and what was expected."""
+@lru_cache(maxsize=1024)
+def rule_for(tp: Any, rule: Rule) -> Rule:
+    """`rule` with the value type its field's annotation `tp` gives (a Literal's names as its choices)."""
+    if typing.get_origin(tp) is typing.Literal:
+        return dataclasses.replace(rule, value_type="choice", choices=rule.choices or typing.get_args(tp))
+    if tp is str:
+        return dataclasses.replace(rule, value_type="choice" if rule.choices else "text")
+    return dataclasses.replace(rule, value_type={bool: "bool", int: "int", float: "float"}[tp])
+
+
+def convert(tp: Any, value: Any, path: str, rule: Rule = _NO_RULE) -> Any:
+    """`value` as type `tp`, or BadField naming `path` and what was allowed."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(tp)
@@ -64,25 +61,27 @@ def convert(tp: Any, value: Any, path: str, limits: Limits = Limits()) -> Any:
         inner = [o for o in options if o is not type(None)]
         if len(inner) != 1:
             raise AssertionError(f"unsupported union {tp}")
-        return convert(inner[0], value, path, limits)
+        return convert(inner[0], value, path, rule)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
+        allowed = f"a list of at most {rule.max_items} items"
         if not isinstance(value, (list, tuple)):
-            raise BadField(f"{path} must be a list, got {_json_type(value)}")
-        if len(value) > limits.max_items:
-            raise BadField(f"{path} has {len(value)} items; at most {limits.max_items} allowed")
+            raise _bad(path, value, allowed, "is not a list")
+        if len(value) > rule.max_items:
+            raise _bad(path, value, allowed, f"has {len(value)} items")
         return [convert(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         _, item_tp = typing.get_args(tp)
+        allowed = f"an object of at most {rule.max_items} entries, keys text of at most {rule.max_len} characters"
         if not isinstance(value, dict):
-            raise BadField(f"{path} must be an object, got {_json_type(value)}")
-        if len(value) > limits.max_items:
-            raise BadField(f"{path} has {len(value)} entries; at most {limits.max_items} allowed")
+            raise _bad(path, value, allowed, "is not an object")
+        if len(value) > rule.max_items:
+            raise _bad(path, value, allowed, f"has {len(value)} entries")
         out = {}
         for k, v in value.items():
-            if not isinstance(k, str) or len(k) > limits.max_len or not is_valid_unicode(k):
-                raise BadField(f"{path} keys must be text of at most {limits.max_len} characters")
-            out[k] = convert(item_tp, v, f"{path}.{k}", limits)
+            if not isinstance(k, str) or len(k) > rule.max_len or not is_valid_unicode(k):
+                raise _bad(path, k, allowed, "has a key that is not allowed")
+            out[k] = convert(item_tp, v, f"{path}.{k}", rule)
         return out
     if tp is JobSpec:
         if isinstance(value, JobSpec):
@@ -98,31 +97,12 @@ def convert(tp: Any, value: Any, path: str, limits: Limits = Limits()) -> Any:
         if isinstance(value, tp):
             return value
         return build_dataclass(tp, value, path)
-    if tp is str:
-        return _text(value, path, limits)
-    if origin is typing.Literal:  # a closed set of names (a job's state): text, one of them
-        return _text(value, path, dataclasses.replace(limits, choices=limits.choices or typing.get_args(tp)))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise BadField(f"{path} must be true or false, got {_json_type(value)}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise BadField(f"{path} must be an integer, got {_json_type(value)}")
-        _bounds(value, path, limits)
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise BadField(f"{path} must be a number, got {_json_type(value)}")
-        try:
-            number = float(value)
-        except OverflowError:
-            raise BadField(f"{path} is too large") from None
-        if not math.isfinite(number):
-            raise BadField(f"{path} must be finite, got {value!r}")
-        _bounds(number, path, limits)
-        return number
-    raise AssertionError(f"unsupported field type {tp!r} at {path}")
+    if tp not in (str, int, float, bool) and origin is not typing.Literal:
+        raise AssertionError(f"unsupported field type {tp!r} at {path}")
+    try:
+        return rule_for(tp, rule).check(path, value)
+    except SpecError as exc:
+        raise BadField(str(exc)) from None
 
 
 def build_dataclass(cls: type, data: Any, path: str, skip: frozenset[str] = frozenset(),
@@ -132,7 +112,7 @@ def build_dataclass(cls: type, data: Any, path: str, skip: frozenset[str] = froz
     Fields named in `skip` are not taken from `data`; `extra` supplies them (buffers).
     """
     if not isinstance(data, dict):
-        raise BadField(f"{path} must be an object, got {_json_type(data)}")
+        raise _bad(path or "message", data, "an object of fields", "is not an object")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name not in skip}
     for key in data:
         if key not in fields:
@@ -146,7 +126,7 @@ def build_dataclass(cls: type, data: Any, path: str, skip: frozenset[str] = froz
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise MissingField(f"missing field {label!r}")
             continue
-        values[name] = convert(hints[name], data[name], label, field_limits(f))
+        values[name] = convert(hints[name], data[name], label, field_rule(f))
     return cls(**values, **(extra or {}))
 
 
@@ -156,7 +136,7 @@ def check_fields(obj: Any, skip: frozenset[str] = frozenset()) -> None:
     for f in dataclasses.fields(obj):
         if f.name in skip:
             continue
-        checked = convert(hints[f.name], getattr(obj, f.name), f.name, field_limits(f))
+        checked = convert(hints[f.name], getattr(obj, f.name), f.name, field_rule(f))
         object.__setattr__(obj, f.name, checked)
 
 
@@ -173,29 +153,6 @@ def to_json_value(value: Any) -> Any:
     return value
 
 
-def _text(value: Any, path: str, limits: Limits) -> str:
-    if not isinstance(value, str):
-        raise BadField(f"{path} must be text, got {_json_type(value)}")
-    if not is_valid_unicode(value):
-        raise BadField(f"{path} contains unpaired surrogates (not valid Unicode)")
-    if len(value) > limits.max_len:
-        raise BadField(f"{path} is {len(value)} characters long; at most {limits.max_len} allowed")
-    if limits.choices and value not in limits.choices:
-        raise BadField(f"{path} = {value!r} is not one of {', '.join(limits.choices)}")
-    if limits.pattern and not re.fullmatch(limits.pattern, value):
-        raise BadField(f"{path} = {value[:64]!r} does not match {limits.pattern}")
-    return value
-
-
-def _bounds(number: float, path: str, limits: Limits) -> None:
-    low, high = limits.minimum, limits.maximum
-    if (low is not None and number < low) or (high is not None and number > high):
-        raise BadField(f"{path} = {number!r} is out of range; allowed {format_number(low)} to {format_number(high)}")
-
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "boolean", int: "integer", float: "number", str: "text", list: "list",
-            dict: "object"}.get(type(value), type(value).__name__)
+def _bad(path: str, value: Any, allowed: str, problem: str) -> BadField:
+    """A container's refusal in the words of a Rule's."""
+    return BadField(str(SpecError(path, value, allowed, problem)))

@@ -12,6 +12,10 @@ from blender_dreamfusion.shared import (CLIENT_TYPES, BadBuffer, BadDtype, BadFi
                                         FrameCountMismatch, IndexOutOfRange, LengthMismatch, MissingField, MissingType,
                                         NonFinite, OverSize, ProtocolError, UnexpectedType, UnknownField, UnknownType,
                                         decode, encode)
+from blender_dreamfusion.shared.errors import SpecError
+from blender_dreamfusion.shared.jobspec import JobSpec
+from blender_dreamfusion.shared.knobs import Knob
+from blender_dreamfusion.shared.messages import MAX_STEP
 from blender_dreamfusion.shared.version import PROTOCOL_TAG
 from tests.helpers.messages import make_update
 from tests.helpers.strategies import mutated_frames
@@ -100,17 +104,33 @@ def test_unknown_field():
 
 
 @pytest.mark.parametrize("header, match", [
-    ({"type": "cancel", "job_id": 5}, "job_id must be text, got integer"),
-    ({"type": "cancel", "job_id": "has spaces"}, "job_id = 'has spaces' does not match"),
-    ({"type": "ack", "job_id": "j", "step": -1}, r"step = -1 is out of range; allowed 0 to 1000000000"),
-    ({"type": "ack", "job_id": "j", "step": True}, "step must be an integer, got boolean"),
+    ({"type": "cancel", "job_id": 5}, "job_id = 5 is not text; allowed: text matching"),
+    ({"type": "cancel", "job_id": "has spaces"}, "job_id = 'has spaces' does not match; allowed: text matching"),
+    ({"type": "ack", "job_id": "j", "step": -1}, r"step = -1 is out of range; allowed: an integer from 0 to 1000000000"),
+    ({"type": "ack", "job_id": "j", "step": True}, "step = True is not an integer; allowed: an integer from 0"),
     ({"type": "status_reply", "jobs": [{"job_id": "j", "state": "exploded", "prompt": "p"}]},
-     r"jobs\[0\].state = 'exploded' is not one of queued"),
-    ({"type": "hello", "client": "x" * 201}, "client is 201 characters long; at most 200"),
-    ({"type": "cancel", "job_id": "j", "request_id": {"a": 1}}, "request_id must be text, got object"),
+     r"jobs\[0\].state = 'exploded' is not a known choice; allowed: one of 'queued'"),
+    ({"type": "hello", "client": "x" * 201},
+     r"client = .* is too long \(201 characters\); allowed: text of at most 200 characters"),
+    ({"type": "cancel", "job_id": "j", "request_id": {"a": 1}}, "request_id = {'a': 1} is not text; allowed: text matching"),
 ])
 def test_bad_field(header, match):
     raises(BadField, frames(header), match)
+
+
+def test_a_message_field_is_checked_by_the_rule_a_knob_is_made_of():
+    """One validator: a header field refuses in the very words of a JobSpec knob with the same range, and only
+    what a knob adds (refusing control characters in a prompt) differs."""
+    step = Knob(value_type="int", help="", minimum=0, maximum=MAX_STEP)
+    with pytest.raises(SpecError) as knob_error:
+        step.check("step", -1)
+    wire_error = raises(BadField, frames({"type": "ack", "job_id": "j", "step": -1}), "step")
+    assert str(wire_error) == f"ack: {knob_error.value}"
+    prompt = JobSpec.__dataclass_fields__["prompt"].metadata["knob"]
+    with pytest.raises(SpecError, match="contains control characters"):
+        prompt.check("prompt", "a\x07cube")
+    reason = decode(frames({"type": "failed", "job_id": "j", "reason": "Traceback\x1b[31m"}))
+    assert reason.reason == "Traceback\x1b[31m"  # a reason may quote what a library printed
 
 
 def test_bad_spec_names_the_field_and_range_and_keeps_the_request_id():

@@ -18,7 +18,7 @@ from blender_dreamfusion.shared import MESSAGE_TYPES, JobSpec, jobspec_knobs
 from blender_dreamfusion.shared.framing import field_buffer_names
 from blender_dreamfusion.shared.knobs import format_number
 from blender_dreamfusion.shared.messages import BOTH, CLIENT, JobInfo, buffer_fields
-from blender_dreamfusion.shared.wirefields import field_limits, resolved_hints
+from blender_dreamfusion.shared.wirefields import field_rule, resolved_hints
 
 DOC = Path(__file__).resolve().parents[2] / "PROTOCOL.md"
 _SENDERS = {CLIENT: "client → server", BOTH: "either way", "server": "server → client"}
@@ -43,7 +43,7 @@ def _json_type(tp) -> str:
 
 
 def _limits_text(f: dataclasses.Field) -> str:
-    lim = field_limits(f)
+    lim = field_rule(f)
     parts = []
     if lim.choices:
         parts.append("one of " + ", ".join(f"`{c}`" for c in lim.choices))

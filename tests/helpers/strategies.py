@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from blender_dreamfusion.shared import JobSpec, MeshData, jobspec_knobs
 from blender_dreamfusion.shared.mesh import CornerUVs, Texture, VertexColors
 from blender_dreamfusion.shared.messages import Finished, Image, Message, Submit, Update
-from blender_dreamfusion.shared.wirefields import Limits, field_limits, resolved_hints
+from blender_dreamfusion.shared.wirefields import Rule, field_rule, resolved_hints
 
 # No control characters other than tab/newline, no lone surrogates.
 TEXT = st.characters(blacklist_categories=("Cs",), blacklist_characters=[chr(c) for c in range(32) if c not in (9, 10)])
@@ -128,7 +128,7 @@ def _for_type(tp, limits):
         inner = next(a for a in typing.get_args(tp) if a is not type(None))
         return st.none() | _for_type(inner, limits)
     if origin is list:
-        return st.lists(_for_type(typing.get_args(tp)[0], Limits()), max_size=3)
+        return st.lists(_for_type(typing.get_args(tp)[0], Rule()), max_size=3)
     if origin is dict:
         key = st.text(TEXT, max_size=10)
         return st.dictionaries(key, _for_type(typing.get_args(tp)[1], limits), max_size=3)
@@ -163,7 +163,7 @@ def _for_type(tp, limits):
 
 def dataclass_instances(cls):
     hints = resolved_hints(cls)
-    kwargs = {f.name: _for_type(hints[f.name], field_limits(f)) for f in dataclasses.fields(cls) if f.init}
+    kwargs = {f.name: _for_type(hints[f.name], field_rule(f)) for f in dataclasses.fields(cls) if f.init}
     return st.builds(cls, **kwargs)
 
 
@@ -180,7 +180,7 @@ def messages_of(cls: type[Message]):
 @st.composite
 def _finisheds(draw) -> Finished:
     hints = resolved_hints(Finished)
-    kwargs = {f.name: draw(_for_type(hints[f.name], field_limits(f))) for f in dataclasses.fields(Finished)
+    kwargs = {f.name: draw(_for_type(hints[f.name], field_rule(f))) for f in dataclasses.fields(Finished)
               if f.init and f.name not in ("mesh", "texture")}
     mesh = draw(meshes())
     texture = draw(st.none() | textures(3 * mesh.triangle_count)) if mesh.triangle_count else None
@@ -198,7 +198,7 @@ def textures(draw, corners: int) -> Texture:
 @st.composite
 def _updates(draw) -> Update:
     hints = resolved_hints(Update)
-    kwargs = {f.name: draw(_for_type(hints[f.name], field_limits(f))) for f in dataclasses.fields(Update)
+    kwargs = {f.name: draw(_for_type(hints[f.name], field_rule(f))) for f in dataclasses.fields(Update)
               if f.init and f.name not in ("mesh", "vertex_colors")}
     if draw(st.booleans()):
         return Update(**kwargs, mesh=draw(meshes()))
