@@ -117,7 +117,7 @@ def load_checkpoint(path: str | Path, spec: JobSpec, guidance, device="cpu",
     geometry = _geometry_config(meta)
     spec = continuing_spec(spec, meta)
     if geometry.geometry in GEOMETRY_NAMES:  # the spec says what trains (one no client may name only builds)
-        spec = dataclasses.replace(spec, geometry=geometry.geometry)
+        spec = spec.replace(geometry=geometry.geometry)
     config = dataclasses.replace((config or TrainerConfig()).with_geometry_config(geometry),
                                  geometry=geometry.geometry)
     trainer = Trainer(spec, guidance, device, config)

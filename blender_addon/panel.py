@@ -8,6 +8,7 @@ from .addon_core.panel_text import progress_job_index, wrap
 from .addon_core.session import SESSION
 from .properties import HIDDEN_FIELDS, PROMPT_HINT, find_job, selected_job
 from .refine import active_source
+from .shared.geometry_options import option_knobs
 from .shared.jobspec import jobspec_knobs
 from .shared.states import ACTIVE, CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING
 
@@ -201,6 +202,9 @@ class DREAMFUSION_UL_jobs(bpy.types.UIList):
 OVERLAY_TOGGLES = {"camera": "overlay_cameras", "light": "overlay_lights"}
 
 
+#: A geometry's own option -> that geometry: the Optimiser panel shows the chosen geometry's options only.
+OPTION_OWNERS = {name: geometry for name, (geometry, _) in option_knobs().items()}
+
 #: Fields the main panel shows itself (the prompt, and the seed with its lock).
 MAIN_PANEL_FIELDS = ("prompt", "seed")
 
@@ -224,8 +228,10 @@ def _group_panel(group: str, label: str):
                     _wrapped(layout, context, why, "INFO")
         layout.use_property_split = True
         layout.use_property_decorate = False
+        settings = _settings(context)
         for name in names:
-            layout.prop(_settings(context), name)
+            if OPTION_OWNERS.get(name, settings.geometry) == settings.geometry:  # another geometry's option: moot
+                layout.prop(settings, name)
 
     return type(f"VIEW3D_PT_dreamfusion_{group}", (_Panel, bpy.types.Panel), {
         "bl_label": label, "bl_parent_id": "VIEW3D_PT_dreamfusion", "bl_options": {"DEFAULT_CLOSED"}, "draw": draw})

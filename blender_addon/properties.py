@@ -12,6 +12,7 @@ import bpy
 
 from .addon_core.refine import IDENTITY
 from .overlay import RANGE_FIELDS as OVERLAY_FIELDS
+from .shared.geometry_options import every_option_default
 from .shared.jobspec import JobSpec, PRESETS, jobspec_knobs
 from .shared.recommended import recommendations
 from .shared.states import ACTIVE, JOB_STATES, QUEUED
@@ -34,7 +35,8 @@ def _tooltip(knob) -> str:
 
 
 def _defaults() -> dict:
-    values = JobSpec(prompt="x", seed=0).to_dict()  # (a JobSpec needs a prompt; the panel starts empty)
+    # (a JobSpec needs a prompt; the panel starts empty). The panel holds every geometry's options.
+    values = {**every_option_default(), **JobSpec(prompt="x", seed=0).settings()}
     values.update(recommendations(values["model"]))
     values["prompt"] = ""
     return values

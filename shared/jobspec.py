@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, get_args
 
 from .errors import SpecError
+from .geometry_options import GEOMETRY_OPTIONS, GeometryOptions, option_knobs
 from .knobs import Knob, knob, knobs_of
 
 MAX_PROMPT_CHARS = 500
@@ -38,6 +39,7 @@ INIT_MODES: tuple[str, ...] = get_args(InitMode)
 LIGHT_PLACEMENTS: tuple[str, ...] = get_args(LightPlacement)
 BACKGROUNDS: tuple[str, ...] = get_args(Background)
 GEOMETRY_NAMES: tuple[str, ...] = get_args(GeometryName)
+_GEOMETRY_DEFAULT = "sdf"
 #: Sides of the baked albedo texture a final mesh may get; 0 keeps vertex colours only.
 TEXTURE_SIZES = (0, 512, 1024, 2048, 4096)
 MAX_FACE_COUNT = 2_000_000
@@ -158,12 +160,13 @@ class JobSpec:
                                  help="Sparsity: penalises total opacity")
     entropy_weight: float = knob(0.001, value_type="float", minimum=0.0, maximum=10_000.0, group="optimiser",
                                  help="Pushes each ray's opacity toward 0 or 1")
-    geometry: GeometryName = knob("sdf", value_type="choice", choices=GEOMETRY_NAMES, group="optimiser",
+    geometry: GeometryName = knob(_GEOMETRY_DEFAULT, value_type="choice", choices=GEOMETRY_NAMES, group="optimiser",
                          help="How the shape is held: density: a density field, its surface an iso-level chosen at "
                               "extraction (DreamFusion); sdf: a signed distance, its surface the zero level set "
                               "(crisp, solid)")
-    eikonal_weight: float = knob(0.1, value_type="float", minimum=0.0, maximum=10_000.0, group="optimiser",
-                                 help="sdf: keeps the signed distance a distance (its gradient of length 1)")
+    #: The chosen geometry's own options (shared/geometry_options.py), e.g. the SDF's eikonal_weight: given as a JSON
+    #: object (or by their flat names), checked against that geometry's options; None: its defaults.
+    geometry_options: GeometryOptions | Mapping[str, Any] | None = dataclasses.field(default=None, kw_only=True)
     init: InitMode = knob("blob", value_type="choice", choices=INIT_MODES, group="optimiser",
                      help="Start from the initial blob (density) or sphere (sdf), a mesh, or a checkpoint")
     init_from: str = knob("", value_type="text", max_len=MAX_PATH_CHARS, group="optimiser",
@@ -197,7 +200,19 @@ class JobSpec:
             object.__setattr__(self, "seed", random_seed())
         for name, spec in knobs_of(type(self)).items():
             object.__setattr__(self, name, spec.check(name, getattr(self, name)))
+        object.__setattr__(self, "geometry_options", self._checked_options())
         self._check_across_fields()
+
+    def _checked_options(self) -> GeometryOptions:
+        options, kind = self.geometry_options, GEOMETRY_OPTIONS[self.geometry]
+        if options is None:
+            return kind()
+        if isinstance(options, GeometryOptions):
+            if type(options) is not kind:
+                raise SpecError("geometry_options", options.to_dict(), f"options of the {self.geometry} geometry",
+                                "are another geometry's")
+            return options
+        return kind.from_dict(self.geometry, options)
 
     def _check_across_fields(self) -> None:
         if model_source(self.model) == "hub" and not _REPO_ID.match(self.model):
@@ -237,27 +252,42 @@ class JobSpec:
         out, under the preset (what the named model recommends). Which fields
         were left out (by `data` and its preset) stays known to the spec, so a
         later step may fill them after all (`fill_left_out`).
+
+        A geometry's options come nested (`"geometry_options": {...}`) or by their flat names (a panel's or a
+        prompt file's settings, and every spec from before options were nested); a flat option of another
+        geometry than the chosen one is not this spec's concern and is left out (the panel sends every geometry's).
         """
         if not isinstance(data, Mapping):
             raise SpecError("spec", data, "a JSON object of JobSpec fields", "is not an object")
         data = dict(data)
         base: dict[str, Any] = {}
-        known = knobs_of(cls)
+        known, options = knobs_of(cls), option_knobs()
+        settings = jobspec_knobs()  # the fields and every option by its flat name, in the panel's order
         if model_defaults is not None and not set(known) <= set(data):
-            base.update((k, v) for k, v in model_defaults(data.get("model", DEFAULT_MODEL)).items() if k in known)
-        chosen = set(data)
+            base.update((k, v) for k, v in model_defaults(data.get("model", DEFAULT_MODEL)).items() if k in settings)
+        chosen = set(data) | set(_nested_names(data))
         if "preset" in data:
             preset = preset_values(data.pop("preset"))
             base.update(preset)
             chosen |= set(preset)
         for name in data:
-            if name not in known:
-                raise SpecError(str(name), data[name], "one of " + ", ".join(known), "is not a JobSpec field")
+            if name not in settings and name != "geometry_options":
+                raise SpecError(str(name), data[name], "one of " + ", ".join([*settings, "geometry_options"]),
+                                "is not a JobSpec field")
         if "prompt" not in data:
             raise SpecError("prompt", None, known["prompt"].allowed(), "is missing")
         base.update(data)
+        flat = {name: base.pop(name) for name in list(base) if name in options}
+        if flat:
+            geometry = known["geometry"].check("geometry", base.get("geometry", _GEOMETRY_DEFAULT))
+            for name, value in flat.items():  # another geometry's is left out, yet a bad value is still refused
+                options[name][1].check(f"geometry_options.{name}", value)
+            mine = {name: value for name, value in flat.items() if options[name][0] == geometry}
+            nested = base.get("geometry_options")
+            if mine and (nested is None or isinstance(nested, Mapping)):  # nested values win over flat ones
+                base["geometry_options"] = {**mine, **(nested or {})}
         spec = cls(**base)
-        object.__setattr__(spec, "_left_out", frozenset(known) - chosen)  # not a field: not on the wire, not compared
+        object.__setattr__(spec, "_left_out", frozenset(settings) - chosen)  # not a field: not on the wire
         return spec
 
     def fill_left_out(self, values: Mapping[str, Any]) -> "JobSpec":
@@ -268,11 +298,20 @@ class JobSpec:
         return self.replace(**changes) if changes else self
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; `from_dict(to_dict())` gives back an equal spec."""
+        """JSON-ready dict; `from_dict(to_dict())` gives back an equal spec. The geometry's options are nested."""
         out: dict[str, Any] = {}
         for name in knobs_of(type(self)):
             value = getattr(self, name)
             out[name] = list(value) if isinstance(value, tuple) else value
+            if name == "geometry":
+                out["geometry_options"] = self.geometry_options.to_dict()
+        return out
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting by its flat name, as a panel, a CLI or a prompt file names them (`jobspec_knobs`): the
+        fields and the chosen geometry's options."""
+        out = self.to_dict()
+        out.update(out.pop("geometry_options"))
         return out
 
     @classmethod
@@ -280,7 +319,15 @@ class JobSpec:
         return cls.from_dict({"preset": preset, **fields})
 
     def replace(self, **changes: Any) -> "JobSpec":
-        """A validated copy with some fields changed."""
+        """A validated copy with some fields (or options, by their flat names) changed. A new geometry starts from
+        its own options' defaults."""
+        options = option_knobs()
+        flat = {name: changes.pop(name) for name in list(changes) if name in options}
+        geometry = changes.get("geometry", self.geometry)
+        if "geometry_options" not in changes and (flat or geometry != self.geometry):
+            kept = self.geometry_options.to_dict() if geometry == self.geometry else {}
+            mine = {name: value for name, value in flat.items() if options[name][0] == geometry}
+            changes["geometry_options"] = {**kept, **mine}
         return dataclasses.replace(self, **changes)
 
     # --- derived values the backend needs ----------------------------------
@@ -311,5 +358,16 @@ def preset_values(name: Any) -> Mapping[str, Any]:
 
 
 def jobspec_knobs() -> dict[str, Knob]:
-    """Field name -> Knob for every JobSpec field (for panels and CLIs)."""
-    return knobs_of(JobSpec)
+    """Setting name -> Knob for every JobSpec field and every geometry's option, the options right after
+    `geometry` (for panels, CLIs and prompt files, which name options flat: `JobSpec.settings`)."""
+    out: dict[str, Knob] = {}
+    for name, rule in knobs_of(JobSpec).items():
+        out[name] = rule
+        if name == "geometry":
+            out.update((option, option_rule) for option, (_, option_rule) in option_knobs().items())
+    return out
+
+
+def _nested_names(data: Mapping[str, Any]) -> list[str]:
+    nested = data.get("geometry_options")
+    return [name for name in nested if isinstance(name, str)] if isinstance(nested, Mapping) else []

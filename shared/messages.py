@@ -20,7 +20,8 @@ from .jobspec import JobSpec
 from .mesh import COLOR_DTYPE, CornerUVs, MeshData, Texture, VertexColors, check_init_mesh
 from .states import JOB_STATES, JobState
 from .version import PROTOCOL_VERSION
-from .wirefields import MAX_TEXT, check_fields, wire
+from .knobs import MAX_TEXT
+from .wirefields import check_fields, wire
 
 CLIENT = "client"
 SERVER = "server"

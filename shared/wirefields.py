@@ -16,10 +16,8 @@ from typing import Any
 
 from .errors import BadField, BadJobSpec, MissingField, SpecError, UnknownField
 from .jobspec import JobSpec
-from .knobs import MAX_TEXT, Rule, is_valid_unicode
+from .knobs import Rule, is_valid_unicode
 from .recommended import recommendations
-
-__all__ = ["MAX_TEXT", "Rule", "wire", "field_rule", "convert", "build_dataclass", "check_fields", "to_json_value"]
 
 _NO_RULE = Rule()
 

@@ -215,7 +215,9 @@ def test_recall_puts_every_field_of_a_finished_job_back_into_the_panel(addon):
     state.settings.model = "/models/another"  # Recall's toy-shapes then applies its recommendations first
     # Off, so that the recalled spec can turn it on with a Perp-Neg strength (which needs view prompts).
     state.settings.view_dependent = False
+    state.settings.geometry = "density"  # so the recalled job is an SDF, with an option of its own to recall
     spec = PlainSpec.from_dict(_unlike(addon.properties.spec_values(state.settings)))
+    assert spec.geometry == "sdf" and spec.geometry_options.eikonal_weight != 0.1
     item = state.jobs.add()
     item.job_id, item.prompt, item.state = "j-recall", spec.prompt, "finished"
     addon.history.record_spec(item, spec)
@@ -226,7 +228,7 @@ def test_recall_puts_every_field_of_a_finished_job_back_into_the_panel(addon):
     assert bpy.ops.dreamfusion.recall() == {"FINISHED"}
     assert state.lock_seed, "a recalled job runs again with its own seed, not a freshly drawn one"
     recalled = addon.properties.spec_values(state.settings)
-    expected = {k: v for k, v in spec.to_dict().items() if k not in addon.properties.HIDDEN_FIELDS}
+    expected = {k: v for k, v in spec.settings().items() if k not in addon.properties.HIDDEN_FIELDS}
     changed = [k for k in expected if before[k] != expected[k]]
     assert len(changed) == len(expected), set(expected) - set(changed)  # every field had to move
     assert PlainSpec.from_dict(recalled).to_dict() == {**spec.to_dict(), "init": "blob", "init_from": ""}

@@ -1,10 +1,15 @@
 """JobSpec validation: every rejection names the field, the value and the allowed range."""
 
 import dataclasses
+import json
+import re
 
 import pytest
 
 from blender_dreamfusion.shared import PRESETS, JobSpec, SpecError, jobspec_knobs, model_source
+from blender_dreamfusion.shared.geometry_options import GEOMETRY_OPTIONS, DensityOptions, SDFOptions
+from blender_dreamfusion.shared.jobspec import GEOMETRY_NAMES
+from blender_dreamfusion.shared.knobs import knobs_of
 
 
 def spec(**fields):
@@ -105,7 +110,8 @@ def test_round_trip_is_exact_and_json_ready():
     d = s.to_dict()
     assert d["t_range"] == [0.1, 0.5] and isinstance(d["guidance_scale"], float)
     assert JobSpec.from_dict(d) == s
-    assert set(d) == set(jobspec_knobs())
+    assert set(s.settings()) | {"geometry_options"} == set(d) | set(s.geometry_options.to_dict())
+    assert set(s.settings()) <= set(jobspec_knobs())
 
 
 @pytest.mark.parametrize("model, source", [
@@ -129,12 +135,68 @@ def test_shading_weights_are_normalised():
 
 
 def test_every_field_has_a_knob_with_help_and_a_complete_range():
-    fields = {f.name for f in dataclasses.fields(JobSpec)}
+    fields = {f.name for f in dataclasses.fields(JobSpec)} - {"geometry_options"}
+    options = {name for cls in GEOMETRY_OPTIONS.values() for name in knobs_of(cls)}
     knobs = jobspec_knobs()
-    assert fields == set(knobs)
+    assert fields | options == set(knobs) and not fields & options
     for name, knob in knobs.items():
         assert knob.help, name
         if knob.value_type in ("int", "float", "range"):
             assert knob.minimum is not None and knob.maximum is not None, name
         if knob.value_type == "text":
             assert knob.max_len > 0, name
+
+
+# --- a geometry's own options ------------------------------------------------------------------------------------
+
+def test_each_geometry_has_its_options_and_their_names_are_unique():
+    assert set(GEOMETRY_OPTIONS) == set(GEOMETRY_NAMES)
+    names = [name for cls in GEOMETRY_OPTIONS.values() for name in knobs_of(cls)]
+    assert len(names) == len(set(names)), "an option name must say which geometry it is for"
+    assert not set(names) & {f.name for f in dataclasses.fields(JobSpec)}
+
+
+def test_the_sdf_options_nest_in_the_spec_and_round_trip():
+    s = spec(geometry="sdf", eikonal_weight=0.5)
+    assert s.geometry_options == SDFOptions(eikonal_weight=0.5)
+    d = s.to_dict()
+    assert d["geometry_options"] == {"eikonal_weight": 0.5} and "eikonal_weight" not in d
+    assert JobSpec.from_dict(json.loads(json.dumps(d))) == s
+    assert s.settings()["eikonal_weight"] == 0.5
+    flat = JobSpec.from_dict(s.settings())  # a panel's or a prompt file's flat names
+    assert flat == s
+
+
+def test_a_spec_from_before_options_nested_still_loads():
+    """A spec written when eikonal_weight was a top-level field (a checkpoint's, a script's, an old add-on's)."""
+    old = {**spec(geometry="sdf").to_dict(), "eikonal_weight": 0.7}
+    del old["geometry_options"]
+    assert JobSpec.from_dict(old).geometry_options.eikonal_weight == 0.7
+    old_density = {**old, "geometry": "density"}  # every old spec named it; it never applied to a density field
+    assert JobSpec.from_dict(old_density).geometry_options == DensityOptions()
+
+
+@pytest.mark.parametrize("data, field, problem", [
+    ({"geometry_options": {"eikonal_weight": -1}}, "geometry_options.eikonal_weight", "is out of range"),
+    ({"geometry_options": {"eikonal_weight": "lots"}}, "geometry_options.eikonal_weight", "is not a number"),
+    ({"geometry_options": {"bogus": 1}}, "geometry_options.bogus",
+     "is not an option of this geometry; allowed: an object of the sdf geometry's options: eikonal"),
+    ({"geometry": "density", "geometry_options": {"eikonal_weight": 1}}, "geometry_options.eikonal_weight",
+     "allowed: an empty object"),
+    ({"geometry_options": [1]}, "geometry_options", "is not an object"),
+    ({"eikonal_weight": float("nan")}, "geometry_options.eikonal_weight", "is not finite"),
+    ({"geometry": "density", "eikonal_weight": -2}, "geometry_options.eikonal_weight", "is out of range"),
+])
+def test_bad_options_name_the_option_and_what_is_allowed(data, field, problem):
+    with pytest.raises(SpecError, match=re.escape(problem)) as info:
+        JobSpec.from_dict({"prompt": "x", **data})
+    assert info.value.field == field
+
+
+def test_changing_the_geometry_starts_from_its_own_options():
+    s = spec(geometry="sdf", eikonal_weight=0.5)
+    assert s.replace(geometry="density").geometry_options == DensityOptions()
+    assert s.replace(eikonal_weight=2.0).geometry_options == SDFOptions(eikonal_weight=2.0)
+    assert s.replace(steps=3).geometry_options == SDFOptions(eikonal_weight=0.5)
+    with pytest.raises(SpecError, match="another geometry's"):
+        dataclasses.replace(s, geometry="density")  # an SDF's options on a density field

@@ -110,7 +110,8 @@ class Geometry(nn.Module):
 
     @staticmethod
     def loss_weights(spec) -> dict[str, float]:
-        """The weights of `losses`, read from a JobSpec (none by default)."""
+        """The weights of `losses`, read from a JobSpec: its own options are `spec.geometry_options`, this
+        geometry's dataclass in shared/geometry_options.py (none by default)."""
         return {}
 
     # --- what the trainer and the artist see -----------------------------------------------------------

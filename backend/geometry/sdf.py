@@ -217,4 +217,4 @@ class SDFField(SignedDistanceGeometry):
 
     @staticmethod
     def loss_weights(spec) -> dict[str, float]:
-        return {"eikonal": spec.eikonal_weight}
+        return {"eikonal": spec.geometry_options.eikonal_weight}  # SDFOptions (shared/geometry_options.py)

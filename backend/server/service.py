@@ -29,7 +29,7 @@ from blender_dreamfusion.shared import (CLIENT_TYPES, Ack, Accepted, Bye, Cancel
 from blender_dreamfusion.shared.errors import MAX_FIELD_NAME, BadJobSpec, safe_text
 from blender_dreamfusion.shared.messages import JobCommand
 from blender_dreamfusion.shared.transport import send_routed
-from blender_dreamfusion.shared.wirefields import MAX_TEXT
+from blender_dreamfusion.shared.knobs import MAX_TEXT
 from blender_dreamfusion.shared.states import ACTIVE, CANCELLED, FINISHED, INTERRUPTED, QUEUED, RESUMABLE, TERMINAL
 
 from ..job_run import resolve_device

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from blender_dreamfusion.shared import MESSAGE_TYPES, JobSpec, jobspec_knobs
 from blender_dreamfusion.shared.framing import field_buffer_names
+from blender_dreamfusion.shared.geometry_options import GEOMETRY_OPTIONS, option_knobs
 from blender_dreamfusion.shared.knobs import format_number
 from blender_dreamfusion.shared.messages import BOTH, CLIENT, JobInfo, buffer_fields
 from blender_dreamfusion.shared.wirefields import field_rule, resolved_hints
@@ -100,19 +101,33 @@ def message_tables() -> str:
 
 def jobspec_table() -> str:
     rows = ["| field | type | default (`standard`) | allowed | meaning |", "|---|---|---|---|---|"]
-    defaults = {f.name: f for f in dataclasses.fields(JobSpec)}
+    fields = {f.name: f for f in dataclasses.fields(JobSpec)}
+    owners = option_knobs()
     for name, knob in jobspec_knobs().items():
-        f = defaults[name]
+        if name in owners:  # a geometry's option: a row of its own, nested under geometry_options
+            geometry = owners[name][0]
+            f = {f.name: f for f in dataclasses.fields(GEOMETRY_OPTIONS[geometry])}[name]
+            rows.append(f"| `{name}` (in `geometry_options`, {geometry} only) | {knob.value_type} | "
+                        f"{_json_default(f.default)} | {knob.allowed()} | {knob.help} |")
+            continue
+        f = fields[name]
         if f.default is not dataclasses.MISSING:
-            value = f.default
-            default = f"`{list(value) if isinstance(value, tuple) else value!r}`".replace("'", '"')
-            default = default.replace("True", "true").replace("False", "false")
+            default = _json_default(f.default)
         elif name == "seed":
             default = "random, recorded"
         else:
             default = "**required**"
         rows.append(f"| `{name}` | {knob.value_type} | {default} | {knob.allowed()} | {knob.help} |")
+        if name == "geometry":
+            rows.append("| `geometry_options` | object | the geometry's defaults | the chosen geometry's options, by "
+                        "name (below); each may also be given as a top-level field of that name | what differs "
+                        "between geometries |")
     return "\n".join(rows)
+
+
+def _json_default(value) -> str:
+    default = f"`{list(value) if isinstance(value, tuple) else value!r}`".replace("'", '"')
+    return default.replace("True", "true").replace("False", "false")
 
 
 SECTIONS = {"messages": message_tables, "jobspec": jobspec_table}

@@ -68,7 +68,7 @@ def jobspecs(draw) -> JobSpec:
         values["perp_neg"] = 0.0
     if values["shading_albedo"] + values["shading_lambertian"] + values["shading_textureless"] <= 0:
         values["shading_lambertian"] = 1.0
-    return JobSpec(**values)
+    return JobSpec.from_dict(values)  # options by their flat names, as a panel sends them
 
 
 @st.composite
