@@ -6,7 +6,10 @@ crash fails its job with the signal, and a job that ended well leaves its proces
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -56,6 +59,10 @@ def running_job_process(client: BackendClient, model: Path) -> tuple[str, int]:
     return job_id, child
 
 
+def _environment(pid: int) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in line)
+
+
 def start_stuck_job(client: BackendClient) -> str:
     accepted = client.request(client.submit(stuck_spec(), init_mesh=hostile_mesh()), timeout=30.0)
     assert isinstance(accepted, Accepted), accepted
@@ -89,6 +96,8 @@ def test_a_job_that_does_not_stop_is_ended_after_the_grace_and_says_so(tmp_path,
     try:
         with BackendClient(running.endpoint) as client:
             job_id, child = running_job_process(client, tiny_sd)
+            scratch = Path(_environment(child)["TMPDIR"])
+            assert any(scratch.glob("dreamfusion-job-*/jobs/*/checkpoint*")), "the job's scratch folder is there"
             # Stopped, it answers nothing, as a job deep in native code answers nothing.
             os.kill(child, signal.SIGSTOP)
             asked = time.monotonic()
@@ -101,6 +110,7 @@ def test_a_job_that_does_not_stop_is_ended_after_the_grace_and_says_so(tmp_path,
             info = client.request(client.status(job_id)).jobs[0]
             assert info.state == "cancelled" and "its process was ended" in info.reason, info.reason
             assert not Path(f"/proc/{child}").exists() or b"zombie" in Path(f"/proc/{child}/status").read_bytes()
+            assert not scratch.exists(), "an ended process's temporary files (its job's checkpoints) go with it"
             again = client.request(client.submit(tiny_spec(tiny_sd))).job_id
             assert isinstance(events_until(client, ended(again))[-1], Finished)
     finally:
@@ -132,9 +142,11 @@ def test_a_native_crash_fails_its_job_and_the_next_job_runs(tmp_path, tiny_sd):
     try:
         with BackendClient(running.endpoint) as client:
             job_id, child = running_job_process(client, tiny_sd)
+            scratch = Path(_environment(child)["TMPDIR"])
             os.kill(child, signal.SIGSEGV)  # what a crash in a native library delivers
             events = events_until(client, ended(job_id), timeout=30)
             assert isinstance(events[-1], Failed) and "SIGSEGV" in events[-1].reason, events[-1]
+            assert wait_for(lambda: not scratch.exists(), 10, "the crashed process's temporary files to go")
             assert worst_reply(running.endpoint, 0.5) < REPLY_BOUND
             again = client.request(client.submit(tiny_spec(tiny_sd))).job_id
             assert isinstance(events_until(client, ended(again))[-1], Finished)
@@ -202,9 +214,9 @@ def test_job_processes_get_the_thread_count_in_their_environment(tmp_path):
     running = ThreadServer(tmp_path / "data", threads=1)
     try:
         child = wait_for(lambda: job_processes(os.getpid()), 30, "a job process")[0]
-        environ = dict(line.split("=", 1) for line in
-                       Path(f"/proc/{child}/environ").read_text().split("\0") if "=" in line)
+        environ = _environment(child)
         assert environ["OMP_NUM_THREADS"] == environ["MKL_NUM_THREADS"] == "1"
+        assert Path(environ["TMPDIR"]).name.startswith("dreamfusion-jobprocess-")
     finally:
         running.stop()
 
@@ -224,3 +236,23 @@ def test_a_slot_outlives_a_failure_to_announce_the_line(tmp_path, tiny_sd):
                 assert isinstance(events_until(client, ended(job_id))[-1], Finished)
     finally:
         running.stop()
+
+
+def test_a_dead_servers_job_process_folders_are_removed_at_the_next_start(tmp_path):
+    """A server killed outright could not remove its job processes' temporary folders; the next one does, and
+    leaves a live server's alone."""
+    import tempfile
+
+    from blender_dreamfusion.backend.server.process_runner import SCRATCH_PREFIX, remove_orphaned_scratch
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{dead.pid}-"))
+    (orphan / "checkpoint.safetensors").write_bytes(b"x" * 1000)
+    ours = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
+    try:
+        remove_orphaned_scratch()
+        assert not orphan.exists() and ours.exists()
+    finally:
+        shutil.rmtree(ours, ignore_errors=True)
+        shutil.rmtree(orphan, ignore_errors=True)

@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> None:
     threads.apply()
     host = JobHost(threads)
     _warm_up()
-    pipe.send(("hello", __version__, os.getpid()))
+    try:
+        pipe.send(("hello", __version__, os.getpid()))
+    except PipeClosed:  # the server stopped (or gave up on us) while we warmed up: nothing to say, nothing to do
+        os._exit(0)
     runner: threading.Thread | None = None
     while True:
         try:

@@ -23,15 +23,18 @@ import hmac
 import os
 import queue
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Protocol
 
 from blender_dreamfusion.shared import Cancelled, Failed, Message, Progress
@@ -56,6 +59,8 @@ TICK = 0.2
 READY_TIMEOUT = 300.0
 #: A process slower than this to get ready is logged (a sign of a machine short of cores or memory).
 SLOW_START = 30.0
+#: A job process's temporary folder: this, its server's process id, a dash and a random tail.
+SCRATCH_PREFIX = "dreamfusion-jobprocess-"
 
 
 class JobRunner(Protocol):
@@ -99,6 +104,7 @@ class ProcessRunner:
         self.warm_starts = 0
 
     def start(self) -> None:
+        remove_orphaned_scratch()
         for slot in self._slots:
             slot.start()
 
@@ -160,14 +166,20 @@ class _JobProcess:
         self._secret = secrets.token_hex(32)
         self.started = time.monotonic()
         self._listener = socket.create_server(("127.0.0.1", 0))
+        # The process's temporary files (each job's scratch folder, and whatever a library writes) go into a
+        # folder of ours, removed once the process has ended: one ended after the grace or killed by a crash
+        # cannot clean up after itself, and its job's checkpoints would stay in the system's temp folder.
+        self.scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
         try:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "blender_dreamfusion.backend.server.job_process", "--port",
                  str(self._listener.getsockname()[1]), *threads.arguments()],
-                env={**os.environ, **threads.environment(), SECRET_VARIABLE: self._secret},
+                env={**os.environ, **threads.environment(), SECRET_VARIABLE: self._secret,
+                     **{name: self.scratch for name in ("TMPDIR", "TEMP", "TMP")}},
                 stdin=subprocess.DEVNULL, stdout=_log_fd())
         except BaseException:
             self._listener.close()
+            shutil.rmtree(self.scratch, ignore_errors=True)
             raise
         self._pipe: JobPipe | None = None
         self.ready = False  # connected back and said hello
@@ -236,11 +248,13 @@ class _JobProcess:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     def kill(self) -> None:
         self.popen.kill()
         self.popen.wait()
         self._close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _close(self) -> None:
         self._listener.close()
@@ -443,6 +457,28 @@ class _Outcome:
     refused: str | None = None  # it sent a report the service refuses
     ended_after: float | None = None  # we ended it after this grace
     closed: str = ""  # why the pipe closed, if it did
+
+
+def remove_orphaned_scratch() -> None:
+    """Remove the temporary folders of job processes whose server is gone (killed, or the machine lost power: it
+    had no chance to): each folder's name carries its server's process id. A folder whose id now belongs to
+    another process is left alone: it may still be in use."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        owner = folder.name.removeprefix(SCRATCH_PREFIX).partition("-")[0]
+        if owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if os.name != "posix":  # Windows' os.kill ends the process whatever the signal: never ask it
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process: alive
+        return True
+    return True
 
 
 def _log_fd() -> int:
