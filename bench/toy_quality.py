@@ -4,7 +4,8 @@
 
 For each prompt: seconds, steps, the Chamfer distance (best over yaw, centred and
 scale-normalised) to every primitive, the nearest one, the hue error of the
-mean vertex colour, the level the surface was drawn at (density; 0 for an SDF),
+mean vertex colour, the level the surface was drawn at (density; 0 for an SDF), the scores at true size and place
+(backend/toy/object_score.py: nearest of every toy object, size error, drip below the true bottom),
 and the crispness figures of backend/crispness.py (soft share of a 64^2 render,
 silhouette IoU of mesh against volume render, roughness in degrees).
 `--rescore` skips training and scores the checkpoints an earlier run left in
@@ -26,6 +27,7 @@ from blender_dreamfusion.backend.crispness import crispness
 from blender_dreamfusion.backend.extract import extract_mesh
 from blender_dreamfusion.backend.generate import checkpoint_path_for, generate
 from blender_dreamfusion.shared.recommended import recommendations
+from blender_dreamfusion.backend.toy.object_score import score as object_score
 from blender_dreamfusion.backend.toy.quality import hue_error, shape_distances, yaw_offset
 from blender_dreamfusion.backend.toy.vocab import COLOURS, SHAPES, parse_prompt
 from blender_dreamfusion.shared import JobSpec
@@ -88,6 +90,7 @@ def main() -> None:
         distances = shape_distances(mesh) if mesh.vertex_count else {}
         hue = hue_error(mesh, colour) if mesh.vertex_count else None
         shape_right = bool(distances) and min(distances, key=distances.get) == shape
+        true_size = object_score(mesh, shape, colour) if mesh.vertex_count else None
         row = {"prompt": prompt, "seed": seed, "geometry": field.name, "seconds": seconds, "steps": steps,
                "iso": round(extraction.iso, 2), "vertices": mesh.vertex_count, "chamfer": distances,
                "nearest": min(distances, key=distances.get) if distances else None,
@@ -95,6 +98,9 @@ def main() -> None:
                "right": bool(shape_right and hue is not None and hue < HUE_RIGHT_DEG),
                "chamfer_named": distances.get(shape),
                "cube_yaw_offset_deg": round(yaw_offset(mesh, "cube"), 1) if shape == "cube" and distances else None,
+               "nearest_at_true_size": true_size.nearest if true_size else None,
+               "size_error": true_size.size_error if true_size else None,
+               "drip": true_size.drip if true_size else None,
                **crispness(field, mesh, occupancy)}
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -113,8 +119,10 @@ def summary(rows: list[dict]) -> dict:
             "shape_and_colour_right": sum(r["right"] for r in rows),
             "failures": [f"{r['prompt']} (seed {r['seed']}): {r['nearest']}, hue error {r['hue_error_deg']}"
                          for r in rows if not r["right"]],
+            "max_size_error": max((r["size_error"] for r in rows if r["size_error"] is not None), default=None),
+            "max_drip": max((r["drip"] for r in rows if r["drip"] is not None), default=None),
             **{f"mean_{k}": mean(k) for k in ("seconds", "chamfer_named", "soft_share", "silhouette_iou",
-                                               "roughness_deg")}}
+                                               "roughness_deg", "size_error", "drip")}}
 
 
 if __name__ == "__main__":
