@@ -95,8 +95,7 @@ def _selected_with_settings(context):
 
 
 def recall_into(settings, values: dict) -> list[str]:
-    """Put a JobSpec's settings (`JobSpec.settings`: options by their flat names) into the panel's; returns notes on
-    what the panel cannot hold."""
+    """Put a JobSpec dict's values into the panel's settings; returns notes on what the panel cannot hold."""
     notes = []
     settings.preset = "CUSTOM"
     # The model first: choosing one applies its recommendations, which the job's own values override.
@@ -130,7 +129,7 @@ class DREAMFUSION_OT_recall(bpy.types.Operator):
     def execute(self, context):
         job = _selected_with_settings(context)
         try:
-            values = JobSpec.from_dict(json.loads(job.spec_json)).settings()
+            values = JobSpec.from_dict(json.loads(job.spec_json)).to_dict()
         except (ValueError, SpecError) as exc:
             self.report({"ERROR"}, f"DreamFusion: this job's saved settings cannot be read: {exc}")
             return {"CANCELLED"}

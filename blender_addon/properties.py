@@ -36,7 +36,7 @@ def _tooltip(knob) -> str:
 
 def _defaults() -> dict:
     # (a JobSpec needs a prompt; the panel starts empty). The panel holds every geometry's options.
-    values = {**every_option_default(), **JobSpec(prompt="x", seed=0).settings()}
+    values = {**every_option_default(), **JobSpec(prompt="x", seed=0).to_dict()}
     values.update(recommendations(values["model"]))
     values["prompt"] = ""
     return values

@@ -1,9 +1,9 @@
 """Each geometry's own options: the settings that mean something for one way of holding a shape only.
 
-A JobSpec carries the options of its chosen geometry nested (`geometry_options`, e.g. `{"eikonal_weight": 0.1}`
-for `sdf`); the backend's geometry reads them (`backend/geometry/sdf.py`'s `loss_weights`). Every option is a
-knob, so the panel, the CLI and prompt files offer it by its name like any other setting (`jobspec_knobs`), and
-a flat `eikonal_weight` in a spec from before options were nested still loads.
+A JobSpec holds the options of its chosen geometry (`spec.geometry_options`, an `SDFOptions` for `sdf`); the
+backend's geometry reads them there (`backend/geometry/sdf.py`'s `loss_weights`). Every option is a knob, and
+on the wire, in the panel, the CLI and prompt files it is a setting of its own name like any other
+(`jobspec_knobs`, `JobSpec.to_dict`), so the wire did not change when eikonal_weight moved here.
 
 A new geometry with options is one dataclass here, named in `GEOMETRY_OPTIONS`. Option names are unique across
 geometries and distinct from JobSpec's fields (a test checks), so the flat name alone says which geometry it is for.
@@ -24,18 +24,18 @@ class GeometryOptions:
 
     def __post_init__(self) -> None:
         for name, rule in knobs_of(type(self)).items():
-            object.__setattr__(self, name, rule.check(f"geometry_options.{name}", getattr(self, name)))
+            object.__setattr__(self, name, rule.check(name, getattr(self, name)))
 
     @classmethod
     def from_dict(cls, geometry: str, data: Any) -> "GeometryOptions":
-        """The options in `data` (a JSON object), or SpecError naming `geometry_options.<name>`."""
+        """The options in `data` (a mapping of them by name), or SpecError naming the option."""
         known = knobs_of(cls)
         allowed = _allowed(geometry, known)
         if not isinstance(data, Mapping):
             raise SpecError("geometry_options", data, allowed, "is not an object")
         for name in data:
             if name not in known:
-                raise SpecError(f"geometry_options.{name}", data[name], allowed, "is not an option of this geometry")
+                raise SpecError(str(name), data[name], allowed, "is not an option of this geometry")
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,16 +65,10 @@ def option_knobs() -> dict[str, tuple[str, Knob]]:
 
 def _allowed(geometry: str, known: Mapping[str, Knob]) -> str:
     if not known:
-        return f"an empty object (the {geometry} geometry has no options)"
-    return f"an object of the {geometry} geometry's options: " + ", ".join(known)
+        return f"no options (the {geometry} geometry has none)"
+    return f"the {geometry} geometry's options: " + ", ".join(known)
 
 
 def every_option_default() -> dict[str, Any]:
     """Option name -> its default, over every geometry (a panel holds them all)."""
     return {name: value for cls in GEOMETRY_OPTIONS.values() for name, value in cls().to_dict().items()}
-
-
-def setting_name(field: str) -> str:
-    """The flat name a panel, a CLI flag or a prompt file's column gives the field a SpecError names
-    (`geometry_options.eikonal_weight` -> `eikonal_weight`)."""
-    return field.removeprefix("geometry_options.")

@@ -164,8 +164,9 @@ class JobSpec:
                          help="How the shape is held: density: a density field, its surface an iso-level chosen at "
                               "extraction (DreamFusion); sdf: a signed distance, its surface the zero level set "
                               "(crisp, solid)")
-    #: The chosen geometry's own options (shared/geometry_options.py), e.g. the SDF's eikonal_weight: given as a JSON
-    #: object (or by their flat names), checked against that geometry's options; None: its defaults.
+    #: The chosen geometry's own options (shared/geometry_options.py: the SDF's eikonal_weight): a GeometryOptions
+    #: or a mapping of them, checked against that geometry's options; None: its defaults. On the wire (and in
+    #: panels, CLIs and prompt files) each option is a field of its own name, so the wire is as it always was.
     geometry_options: GeometryOptions | Mapping[str, Any] | None = dataclasses.field(default=None, kw_only=True)
     init: InitMode = knob("blob", value_type="choice", choices=INIT_MODES, group="optimiser",
                      help="Start from the initial blob (density) or sphere (sdf), a mesh, or a checkpoint")
@@ -253,9 +254,9 @@ class JobSpec:
         were left out (by `data` and its preset) stays known to the spec, so a
         later step may fill them after all (`fill_left_out`).
 
-        A geometry's options come nested (`"geometry_options": {...}`) or by their flat names (a panel's or a
-        prompt file's settings, and every spec from before options were nested); a flat option of another
-        geometry than the chosen one is not this spec's concern and is left out (the panel sends every geometry's).
+        A geometry's options are fields of their own names (`"eikonal_weight": 0.1`), and go into the spec's
+        `geometry_options`; another geometry's option is checked, then left out: it is not this spec's concern
+        (a panel holds every geometry's, and every spec written before options moved named eikonal_weight).
         """
         if not isinstance(data, Mapping):
             raise SpecError("spec", data, "a JSON object of JobSpec fields", "is not an object")
@@ -265,15 +266,14 @@ class JobSpec:
         settings = jobspec_knobs()  # the fields and every option by its flat name, in the panel's order
         if model_defaults is not None and not set(known) <= set(data):
             base.update((k, v) for k, v in model_defaults(data.get("model", DEFAULT_MODEL)).items() if k in settings)
-        chosen = set(data) | set(_nested_names(data))
+        chosen = set(data)
         if "preset" in data:
             preset = preset_values(data.pop("preset"))
             base.update(preset)
             chosen |= set(preset)
         for name in data:
-            if name not in settings and name != "geometry_options":
-                raise SpecError(str(name), data[name], "one of " + ", ".join([*settings, "geometry_options"]),
-                                "is not a JobSpec field")
+            if name not in settings:
+                raise SpecError(str(name), data[name], "one of " + ", ".join(settings), "is not a JobSpec field")
         if "prompt" not in data:
             raise SpecError("prompt", None, known["prompt"].allowed(), "is missing")
         base.update(data)
@@ -281,11 +281,8 @@ class JobSpec:
         if flat:
             geometry = known["geometry"].check("geometry", base.get("geometry", _GEOMETRY_DEFAULT))
             for name, value in flat.items():  # another geometry's is left out, yet a bad value is still refused
-                options[name][1].check(f"geometry_options.{name}", value)
-            mine = {name: value for name, value in flat.items() if options[name][0] == geometry}
-            nested = base.get("geometry_options")
-            if mine and (nested is None or isinstance(nested, Mapping)):  # nested values win over flat ones
-                base["geometry_options"] = {**mine, **(nested or {})}
+                options[name][1].check(name, value)
+            base["geometry_options"] = {name: value for name, value in flat.items() if options[name][0] == geometry}
         spec = cls(**base)
         object.__setattr__(spec, "_left_out", frozenset(settings) - chosen)  # not a field: not on the wire
         return spec
@@ -298,20 +295,14 @@ class JobSpec:
         return self.replace(**changes) if changes else self
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; `from_dict(to_dict())` gives back an equal spec. The geometry's options are nested."""
+        """JSON-ready dict; `from_dict(to_dict())` gives back an equal spec. The chosen geometry's options follow
+        `geometry`, each by its own name (the wire's form, and the panel's)."""
         out: dict[str, Any] = {}
         for name in knobs_of(type(self)):
             value = getattr(self, name)
             out[name] = list(value) if isinstance(value, tuple) else value
             if name == "geometry":
-                out["geometry_options"] = self.geometry_options.to_dict()
-        return out
-
-    def settings(self) -> dict[str, Any]:
-        """Every setting by its flat name, as a panel, a CLI or a prompt file names them (`jobspec_knobs`): the
-        fields and the chosen geometry's options."""
-        out = self.to_dict()
-        out.update(out.pop("geometry_options"))
+                out.update(self.geometry_options.to_dict())
         return out
 
     @classmethod
@@ -322,7 +313,7 @@ class JobSpec:
         """A validated copy with some fields (or options, by their flat names) changed. A new geometry starts from
         its own options' defaults."""
         options = option_knobs()
-        flat = {name: changes.pop(name) for name in list(changes) if name in options}
+        flat = {name: options[name][1].check(name, changes.pop(name)) for name in list(changes) if name in options}
         geometry = changes.get("geometry", self.geometry)
         if "geometry_options" not in changes and (flat or geometry != self.geometry):
             kept = self.geometry_options.to_dict() if geometry == self.geometry else {}
@@ -366,8 +357,3 @@ def jobspec_knobs() -> dict[str, Knob]:
         if name == "geometry":
             out.update((option, option_rule) for option, (_, option_rule) in option_knobs().items())
     return out
-
-
-def _nested_names(data: Mapping[str, Any]) -> list[str]:
-    nested = data.get("geometry_options")
-    return [name for name in nested if isinstance(name, str)] if isinstance(nested, Mapping) else []

@@ -10,7 +10,6 @@ import argparse
 from typing import Any, Callable, Mapping
 
 from .errors import SpecError
-from .geometry_options import setting_name
 from .jobspec import DEFAULT_MODEL, PRESETS, JobSpec, jobspec_knobs, preset_values
 
 _POSITIONAL = {"prompt"}
@@ -60,6 +59,6 @@ def spec_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser, pr
     try:
         return JobSpec.from_dict(values)
     except SpecError as exc:
-        flag = "PROMPT" if exc.field == "prompt" else flag_name(setting_name(exc.field))
+        flag = "PROMPT" if exc.field == "prompt" else flag_name(exc.field)
         parser.error(f"{flag}: {exc}")
         raise  # parser.error exits; this keeps type checkers honest

@@ -228,7 +228,7 @@ def test_recall_puts_every_field_of_a_finished_job_back_into_the_panel(addon):
     assert bpy.ops.dreamfusion.recall() == {"FINISHED"}
     assert state.lock_seed, "a recalled job runs again with its own seed, not a freshly drawn one"
     recalled = addon.properties.spec_values(state.settings)
-    expected = {k: v for k, v in spec.settings().items() if k not in addon.properties.HIDDEN_FIELDS}
+    expected = {k: v for k, v in spec.to_dict().items() if k not in addon.properties.HIDDEN_FIELDS}
     changed = [k for k in expected if before[k] != expected[k]]
     assert len(changed) == len(expected), set(expected) - set(changed)  # every field had to move
     assert PlainSpec.from_dict(recalled).to_dict() == {**spec.to_dict(), "init": "blob", "init_from": ""}

@@ -110,8 +110,7 @@ def test_round_trip_is_exact_and_json_ready():
     d = s.to_dict()
     assert d["t_range"] == [0.1, 0.5] and isinstance(d["guidance_scale"], float)
     assert JobSpec.from_dict(d) == s
-    assert set(s.settings()) | {"geometry_options"} == set(d) | set(s.geometry_options.to_dict())
-    assert set(s.settings()) <= set(jobspec_knobs())
+    assert set(d) == set(jobspec_knobs())  # the default geometry (sdf) has every option there is
 
 
 @pytest.mark.parametrize("model, source", [
@@ -156,41 +155,47 @@ def test_each_geometry_has_its_options_and_their_names_are_unique():
     assert not set(names) & {f.name for f in dataclasses.fields(JobSpec)}
 
 
-def test_the_sdf_options_nest_in_the_spec_and_round_trip():
+def test_the_sdf_holds_its_options_and_the_wire_names_them_as_before():
     s = spec(geometry="sdf", eikonal_weight=0.5)
     assert s.geometry_options == SDFOptions(eikonal_weight=0.5)
     d = s.to_dict()
-    assert d["geometry_options"] == {"eikonal_weight": 0.5} and "eikonal_weight" not in d
+    keys = list(d)
+    assert d["eikonal_weight"] == 0.5 and keys[keys.index("geometry") + 1] == "eikonal_weight"  # where it was
+    assert "geometry_options" not in d
     assert JobSpec.from_dict(json.loads(json.dumps(d))) == s
-    assert s.settings()["eikonal_weight"] == 0.5
-    flat = JobSpec.from_dict(s.settings())  # a panel's or a prompt file's flat names
-    assert flat == s
+    density = spec(geometry="density")
+    assert density.geometry_options == DensityOptions() and "eikonal_weight" not in density.to_dict()
 
 
-def test_a_spec_from_before_options_nested_still_loads():
-    """A spec written when eikonal_weight was a top-level field (a checkpoint's, a script's, an old add-on's)."""
+def test_a_spec_from_before_options_moved_still_loads():
+    """Every spec written before named eikonal_weight, whatever its geometry (a checkpoint's, a script's, an old
+    add-on's): an SDF keeps it, a density field never used it."""
     old = {**spec(geometry="sdf").to_dict(), "eikonal_weight": 0.7}
-    del old["geometry_options"]
     assert JobSpec.from_dict(old).geometry_options.eikonal_weight == 0.7
-    old_density = {**old, "geometry": "density"}  # every old spec named it; it never applied to a density field
-    assert JobSpec.from_dict(old_density).geometry_options == DensityOptions()
+    assert JobSpec.from_dict({**old, "geometry": "density"}).geometry_options == DensityOptions()
 
 
 @pytest.mark.parametrize("data, field, problem", [
-    ({"geometry_options": {"eikonal_weight": -1}}, "geometry_options.eikonal_weight", "is out of range"),
-    ({"geometry_options": {"eikonal_weight": "lots"}}, "geometry_options.eikonal_weight", "is not a number"),
-    ({"geometry_options": {"bogus": 1}}, "geometry_options.bogus",
-     "is not an option of this geometry; allowed: an object of the sdf geometry's options: eikonal"),
-    ({"geometry": "density", "geometry_options": {"eikonal_weight": 1}}, "geometry_options.eikonal_weight",
-     "allowed: an empty object"),
-    ({"geometry_options": [1]}, "geometry_options", "is not an object"),
-    ({"eikonal_weight": float("nan")}, "geometry_options.eikonal_weight", "is not finite"),
-    ({"geometry": "density", "eikonal_weight": -2}, "geometry_options.eikonal_weight", "is out of range"),
+    ({"eikonal_weight": -1}, "eikonal_weight", "is out of range; allowed: a number from 0 to 10000"),
+    ({"eikonal_weight": "lots"}, "eikonal_weight", "is not a number"),
+    ({"eikonal_weight": float("nan")}, "eikonal_weight", "is not finite"),
+    ({"geometry": "density", "eikonal_weight": -2}, "eikonal_weight", "is out of range"),
+    ({"geometry_options": {"eikonal_weight": 1}}, "geometry_options", "is not a JobSpec field"),
 ])
 def test_bad_options_name_the_option_and_what_is_allowed(data, field, problem):
     with pytest.raises(SpecError, match=re.escape(problem)) as info:
         JobSpec.from_dict({"prompt": "x", **data})
     assert info.value.field == field
+
+
+def test_options_given_in_python_are_checked_against_the_geometry():
+    assert JobSpec(prompt="x", geometry_options={"eikonal_weight": 2.0}).geometry_options.eikonal_weight == 2.0
+    with pytest.raises(SpecError, match="is not an option of this geometry; allowed: the sdf geometry's options"):
+        JobSpec(prompt="x", geometry_options={"bogus": 1})
+    with pytest.raises(SpecError, match="allowed: no options"):
+        JobSpec(prompt="x", geometry="density", geometry_options={"eikonal_weight": 1})
+    with pytest.raises(SpecError, match="another geometry's"):
+        JobSpec(prompt="x", geometry="density", geometry_options=SDFOptions())
 
 
 def test_changing_the_geometry_starts_from_its_own_options():

@@ -101,7 +101,7 @@ _leaves = (st.none() | st.booleans() | st.integers(min_value=-2**80, max_value=2
            | st.sampled_from([3, 31, 33, 1000]).map(_nest))
 JSON = st.recursive(_leaves, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(_text, kids, max_size=4),
                     max_leaves=12)
-_SPEC_KEYS = [*jobspec_knobs(), "geometry_options", "preset"]
+_SPEC_KEYS = [*jobspec_knobs(), "preset"]
 
 
 @st.composite

@@ -111,8 +111,7 @@ def test_a_checkpoint_from_before_the_geometry_knob_loads_as_a_density_field(gui
         meta = dict(f.metadata())
     del meta["geometry"]
     old_spec = json.loads(meta["spec"])
-    del old_spec["geometry"], old_spec["geometry_options"]
-    old_spec["eikonal_weight"] = 0.1  # a top-level field then, named whatever the geometry
+    del old_spec["geometry"]
     meta["spec"] = json.dumps(old_spec)
     save_file(load_file(str(path)), str(tmp_path / "old.safetensors"), metadata=meta)
     restored, _ = read_checkpoint_spec(tmp_path / "old.safetensors")

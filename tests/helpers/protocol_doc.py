@@ -104,13 +104,10 @@ def jobspec_table() -> str:
     fields = {f.name: f for f in dataclasses.fields(JobSpec)}
     owners = option_knobs()
     for name, knob in jobspec_knobs().items():
-        if name in owners:  # a geometry's option: a row of its own, nested under geometry_options
-            geometry = owners[name][0]
-            f = {f.name: f for f in dataclasses.fields(GEOMETRY_OPTIONS[geometry])}[name]
-            rows.append(f"| `{name}` (in `geometry_options`, {geometry} only) | {knob.value_type} | "
-                        f"{_json_default(f.default)} | {knob.allowed()} | {knob.help} |")
-            continue
-        f = fields[name]
+        if name in owners:  # a geometry's option (shared/geometry_options.py): its default is declared there
+            f = {f.name: f for f in dataclasses.fields(GEOMETRY_OPTIONS[owners[name][0]])}[name]
+        else:
+            f = fields[name]
         if f.default is not dataclasses.MISSING:
             default = _json_default(f.default)
         elif name == "seed":
@@ -118,10 +115,6 @@ def jobspec_table() -> str:
         else:
             default = "**required**"
         rows.append(f"| `{name}` | {knob.value_type} | {default} | {knob.allowed()} | {knob.help} |")
-        if name == "geometry":
-            rows.append("| `geometry_options` | object | the geometry's defaults | the chosen geometry's options, by "
-                        "name (below); each may also be given as a top-level field of that name | what differs "
-                        "between geometries |")
     return "\n".join(rows)
 
 
