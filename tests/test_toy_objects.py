@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from blender_dreamfusion.backend.toy.object_score import score
+from blender_dreamfusion.backend.toy.object_vocab import ObjectPrompt, parse_object_prompt
 from blender_dreamfusion.backend.toy.objects import (COMPOSITES, OBJECTS, PRIMITIVES, ObjectField, surface_points,
                                                      true_mesh)
 from blender_dreamfusion.backend.toy.primitives import PrimitiveField
-from blender_dreamfusion.backend.toy.vocab import COLOUR_RGB
+from blender_dreamfusion.backend.toy.vocab import COLOUR_RGB, VocabularyError
 from blender_dreamfusion.shared import MeshData
 
 #: Marching cubes at 128^3 over [-1, 1]^3 places a surface within about a grid step (2 / 127 m) of the truth,
@@ -111,3 +112,35 @@ def test_the_wrong_colour_and_a_missing_pattern_are_seen():
 
 def _transformed(mesh: MeshData, matrix: np.ndarray) -> MeshData:
     return MeshData((mesh.positions @ matrix.T).astype(np.float32), mesh.triangles, mesh.colors)
+
+
+# --- the words ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("prompt, expected", [
+    ("a red mug", ObjectPrompt("mug", "red")),
+    ("a striped sphere", ObjectPrompt("sphere", pattern="striped")),
+    ("the snowman", ObjectPrompt("snowman")),
+    ("  A Blue  Checkered Chair, side view ", ObjectPrompt("chair", "blue", "checkered", "side")),
+    ("house", ObjectPrompt("house")),
+    ("an orange cone, overhead view", ObjectPrompt("cone", "orange", view="overhead")),
+    ("", ObjectPrompt(None)),
+])
+def test_object_prompts_parse_into_one_canonical_form(prompt, expected):
+    parsed = parse_object_prompt(prompt)
+    assert parsed == expected
+    assert parse_object_prompt(parsed.text()) == parsed
+
+
+@pytest.mark.parametrize("prompt, words", [
+    ("a red dragon", "objects cube, sphere"),
+    ("a checkered red mug", "at 'red'"),  # the colour comes before the pattern
+    ("a red snowman", "the snowman has its own colours"),
+    ("a striped snowman", "the snowman has its own colours"),
+    ("a mug, upside view", "colours red, green"),
+    ("a teal mug", "at 'teal'"),
+])
+def test_words_outside_the_vocabulary_are_refused_with_what_is_known(prompt, words):
+    with pytest.raises(VocabularyError, match="outside the vocabulary|has its own colours") as info:
+        parse_object_prompt(prompt)
+    assert words in str(info.value)
+    assert "patterns striped, checkered" in str(info.value)
