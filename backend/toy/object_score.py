@@ -65,11 +65,15 @@ class ObjectScore:
 def score(mesh: MeshData, name: str, colour: str | None = None) -> ObjectScore:
     """`mesh` (Blender's frame, metres) against the object `name` asked for in `colour` (a colour word)."""
     target = OBJECTS[name]
-    points = _subsample(mesh.positions.astype(np.float64))
-    distances = {other: round(_best_yaw(points, _reference(other))[0], 4) for other in OBJECTS}
-    yaw = _best_yaw(points, _reference(name))[1]
+    if mesh.vertex_count == 0:
+        raise ValueError("an empty mesh has nothing to score")
+    sample = _sample(mesh.vertex_count)
+    points = mesh.positions[sample].astype(np.float64)
+    colours = mesh.colors[sample, :3].astype(np.float64) / 255.0
+    fits = {other: _best_yaw(points, _reference(other)) for other in OBJECTS}
+    distances = {other: round(fit[0], 4) for other, fit in fits.items()}
+    yaw = fits[name][1]
     aligned = points @ _rotation(yaw).T
-    colours = _subsample(mesh.colors[:, :3].astype(np.float64) / 255.0)
     main = _main_part(aligned, name)
     front_error = two_fronts = None
     if target.has_front:
@@ -101,15 +105,17 @@ def hue_error(rgb: np.ndarray, colour: str) -> float:
 
 # --- geometry ------------------------------------------------------------------------------------------------------
 
-def _subsample(values: np.ndarray, count: int = POINTS) -> np.ndarray:
-    if len(values) <= count:
-        return values
-    return values[np.random.default_rng(0).choice(len(values), count, replace=False)]
+def _sample(count: int, keep: int = POINTS) -> np.ndarray:
+    """Indices of at most `keep` of `count` vertices, the same every time."""
+    if count <= keep:
+        return np.arange(count)
+    return np.random.default_rng(0).choice(count, keep, replace=False)
 
 
 @lru_cache(maxsize=None)
 def _reference(name: str, janus: bool = False) -> np.ndarray:
-    return _subsample(surface_points(name, janus).numpy().astype(np.float64))
+    points = surface_points(name, janus).numpy().astype(np.float64)
+    return points[_sample(len(points))]
 
 
 def _rotation(degrees: float) -> np.ndarray:
