@@ -238,6 +238,23 @@ def test_a_slot_outlives_a_failure_to_announce_the_line(tmp_path, tiny_sd):
         running.stop()
 
 
+def test_a_job_says_it_left_the_line_when_its_slot_takes_it_not_when_its_process_reports(tmp_path, tiny_sd):
+    """A job process can take seconds to start on a busy machine; its job must not read "queued #1" meanwhile."""
+    running = ThreadServer(tmp_path / "data")
+    try:
+        child = wait_for(lambda: job_processes(os.getpid()), 30, "the warm job process")[0]
+        os.kill(child, signal.SIGSTOP)  # it reports nothing from now on
+        with BackendClient(running.endpoint) as client:
+            job_id = client.request(client.submit(tiny_spec(tiny_sd, steps=4))).job_id
+            events = events_until(client, lambda e: isinstance(e, Progress) and e.job_id == job_id
+                                  and e.phase != "queued", timeout=10)
+            assert events[-1].phase == "loading_model" and events[-1].queue_position == 0, events[-1]
+            client.cancel(job_id)
+            assert isinstance(events_until(client, ended(job_id), timeout=STOP_GRACE + 30)[-1], Cancelled)
+    finally:
+        running.stop()
+
+
 def test_a_dead_servers_job_process_folders_are_removed_at_the_next_start(tmp_path):
     """A server killed outright could not remove its job processes' temporary folders; the next one does, and
     leaves a live server's alone."""

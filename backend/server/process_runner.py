@@ -302,7 +302,7 @@ class _Slot(threading.Thread):
                 if claimed is None:
                     continue
                 try:
-                    self._announce()
+                    self._announce(claimed[0])
                     self._run_job(*claimed)
                 except Exception as exc:  # noqa: BLE001 - a bug here must end the job, not the slot
                     traceback.print_exc()
@@ -314,10 +314,14 @@ class _Slot(threading.Thread):
             if self.process is not None:
                 self.process.end(wait=2.0)
 
-    def _announce(self) -> None:
-        """Tell waiting jobs their new places; a failure to (a socket the service could not open) is logged, and
-        never takes the slot down with the job it holds (a dead slot would leave that job running for ever)."""
+    def _announce(self, record: JobRecord) -> None:
+        """Tell the job's clients it left the line (its process may take seconds to start and report: until then
+        they would still read "queued #1"), and waiting jobs their new places. A failure to (a socket the service
+        could not open) is logged, and never takes the slot down with the job it holds (a dead slot would leave
+        that job running for ever)."""
         try:
+            self.runner.emit(Progress(job_id=record.job_id, step=record.step, steps=record.spec.steps,
+                                      elapsed=record.elapsed, phase="loading_model"))
             self.runner.on_started()
         except Exception:  # noqa: BLE001
             traceback.print_exc()
