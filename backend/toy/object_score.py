@@ -8,7 +8,6 @@ it is the front's error, and a result nearer the object's two-faced variant than
 
 from __future__ import annotations
 
-import colorsys
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,7 +19,7 @@ from scipy.spatial import cKDTree
 from blender_dreamfusion.shared import MeshData
 
 from .objects import MAIN, OBJECTS, PATTERNS, pattern_mask, surface_points
-from .vocab import COLOUR_RGB
+from .quality import WHITE_MAX_SATURATION, WHITE_MIN_LIGHTNESS, colour_hue_error
 
 POINTS = 2000
 #: Yaw search: coarse over the circle, then fine around the best.
@@ -34,8 +33,6 @@ PATTERN_STEP = 7.5
 FEATURE_TOLERANCE, FEATURE_PRESENT = 0.03, 0.5
 #: Fewer of the result's sampled points than this near a feature: no surface there to judge.
 MIN_FEATURE_POINTS = 5
-#: A vertex this pale and this light shows white (the toy paints white at 0.92 sRGB).
-WHITE_MAX_SATURATION, WHITE_MIN_LIGHTNESS = 0.25, 0.6
 
 
 @dataclass(frozen=True)
@@ -85,22 +82,8 @@ def score(mesh: MeshData, name: str, colour: str | None = None) -> ObjectScore:
     return ObjectScore(
         nearest=min(distances, key=distances.get), distances=distances,
         size_error=round(_size_error(points, name), 4), drip=round(_drip(points, name), 4),
-        colour_error=hue_error(colours[main].mean(axis=0), colour) if colour and main.any() else None,
+        colour_error=colour_hue_error(colours[main].mean(axis=0), colour) if colour and main.any() else None,
         pattern=_pattern(aligned[main], colours[main]), front_error=front_error, two_fronts=two_fronts)
-
-
-def hue_error(rgb: np.ndarray, colour: str) -> float:
-    """Degrees between a mean sRGB colour's hue and the colour word's. White has no hue: 0 when the colour is
-    pale and light, else at least 45 (a grey or near-black result is not white)."""
-    h, lightness, _ = colorsys.rgb_to_hls(*rgb)
-    if colour == "white":
-        s = colorsys.rgb_to_hsv(*rgb)[1]  # HLS saturation runs high near white; HSV's does not
-        if s < WHITE_MAX_SATURATION and lightness >= WHITE_MIN_LIGHTNESS:
-            return 0.0
-        return round(float(180.0 * min(1.0, max(s, 1.0 - lightness, 0.25))), 1)
-    target = colorsys.rgb_to_hls(*COLOUR_RGB[colour])[0]
-    difference = abs(h - target) % 1.0
-    return round(360.0 * min(difference, 1.0 - difference), 1)
 
 
 # --- geometry ------------------------------------------------------------------------------------------------------

@@ -74,12 +74,16 @@ def shape_distances(mesh: MeshData) -> dict[str, float]:
 
 
 def hue_error(mesh: MeshData, colour: str) -> float:
-    """Degrees between the mean vertex colour's hue and the colour word's. White has no hue: it is judged
-    by saturation and lightness (a grey or near-black mesh is not white), 0 when right, else at least 45."""
-    mean = mesh.colors[:, :3].astype(np.float64).mean(axis=0) / 255.0
-    h, lightness, _ = colorsys.rgb_to_hls(*mean)
+    """Degrees between the mean vertex colour's hue and the colour word's (`colour_hue_error`)."""
+    return colour_hue_error(mesh.colors[:, :3].astype(np.float64).mean(axis=0) / 255.0, colour)
+
+
+def colour_hue_error(rgb: np.ndarray, colour: str) -> float:
+    """Degrees between an sRGB colour's hue and the colour word's. White has no hue: it is judged by saturation
+    and lightness (a grey or near-black colour is not white), 0 when right, else at least 45."""
+    h, lightness, _ = colorsys.rgb_to_hls(*rgb)
     if colour == "white":
-        s = colorsys.rgb_to_hsv(*mean)[1]  # HLS saturation runs high near white; HSV's does not
+        s = colorsys.rgb_to_hsv(*rgb)[1]  # HLS saturation runs high near white; HSV's does not
         if s < WHITE_MAX_SATURATION and lightness >= WHITE_MIN_LIGHTNESS:
             return 0.0
         return round(float(180.0 * min(1.0, max(s, 1.0 - lightness, 0.25))), 1)
