@@ -4,7 +4,7 @@ import bpy
 
 from .addon_core.session import SESSION
 from .shared.client import DEFAULT_ADDRESS
-from .shared.jobspec import DEFAULT_MODEL
+from .shared.jobspec import BUILTIN_MODELS, DEFAULT_MODEL
 
 
 def _backend_setting_changed(self, context) -> None:
@@ -60,8 +60,8 @@ class DreamFusionPreferences(bpy.types.AddonPreferences):
         description="clients/NAME.key_secret from `dreamfusion-backend keys generate`")
     default_model: bpy.props.StringProperty(
         name="Default model", default=DEFAULT_MODEL,
-        description="Model a scene uses until you choose one in its Guidance settings: toy-shapes, a diffusers "
-                    "repo id, or a local folder")
+        description="Model a scene uses until you choose one in its Guidance settings: a built-in prior ("
+                    + ", ".join(BUILTIN_MODELS) + "), a diffusers repo id, or a local folder")
 
     def draw(self, context):
         layout = self.layout

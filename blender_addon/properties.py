@@ -102,8 +102,9 @@ def settings_annotations() -> dict:
     model = jobspec_knobs()["model"]
     annotations["model"] = bpy.props.StringProperty(
         name="Model", default=defaults["model"], maxlen=model.max_len, update=_on_model,
-        description=_tooltip(model) + ". Built-in: toy-shapes (CPU-sized shapes prior). Choosing it, a Stable "
-                                      "Diffusion 1.x/2.x or a DeepFloyd IF model applies its recommended settings")
+        description=_tooltip(model) + ". The built-in priors are CPU-sized (coloured shapes; objects with parts "
+                                      "and patterns). Choosing one, a Stable Diffusion 1.x/2.x or a DeepFloyd IF "
+                                      "model applies its recommended settings")
     annotations["preset"] = bpy.props.EnumProperty(
         name="Preset", default="CUSTOM", update=_on_preset,
         description="Apply a named set of steps / resolutions; edit any value afterwards",

@@ -25,7 +25,9 @@ from .knobs import Knob, knob, knobs_of
 MAX_PROMPT_CHARS = 500
 MAX_PATH_CHARS = 1024
 SEED_MAX = 2**32 - 1
-BUILTIN_MODELS = ("toy-shapes",)
+#: Priors shipped in the package (backend/toy). toy-objects-view-text is toy-objects' weights read without
+#: the camera (backend/guidance/toy_objects.py).
+BUILTIN_MODELS = ("toy-shapes", "toy-objects", "toy-objects-view-text")
 DEFAULT_MODEL = "toy-shapes"
 # Choices as Literal types (what the fields are annotated with) and as tuples (what the knobs offer).
 InitMode = Literal["blob", "mesh", "checkpoint"]
@@ -55,7 +57,7 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9_.-]{1,96}$")
 _LOCAL_PATH = re.compile(r"^(/|~|\./|\.\./|\.\\|\.\.\\|[A-Za-z]:[\\/]|\\\\)")
 
 MODEL_ALLOWED = (
-    f"'toy-shapes', a Hugging Face repo id like 'stabilityai/stable-diffusion-2-1-base', "
+    f"{', '.join(map(repr, BUILTIN_MODELS))}, a Hugging Face repo id like 'stabilityai/stable-diffusion-2-1-base', "
     f"or a local folder path starting with /, ~, ./ or a drive letter (at most {MAX_PATH_CHARS} characters)"
 )
 
@@ -94,7 +96,7 @@ class JobSpec:
                       help="Optimisation steps")
     # --- guidance -----------------------------------------------------------
     model: str = knob(DEFAULT_MODEL, value_type="text", max_len=MAX_PATH_CHARS, group="guidance",
-                      help="Diffusion prior: 'toy-shapes', a diffusers repo id or a local folder")
+                      help=f"Diffusion prior: {', '.join(BUILTIN_MODELS)}, a diffusers repo id or a local folder")
     guidance_scale: float = knob(100.0, value_type="float", minimum=1.0, maximum=500.0, group="guidance",
                                  help="Classifier-free guidance scale (DreamFusion uses 100)")
     t_range: tuple[float, float] = knob((0.02, 0.98), value_type="range", minimum=0.0, maximum=1.0,

@@ -32,6 +32,15 @@ TOY_TRAINING_SCENE: dict[str, Any] = {
     "camera_fov": [40.0, 55.0],     # objects fill 40-75 % of a 32 px frame
 }
 
+#: The toy-objects prior's training scene: random background colours, on which white shows (the recipe real
+#: models use), and cameras that also look from below, where a grey backdrop and a rare underside let drips grow.
+TOY_OBJECTS_TRAINING_SCENE: dict[str, Any] = {
+    "background": "random",
+    "camera_radius": [1.6, 2.0],
+    "camera_fov": [40.0, 55.0],
+    "camera_elevation": [-30.0, 90.0],
+}
+
 BUILTIN_RECOMMENDATIONS: dict[str, dict[str, Any]] = {
     "toy-shapes": {
         **TOY_TRAINING_SCENE,
@@ -41,7 +50,15 @@ BUILTIN_RECOMMENDATIONS: dict[str, dict[str, Any]] = {
         "render_resolution": 32, "views_per_step": 4, "guidance_scale": 20.0, "steps": 600,
         "t_anneal": 0.5, "mesh_resolution": 96, "stream_every": 100,
     },
+    "toy-objects": {
+        **TOY_OBJECTS_TRAINING_SCENE,
+        "geometry": "sdf",
+        "render_resolution": 64, "views_per_step": 2, "guidance_scale": 20.0, "steps": 600,
+        "t_anneal": 0.5, "mesh_resolution": 96, "stream_every": 100,
+    },
 }
+#: The view-text reading of toy-objects' weights (backend/guidance/toy_objects.py) is scored as they are.
+BUILTIN_RECOMMENDATIONS["toy-objects-view-text"] = BUILTIN_RECOMMENDATIONS["toy-objects"]
 
 
 #: threestudio's tuned DreamFusion recipes (configs/dreamfusion-sd.yaml, dreamfusion-if.yaml): 64 px renders

@@ -54,6 +54,8 @@ def test_the_wheel_installs_one_namespaced_package_and_its_data(wheel):
             assert f"{package.replace('.', '/')}/{relative}" in names, f"{folder}/{relative} is not packaged"
     assert "blender_dreamfusion/backend/toy/weights/unet/diffusion_pytorch_model.safetensors" in names
     assert "blender_dreamfusion/backend/toy/weights/model_index.json" in names
+    assert "blender_dreamfusion/backend/toy/objects_weights/unet/diffusion_pytorch_model.safetensors" in names
+    assert "blender_dreamfusion/backend/toy/objects_weights/model_index.json" in names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "dreamfusion-backend = blender_dreamfusion.backend.cli:main" in \
         zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -86,6 +86,9 @@ def new_module_in(monkeypatch, tmp_path):
 def clean_registries():
     """What a test registers is gone after it."""
     by_pipeline = guidance_package.registry._BY_PIPELINE
+    # Every module registered first: one imported during the test would be restored away, and never re-register.
+    PRIORS.discover()
+    GEOMETRIES.discover()
     saved = [(registry, dict(registry)) for registry in (PRIORS, GEOMETRIES, by_pipeline)]
     yield
     for registry, contents in saved:

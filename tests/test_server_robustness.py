@@ -131,6 +131,12 @@ def test_client_cli_submit_wait_and_cancel(tmp_path, tiny_sd):
         refused = subprocess.run([str(SCRIPT), "client", "submit", "a red dragon", "--backend", server.endpoint],
                                  capture_output=True, text=True, timeout=120)
         assert refused.returncode == 1 and "(prompt)" in refused.stderr and "outside the vocabulary" in refused.stderr
+        # Each built-in prior is held to its own words: a mug is toy-objects', not toy-shapes'.
+        for model, prompt, known in (("toy-objects", "a red dragon", "mug"), ("toy-shapes", "a red mug", "torus")):
+            refused = subprocess.run([str(SCRIPT), "client", "submit", prompt, "--model", model, "--backend",
+                                      server.endpoint], capture_output=True, text=True, timeout=120)
+            assert refused.returncode == 1 and "(prompt)" in refused.stderr and known in refused.stderr, \
+                refused.stderr
     finally:
         server.stop()
     gone = subprocess.run([str(SCRIPT), "client", "status", "--backend", server.endpoint, "--timeout", "1"],

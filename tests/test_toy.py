@@ -104,8 +104,9 @@ def test_training_images_follow_the_trainer_sampling():
 def test_missing_builtin_weights_are_a_clear_error(monkeypatch, tmp_path):
     from blender_dreamfusion.backend import toy
 
-    monkeypatch.setattr(toy, "WEIGHTS", tmp_path / "nothing")
-    with pytest.raises(ModelLoadError, match="train them with `python -m blender_dreamfusion.backend.toy.train`"):
+    monkeypatch.setitem(toy.BUILTIN_WEIGHTS, "toy-shapes", tmp_path / "nothing")
+    with pytest.raises(ModelLoadError, match="train them with `python -m blender_dreamfusion.backend.toy.train "
+                                             "--prior toy-shapes`"):
         load_guidance("toy-shapes", torch.device("cpu"))
 
 
@@ -187,11 +188,10 @@ def test_training_script_writes_a_camera_aware_prior_that_guides(tmp_path):
     from blender_dreamfusion.backend.toy import train
 
     folder = tmp_path / "toy"
-    assert train.main(["--steps", "3", "--images", "128", "--batch", "16", "--sample-steps", "2",
-                       "--out", str(folder)]) == 0
+    assert train.main(["--prior", "toy-shapes", "--steps", "3", "--images", "128", "--batch", "16",
+                       "--sample-steps", "2", "--work", str(tmp_path / "work"), "--out", str(folder)]) == 0
     index = json.loads((folder / "model_index.json").read_text())
     assert index["_camera_conditioning"] == "azimuth_harmonics_elevation_sincos"
-    assert index["_training"]["shape_weights"] == {"cube": 2.0}
     assert index["_recommended_spec"]["render_resolution"] == 32
     assert (folder / "samples.png").stat().st_size > 0
     guidance = load_guidance(str(folder), torch.device("cpu"))
@@ -221,8 +221,9 @@ def test_priors_trained_on_the_first_camera_features_still_load_and_mismatches_a
     from blender_dreamfusion.backend.toy.model import build_unet
 
     folder = tmp_path / "toy"
-    assert train.main(["--steps", "1", "--images", "32", "--batch", "8", "--sample-steps", "1",
-                       "--sample-every", "0", "--out", str(folder)]) == 0
+    assert train.main(["--prior", "toy-shapes", "--steps", "1", "--images", "32", "--batch", "8",
+                       "--sample-steps", "1", "--sample-every", "0", "--work", str(tmp_path / "work"),
+                       "--out", str(folder)]) == 0
     index_path = folder / "model_index.json"
     index = json.loads(index_path.read_text())
 
@@ -256,13 +257,3 @@ def test_camera_features():
     assert torch.allclose(new[:, 5], torch.tensor([1.0, -1.0, 1.0]), atol=1e-6)
     assert torch.allclose(new[:, 6:], old.new_tensor([[0.34202, 0.93969]] * 3), atol=1e-5)
 
-
-@pytest.mark.parametrize("bad", ["dragon=2", "cube=-1", "cube=lots", "cube"])
-def test_a_bad_shape_weight_is_refused_naming_the_flag_and_the_allowed_values(bad, capsys):
-    from blender_dreamfusion.backend.toy import train
-
-    with pytest.raises(SystemExit) as exit_info:
-        train.main(["--shape-weight", bad, "--steps", "1"])
-    assert exit_info.value.code == 2
-    assert "--shape-weight wants SHAPE=W with SHAPE among cube, sphere, torus, cone, cylinder and W >= 0" in \
-        capsys.readouterr().err

@@ -14,7 +14,7 @@ import torch
 
 from ..cameras import Cameras
 from .base import ModelLoadError
-from .pixel import PixelGuidance
+from .pixel import PixelGuidance, patch_size
 from .registry import register_prior
 
 
@@ -68,17 +68,15 @@ class CameraAwarePixelGuidance(PixelGuidance):
             raise ModelLoadError(f"model {model!r}: its UNet takes {expected} camera features, but {camera!r} "
                                  f"makes {made}")
         return cls(parts["unet"], parts["text_encoder"], parts["tokenizer"], scheduler, device, dtype,
-                   conditioning=camera)
+                   conditioning=camera, patch=patch_size(model, index, parts["unet"]))
 
     def __init__(self, unet, text_encoder, tokenizer, scheduler, device, dtype,
-                 conditioning: str = CAMERA_CONDITIONING):
-        super().__init__(unet, text_encoder, tokenizer, scheduler, device, dtype)
+                 conditioning: str = CAMERA_CONDITIONING, patch: int = 1):
+        super().__init__(unet, text_encoder, tokenizer, scheduler, device, dtype, patch=patch)
         self.conditioning = conditioning
 
     def predict_noise(self, x_t, t, text, cameras: Cameras | None):
         if cameras is None:
             raise ValueError("this prior is camera-aware: the SDS call must pass the cameras")
         features = camera_features(cameras.azimuth, cameras.elevation, self.conditioning)
-        features = features.to(device=x_t.device, dtype=self.dtype)
-        out = self.unet(x_t, t, encoder_hidden_states=text.to(self.dtype), class_labels=features).sample
-        return out[:, : x_t.shape[1]]
+        return self.run_unet(x_t, t, text, features.to(device=x_t.device, dtype=self.dtype))

@@ -47,12 +47,21 @@ def _quiet_library_logs():
 
 def builtin_folder(model: str) -> Path:
     """Where a built-in prior's weights live inside the package."""
-    from ..toy import WEIGHTS as folder
+    from ..toy import BUILTIN_WEIGHTS
 
+    folder = BUILTIN_WEIGHTS[model]
     if not (folder / "model_index.json").is_file():
         raise ModelLoadError(f"the built-in prior {model!r} has no weights in this installation ({folder}); "
-                             "train them with `python -m blender_dreamfusion.backend.toy.train`")
+                             f"train them with `python -m blender_dreamfusion.backend.toy.train --prior "
+                             f"{folder_prior(model)}`")
     return folder
+
+
+def folder_prior(model: str) -> str:
+    """The built-in prior whose training makes `model`'s weights."""
+    from ..toy import BUILTIN_WEIGHTS
+
+    return next(name for name, folder in BUILTIN_WEIGHTS.items() if folder == BUILTIN_WEIGHTS[model])
 
 
 def _load(model: str, device: torch.device) -> Guidance:
@@ -65,6 +74,9 @@ def _load(model: str, device: torch.device) -> Guidance:
         source = model
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     index = _model_index(model, source)
+    if where == "builtin":
+        # A built-in name is its prior: toy-objects-view-text reads toy-objects' weights its own way.
+        index = {**index, "_prior": model}
     cls = prior_class(model, index)
     if cls.space == "pixel" and "vae" in index:
         raise ModelLoadError(f"model {model!r} has a VAE, so its UNet denoises latents, but it names the "

@@ -1,28 +1,31 @@
-"""The built-in `toy-shapes` prior: camera-aware pixel guidance plus its vocabulary rules."""
+"""The built-in toy priors' guidance: camera-aware pixel guidance plus each prior's vocabulary rules."""
 
 from __future__ import annotations
 
-from ..toy.vocab import ToyPrompt, VocabularyError, parse_prompt
+from ..toy import parse_builtin_prompt
+from ..toy.vocab import VocabularyError
 from .camera_pixel import CameraAwarePixelGuidance
 from .registry import register_prior
 
 
-@register_prior
-class ToyGuidance(CameraAwarePixelGuidance):
-    """The built-in prior (its weights' model_index.json says `"_prior": "toy-shapes"`)."""
-
-    prior_name = "toy-shapes"
+class BuiltinToyGuidance(CameraAwarePixelGuidance):
+    """A built-in prior: its prompts are read by its own vocabulary (`parse_builtin_prompt`, by prior name)."""
 
     def check_prompt(self, prompt: str) -> None:
-        parse_prompt(prompt)  # raises VocabularyError listing the vocabulary
+        parse_builtin_prompt(self.prior_name, prompt)  # raises VocabularyError listing the vocabulary
 
     def condition_prompt(self, prompt: str, shading: str) -> str:
         # The prior reads the canonical form it was trained on ('an Orange cube' -> 'a orange cube').
-        # Textureless renders show no colour, so they are scored against the colourless prompt.
-        parsed = parse_prompt(prompt)
-        if shading == "textureless":
-            parsed = ToyPrompt(parsed.shape, None, parsed.view)
-        return parsed.text()
+        # Textureless renders show no colour (nor pattern), so they are scored against the prompt without it.
+        parsed = parse_builtin_prompt(self.prior_name, prompt)
+        return (parsed.unpainted() if shading == "textureless" else parsed).text()
 
 
-__all__ = ["ToyGuidance", "VocabularyError"]
+@register_prior
+class ToyGuidance(BuiltinToyGuidance):
+    """The built-in shapes prior (its weights' model_index.json says `"_prior": "toy-shapes"`)."""
+
+    prior_name = "toy-shapes"
+
+
+__all__ = ["BuiltinToyGuidance", "ToyGuidance", "VocabularyError"]

@@ -156,10 +156,11 @@ def admit(spec: JobSpec, store: JobStore, paths: PathPolicy, can_read_job, has_m
     if spec.init == "checkpoint":
         spec, parent = _admit_checkpoint(spec, store, paths, readable)
     if model_source(spec.model) == "builtin":
-        from ..toy.vocab import VocabularyError, parse_prompt
+        from ..toy import parse_builtin_prompt
+        from ..toy.vocab import VocabularyError
 
         try:
-            parse_prompt(spec.prompt)
+            parse_builtin_prompt(spec.model, spec.prompt)
         except VocabularyError as exc:
             raise Refused("prompt", str(exc)) from None
     return Admitted(spec, parent)

@@ -1,4 +1,4 @@
-"""What the toy-objects prior will understand: '{article} {colour} {pattern} {object}', each word but the object
+"""What the toy-objects prior understands: '{article} {colour} {pattern} {object}', each word but the object
 optional, plus the backend's view suffixes (', front view'), as Stable Diffusion is prompted.
 
 'a red mug', 'a striped sphere', 'the snowman', 'A Blue Checkered Chair, side view'. A pattern alternates the
@@ -29,6 +29,10 @@ class ObjectPrompt:
     pattern: str | None = None
     view: str | None = None
 
+    def unpainted(self) -> "ObjectPrompt":
+        """Without its colour and pattern: what a textureless render shows."""
+        return ObjectPrompt(self.object, None, None, self.view)
+
     def text(self) -> str:
         """Back to the one canonical form the prior is trained on; empty for the unconditional prompt."""
         if self.object is None:
@@ -42,7 +46,8 @@ def vocabulary_message() -> str:
     fixed = [name for name, o in OBJECTS.items() if not o.colourable]
     return (f"the toy-objects prior knows prompts 'a {{colour}} {{pattern}} {{object}}' (article a, an, the or "
             f"none; colour and pattern optional) with objects {', '.join(colourable)}, colours "
-            f"{', '.join(COLOURS)} and patterns {', '.join(PATTERNS)}; and {', '.join(fixed)} as they are "
+            f"{', '.join(COLOURS)} and patterns {', '.join(PATTERNS)} (a colour with white, so not on white); "
+            f"and {', '.join(fixed)} as they are "
             "(no colour or pattern)")
 
 
@@ -64,4 +69,11 @@ def parse_object_prompt(prompt: str) -> ObjectPrompt:
     if (colour or pattern) and not OBJECTS[name].colourable:
         raise VocabularyError(f"prompt {prompt!r}: the {name} has its own colours (no colour or pattern); "
                               f"{vocabulary_message()}")
+    if pattern and colour == "white":
+        raise VocabularyError(f"prompt {prompt!r}: a pattern alternates a colour with white, so white has none; "
+                              f"{vocabulary_message()}")
     return ObjectPrompt(name, colour, pattern, match["view"])
+
+
+#: What `parse_builtin_prompt` calls.
+parse = parse_object_prompt

@@ -35,6 +35,10 @@ class ToyPrompt:
     colour: str | None
     view: str | None
 
+    def unpainted(self) -> "ToyPrompt":
+        """Without its colour: what a textureless render shows."""
+        return ToyPrompt(self.shape, None, self.view)
+
     def text(self) -> str:
         """Back to words; empty for the unconditional prompt."""
         if self.shape is None:
@@ -57,3 +61,7 @@ def parse_prompt(prompt: str) -> ToyPrompt:
             or (match["view"] and match["view"] not in VIEWS):
         raise VocabularyError(f"prompt {prompt!r} is outside the vocabulary: {vocabulary_message()}")
     return ToyPrompt(match["shape"], match["colour"], match["view"])
+
+
+#: What `parse_builtin_prompt` calls.
+parse = parse_prompt

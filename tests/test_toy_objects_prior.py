@@ -1,0 +1,242 @@
+"""The toy-objects prior's machinery (#35): its training images, a UNet on 2x2 patches, resumable training, the
+two readings of one set of weights (camera-aware, view-text) and its vocabulary at every edge."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from blender_dreamfusion.backend.cameras import make_cameras
+from blender_dreamfusion.backend.guidance import load_guidance
+from blender_dreamfusion.backend.guidance.base import ModelLoadError
+from blender_dreamfusion.backend.guidance.pixel import PixelGuidance
+from blender_dreamfusion.backend.toy import parse_builtin_prompt
+from blender_dreamfusion.backend.toy.model import build_scheduler, build_text_encoder, build_tokenizer, build_unet
+from blender_dreamfusion.backend.toy.object_data import NAMES, NONE, load_or_make, make_chunk
+from blender_dreamfusion.backend.toy.recipes import RECIPES
+from blender_dreamfusion.backend.toy.train import Run
+from blender_dreamfusion.backend.toy.train import main as train_main
+from blender_dreamfusion.backend.toy.vocab import COLOURS, VocabularyError
+from torch.nn import functional as F
+
+TINY = ["--prior", "toy-objects", "--images", "24", "--batch", "4", "--sample-steps", "2", "--sample-every", "0"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A toy-objects prior trained for 3 steps on 24 images: the real recipe, model and files, untrained."""
+    root = tmp_path_factory.mktemp("toy-objects")
+    assert train_main([*TINY, "--steps", "3", "--work", str(root / "work"), "--out", str(root / "model")]) == 0
+    return root
+
+
+def test_training_images_are_64px_on_many_backgrounds_from_below_too_and_name_what_they_show():
+    chunk = make_chunk(0, seed=5, count=64)
+    assert chunk.images.shape == (64, 3, 64, 64) and chunk.images.dtype == np.uint8
+    corners = chunk.images[:, :, 0, 0].astype(float)
+    assert len({tuple(c) for c in corners}) > 32, "a background colour of its own for (almost) every image"
+    assert (chunk.elevation < 0).any() and (chunk.elevation >= -30).all() and (chunk.elevation <= 90).all()
+    for i in range(64):
+        prompt = chunk.prompt(i)
+        parsed = parse_builtin_prompt("toy-objects", prompt)
+        assert parsed.object == NAMES[chunk.objects[i]] and parsed.view is not None
+        if chunk.colours[i] == NONE:
+            assert parsed.colour is None
+    assert np.array_equal(make_chunk(0, seed=5, count=64).images, chunk.images), "the same chunk every time"
+
+
+def test_image_chunks_are_kept_and_reused(tmp_path):
+    first = load_or_make(tmp_path, 40, seed=3)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["objects-v1-64px-seed3-chunk0000-40.npz"]
+    stamp = (tmp_path / files[0]).stat().st_mtime_ns
+    again = load_or_make(tmp_path, 40, seed=3)
+    assert (tmp_path / files[0]).stat().st_mtime_ns == stamp and np.array_equal(first.images, again.images)
+
+
+def test_a_unet_on_patches_sees_a_64px_image_as_32x32_positions():
+    torch.manual_seed(0)
+    unet = build_unet(8, resolution=16, patch=2, channels=(16, 16, 16)).eval()
+    tokenizer = build_tokenizer(RECIPES["toy-objects"].words)
+    guidance = PixelGuidance(unet, build_text_encoder(len(tokenizer)).eval(), tokenizer, build_scheduler(),
+                             torch.device("cpu"), torch.float32, patch=2)
+    assert guidance.input_size == 16 and unet.config.sample_size == 8 and unet.config.in_channels == 12
+    x, t, text, camera = torch.randn(2, 3, 16, 16), torch.tensor([10, 500]), torch.randn(2, 8, 64), torch.randn(2, 8)
+    with torch.no_grad():
+        ours = guidance.run_unet(x, t, text, camera)
+        direct = F.pixel_shuffle(unet(F.pixel_unshuffle(x, 2), t, encoder_hidden_states=text,
+                                      class_labels=camera).sample, 2)
+    assert ours.shape == x.shape and torch.equal(ours, direct)
+
+
+def test_training_writes_a_prior_that_loads_with_its_patches(trained):
+    index = json.loads((trained / "model" / "model_index.json").read_text())
+    assert index["_patch_size"] == 2 and index["_training"]["steps"] == 3 and "_prior" not in index
+    assert (trained / "model" / "samples.png").is_file()
+    guidance = load_guidance(str(trained / "model"), torch.device("cpu"))
+    assert type(guidance).__name__ == "CameraAwarePixelGuidance" and guidance.input_size == 64
+
+
+@pytest.mark.parametrize("patch, words", [(3, "takes 27 channels"), ("2", "an integer from 1 to 8"),
+                                          (0, "an integer from 1 to 8")])
+def test_a_wrong_patch_size_is_refused_at_load(trained, tmp_path, patch, words):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(trained / "model", folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "_patch_size": patch}))
+    with pytest.raises(ModelLoadError, match=words):
+        load_guidance(str(folder), torch.device("cpu"))
+
+
+def test_training_stopped_and_resumed_makes_the_same_weights_as_one_run(trained):
+    from blender_dreamfusion.backend.toy.object_data import load_or_make as images
+
+    data = images(trained / "work" / "data", 24, seed=0)
+    recipe = RECIPES["toy-objects"]
+    whole = Run(recipe, data, batch=4, lr=1e-3, seed=7)
+    whole.total = 4
+    for _ in range(4):
+        whole.train_step()
+    first = Run(recipe, data, batch=4, lr=1e-3, seed=7)
+    first.total = 4
+    for _ in range(2):
+        first.train_step()
+    first.save_state(trained / "state-half.pt", {"test": True})
+    second = Run(recipe, data, batch=4, lr=1e-3, seed=7)
+    second.load_state(torch.load(trained / "state-half.pt", weights_only=False))
+    assert second.step == 2 and second.total == 4
+    for _ in range(2):
+        second.train_step()
+    assert second.losses == whole.losses
+    for name in ("unet", "ema", "text_encoder", "ema_text"):
+        ours, theirs = getattr(second, name).state_dict(), getattr(whole, name).state_dict()
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours), name
+
+
+def test_the_training_command_resumes_and_refuses_another_runs_state(trained, capsys):
+    work, out = trained / "work", trained / "again"
+    assert train_main([*TINY, "--steps", "3", "--work", str(work), "--out", str(out)]) == 0
+    assert "resumed at step 3 of 3" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="saved by a run with"):
+        train_main([*TINY, "--lr", "0.5", "--work", str(work), "--out", str(out)])
+
+
+def test_one_set_of_weights_read_with_and_without_the_camera(trained, tmp_path):
+    import shutil
+
+    views = {}
+    for prior in ("toy-objects", "toy-objects-view-text"):
+        folder = tmp_path / prior
+        shutil.copytree(trained / "model", folder)
+        index = json.loads((folder / "model_index.json").read_text())
+        (folder / "model_index.json").write_text(json.dumps({**index, "_prior": prior}))
+        guidance = load_guidance(str(folder), torch.device("cpu"))
+        assert guidance.prior_name == prior
+        x, t = torch.randn(1, 3, 64, 64), torch.tensor([300])
+        text = guidance.embed_text(["a red mug, front view"])
+        front = make_cameras(*(torch.tensor([v]) for v in (0.0, 10.0, 1.8, 45.0)))
+        back = make_cameras(*(torch.tensor([v]) for v in (180.0, 10.0, 1.8, 45.0)))
+        with torch.no_grad():
+            views[prior] = [guidance.predict_noise(x, t, text, cams) for cams in (front, back)]
+    assert not torch.equal(*views["toy-objects"]), "the camera-aware reading sees where the camera is"
+    assert torch.equal(*views["toy-objects-view-text"]), "the view-text reading knows the view from the words only"
+
+
+@pytest.mark.parametrize("prompt", ["a red dragon", "a red snowman", "a striped red mug", "a mug, underside view",
+                                    "a white striped mug"])
+def test_prompts_outside_the_vocabulary_are_refused_with_the_vocabulary(prompt):
+    with pytest.raises(VocabularyError) as info:
+        parse_builtin_prompt("toy-objects", prompt)
+    assert "mug" in str(info.value) and "checkered" in str(info.value)
+
+
+def test_toy_shapes_prompts_keep_their_own_vocabulary():
+    assert parse_builtin_prompt("toy-shapes", "An Orange Cube").text() == "a orange cube"
+    with pytest.raises(VocabularyError, match="toy-shapes"):
+        parse_builtin_prompt("toy-shapes", "a red mug")
+    with pytest.raises(ValueError, match="not a built-in prior"):
+        parse_builtin_prompt("./my-model", "a red mug")
+
+
+def test_every_built_in_name_has_weights_a_vocabulary_and_recommendations():
+    from blender_dreamfusion.backend.toy import _VOCABULARIES, BUILTIN_WEIGHTS
+    from blender_dreamfusion.shared.jobspec import BUILTIN_MODELS
+    from blender_dreamfusion.shared.recommended import BUILTIN_RECOMMENDATIONS
+
+    assert set(BUILTIN_MODELS) == set(BUILTIN_WEIGHTS) == set(_VOCABULARIES) == set(BUILTIN_RECOMMENDATIONS)
+    assert all(RECIPES[name].weights == BUILTIN_WEIGHTS[name] for name in RECIPES)
+
+
+def test_white_wears_no_pattern_in_the_training_images():
+    chunk = make_chunk(1, seed=2, count=256)
+    white = chunk.colours == COLOURS.index("white")
+    assert white.any() and (chunk.patterns[white] == NONE).all()
+
+
+def test_the_built_in_prior_loads_by_name_offline_in_both_readings(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    code = ("import torch; from blender_dreamfusion.backend.guidance import load_guidance\n"
+            "for name in ('toy-objects', 'toy-objects-view-text'):\n"
+            "    g = load_guidance(name, torch.device('cpu')); print(type(g).__name__, g.input_size, g.patch)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["ToyObjectsGuidance 64 2", "ToyObjectsViewTextGuidance 64 2"]
+
+
+@pytest.mark.slow
+def test_a_short_run_on_a_red_mug_makes_something_nearer_a_mug_than_any_other_object(tmp_path):
+    from blender_dreamfusion.backend.generate import generate
+    from blender_dreamfusion.backend.toy.object_score import score
+    from blender_dreamfusion.shared import JobSpec
+    from blender_dreamfusion.shared.recommended import recommendations
+
+    # Seed 21: not a seed the prior's settings were tuned on. Fewer steps and a coarser mesh than the
+    # recommendation, to keep CI short; the shape is settled by then.
+    spec = JobSpec.from_dict({**recommendations("toy-objects"), "model": "toy-objects", "prompt": "a red mug",
+                              "seed": 21, "steps": SHORT_RUN_STEPS, "mesh_resolution": 64})
+    assert spec.render_resolution == 64 and spec.background == "random"  # the model's recommendations apply
+    result = generate(spec, tmp_path / "mug.glb", device="cpu", show_progress=False)
+    scored = score(result.extraction.mesh, "mug", "red")
+    assert scored.nearest == "mug", scored.distances
+
+
+#: Steps of the short mug run (of the recommended 600).
+SHORT_RUN_STEPS = 300
+
+
+def test_sigterm_stops_training_between_steps_and_keeps_a_state_to_resume(trained, tmp_path):
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    work = tmp_path / "work"
+    shutil.copytree(trained / "work" / "data", work / "data")  # the images are made already
+    command = [sys.executable, "-m", "blender_dreamfusion.backend.toy.train", *TINY, "--steps", "100000",
+               "--work", str(work), "--out", str(tmp_path / "model")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 240
+        for line in process.stdout:  # a log (not a terminal) gets a line every 50 steps
+            if line.startswith("step 50/100000") or time.monotonic() > deadline:
+                break
+        process.send_signal(signal.SIGTERM)
+        rest = process.communicate(timeout=120)[0]
+    finally:
+        process.kill()
+    assert process.returncode == 130, rest
+    stopped = int(rest.split("stopped at step ")[1].split()[0])
+    saved = torch.load(work / "state.pt", weights_only=False)
+    assert saved["step"] == stopped >= 50 and saved["total"] == 100000
+    assert len(saved["losses"]) == stopped, "a whole number of steps: none was cut in two"
