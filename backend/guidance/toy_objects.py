@@ -3,8 +3,8 @@
 The weights were trained with the camera's features present most of the time and zeroed the rest (every
 prompt naming its view as often either way: "a red mug, side view"), so one model answers both ways:
 
-- `toy-objects` (the default reading) sees the camera, as Zero123 and MVDream do: a front cannot come out
-  twice, because the prior is told where every render looks from;
+- `toy-objects` (the default reading) sees the camera, as Zero123 and MVDream do: the prior is told where
+  every render looks from, so it has no reason to draw a front on the back;
 - `toy-objects-view-text` never sees it and knows the view only from the prompt's view suffix, exactly as
   Stable Diffusion is prompted. It is the instrument for the multi-face ("Janus") problem: with it, a toy
   object with a front can grow a second one, and Perp-Neg can be measured against that.
