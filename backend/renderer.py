@@ -21,6 +21,12 @@ SHADINGS = ("albedo", "lambertian", "textureless")
 BACKGROUND_COLOURS = {"grey": (0.5, 0.5, 0.5), "white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 
 
+def sample_ambient(ambient: tuple[float, float], n: int, generator: torch.Generator) -> torch.Tensor:
+    """(n,) ambient light shares, uniform in a JobSpec's `ambient` range, one per view."""
+    low, high = ambient
+    return low + (high - low) * torch.rand(n, generator=generator)
+
+
 def sample_backgrounds(mode: str, n: int, generator: torch.Generator) -> torch.Tensor:
     """(n, 3) background colours for a JobSpec `background` mode; 'random' draws one per view."""
     if mode == "random":

@@ -31,7 +31,7 @@ from .guidance.perp_neg import PerpNeg
 from .mesh_metrics import SurfaceSamples
 from .mesh_start import MeshStartConfig, start_colour_field, start_geometry, start_samples, used_positions
 from .occupancy import OccupancyGrid
-from .renderer import SHADINGS, RenderConfig, sample_backgrounds
+from .renderer import SHADINGS, RenderConfig, sample_ambient, sample_backgrounds
 from .scene_mapping import SceneMapping
 from .work_budget import Stopped
 
@@ -275,8 +275,7 @@ class Trainer:
         v = spec.views_per_step
         cameras = sample_cameras(spec, v, gen).to(self.device)
         shading = SHADINGS[int(torch.multinomial(self._shading_p, 1, generator=gen))]
-        low, high = spec.ambient
-        ambient = (low + (high - low) * torch.rand(v, generator=gen)).to(self.device)
+        ambient = sample_ambient(spec.ambient, v, gen).to(self.device)
         background = sample_backgrounds(spec.background, v, gen).to(self.device)
         probe = self.step % cfg.cull_probe_every == 0
         render_config = dataclasses.replace(cfg.render, cull_hidden=cfg.render.cull_hidden and

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .camera_pixel import camera_features
+from .camera_pixel import feature_size
 from .registry import register_prior
 from .toy import BuiltinToyGuidance
 
@@ -30,5 +30,5 @@ class ToyObjectsViewTextGuidance(ToyObjectsGuidance):
 
     def predict_noise(self, x_t, t, text, cameras):
         # The features of "no camera", as the training's camera dropout showed them: zeros.
-        blank = torch.zeros_like(camera_features(torch.zeros(1), torch.zeros(1), self.conditioning))
-        return self.run_unet(x_t, t, text, blank.expand(x_t.shape[0], -1).to(device=x_t.device, dtype=self.dtype))
+        blank = torch.zeros(x_t.shape[0], feature_size(self.conditioning), device=x_t.device, dtype=self.dtype)
+        return self.run_unet(x_t, t, text, blank)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..cameras import sample_cameras, view_name
-from ..renderer import SHADINGS, render, sample_backgrounds
+from ..renderer import SHADINGS, render, sample_ambient, sample_backgrounds
 from .primitives import PrimitiveField
 from .settings import training_spec
 from .vocab import COLOUR_RGB, COLOURS, SHAPES, ToyPrompt
@@ -58,8 +58,7 @@ def make_images(count: int, resolution: int = 32, seed: int = 0, batch: int = 64
         colour = int(torch.randint(len(COLOURS), (1,), generator=gen))
         shading = SHADINGS[int(torch.multinomial(shading_p, 1, generator=gen))]
         cameras = sample_cameras(spec, batch, gen)
-        low, high = spec.ambient
-        ambient = low + (high - low) * torch.rand(batch, generator=gen)
+        ambient = sample_ambient(spec.ambient, batch, gen)
         background = sample_backgrounds(spec.background, batch, gen)
         field = PrimitiveField(SHAPES[shape], COLOUR_RGB[COLOURS[colour]])
         out = render(field, cameras, resolution, shading=shading, ambient=ambient, background=background,

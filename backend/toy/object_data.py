@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from blender_dreamfusion.shared import JobSpec
 from blender_dreamfusion.shared.recommended import TOY_OBJECTS_TRAINING_SCENE
 
 from ..cameras import sample_cameras, view_name
-from ..renderer import SHADINGS, render, sample_backgrounds
+from ..renderer import SHADINGS, render, sample_ambient, sample_backgrounds
 from .data import NO_COLOUR
 from .object_vocab import ObjectPrompt
 from .objects import OBJECTS, PATTERNS, PRIMITIVES, ObjectField
@@ -86,8 +87,7 @@ def make_chunk(index: int, seed: int = 0, count: int = CHUNK, resolution: int = 
         pattern = NONE if draw >= PATTERN_SHARE * len(PATTERNS) else int(draw // PATTERN_SHARE)
         shading = SHADINGS[int(torch.multinomial(shading_p, 1, generator=gen))]
         cameras = sample_cameras(spec, GROUP, gen)
-        low, high = spec.ambient
-        ambient = low + (high - low) * torch.rand(GROUP, generator=gen)
+        ambient = sample_ambient(spec.ambient, GROUP, gen)
         background = sample_backgrounds(spec.background, GROUP, gen)
         target = OBJECTS[NAMES[obj]]
         if not target.colourable:
