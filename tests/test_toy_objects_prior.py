@@ -125,6 +125,43 @@ def test_the_training_command_resumes_and_refuses_another_runs_state(trained, ca
         train_main([*TINY, "--lr", "0.5", "--work", str(work), "--out", str(out)])
 
 
+def test_a_fine_tune_begins_from_a_saved_prior_and_records_it(trained, tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    data = load_or_make(trained / "work" / "data", 24, seed=0)
+    run = Run(RECIPES["toy-objects"], data, batch=4, lr=1e-3, seed=1)
+    run.start_from(trained / "model")
+    saved = UNet2DConditionModel.from_pretrained(trained / "model" / "unet").state_dict()
+    for model in (run.unet, run.ema):
+        assert all(torch.equal(model.state_dict()[k], saved[k]) for k in saved)
+    out = tmp_path / "tuned"
+    assert train_main([*TINY, "--steps", "1", "--init", str(trained / "model"), "--work", str(tmp_path / "work"),
+                       "--out", str(out)]) == 0
+    training = json.loads((out / "model_index.json").read_text())["_training"]
+    assert training["fine_tuned_from"]["steps"] == 3 and training["prediction"] == "v_prediction"
+    # Resuming that state needs the same beginning; another recipe's prior is no beginning at all.
+    with pytest.raises(SystemExit, match="saved by a run with"):
+        train_main([*TINY, "--steps", "1", "--work", str(tmp_path / "work"), "--out", str(out)])
+    with pytest.raises(SystemExit, match="--init .*tokenizer does not know exactly toy-objects's words"):
+        train_main([*TINY, "--steps", "1", "--init", str(RECIPES["toy-shapes"].weights), "--fresh",
+                    "--work", str(tmp_path / "other"), "--out", str(out)])
+
+
+def test_a_v_prediction_prior_guides_with_the_noise_it_implies(trained):
+    """toy-objects predicts v; the guidance turns it into the noise SDS and the samples use."""
+    guidance = load_guidance(str(trained / "model"), torch.device("cpu"))
+    assert guidance.prediction_type == "v_prediction"
+    x0, eps, t = torch.rand(1, 3, 64, 64) * 2 - 1, torch.randn(1, 3, 64, 64), torch.tensor([700])
+    ab = guidance.alphas_cumprod[t].view(1, 1, 1, 1)
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    text = guidance.embed_text(["a red mug"])
+    cameras = make_cameras(torch.tensor([0.0]), torch.tensor([10.0]), 1.8, 45.0)
+    with torch.no_grad():
+        v = guidance.predict_noise(x_t, t, text, cameras)
+        assert torch.allclose(guidance.noise(x_t, t, text, cameras), ab.sqrt() * v + (1 - ab).sqrt() * x_t,
+                              atol=1e-5)
+
+
 def test_one_set_of_weights_read_with_and_without_the_camera(trained, tmp_path):
     import shutil
 

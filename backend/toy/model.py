@@ -54,7 +54,8 @@ def build_unet(camera_features: int, resolution: int = RESOLUTION, patch: int = 
         resnet_time_scale_shift="scale_shift")
 
 
-def build_scheduler():
+def build_scheduler(prediction_type: str = "epsilon"):
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=False)
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=False,
+                         prediction_type=prediction_type)

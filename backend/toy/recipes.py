@@ -36,6 +36,12 @@ class Recipe:
     #: (N, 3, R, R) uint8, `colours` (N,) (data.NO_COLOUR: none), `azimuth`, `elevation` and
     #: `prompt(i, with_colour, with_view)`.
     make_data: Callable[..., Any]
+    #: What the UNet predicts: "epsilon" (the noise) or "v_prediction" (v = sqrt(ab) eps - sqrt(1 - ab) x0,
+    #: Salimans & Ho 2022; the guidance converts it to the noise). A noise-predicting UNet has to give its
+    #: answer at high noise to a precision of sqrt(ab), and the noise loss hardly counts it there, which is
+    #: where only the prompt can tell an object's colour: toy-objects' first training (epsilon) learnt its
+    #: shapes but barely its colours (bench/toy_colour_binding.py).
+    prediction: str = "epsilon"
 
     @property
     def recommended_spec(self) -> dict:
@@ -98,5 +104,6 @@ RECIPES: dict[str, Recipe] = {
     "toy-shapes": Recipe("toy-shapes", _words("vocab"), 1, (32, 64, 64), 0.05, 40_000, _shapes_grid, len(VIEWS),
                          _shapes_data),
     "toy-objects": Recipe("toy-objects", _words("object_vocab"), 2, (48, 96, 96), 0.3, 49_152, _objects_grid,
-                          len(VIEWS), _objects_data),
+                          len(VIEWS), _objects_data,
+                          prediction="v_prediction"),
 }

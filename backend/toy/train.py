@@ -1,4 +1,4 @@
-"""Train a built-in toy prior from scratch on the CPU, resumably.
+"""Train a built-in toy prior on the CPU, from scratch or from a saved one (`--init`), resumably.
 
     .venv/bin/python -m blender_dreamfusion.backend.toy.train --prior toy-objects --minutes 240
 
@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None,
                         help="folder for the training state and images (default: ~/.cache/blender-dreamfusion/"
                              "train-PRIOR-seedN); the same folder resumes")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="begin from the weights of a prior this script saved (e.g. the shipped one) instead of "
+                             "random ones: a fine-tune, on the recipe's current data and loss")
     parser.add_argument("--fresh", action="store_true",
                         help="start over: ignore (and replace) a training state saved in the work folder")
     parser.add_argument("--out", type=Path, default=None, help="where the weights go (default: the built-in's)")
@@ -91,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(data)} training images ready in {time.perf_counter() - started:.0f} s", flush=True)
     run = Run(recipe, data, args.batch, args.lr, args.seed)
     setup = {"prior": recipe.name, "images": len(data), "batch": args.batch, "lr": args.lr, "seed": args.seed}
+    if recipe.prediction != "epsilon":
+        setup["prediction"] = recipe.prediction
+    if args.init is not None:
+        try:
+            run.start_from(args.init)
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"--init {args.init}: {error}") from None
+        setup["init"] = str(args.init.resolve())
     state_path = work / STATE
     if state_path.is_file() and not args.fresh:
         saved = torch.load(state_path, weights_only=False)
@@ -150,8 +161,9 @@ def _train(args, recipe: Recipe, run: "Run", setup: dict, state_path: Path, out:
     bar.end()
     run.save_state(state_path, setup)
     save(out, recipe, run.tokenizer, run.ema_text, run.ema, run.scheduler,
-         {"steps": run.step, "seed": args.seed, "images": len(data), "batch": args.batch,
-          "final_loss": float(np.mean(run.losses[-200:]))})
+         {"steps": run.step, "seed": args.seed, "images": len(data), "batch": args.batch, "lr": args.lr,
+          "prediction": recipe.prediction, "final_loss": float(np.mean(run.losses[-200:])),
+          **_lineage(args.init)})
     sample_grid(out / "samples.png", recipe, run.tokenizer, run.ema_text, run.ema, run.scheduler, args.seed,
                 steps=args.sample_steps)
     print(f"saved {out} after {run.step} steps ({(time.perf_counter() - started) / 60:.1f} min this session)",
@@ -166,7 +178,8 @@ class Run:
         self.recipe, self.data, self.batch, self.base_lr = recipe, data, batch, lr
         torch.manual_seed(seed)  # the initial weights
         self.tokenizer = build_tokenizer(recipe.words)
-        self.text_encoder, self.scheduler = build_text_encoder(len(self.tokenizer)), build_scheduler()
+        self.text_encoder = build_text_encoder(len(self.tokenizer))
+        self.scheduler = build_scheduler(recipe.prediction)
         self.unet = build_unet(feature_size(CAMERA_CONDITIONING), recipe.resolution, recipe.patch, recipe.channels)
         self.ema = copy.deepcopy(self.unet).requires_grad_(False)
         self.ema_text = copy.deepcopy(self.text_encoder).requires_grad_(False)
@@ -199,7 +212,11 @@ class Run:
         ids = torch.tensor(self.tokenizer(prompts, padding="max_length", max_length=TEXT_LENGTH,
                                           truncation=True).input_ids)
         pred = _patched(self.unet, recipe.patch, x_t, t, self.text_encoder(ids)[0], camera)
-        loss = torch.nn.functional.mse_loss(pred, noise)
+        if recipe.prediction == "v_prediction":
+            target = ab.sqrt() * noise - (1 - ab).sqrt() * x0
+        else:
+            target = noise
+        loss = torch.nn.functional.mse_loss(pred, target)
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
@@ -211,6 +228,23 @@ class Run:
                     e.lerp_(p, 1 - decay)
         self.losses.append(loss.item())
         self.step += 1
+
+    def start_from(self, folder: Path) -> None:
+        """Weights (and their moving averages) from a prior saved by `save`, whose words and shapes must be
+        this recipe's; the optimiser and the schedule start afresh."""
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel, PreTrainedTokenizerFast
+
+        words = PreTrainedTokenizerFast.from_pretrained(folder / "tokenizer").get_vocab()
+        if words != self.tokenizer.get_vocab():
+            raise ValueError(f"its tokenizer does not know exactly {self.recipe.name}'s words")
+        for name, kind in (("unet", UNet2DConditionModel), ("text_encoder", CLIPTextModel)):
+            try:
+                getattr(self, name).load_state_dict(kind.from_pretrained(folder / name).state_dict())
+            except RuntimeError as error:  # missing, unexpected or differently shaped weights
+                raise ValueError(f"its {name} is not {self.recipe.name}'s: {error}") from None
+        self.ema.load_state_dict(self.unet.state_dict())
+        self.ema_text.load_state_dict(self.text_encoder.state_dict())
 
     def save_state(self, path: Path, setup: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -229,6 +263,14 @@ class Run:
         self.gen.set_state(state["gen"])
         self.rng.bit_generator.state = state["rng"]
         self.step, self.total, self.losses = state["step"], state["total"], list(state["losses"])
+
+
+def _lineage(init: Path | None) -> dict:
+    """What a fine-tune began from: that prior's own training record (which names its own beginning)."""
+    if init is None:
+        return {}
+    index = json.loads((init / "model_index.json").read_text(encoding="utf-8"))
+    return {"fine_tuned_from": index.get("_training", {})}
 
 
 class _StopFlag:
