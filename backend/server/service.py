@@ -223,6 +223,8 @@ class Server:
                 _log(f"error publishing {message.TYPE}: {exc!r}")
 
     def _publish(self, message: Message) -> None:
+        if isinstance(message, Finished):  # before anyone hears of it: a finished job's folder is final when told
+            self.store.prune_checkpoints(self.limits.keep_checkpoints)
         for peer, out in self.subscribers.route(message):
             if isinstance(out, Finished):
                 self._offer_finished(peer, out.job_id, None, out)
@@ -231,8 +233,6 @@ class Server:
         if isinstance(message, ENDINGS):
             job_id = message.job_id  # type: ignore[attr-defined]
             self._runner.forget(job_id)
-            if isinstance(message, Finished):
-                self.store.prune_checkpoints(self.limits.keep_checkpoints)
             for peer, request_id in self._deleting.pop(job_id, []):
                 self._send(peer, Deleted(job_id=job_id, freed_bytes=self.store.delete(job_id),
                                          request_id=request_id))
