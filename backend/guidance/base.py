@@ -102,7 +102,8 @@ class Guidance(ABC):
     def sds(self, images: torch.Tensor, prompts: list[str], negative_prompts: list[str], guidance_scale: float,
             t_range: tuple[float, float], generator: torch.Generator, cameras: Cameras | None = None,
             perp_neg: PerpNeg | None = None) -> SDSResult:
-        """DreamFusion's SDS: grad = w(t) (eps_hat(x_t; y, t) - eps), w(t) = 1 - alpha_bar_t, CFG on eps_hat.
+        """DreamFusion's SDS: grad = w(t) (eps_hat(x_t; y, t) - eps), w(t) = 1 - alpha_bar_t, eps_hat guided by
+        `guided_noise` (classifier-free guidance unless the prior says otherwise).
 
         With `perp_neg` (strength > 0) the positive is the view prompts blended by each camera's azimuth and
         eps_hat is Perp-Neg's (perp_neg.py); `prompts` are then not used.
@@ -119,15 +120,26 @@ class Guidance(ABC):
             if perp_neg is not None and perp_neg.strength > 0:
                 eps_hat = self._perp_neg_noise(x_t, t_dev, uncond, guidance_scale, cameras, perp_neg)
             else:
-                text = torch.cat([uncond, self.embed_text(prompts)])
-                both = self.noise(torch.cat([x_t, x_t]), torch.cat([t_dev, t_dev]), text,
-                                  _select(cameras, torch.arange(b).repeat(2)))
-                eps_uncond, eps_cond = both.chunk(2)
-                eps_hat = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+                eps_hat = self.guided_noise(x_t, t_dev, uncond, prompts, guidance_scale, cameras, generator)
             grad = torch.nan_to_num((1.0 - alpha_bar) * (eps_hat - noise.float()), nan=0.0, posinf=0.0, neginf=0.0)
             target = x.detach().float() - grad
         loss = 0.5 * ((x.float() - target) ** 2).sum()
         return SDSResult(loss=loss, value=float(0.5 * (grad**2).sum()), timesteps=t)
+
+    def guided_noise(self, x_t: torch.Tensor, t: torch.Tensor, uncond: torch.Tensor, prompts: list[str],
+                     guidance_scale: float, cameras: Cameras | None, generator: torch.Generator) -> torch.Tensor:
+        """Classifier-free guidance: eps_uncond + scale (eps_cond - eps_uncond). A prior may guide otherwise
+        (toy_objects.py splits off its colour word); `generator` is the run's, for any draw it needs."""
+        eps_uncond, eps_cond = self.noise_per_text(x_t, t, [uncond, self.embed_text(prompts)], cameras)
+        return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+    def noise_per_text(self, x_t: torch.Tensor, t: torch.Tensor, texts: list[torch.Tensor],
+                       cameras: Cameras | None) -> list[torch.Tensor]:
+        """`noise` of the same x_t under each of `texts` (each (B, L, D)), in one batch through the UNet."""
+        k, b = len(texts), x_t.shape[0]
+        out = self.noise(torch.cat([x_t] * k), torch.cat([t] * k), torch.cat(texts),
+                         _select(cameras, torch.arange(b).repeat(k)))
+        return list(out.chunk(k))
 
     def noise(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor, cameras: Cameras | None) -> torch.Tensor:
         """The model's epsilon for float x_t, whatever it predicts (v-prediction models, SD 2.x at 768 px,
