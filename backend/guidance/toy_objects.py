@@ -22,7 +22,7 @@ import dataclasses
 import torch
 
 from ..toy import parse_builtin_prompt
-from ..toy.vocab import COLOURS
+from ..toy.object_vocab import colours_with
 from .camera_pixel import feature_size
 from .registry import register_prior
 from .toy import BuiltinToyGuidance
@@ -52,11 +52,11 @@ class ToyObjectsGuidance(BuiltinToyGuidance):
         return eps_uncond + guidance_scale * (eps_other - eps_uncond) + COLOUR_GUIDANCE * (eps_named - eps_other)
 
     def _any_colour(self, prompt: str, generator: torch.Generator) -> str:
-        """`prompt` with a palette colour drawn in place of its own (white wears no pattern, as in training)."""
+        """`prompt` with a colour it may name (`colours_with` its pattern) drawn in place of its own."""
         asked = parse_builtin_prompt(self.prior_name, prompt)
         if asked.colour is None:
             return prompt
-        choices = [c for c in COLOURS if not (asked.pattern and c == "white")]
+        choices = colours_with(asked.pattern)
         drawn = choices[int(torch.randint(len(choices), (1,), generator=generator))]
         return dataclasses.replace(asked, colour=drawn).text()
 

@@ -41,6 +41,12 @@ class ObjectPrompt:
         return words + (f", {self.view} view" if self.view else "")
 
 
+def colours_with(pattern: str | None) -> tuple[str, ...]:
+    """The colours a prompt may name beside `pattern`: a pattern alternates its colour with white, so white has
+    none."""
+    return tuple(c for c in COLOURS if not (pattern and c == "white"))
+
+
 def vocabulary_message() -> str:
     colourable = [name for name, o in OBJECTS.items() if o.colourable]
     fixed = [name for name, o in OBJECTS.items() if not o.colourable]
@@ -69,7 +75,7 @@ def parse_object_prompt(prompt: str) -> ObjectPrompt:
     if (colour or pattern) and not OBJECTS[name].colourable:
         raise VocabularyError(f"prompt {prompt!r}: the {name} has its own colours (no colour or pattern); "
                               f"{vocabulary_message()}")
-    if pattern and colour == "white":
+    if colour and colour not in colours_with(pattern):
         raise VocabularyError(f"prompt {prompt!r}: a pattern alternates a colour with white, so white has none; "
                               f"{vocabulary_message()}")
     return ObjectPrompt(name, colour, pattern, match["view"])
