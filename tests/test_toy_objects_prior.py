@@ -199,6 +199,42 @@ def test_sds_guides_the_colour_word_apart_from_the_object(trained, tmp_path):
         f"a {c} checkered cube" for c in no_white}
 
 
+def test_perp_neg_guides_the_colour_word_apart_too(trained, tmp_path):
+    """With Perp-Neg the object is Perp-Neg's guidance of the view prompts with one drawn colour, the named
+    colour at COLOUR_GUIDANCE over the blended positives; a prompt naming no colour gets Perp-Neg as it is."""
+    import shutil
+
+    from blender_dreamfusion.backend.guidance.base import Guidance
+    from blender_dreamfusion.backend.guidance.perp_neg import PerpNeg
+    from blender_dreamfusion.backend.guidance.toy_objects import COLOUR_GUIDANCE
+
+    shutil.copytree(trained / "model", tmp_path / "model")
+    index = json.loads((tmp_path / "model" / "model_index.json").read_text())
+    (tmp_path / "model" / "model_index.json").write_text(json.dumps({**index, "_prior": "toy-objects-view-text"}))
+    guidance = load_guidance(str(tmp_path / "model"), torch.device("cpu"))
+    views = ("front", "side", "back", "overhead")
+    x_t, t = torch.randn(3, 3, 64, 64), torch.tensor([500, 500, 500])
+    cameras = make_cameras(torch.tensor([0.0, 60.0, 150.0]), torch.tensor([10.0, 30.0, 80.0]), 1.8, 45.0)
+    uncond, scale = guidance.embed_text([""] * 3), 20.0
+    named = PerpNeg(2.0, {v: f"a red mug, {v} view" for v in views})
+    with torch.no_grad():
+        guided = guidance.perp_neg_noise(x_t, t, uncond, scale, cameras, named, torch.Generator().manual_seed(5))
+        drawn = COLOURS[int(torch.randint(len(COLOURS), (1,), generator=torch.Generator().manual_seed(5)))]
+        assert drawn != "red", "pick a seed whose draw differs from the named colour"
+        other = PerpNeg(2.0, {v: f"a {drawn} mug, {v} view" for v in views})
+        base = Guidance.perp_neg_noise(guidance, x_t, t, uncond, scale, cameras, other, None)
+        _, (eps_other, eps_named), _, _ = guidance.perp_neg_terms(
+            x_t, t, uncond, cameras, 2.0, [other.view_prompts, named.view_prompts])
+        assert torch.allclose(guided, base + COLOUR_GUIDANCE * (eps_named - eps_other), atol=1e-4)
+        assert not torch.allclose(guided, Guidance.perp_neg_noise(guidance, x_t, t, uncond, scale, cameras, named,
+                                                                  None), atol=1e-3)
+        snowman = PerpNeg(2.0, {v: f"a snowman, {v} view" for v in views})
+        untouched = torch.Generator().manual_seed(5)
+        assert torch.equal(guidance.perp_neg_noise(x_t, t, uncond, scale, cameras, snowman, untouched),
+                           Guidance.perp_neg_noise(guidance, x_t, t, uncond, scale, cameras, snowman, None))
+        assert torch.equal(untouched.get_state(), torch.Generator().manual_seed(5).get_state())
+
+
 def test_one_set_of_weights_read_with_and_without_the_camera(trained, tmp_path):
     import shutil
 

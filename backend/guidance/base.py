@@ -106,7 +106,8 @@ class Guidance(ABC):
         `guided_noise` (classifier-free guidance unless the prior says otherwise).
 
         With `perp_neg` (strength > 0) the positive is the view prompts blended by each camera's azimuth and
-        eps_hat is Perp-Neg's (perp_neg.py); `prompts` are then not used.
+        eps_hat is `perp_neg_noise`'s (Perp-Neg's, perp_neg.py, unless the prior says otherwise); `prompts` are
+        then not used.
         """
         x = self.prepare(images)
         b = x.shape[0]
@@ -118,7 +119,7 @@ class Guidance(ABC):
             x_t = alpha_bar.sqrt() * x.detach().float() + (1.0 - alpha_bar).sqrt() * noise.float()
             uncond = self.embed_text(negative_prompts)
             if perp_neg is not None and perp_neg.strength > 0:
-                eps_hat = self._perp_neg_noise(x_t, t_dev, uncond, guidance_scale, cameras, perp_neg)
+                eps_hat = self.perp_neg_noise(x_t, t_dev, uncond, guidance_scale, cameras, perp_neg, generator)
             else:
                 eps_hat = self.guided_noise(x_t, t_dev, uncond, prompts, guidance_scale, cameras, generator)
             grad = torch.nan_to_num((1.0 - alpha_bar) * (eps_hat - noise.float()), nan=0.0, posinf=0.0, neginf=0.0)
@@ -150,28 +151,42 @@ class Guidance(ABC):
             out = alpha_bar.sqrt() * out + (1.0 - alpha_bar).sqrt() * x_t.float()
         return out
 
-    def _perp_neg_noise(self, x_t: torch.Tensor, t: torch.Tensor, uncond: torch.Tensor, scale: float,
-                        cameras: Cameras | None, perp_neg: PerpNeg) -> torch.Tensor:
+    def perp_neg_noise(self, x_t: torch.Tensor, t: torch.Tensor, uncond: torch.Tensor, scale: float,
+                       cameras: Cameras | None, perp_neg: PerpNeg, generator: torch.Generator) -> torch.Tensor:
+        """Perp-Neg's eps_hat (perp_neg.py). A prior may guide otherwise, as with `guided_noise`."""
+        eps_uncond, (eps_positive,), eps_negatives, weights = self.perp_neg_terms(
+            x_t, t, uncond, cameras, perp_neg.strength, [perp_neg.view_prompts])
+        return perp_neg_guidance(eps_uncond, eps_positive, eps_negatives, weights, scale)
+
+    def perp_neg_terms(self, x_t: torch.Tensor, t: torch.Tensor, uncond: torch.Tensor, cameras: Cameras | None,
+                       strength: float, view_prompt_sets: list[dict[str, str]]):
+        """Perp-Neg's noise terms in one batch through the UNet: eps_uncond, one positive per set of view prompts
+        (each set's prompts blended by each camera's azimuth), and the first set's weighted negatives (B, K, ...)
+        with their weights (B, K)."""
         if cameras is None:
             raise ValueError("Perp-Neg blends the view prompts by camera: the SDS call must pass the cameras")
         b = x_t.shape[0]
-        terms = [view_terms(float(a), float(e), perp_neg.strength) for a, e in zip(cameras.azimuth, cameras.elevation)]
-        views = sorted(perp_neg.view_prompts)
-        embedded = dict(zip(views, self.embed_text([perp_neg.view_prompts[v] for v in views])))
-        positive = torch.stack([sum(c * embedded[v] for v, c in term.positive.items()) for term in terms])
+        terms = [view_terms(float(a), float(e), strength) for a, e in zip(cameras.azimuth, cameras.elevation)]
+        views = sorted(view_prompt_sets[0])
+        sets = [dict(zip(views, self.embed_text([prompts[v] for v in views]))) for prompts in view_prompt_sets]
+        positives = [torch.stack([sum(c * embedded[v] for v, c in term.positive.items()) for term in terms])
+                     for embedded in sets]
         # Only the negatives with a weight are evaluated: a front view has one, an overhead view none.
         k = max((len(term.negatives) for term in terms), default=0)
         pairs = [(i, j, view) for i, term in enumerate(terms) for j, (view, w) in enumerate(term.negatives) if w]
-        rows = torch.tensor(list(range(b)) * 2 + [i for i, _, _ in pairs], dtype=torch.long)
-        text = torch.cat([uncond, positive] + [embedded[view][None] for _, _, view in pairs])
+        n_pos = len(positives)
+        rows = torch.tensor(list(range(b)) * (1 + n_pos) + [i for i, _, _ in pairs], dtype=torch.long)
+        text = torch.cat([uncond, *positives] + [sets[0][view][None] for _, _, view in pairs])
         out = self.noise(x_t[rows.to(x_t.device)], t[rows.to(t.device)], text, _select(cameras, rows))
-        eps_uncond, eps_positive = out[:b], out[b:2 * b]
+        eps_uncond = out[:b]
+        eps_positives = [out[(1 + p) * b:(2 + p) * b] for p in range(n_pos)]
         eps_negatives = eps_uncond[:, None].repeat(1, k, *([1] * (x_t.ndim - 1)))  # unweighted: d_i = 0
         weights = torch.zeros(b, k)
+        first_negative = (1 + n_pos) * b
         for n, (i, j, _) in enumerate(pairs):
-            eps_negatives[i, j] = out[2 * b + n]
+            eps_negatives[i, j] = out[first_negative + n]
             weights[i, j] = terms[i].negatives[j][1]
-        return perp_neg_guidance(eps_uncond, eps_positive, eps_negatives, weights.to(out.device), scale)
+        return eps_uncond, eps_positives, eps_negatives, weights.to(out.device)
 
 
 def _select(cameras: Cameras | None, rows: torch.Tensor) -> Cameras | None:

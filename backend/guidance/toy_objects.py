@@ -9,10 +9,11 @@ prompt naming its view as often either way: "a red mug, side view"), so one mode
   Stable Diffusion is prompted. It is the instrument for the multi-face ("Janus") problem: with it, a toy
   object with a front can grow a second one, and Perp-Neg can be measured against that.
 
-Both readings guide SDS with the colour word split off (`guided_noise`): the object at the recipe's guidance
-scale, the colour at `COLOUR_GUIDANCE`. Guided at 20 as a whole, the colour word asks for its colour beyond
-the object's edge (the prior tints the background with it), and SDS grows the object to paint there: a red
-cube came out twice its size. bench/toy_size_preference.py measures that pull in minutes.
+Both readings guide SDS with the colour word split off (`guided_noise`, and `perp_neg_noise` with Perp-Neg):
+the object at the recipe's guidance scale, the colour at `COLOUR_GUIDANCE`. Guided at 20 as a whole, the
+colour word asks for its colour beyond the object's edge (the prior tints the background with it), and SDS
+grows the object to paint there: a red cube came out twice its size. bench/toy_size_preference.py measures
+that pull in minutes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from ..toy import parse_builtin_prompt
 from ..toy.object_vocab import colours_with
 from .camera_pixel import feature_size
+from .perp_neg import perp_neg_guidance
 from .registry import register_prior
 from .toy import BuiltinToyGuidance
 
@@ -50,6 +52,25 @@ class ToyObjectsGuidance(BuiltinToyGuidance):
         eps_uncond, eps_other, eps_named = self.noise_per_text(
             x_t, t, [uncond, self.embed_text(others), self.embed_text(prompts)], cameras)
         return eps_uncond + guidance_scale * (eps_other - eps_uncond) + COLOUR_GUIDANCE * (eps_named - eps_other)
+
+    def perp_neg_noise(self, x_t, t, uncond, scale, cameras, perp_neg, generator):
+        """Perp-Neg with the colour word split off as in `guided_noise`: Perp-Neg's eps_hat of the view prompts
+        with a drawn palette colour (one draw a step, the same for every view, so a camera's blend and its
+        negatives name one colour), plus COLOUR_GUIDANCE (eps_named - eps_other) of the blended positives.
+        Perp-Neg on the prompts as they are would guide the colour word whole at 20, and grow the object."""
+        named = perp_neg.view_prompts
+        other = self._any_colour(next(iter(named.values())), generator)
+        if other in named.values():  # no colour named (textureless, the snowman), or the draw hit it: plain
+            return super().perp_neg_noise(x_t, t, uncond, scale, cameras, perp_neg, generator)
+        colour = parse_builtin_prompt(self.prior_name, other).colour
+        others = {view: self._with_colour(prompt, colour) for view, prompt in named.items()}
+        eps_uncond, (eps_other, eps_named), eps_negatives, weights = self.perp_neg_terms(
+            x_t, t, uncond, cameras, perp_neg.strength, [others, named])
+        return (perp_neg_guidance(eps_uncond, eps_other, eps_negatives, weights, scale)
+                + COLOUR_GUIDANCE * (eps_named - eps_other))
+
+    def _with_colour(self, prompt: str, colour: str) -> str:
+        return dataclasses.replace(parse_builtin_prompt(self.prior_name, prompt), colour=colour).text()
 
     def _any_colour(self, prompt: str, generator: torch.Generator) -> str:
         """`prompt` with a colour it may name (`colours_with` its pattern) drawn in place of its own."""
