@@ -108,6 +108,12 @@ def test_the_wrong_colour_and_a_missing_pattern_are_seen():
     assert red.pattern is None and not red.right("lamp", "red", "checkered")
     grey = score(true_mesh("cube", (0.5, 0.5, 0.5)), "cube", "white")
     assert grey.colour_error >= 45, "grey is not white"
+    beige = score(true_mesh("mug", (0.55, 0.48, 0.41)), "mug", "orange")  # orange's hue within 1 degree
+    assert beige.colour_error >= 45 and not beige.right("mug", "orange"), "a tint of grey is not orange"
+    for colour in COLOUR_RGB:  # a pattern's white cells do not pale its colour
+        if colour != "white":
+            checks = score(true_mesh("mug", COLOUR_RGB[colour], "checkered"), "mug", colour)
+            assert checks.pattern == "checkered" and checks.colour_error <= 5, (colour, checks)
 
 
 def _transformed(mesh: MeshData, matrix: np.ndarray) -> MeshData:

@@ -44,7 +44,8 @@ class ObjectScore:
     size_error: float
     #: How far below the true bottom the mesh reaches, as a share of the true height.
     drip: float
-    #: Degrees between the main part's mean hue and the colour word's (white: 0 when white); None: not asked.
+    #: Degrees between the main part's mean hue and the colour word's (white: 0 when white; a tint of grey: at
+    #: least 45, quality.colour_hue_error); where it shows a pattern, its coloured cells'. None: not asked.
     colour_error: float | None
     #: The pattern the main part shows best: None (plain), or one of objects.PATTERNS.
     pattern: str | None
@@ -79,11 +80,12 @@ def score(mesh: MeshData, name: str, colour: str | None = None) -> ObjectScore:
             yaw += 180.0
         front_error = round(abs((yaw + 180.0) % 360.0 - 180.0), 1)
         two_fronts = min(front, back) >= FEATURE_PRESENT
+    pattern = _pattern(aligned[main], colours[main])
     return ObjectScore(
         nearest=min(distances, key=distances.get), distances=distances,
         size_error=round(_size_error(points, name), 4), drip=round(_drip(points, name), 4),
-        colour_error=colour_hue_error(colours[main].mean(axis=0), colour) if colour and main.any() else None,
-        pattern=_pattern(aligned[main], colours[main]), front_error=front_error, two_fronts=two_fronts)
+        colour_error=_colour_error(colours[main], colour, pattern) if colour and main.any() else None,
+        pattern=pattern, front_error=front_error, two_fronts=two_fronts)
 
 
 # --- geometry ------------------------------------------------------------------------------------------------------
@@ -173,6 +175,13 @@ def _main_part(aligned: np.ndarray, name: str) -> np.ndarray:
     part = target.paint_index(torch.from_numpy(aligned).float())
     is_main = torch.tensor([p.paint == MAIN for p in target.parts])
     return is_main[part].numpy()
+
+
+def _colour_error(colours: np.ndarray, colour: str, pattern: str | None) -> float:
+    """The main part's colour against the word: its mean, or where it shows a pattern, its coloured cells' mean
+    (the white cells are the pattern's, and would pale the mean toward a tint)."""
+    coloured = ~_is_white(colours) if pattern is not None and colour != "white" else np.ones(len(colours), bool)
+    return colour_hue_error(colours[coloured if coloured.any() else slice(None)].mean(axis=0), colour)
 
 
 def _is_white(colours: np.ndarray) -> np.ndarray:

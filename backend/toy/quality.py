@@ -19,6 +19,10 @@ YAW_STEPS = 36
 #: The toy prior paints white at 0.92 sRGB; a mean colour this grey or this tinted is not white.
 WHITE_MAX_SATURATION = 0.25
 WHITE_MIN_LIGHTNESS = 0.6
+#: A mean colour less saturated than this is a tint of grey, not the colour its hue leans to: a pale beige
+#: (0.55, 0.48, 0.41; HSV saturation 0.26) has orange's hue within 1 degree. The palette's colours lie at
+#: 0.80-0.95, and the mean of a colour with the same area of white (a striped or checkered mean) at 0.36-0.48.
+CHROMATIC_MIN_SATURATION = 0.35
 POINTS = 3000
 
 
@@ -80,13 +84,15 @@ def hue_error(mesh: MeshData, colour: str) -> float:
 
 def colour_hue_error(rgb: np.ndarray, colour: str) -> float:
     """Degrees between an sRGB colour's hue and the colour word's. White has no hue: it is judged by saturation
-    and lightness (a grey or near-black colour is not white), 0 when right, else at least 45."""
+    and lightness (a grey or near-black colour is not white), 0 when right, else at least 45. Any other colour
+    must also be saturated (CHROMATIC_MIN_SATURATION): a tint of grey is at least 45 off whatever its hue."""
     h, lightness, _ = colorsys.rgb_to_hls(*rgb)
+    s = colorsys.rgb_to_hsv(*rgb)[1]  # HLS saturation runs high near white; HSV's does not
     if colour == "white":
-        s = colorsys.rgb_to_hsv(*rgb)[1]  # HLS saturation runs high near white; HSV's does not
         if s < WHITE_MAX_SATURATION and lightness >= WHITE_MIN_LIGHTNESS:
             return 0.0
         return round(float(180.0 * min(1.0, max(s, 1.0 - lightness, 0.25))), 1)
     target = colorsys.rgb_to_hls(*COLOUR_RGB[colour])[0]
     difference = abs(h - target) % 1.0
-    return round(360.0 * min(difference, 1.0 - difference), 1)
+    hue = round(360.0 * min(difference, 1.0 - difference), 1)
+    return hue if s >= CHROMATIC_MIN_SATURATION else max(hue, 45.0)
