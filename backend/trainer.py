@@ -295,7 +295,7 @@ class Trainer:
                 prompt_for_view(spec.prompt, view), shading) for view in VIEW_SUFFIXES})
         with clock("guidance"):
             sds = self.guidance.sds(out.rgb, prompts, [spec.negative_prompt] * v, spec.guidance_scale,
-                                    self.t_range(), gen, cameras, perp_neg)
+                                    self.t_range(), gen, cameras, perp_neg, out.opacity.detach())
         opacity = out.opacity.clamp(1e-5, 1.0 - 1e-5)
         entropy = -(opacity * opacity.log() + (1 - opacity) * (1 - opacity).log()).mean()
         loss = (sds.loss + spec.orientation_weight * out.orientation + spec.opacity_weight * out.opacity.mean()

@@ -1,6 +1,8 @@
-"""Which size does a built-in toy prior's SDS pull an object toward? One JSON line per prompt, then a summary.
+"""Which size (or colour saturation) does a built-in toy prior's SDS pull an object toward? One JSON line per
+prompt, then a summary.
 
     .venv/bin/python bench/toy_size_preference.py [--model toy-objects | FOLDER] [--prompts "a red cube" ...]
+    .venv/bin/python bench/toy_size_preference.py --measure saturation
 
 The true object (backend/toy/objects.py) is rendered scaled by s around its centre, from the prior's own
 training scene (cameras, lights, backgrounds), and scored with SDS at the recommended guidance scale. The
@@ -17,6 +19,12 @@ fine-tune with plain guidance pulls a red cube and a green sphere toward growth 
 made a red cube 100 % too large); with its colour word guided apart (what toy-objects does now, `--plain-guidance`
 turns it off) 0.85-1.11 (mean 0.97). With guidance 1 the pull nearly vanishes: it is the guided colour word
 that paints beyond the object's edge. docs/toy-prior.md has the table.
+
+`--measure saturation` asks the same of the named colour: the true object at true size is painted
+grey + c (colour - grey) (grey of the colour's luminance) for c in 0.2-1.0, and the projection is on
+d(image)/dc: `preferred_saturation` is where SDS stops saturating the colour and starts greying it. With the
+colour word guided apart at 3 (now), a red cube prefers less than 0.2 of its colour's saturation (SDS greys
+it); guided whole, every colour saturates.
 """
 
 from __future__ import annotations
@@ -38,9 +46,13 @@ from blender_dreamfusion.backend.toy.vocab import COLOUR_RGB
 from blender_dreamfusion.shared.recommended import recommendations
 
 SCALES = (0.8, 0.9, 1.0, 1.15, 1.3)
+#: Shares of the named colour's saturation, for --measure saturation.
+SATURATIONS = (0.2, 0.4, 0.6, 0.8, 1.0)
 PROMPTS = ("a red cube", "a green sphere", "a white cone", "a blue mug")
-#: The step for d(image)/ds (central differences), as a share of the object's size.
-STEP = 0.03
+#: The step for d(image)/ds (central differences): a share of the object's size, or of its colour's saturation.
+STEP = {"size": 0.03, "saturation": 0.05}
+#: Rec. 709 luminance weights: the grey a colour fades to keeps its lightness.
+LUMINANCE = (0.2126, 0.7152, 0.0722)
 
 
 class ScaledField(torch.nn.Module):
@@ -63,11 +75,20 @@ class ScaledField(torch.nn.Module):
 
 
 def projections(guidance, prompt: str, scales, views: int, draws: int, guidance_scale: float,
-                t_range: tuple[float, float]) -> dict[float, float]:
-    """scale -> the SDS gradient projected on d(image)/d(scale), per view (negative: SDS grows the object)."""
+                t_range: tuple[float, float], measure: str = "size") -> dict[float, float]:
+    """value -> the SDS gradient projected on d(image)/d(value), per view (negative: SDS grows the object, or
+    saturates its colour). `measure` "size": the values scale the object; "saturation": they are shares of
+    the named colour's saturation."""
     asked = parse_builtin_prompt("toy-objects", prompt)
-    field = ObjectField(asked.object, COLOUR_RGB[asked.colour] if asked.colour else (0.8, 0.8, 0.8),
-                        asked.pattern)
+    rgb = torch.tensor(COLOUR_RGB[asked.colour] if asked.colour else (0.8, 0.8, 0.8))
+    grey = float((rgb * torch.tensor(LUMINANCE)).sum())
+
+    def field_at(value: float):
+        if measure == "size":
+            return ScaledField(ObjectField(asked.object, tuple(rgb.tolist()), asked.pattern), value)
+        colour = (grey + value * (rgb - grey)).clamp(0.0, 1.0)
+        return ObjectField(asked.object, tuple(colour.tolist()), asked.pattern)
+
     spec = training_spec(0)
     out = {}
     for scale in scales:
@@ -78,17 +99,19 @@ def projections(guidance, prompt: str, scales, views: int, draws: int, guidance_
             ambient = sample_ambient(spec.ambient, views, scene)
             background = sample_backgrounds(spec.background, views, scene)
 
-            def image(s: float) -> torch.Tensor:
+            def image(value: float):
                 with torch.no_grad():
-                    return render(ScaledField(field, s), cameras, guidance.input_size, shading="lambertian",
+                    return render(field_at(value), cameras, guidance.input_size, shading="lambertian",
                                   ambient=ambient, background=background, generator=None,
-                                  with_orientation=False).rgb
+                                  with_orientation=False)
 
-            x = image(scale).requires_grad_(True)
-            slope = (image(scale + STEP) - image(scale - STEP)) / (2 * STEP)
+            seen = image(scale)
+            x = seen.rgb.clone().requires_grad_(True)
+            step = STEP[measure]
+            slope = (image(scale + step).rgb - image(scale - step).rgb) / (2 * step)
             noise = torch.Generator().manual_seed(7 + draw)
             result = guidance.sds(x, [guidance.condition_prompt(prompt, "lambertian")] * views, [""] * views,
-                                  guidance_scale, t_range, noise, cameras)
+                                  guidance_scale, t_range, noise, cameras, opacity=seen.opacity)
             result.loss.backward()
             total += float((x.grad * slope).sum())
         out[scale] = total / (views * draws)
@@ -114,6 +137,8 @@ def main() -> None:
     parser.add_argument("--guidance-scale", type=float, default=None,
                         help="default: the recommended one (toy-objects' 20)")
     parser.add_argument("--t-range", type=float, nargs=2, default=(0.02, 0.98))
+    parser.add_argument("--measure", choices=("size", "saturation"), default="size",
+                        help="what SDS's pull is measured on: the object's scale, or its colour's saturation")
     parser.add_argument("--plain-guidance", action="store_true",
                         help="classifier-free guidance of the whole prompt, not the prior's own (toy-objects "
                              "guides its colour word apart)")
@@ -122,22 +147,28 @@ def main() -> None:
     if args.plain_guidance:
         guidance.guided_noise = functools.partial(Guidance.guided_noise, guidance)
     scale = args.guidance_scale or float(recommendations("toy-objects")["guidance_scale"])
+    values, name = (SCALES, "scale") if args.measure == "size" else (SATURATIONS, "saturation")
     rows = []
     for prompt in args.prompts:
-        curve = projections(guidance, prompt, SCALES, args.views, args.draws, scale, tuple(args.t_range))
+        if args.measure == "saturation" and parse_builtin_prompt("toy-objects", prompt).colour in (None, "white"):
+            print(json.dumps({"prompt": prompt, "skipped": "names no colour with a hue"}), flush=True)
+            continue
+        curve = projections(guidance, prompt, values, args.views, args.draws, scale, tuple(args.t_range),
+                            args.measure)
         preferred = crossing(curve)
-        row = {"prompt": prompt, "projection_by_scale": {str(s): round(p, 3) for s, p in curve.items()},
-               "preferred_scale": None if preferred is None else round(preferred, 3)}
+        row = {"prompt": prompt, f"projection_by_{name}": {str(s): round(p, 3) for s, p in curve.items()},
+               f"preferred_{name}": None if preferred is None else round(preferred, 3)}
         if preferred is None:
             row["grows" if curve[max(curve)] <= 0 else "shrinks"] = True
         rows.append(row)
         print(json.dumps(row), flush=True)
-    found = [r["preferred_scale"] for r in rows if r["preferred_scale"] is not None]
-    print(json.dumps({"model": args.model, "guidance": "plain" if args.plain_guidance else "the prior's",
+    found = [r[f"preferred_{name}"] for r in rows if r[f"preferred_{name}"] is not None]
+    print(json.dumps({"model": args.model, "measure": args.measure,
+                      "guidance": "plain" if args.plain_guidance else "the prior's",
                       "guidance_scale": scale, "t_range": list(args.t_range),
                       "prompts": len(rows), "crossed": len(found),
                       "grows_past_range": sum(1 for r in rows if r.get("grows")),
-                      "mean_preferred_scale": round(sum(found) / len(found), 3) if found else None}), flush=True)
+                      f"mean_preferred_{name}": round(sum(found) / len(found), 3) if found else None}), flush=True)
 
 
 if __name__ == "__main__":

@@ -101,9 +101,11 @@ class Guidance(ABC):
 
     def sds(self, images: torch.Tensor, prompts: list[str], negative_prompts: list[str], guidance_scale: float,
             t_range: tuple[float, float], generator: torch.Generator, cameras: Cameras | None = None,
-            perp_neg: PerpNeg | None = None) -> SDSResult:
+            perp_neg: PerpNeg | None = None, opacity: torch.Tensor | None = None) -> SDSResult:
         """DreamFusion's SDS: grad = w(t) (eps_hat(x_t; y, t) - eps), w(t) = 1 - alpha_bar_t, eps_hat guided by
-        `guided_noise` (classifier-free guidance unless the prior says otherwise).
+        `guided_noise` (classifier-free guidance unless the prior says otherwise). `opacity` (B, 1, H, W): how
+        much of each pixel of `images` the object covers, for a prior that guides parts of the prompt only where
+        the object is (toy_objects.py); the others ignore it.
 
         With `perp_neg` (strength > 0) the positive is the view prompts blended by each camera's azimuth and
         eps_hat is `perp_neg_noise`'s (Perp-Neg's, perp_neg.py, unless the prior says otherwise); `prompts` are
@@ -119,18 +121,21 @@ class Guidance(ABC):
             x_t = alpha_bar.sqrt() * x.detach().float() + (1.0 - alpha_bar).sqrt() * noise.float()
             uncond = self.embed_text(negative_prompts)
             if perp_neg is not None and perp_neg.strength > 0:
-                eps_hat = self.perp_neg_noise(x_t, t_dev, uncond, guidance_scale, cameras, perp_neg, generator)
+                eps_hat = self.perp_neg_noise(x_t, t_dev, uncond, guidance_scale, cameras, perp_neg, generator,
+                                              opacity)
             else:
-                eps_hat = self.guided_noise(x_t, t_dev, uncond, prompts, guidance_scale, cameras, generator)
+                eps_hat = self.guided_noise(x_t, t_dev, uncond, prompts, guidance_scale, cameras, generator, opacity)
             grad = torch.nan_to_num((1.0 - alpha_bar) * (eps_hat - noise.float()), nan=0.0, posinf=0.0, neginf=0.0)
             target = x.detach().float() - grad
         loss = 0.5 * ((x.float() - target) ** 2).sum()
         return SDSResult(loss=loss, value=float(0.5 * (grad**2).sum()), timesteps=t)
 
     def guided_noise(self, x_t: torch.Tensor, t: torch.Tensor, uncond: torch.Tensor, prompts: list[str],
-                     guidance_scale: float, cameras: Cameras | None, generator: torch.Generator) -> torch.Tensor:
+                     guidance_scale: float, cameras: Cameras | None, generator: torch.Generator,
+                     opacity: torch.Tensor | None = None) -> torch.Tensor:
         """Classifier-free guidance: eps_uncond + scale (eps_cond - eps_uncond). A prior may guide otherwise
-        (toy_objects.py splits off its colour word); `generator` is the run's, for any draw it needs."""
+        (toy_objects.py guides its colour word only inside the object); `generator` is the run's, for any draw
+        it needs; `opacity` the render's coverage (see `sds`), or None."""
         eps_uncond, eps_cond = self.noise_per_text(x_t, t, [uncond, self.embed_text(prompts)], cameras)
         return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
@@ -152,7 +157,8 @@ class Guidance(ABC):
         return out
 
     def perp_neg_noise(self, x_t: torch.Tensor, t: torch.Tensor, uncond: torch.Tensor, scale: float,
-                       cameras: Cameras | None, perp_neg: PerpNeg, generator: torch.Generator) -> torch.Tensor:
+                       cameras: Cameras | None, perp_neg: PerpNeg, generator: torch.Generator,
+                       opacity: torch.Tensor | None = None) -> torch.Tensor:
         """Perp-Neg's eps_hat (perp_neg.py). A prior may guide otherwise, as with `guided_noise`."""
         eps_uncond, (eps_positive,), eps_negatives, weights = self.perp_neg_terms(
             x_t, t, uncond, cameras, perp_neg.strength, [perp_neg.view_prompts])

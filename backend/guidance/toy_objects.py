@@ -10,10 +10,12 @@ prompt naming its view as often either way: "a red mug, side view"), so one mode
   object with a front can grow a second one, and Perp-Neg can be measured against that.
 
 Both readings guide SDS with the colour word split off (`guided_noise`, and `perp_neg_noise` with Perp-Neg):
-the object at the recipe's guidance scale, the colour at `COLOUR_GUIDANCE`. Guided at 20 as a whole, the
-colour word asks for its colour beyond the object's edge (the prior tints the background with it), and SDS
-grows the object to paint there: a red cube came out twice its size. bench/toy_size_preference.py measures
-that pull in minutes.
+the object everywhere, the colour word only on the pixels the object covers wholly, both at the recipe's
+guidance scale. Guided at 20 over the whole image, the colour word asks for its colour beyond the object's
+edge (the prior tints the background with it), and SDS grows the object to paint there: a red cube came out
+twice its size. Guided at a lower scale (3) everywhere, the object term's colour, averaged over the palette,
+won and SDS greyed the colours. bench/toy_size_preference.py measures both pulls in minutes (`--measure size`,
+`--measure saturation`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+from torch.nn import functional as F
 
 from ..toy import parse_builtin_prompt
 from ..toy.object_vocab import colours_with
@@ -30,44 +33,47 @@ from .registry import register_prior
 from .toy import BuiltinToyGuidance
 
 
-#: How strongly SDS is guided toward the named colour rather than another one. At 3 (with 20 for the rest) a
-#: true-size red cube is where the prior's pull on its size turns from growing to shrinking (0.98 of its size;
-#: 1.18 at 7.5, beyond 1.3 with the colour guided at 20), and SDS still paints the cube red (3.8 degrees off).
-COLOUR_GUIDANCE = 3.0
+#: A pixel is the object's inside when the render covers it at least this much, and so do its 8 neighbours:
+#: an edge pixel, partly background, would ask the object to grow to take the colour there.
+INSIDE_OPACITY = 0.98
 
 
 @register_prior
 class ToyObjectsGuidance(BuiltinToyGuidance):
     prior_name = "toy-objects"
 
-    def guided_noise(self, x_t, t, uncond, prompts, guidance_scale, cameras, generator):
-        """eps_u + scale (eps_other - eps_u) + COLOUR_GUIDANCE (eps_named - eps_other), where `other` is the prompt
-        with a colour drawn at random from the palette in place of the named one. In expectation over the draw
-        that is the object (shape, parts, pattern, view) guided at `scale` with its colour averaged out, and the
-        named colour over that average at COLOUR_GUIDANCE, for one UNet pass more than plain guidance (one drawn
-        prompt per view). Prompts without a colour (the snowman; textureless renders) are guided plainly."""
+    def guided_noise(self, x_t, t, uncond, prompts, guidance_scale, cameras, generator, opacity=None):
+        """eps_u + scale (eps_other - eps_u) + scale inside (eps_named - eps_other), where `other` is the prompt
+        with a colour drawn at random from the palette in place of the named one and `inside` the pixels the
+        object covers wholly (`inside`; without an `opacity`, plain guidance). Outside that is the
+        object (shape, parts, pattern, view) guided with its colour averaged out over the draws; inside, plain
+        guidance of the whole prompt. One UNet pass more than plain guidance (one drawn prompt per view);
+        prompts naming no colour (the snowman; textureless renders) are guided plainly."""
+        if opacity is None:  # nothing to tell inside from outside: plain guidance, without the extra pass
+            return super().guided_noise(x_t, t, uncond, prompts, guidance_scale, cameras, generator)
         others = [self._any_colour(prompt, generator) for prompt in prompts]
         if others == prompts:
             return super().guided_noise(x_t, t, uncond, prompts, guidance_scale, cameras, generator)
         eps_uncond, eps_other, eps_named = self.noise_per_text(
             x_t, t, [uncond, self.embed_text(others), self.embed_text(prompts)], cameras)
-        return eps_uncond + guidance_scale * (eps_other - eps_uncond) + COLOUR_GUIDANCE * (eps_named - eps_other)
+        return (eps_uncond + guidance_scale * (eps_other - eps_uncond)
+                + guidance_scale * inside(opacity, eps_named) * (eps_named - eps_other))
 
-    def perp_neg_noise(self, x_t, t, uncond, scale, cameras, perp_neg, generator):
+    def perp_neg_noise(self, x_t, t, uncond, scale, cameras, perp_neg, generator, opacity=None):
         """Perp-Neg with the colour word split off as in `guided_noise`: Perp-Neg's eps_hat of the view prompts
         with a drawn palette colour (one draw a step, the same for every view, so a camera's blend and its
-        negatives name one colour), plus COLOUR_GUIDANCE (eps_named - eps_other) of the blended positives.
-        Perp-Neg on the prompts as they are would guide the colour word whole at 20, and grow the object."""
+        negatives name one colour), plus scale inside (eps_named - eps_other) of the blended positives."""
         named = perp_neg.view_prompts
-        other = self._any_colour(next(iter(named.values())), generator)
-        if other in named.values():  # no colour named (textureless, the snowman), or the draw hit it: plain
+        other = None if opacity is None else self._any_colour(next(iter(named.values())), generator)
+        # Plain Perp-Neg without an opacity, when no colour is named (textureless, the snowman) or the draw hit it.
+        if other is None or other in named.values():
             return super().perp_neg_noise(x_t, t, uncond, scale, cameras, perp_neg, generator)
         colour = parse_builtin_prompt(self.prior_name, other).colour
         others = {view: self._with_colour(prompt, colour) for view, prompt in named.items()}
         eps_uncond, (eps_other, eps_named), eps_negatives, weights = self.perp_neg_terms(
             x_t, t, uncond, cameras, perp_neg.strength, [others, named])
         return (perp_neg_guidance(eps_uncond, eps_other, eps_negatives, weights, scale)
-                + COLOUR_GUIDANCE * (eps_named - eps_other))
+                + scale * inside(opacity, eps_named) * (eps_named - eps_other))
 
     def _with_colour(self, prompt: str, colour: str) -> str:
         return dataclasses.replace(parse_builtin_prompt(self.prior_name, prompt), colour=colour).text()
@@ -80,6 +86,17 @@ class ToyObjectsGuidance(BuiltinToyGuidance):
         choices = colours_with(asked.pattern)
         drawn = choices[int(torch.randint(len(choices), (1,), generator=generator))]
         return dataclasses.replace(asked, colour=drawn).text()
+
+
+def inside(opacity: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) 1 on the pixels the object covers wholly (INSIDE_OPACITY, with its 8 neighbours), else 0, at
+    the resolution of `like`; all ones without an opacity."""
+    if opacity is None:
+        return torch.ones_like(like[:, :1])
+    if opacity.shape[-2:] != like.shape[-2:]:
+        opacity = F.interpolate(opacity.float(), size=like.shape[-2:], mode="bilinear", align_corners=False)
+    covered = (opacity.to(like.device) >= INSIDE_OPACITY).to(like.dtype)
+    return -F.max_pool2d(-covered, 3, stride=1, padding=1)  # eroded by a pixel: an edge pixel's neighbour is out
 
 
 @register_prior
