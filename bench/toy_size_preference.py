@@ -16,15 +16,17 @@ geometry does; this tells in a few minutes what a 30-run SDS table tells in hour
 Measured (the four default prompts, 32 views x 2 draws, about 5 minutes on one core): toy-objects' first
 weights (predicting the noise) with plain guidance prefer 0.92-1.17 of the true size (mean 1.02); the v
 fine-tune with plain guidance pulls a red cube and a green sphere toward growth at every scale up to 1.3 (SDS
-made a red cube 100 % too large); with its colour word guided apart (what toy-objects does now, `--plain-guidance`
-turns it off) 0.85-1.11 (mean 0.97). With guidance 1 the pull nearly vanishes: it is the guided colour word
-that paints beyond the object's edge. docs/toy-prior.md has the table.
+made a red cube 100 % too large); with its colour word guided apart at 3 over the whole image 0.85-1.11
+(mean 0.97); at 20 but only inside the object (what toy-objects does now, `--plain-guidance` turns it off)
+0.80-1.23 (mean 0.99). With guidance 1 the pull nearly vanishes: it is the guided colour word that paints
+beyond the object's edge. docs/toy-prior.md has the table.
 
 `--measure saturation` asks the same of the named colour: the true object at true size is painted
 grey + c (colour - grey) (grey of the colour's luminance) for c in 0.2-1.0, and the projection is on
 d(image)/dc: `preferred_saturation` is where SDS stops saturating the colour and starts greying it. With the
-colour word guided apart at 3 (now), a red cube prefers less than 0.2 of its colour's saturation (SDS greys
-it); guided whole, every colour saturates.
+colour word guided apart at 3 over the whole image, a red cube settled at 0.35 of its colour's saturation, a
+green sphere at 0.74, a blue mug below 0.2 (SDS greyed them); at 20 inside the object (now) all three
+saturate at every level.
 """
 
 from __future__ import annotations
