@@ -108,7 +108,11 @@ def job_processes(pid: int) -> list[int]:
     """The job processes among the children of a server's process `pid`."""
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:  # the thread ended between the listing and the read (a server's threads come and go)
+            continue
+        for child in children:
             try:
                 # The module's full name: a child forked but not yet exec'd shows the test run's own command line,
                 # which may name tests/test_job_processes.py.
