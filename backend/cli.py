@@ -101,6 +101,7 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(f"--save-every: K = {args.save_every[0]!r} must be a whole number >= 1")
         save_dir = Path(args.save_every[1])
 
+    from blender_dreamfusion.backend.candidates import choice_line
     from blender_dreamfusion.backend.checkpoint import CheckpointError
     from blender_dreamfusion.backend.generate import generate
     from blender_dreamfusion.backend.guidance import ModelLoadError
@@ -117,6 +118,8 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"dreamfusion-backend generate: no mesh written ({result.extraction.message}); checkpoint kept at "
               f"{result.checkpoint}", file=sys.stderr)
         return FAILED
+    if result.choice is not None:
+        print(choice_line(result.choice))
     if result.extraction.message:
         print(f"note: {result.extraction.message}", file=sys.stderr)
     for note in result.notes:

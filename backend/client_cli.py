@@ -1,4 +1,4 @@
-"""`dreamfusion-backend client ...`: submit, watch, cancel, status, result and resume on a running backend."""
+"""`dreamfusion-backend client ...`: submit, watch, pick, cancel, status, result and resume on a running backend."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from blender_dreamfusion.shared import (Accepted, Cancelled, Deleted, Error, Failed, Finished, JobSpec, ListReply,
-                                        Message, Progress, Rejected, StatusReply, Update)
+from blender_dreamfusion.shared import (Accepted, Cancelled, Chosen, Deleted, Error, Failed, Finished, JobSpec,
+                                        ListReply, Message, Pick, ProtocolError, Progress, Rejected, StatusReply,
+                                        Update)
 from blender_dreamfusion.shared.client import DEFAULT_ADDRESS, BackendClient, BackendTimeout, CurveKeys
 from blender_dreamfusion.shared.formats import WRITTEN
 from blender_dreamfusion.shared.spec_args import add_spec_arguments, spec_from_args
@@ -21,8 +22,8 @@ INTERRUPTED = 130
 
 
 def add_client_parser(verbs) -> None:
-    client = verbs.add_parser("client", help="talk to a running backend (submit, watch, cancel, status, result, "
-                                             "resume, delete)")
+    client = verbs.add_parser("client", help="talk to a running backend (submit, watch, pick, cancel, status, "
+                                             "result, resume, delete)")
     actions = client.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     def connection(p: argparse.ArgumentParser) -> None:
@@ -47,6 +48,12 @@ def add_client_parser(verbs) -> None:
             p.add_argument("--wait", action="store_true", help="show progress until the job ends")
         p.add_argument("--out", type=Path, help="write the final mesh here when the job finishes")
         connection(p)
+
+    pick = actions.add_parser("pick", help="best of N: keep this candidate of a job training candidates (before "
+                                           "its choice)")
+    pick.add_argument("job_id")
+    pick.add_argument("candidate", type=int, help="the candidate's index, 0 to candidates - 1")
+    connection(pick)
 
     cancel = actions.add_parser("cancel", help="stop a queued or running job (its checkpoint is kept)")
     cancel.add_argument("job_id")
@@ -74,6 +81,11 @@ def run_client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         from blender_dreamfusion.shared.recommended import recommendations
 
         spec = spec_from_args(args, parser, args.prompt, model_defaults=recommendations)
+    if args.action == "pick":
+        try:  # refused here as the server would refuse it: the message checks its own fields
+            Pick(job_id=args.job_id, candidate=args.candidate)
+        except ProtocolError as exc:
+            parser.error(str(exc))
     if getattr(args, "out", None) is not None:
         from blender_dreamfusion.shared.formats import written_format
 
@@ -162,6 +174,23 @@ def _cancel(client: BackendClient, args, spec) -> int:
     return FAILED
 
 
+def _pick(client: BackendClient, args, spec) -> int:
+    client.pick(args.job_id, args.candidate)
+    deadline = time.monotonic() + max(args.timeout, 60.0)  # the job takes it between two of its steps
+    while time.monotonic() < deadline:
+        for event in client.poll(0.25):
+            if isinstance(event, Chosen) and event.job_id == args.job_id:
+                print(event.describe())
+                return 0 if (event.candidate, event.by) == (args.candidate, "artist") else FAILED
+            if isinstance(event, (Rejected, Error)):
+                return _refused(event)
+            if isinstance(event, (Finished, Failed, Cancelled)) and event.job_id == args.job_id:
+                print(f"job {args.job_id} ended ({event.TYPE}) before the pick took effect")
+                return FAILED
+    print(f"dreamfusion-backend client: job {args.job_id} did not confirm the pick in time", file=sys.stderr)
+    return FAILED
+
+
 def _delete(client: BackendClient, args, spec) -> int:
     # A running job is deleted once it has stopped, after its current step.
     reply = client.request(client.delete(args.job_id), max(args.timeout, 60.0))
@@ -209,7 +238,9 @@ def _follow(client: BackendClient, job_id: str, steps: int, out: Path | None, st
             for event in client.poll(0.5):
                 if getattr(event, "job_id", None) != job_id:
                     continue
-                if isinstance(event, (Progress, Update)):
+                if isinstance(event, Chosen):
+                    bar.write(event.describe())
+                elif isinstance(event, (Progress, Update)):
                     bar.update(event.step - bar.n)
                     if event.loss is not None:
                         bar.set_postfix(loss=f"{event.loss:.4g}", refresh=False)
@@ -265,4 +296,4 @@ def _refused(reply: Message) -> int:
 
 
 _ACTIONS = {"submit": _submit, "resume": _resume, "watch": _watch, "cancel": _cancel, "status": _status,
-            "result": _result, "delete": _delete}
+            "result": _result, "delete": _delete, "pick": _pick}

@@ -15,7 +15,8 @@ from .asset import Asset
 from .checkpoint import save_checkpoint
 from .export import export_mesh, lost_texture_note
 from .extract import Extraction
-from .job_run import JobError, end_run, resolve_device, start_trainer, write_result
+from .candidates import Choice, choice_line
+from .job_run import JobError, end_run, resolve_device, start_trainer, train_job, write_result
 from .threads import ThreadGovernor, ThreadPolicy
 from .trainer import StepStats, Trainer
 
@@ -34,6 +35,8 @@ class GenerateResult:
     files: list[Path] = field(default_factory=list)
     #: What the post-processing or the format could not do.
     notes: list[str] = field(default_factory=list)
+    #: Best of N (spec.candidates > 1): which candidate went on, every candidate's seed and score.
+    choice: Choice | None = None
 
 
 def checkpoint_path_for(out: Path) -> Path:
@@ -56,20 +59,30 @@ def generate(spec: JobSpec, out: Path, device: str = "auto", save_every: int = 0
     stop = _StopOnSignal()
     bar = _progress_bar(trainer, show_progress)
 
+    choices: list[Choice] = []
+
     def on_step(stats: StepStats) -> None:
         if governor is not None:
             governor.tick()
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{stats.loss:.4g}", shading=stats.shading[:4], refresh=False)
-        if save_every and save_dir is not None and stats.step % save_every == 0:
+        choosing = trainer.spec.candidates > 1 and not choices  # the job's own trainer is not chosen yet
+        if save_every and save_dir is not None and stats.step % save_every == 0 and not choosing:
             save_checkpoint(trainer, save_dir / f"step_{stats.step:06d}.checkpoint.safetensors")
             snapshot = trainer.snapshot(preview=False).extraction
             if snapshot.mesh.vertex_count:
                 export_mesh(snapshot.mesh, save_dir / f"step_{stats.step:06d}{out.suffix.lower()}")
 
+    def on_choice(choice: Choice, chosen: Trainer) -> None:
+        nonlocal trainer
+        trainer = chosen  # its checkpoints from here on
+        choices.append(choice)
+        if show_progress and bar is not None:
+            bar.write(choice_line(choice))
+
     with stop:
-        finished = trainer.run(on_step=on_step, should_stop=stop.requested)
+        trainer, finished = train_job(trainer, on_step=on_step, should_stop=stop.requested, on_choice=on_choice)
     if bar is not None:
         bar.close()
     save_checkpoint(trainer, checkpoint)
@@ -79,13 +92,14 @@ def generate(spec: JobSpec, out: Path, device: str = "auto", save_every: int = 0
     extraction = end.snapshot.extraction
     if not extraction.mesh.vertex_count:
         return GenerateResult(None, checkpoint, extraction, trainer.step, time.perf_counter() - start,
-                              stopped_early=not finished)
+                              stopped_early=not finished, choice=choices[0] if choices else None)
     files = write_result(end, out)
     notes = list(end.asset.notes)
     if note := lost_texture_note(out, end.asset.texture):
         notes.append(note)
     return GenerateResult(files[0], checkpoint, extraction, trainer.step, time.perf_counter() - start,
-                          stopped_early=not finished, asset=end.asset, files=files, notes=notes)
+                          stopped_early=not finished, asset=end.asset, files=files, notes=notes,
+                          choice=choices[0] if choices else None)
 
 
 def _progress_bar(trainer: Trainer, show: bool):

@@ -3,7 +3,8 @@ worker in its job process, and a Ray actor (through the same worker).
 
 - `start_trainer`: the trainer for a spec: fresh, from a start mesh (one that travelled with the submit, or a
   file), from another job's checkpoint, or continuing this job's own; locked when the spec or its parent says.
-- `Trainer.run` trains it, with the runner's callbacks (progress, streaming, checkpoints, thread upkeep).
+- `train_job` trains it (best of N first when the spec asks: candidates.py), with the runner's callbacks
+  (progress, streaming, checkpoints, thread upkeep).
 - `end_run`: its end: the mesh as extracted, made into what the spec asks for (smoothed, decimated, baked).
 - `write_result`: that written as a file.
 
@@ -24,11 +25,12 @@ from blender_dreamfusion.shared.formats import READABLE
 from blender_dreamfusion.shared.mesh import check_init_mesh
 
 from .asset import Asset, asks_for_asset
+from .candidates import Candidate, Choice, choose, start_candidates, train_candidates, valid_pick
 from .checkpoint import load_checkpoint
 from .export import export_result
 from .guidance import Guidance, load_guidance
 from .mesh_import import MeshFileError, read_mesh_with_uvs
-from .trainer import Snapshot, Trainer
+from .trainer import Snapshot, StepStats, Trainer
 from .work_budget import OverBudget, WorkBudget, check_work
 
 
@@ -109,6 +111,31 @@ def _read_start_mesh(spec: JobSpec, budget: WorkBudget):
     except OverBudget as exc:
         raise JobError(str(exc)) from None
     return mesh, uvs
+
+
+def train_job(trainer: Trainer, resumed: bool = False, on_step: Callable[[StepStats], None] | None = None,
+              on_stream: Callable[[Snapshot], None] | None = None, should_stop: Callable[[], bool] | None = None,
+              on_candidate: Callable[[Candidate, Snapshot], None] | None = None,
+              on_choice: Callable[[Choice, Trainer], None] | None = None,
+              picked: Callable[[], int | None] | None = None) -> tuple[Trainer, bool]:
+    """Train `trainer`'s job to its last step: best of N first when its spec asks for candidates and the run is
+    not a resume of this very job (candidates.py: `on_candidate` gets each candidate's streamed meshes,
+    `picked` is asked for the artist's pick, `on_choice` hears the choice and gets the chosen trainer). Stopped
+    before the choice, the judge chooses among the candidates as they are, so what was learnt is kept. Returns
+    the trainer that went on (the chosen candidate's) and whether it reached the last step (False: `should_stop`
+    asked to stop)."""
+    if trainer.spec.candidates > 1 and not resumed:
+        candidates = start_candidates(trainer)
+        choice = train_candidates(candidates, on_step, on_candidate, should_stop, picked)
+        stopped = choice is None
+        if stopped:
+            choice = choose(candidates, valid_pick(picked, candidates))
+        trainer = candidates[choice.index].trainer
+        if on_choice is not None:
+            on_choice(choice, trainer)
+        if stopped:
+            return trainer, False
+    return trainer, trainer.run(on_step, on_stream, should_stop=should_stop)
 
 
 @dataclass

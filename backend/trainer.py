@@ -8,6 +8,7 @@ that generator) resumes to the very same result.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field as dataclass_field
@@ -98,6 +99,23 @@ class TrainerState:
 
 
 @dataclass
+class StepPlan:
+    """A step up to the prior's score (`Trainer.begin_step`): the render and what it is scored by."""
+
+    out: object  # renderer.Render
+    cameras: object  # cameras.Cameras
+    shading: str
+    prompts: list[str]
+    perp_neg: PerpNeg | None
+    times: dict[str, float]
+    clock: "_Clock"
+
+    def stats(self, step: int, loss: float, sds: float) -> "StepStats":
+        return StepStats(step=step, loss=loss, sds=sds, shading=self.shading, timings_ms=self.times,
+                         evaluated=self.out.evaluated)
+
+
+@dataclass
 class StepStats:
     step: int
     loss: float
@@ -168,6 +186,14 @@ class Trainer:
             {"params": self.field.grid_parameters(), "lr": lr, "eps": 1e-15},
             {"params": self.field.network_parameters(), "lr": lr * self.config.network_lr_scale, "eps": 1e-15},
         ])
+
+    def fork(self, seed: int) -> "Trainer":
+        """A copy of this trainer (geometry, optimiser state, step, start mesh) whose draws come from `seed` from
+        here on: a best-of-N candidate started as this one was, without fitting its start mesh again."""
+        twin = copy.deepcopy(self, memo={id(self.guidance): self.guidance})
+        twin.spec = self.spec.replace(seed=seed)
+        twin.generator = torch.Generator().manual_seed(seed)
+        return twin
 
     # --- refinement: a start mesh, a locked shape ------------------------------------
 
@@ -265,6 +291,25 @@ class Trainer:
     # --- one step ---------------------------------------------------------------
 
     def train_step(self) -> StepStats:
+        plan = self.begin_step()
+        spec = self.spec
+        with plan.clock("guidance"):
+            sds = self.guidance.sds(plan.out.rgb, plan.prompts, [spec.negative_prompt] * len(plan.prompts),
+                                    spec.guidance_scale, self.t_range(), self.generator, plan.cameras, plan.perp_neg,
+                                    plan.out.opacity.detach())
+        loss = sds.loss + self.step_losses(plan)
+        with plan.clock("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        with plan.clock("optimiser"):
+            self.optimizer.step()
+        self.step += 1
+        return plan.stats(self.step, float(loss.detach()), sds.value)
+
+    def begin_step(self, shading: str | None = None) -> "StepPlan":
+        """A step up to the prior's score: occupancy upkeep, cameras, light and shading drawn, the render, and
+        the prompts to score it by. `shading`: one chosen for several trainers at once (best of N on one batch,
+        candidates.py); drawn from this run's generator otherwise."""
         spec, cfg, gen = self.spec, self.config, self.generator
         times: dict[str, float] = {}
         clock = _Clock(self.device, times)
@@ -274,7 +319,8 @@ class Trainer:
                 self.field.update_occupancy(self.occupancy, gen)
         v = spec.views_per_step
         cameras = sample_cameras(spec, v, gen).to(self.device)
-        shading = SHADINGS[int(torch.multinomial(self._shading_p, 1, generator=gen))]
+        if shading is None:
+            shading = self.draw_shading()
         ambient = sample_ambient(spec.ambient, v, gen).to(self.device)
         background = sample_backgrounds(spec.background, v, gen).to(self.device)
         probe = self.step % cfg.cull_probe_every == 0
@@ -293,23 +339,22 @@ class Trainer:
         if spec.perp_neg > 0:
             perp_neg = PerpNeg(spec.perp_neg, {view: self.guidance.condition_prompt(
                 prompt_for_view(spec.prompt, view), shading) for view in VIEW_SUFFIXES})
-        with clock("guidance"):
-            sds = self.guidance.sds(out.rgb, prompts, [spec.negative_prompt] * v, spec.guidance_scale,
-                                    self.t_range(), gen, cameras, perp_neg, out.opacity.detach())
+        return StepPlan(out, cameras, shading, prompts, perp_neg, times, clock)
+
+    def draw_shading(self) -> str:
+        """A shading for the next step's render, by the spec's mix (a locked shape's without textureless)."""
+        return SHADINGS[int(torch.multinomial(self._shading_p, 1, generator=self.generator))]
+
+    def step_losses(self, plan: "StepPlan") -> torch.Tensor:
+        """The step's losses beside SDS: orientation, opacity, entropy, and the geometry's own."""
+        spec, out = self.spec, plan.out
         opacity = out.opacity.clamp(1e-5, 1.0 - 1e-5)
         entropy = -(opacity * opacity.log() + (1 - opacity) * (1 - opacity).log()).mean()
-        loss = (sds.loss + spec.orientation_weight * out.orientation + spec.opacity_weight * out.opacity.mean()
+        loss = (spec.orientation_weight * out.orientation + spec.opacity_weight * out.opacity.mean()
                 + spec.entropy_weight * entropy)
-        for value in self.field.losses(out.surface_points, gen, self.field.loss_weights(spec)).values():
+        for value in self.field.losses(out.surface_points, self.generator, self.field.loss_weights(spec)).values():
             loss = loss + value
-        with clock("backward"):
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-        with clock("optimiser"):
-            self.optimizer.step()
-        self.step += 1
-        return StepStats(step=self.step, loss=float(loss.detach()), sds=sds.value, shading=shading,
-                         timings_ms=times, evaluated=out.evaluated)
+        return loss
 
     def progress(self) -> float:
         """How far through its schedules the run is (`schedule_progress`)."""
@@ -415,15 +460,16 @@ class Snapshot:
     #: The mesh is the client's own start mesh, recoloured: an update need only carry its colours.
     colours_only: bool = False
 
-    def as_update(self, job_id: str) -> Update:
+    def as_update(self, job_id: str, candidate: int | None = None, seed: int | None = None) -> Update:
+        """The update of `job_id` (of its `candidate` of that `seed`, before a best-of-N choice)."""
         image = Image(np.ascontiguousarray(self.preview)) if self.preview is not None else None
         loss = self.loss if self.loss is not None and np.isfinite(self.loss) else None
         mesh = self.extraction.mesh
+        common = dict(job_id=job_id, step=self.step, steps=self.steps, loss=loss, elapsed=self.elapsed, preview=image,
+                      candidate=candidate, seed=seed)
         if self.colours_only:
-            return Update(job_id=job_id, step=self.step, steps=self.steps, loss=loss, elapsed=self.elapsed,
-                          vertex_colors=VertexColors(mesh.colors), preview=image)
-        return Update(job_id=job_id, step=self.step, steps=self.steps, loss=loss, elapsed=self.elapsed,
-                      mesh=mesh, preview=image)
+            return Update(**common, vertex_colors=VertexColors(mesh.colors))
+        return Update(**common, mesh=mesh)
 
 
 def _adam(groups: list[dict]) -> torch.optim.Adam:

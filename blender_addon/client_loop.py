@@ -13,7 +13,8 @@ import time
 
 import bpy
 
-from . import history, scene_update
+from . import history, preferences, scene_update
+from .addon_core.job_tracker import CandidateMesh
 from .addon_core.refine import is_frame
 from .addon_core.session import SESSION
 from .addon_core.texture_queue import TextureQueue
@@ -77,11 +78,19 @@ def _apply(applied) -> None:
     for target in dropped:
         scene_update.discard_pending(target.token, target.hidden_object)
     _deferred.update(applied.meshes)  # newer meshes replace deferred ones of the same job
+    _deferred.update(applied.candidate_meshes)  # ... and of the same candidate (keyed (job id, index))
+    for job_id, choice in applied.chosen.items():  # before the job's own meshes, which follow the choice
+        for key in [k for k in _deferred if isinstance(k, tuple) and k[0] == job_id]:
+            del _deferred[key]
+        _choose(tracker.jobs[job_id], choice)
     started = time.perf_counter()
     for job_id in list(_deferred):
         if (time.perf_counter() - started) * 1000.0 > MESH_BUDGET_MS:
             break  # the rest waits for the next tick: Blender stays responsive with many jobs streaming
         item = _deferred.pop(job_id)
+        if isinstance(item, CandidateMesh):
+            _write_candidate(tracker.jobs[item.job_id], item)
+            continue
         view = tracker.jobs[job_id]
         scene, job_item = find_job(job_id)
         if scene is None:  # a job this Blender did not start (or whose scene was deleted): follow it here
@@ -97,6 +106,32 @@ def _apply(applied) -> None:
         scene, job_item = find_job(job_id)
         if view is not None and job_item is not None:
             _show(view, job_item)
+
+
+def _write_candidate(view, item) -> None:
+    """A best-of-N candidate's mesh into its own object, in the row beside its job's place."""
+    scene, job_item = find_job(item.job_id)
+    if scene is None:
+        scene = bpy.context.scene
+        job_item = _add_job_item(scene, item.job_id, view.prompt)
+    scene_update.apply_candidate_mesh(scene, item.job_id, view.prompt, item.candidate, item.seed, item.mesh,
+                                      item.step, frame=_frame(job_item))
+
+
+def _choose(view, choice) -> None:
+    """The job chose a candidate: the others' objects go (or hide, as the preferences say) and the job's own
+    object takes the chosen one's mesh at once (the job's next update replaces it)."""
+    try:
+        keep = preferences.get().keep_candidates
+    except (KeyError, AttributeError):  # the add-on's preferences are not registered (a bare module test)
+        keep = False
+    mesh = scene_update.settle_candidates(view.job_id, choice.candidate, list(choice.scores), keep)
+    scene, job_item = find_job(view.job_id)
+    if mesh is None or job_item is None:
+        return
+    obj = scene_update.ensure_object(scene, view.job_id, view.prompt, job_item.object, frame=_frame(job_item))
+    scene_update.take_mesh(obj, mesh)
+    job_item.object = obj
 
 
 def _show(view, job_item) -> None:

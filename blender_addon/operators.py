@@ -141,6 +141,31 @@ class DREAMFUSION_OT_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class DREAMFUSION_OT_pick_candidate(bpy.types.Operator):
+    bl_idname = "dreamfusion.pick_candidate"
+    bl_label = "Pick Candidate"
+    bl_description = ("Best of N: keep this candidate and train it alone to the end (the others stop), instead of "
+                      "the one the prior would choose")
+    bl_options = {"REGISTER"}
+
+    job_id: bpy.props.StringProperty(name="Job ID")
+    candidate: bpy.props.IntProperty(name="Candidate", min=0)
+
+    @classmethod
+    def poll(cls, context):
+        return SESSION.connected
+
+    def execute(self, context):
+        view = SESSION.tracker.jobs.get(self.job_id)
+        if view is None or not view.choosing:
+            self.report({"ERROR"}, f"DreamFusion: job {self.job_id} has no candidates to pick from now")
+            return {"CANCELLED"}
+        if not _send(self, SESSION.pick, self.job_id, self.candidate):
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"DreamFusion: picked {view.candidate_text(self.candidate)}")
+        return {"FINISHED"}
+
+
 class DREAMFUSION_OT_resume(bpy.types.Operator):
     bl_idname = "dreamfusion.resume"
     bl_label = "Resume"
@@ -281,8 +306,9 @@ class DREAMFUSION_OT_remove_job(bpy.types.Operator):
         return {"FINISHED"}
 
 
-_classes = (DREAMFUSION_OT_generate, DREAMFUSION_OT_cancel, DREAMFUSION_OT_resume, DREAMFUSION_OT_start_backend,
-            DREAMFUSION_OT_stop_backend, DREAMFUSION_OT_connect, DREAMFUSION_OT_export, DREAMFUSION_OT_remove_job)
+_classes = (DREAMFUSION_OT_generate, DREAMFUSION_OT_cancel, DREAMFUSION_OT_pick_candidate, DREAMFUSION_OT_resume,
+            DREAMFUSION_OT_start_backend, DREAMFUSION_OT_stop_backend, DREAMFUSION_OT_connect, DREAMFUSION_OT_export,
+            DREAMFUSION_OT_remove_job)
 
 
 register, unregister = bpy.utils.register_classes_factory(_classes)

@@ -107,6 +107,15 @@ class VIEW3D_PT_dreamfusion(_Panel, bpy.types.Panel):
                     box.label(text=view.detail_text())
             else:
                 box.label(text=f"{job.state}: {text}")
+            if view is not None and view.choosing:  # best of N: the artist may pick before the prior chooses
+                box.label(text=f"best of {len(view.candidates)}: pick one, or the prior chooses at "
+                               f"{view.spec.select_step() if view.spec else '?'} steps", icon="MOD_ARRAY")
+                for index in sorted(view.candidates):
+                    op = box.operator("dreamfusion.pick_candidate", text=f"Pick {view.candidate_text(index)}")
+                    op.job_id, op.candidate = job.job_id, index
+            elif view is not None and view.chosen is not None:
+                box.label(text=f"best of {len(view.scores)}: {view.candidate_text(view.chosen)}, chosen by the "
+                               f"{view.chosen_by}", icon="CHECKMARK")
             if job.reason and job.state in (FAILED, INTERRUPTED):
                 box.label(text=job.reason[:120], icon="INFO")
             # The shown job's newest preview (its thumbnail follows every preview), not whichever job sent last.
@@ -238,7 +247,7 @@ def _group_panel(group: str, label: str):
 
 
 _GROUP_PANELS = tuple(_group_panel(group, label) for group, label in (
-    ("prompt", "Negative Prompt & Steps"), ("camera", "Camera"), ("light", "Light & Shading"),
+    ("prompt", "Negative Prompt, Steps & Best of N"), ("camera", "Camera"), ("light", "Light & Shading"),
     ("guidance", "Guidance"), ("optimiser", "Optimiser"), ("output", "Output")))
 
 class VIEW3D_MT_dreamfusion(bpy.types.Menu):

@@ -58,6 +58,10 @@ class DreamFusionPreferences(bpy.types.AddonPreferences):
         update=_backend_setting_changed,
         name="Client secret key", subtype="FILE_PATH",
         description="clients/NAME.key_secret from `dreamfusion-backend keys generate`")
+    keep_candidates: bpy.props.BoolProperty(
+        name="Keep unchosen candidates", default=False,
+        description="Best of N: after the choice, keep the candidates that were not chosen as hidden objects "
+                    "(off: they are removed)")
     default_model: bpy.props.StringProperty(
         name="Default model", default=DEFAULT_MODEL,
         description="Model a scene uses until you choose one in its Guidance settings: a built-in prior ("
@@ -77,6 +81,7 @@ class DreamFusionPreferences(bpy.types.AddonPreferences):
             layout.prop(self, "server_key")
             layout.prop(self, "client_secret_key")
         layout.prop(self, "default_model")
+        layout.prop(self, "keep_candidates")
 
 
 def get(context=None):

@@ -43,6 +43,14 @@ FRAME_PROPERTY = "dreamfusion_frame"
 KEEP_PROPERTY = "dreamfusion_keep_geometry"
 #: A refinement's object before the backend has named its job: the submit's token.
 PENDING_PROPERTY = "dreamfusion_pending"
+#: A best-of-N candidate's object: its job, its index and seed (and score, once judged). Not JOB_PROPERTY: the
+#: job's own object is another.
+CANDIDATE_JOB_PROPERTY = "dreamfusion_candidate_of"
+CANDIDATE_PROPERTY = "dreamfusion_candidate"
+CANDIDATE_SEED_PROPERTY = "dreamfusion_candidate_seed"
+CANDIDATE_SCORE_PROPERTY = "dreamfusion_candidate_score"
+#: Candidates stand in a row beside their job's place, this far apart along X (metres; a toy object is ~1 m).
+CANDIDATE_SPACING = 1.5
 
 
 def object_name(prompt: str) -> str:
@@ -181,6 +189,67 @@ def apply_mesh(scene: bpy.types.Scene, job_id: str, prompt: str, mesh_data, step
     set_geometry(obj.data, to_local(mesh_data.positions, frame), mesh_data.triangles, mesh_data.colors)
     _tag(obj, step, model, spec_json)
     return obj
+
+
+def candidate_objects(job_id: str) -> dict[int, bpy.types.Object]:
+    """The job's best-of-N candidate objects, by candidate index."""
+    return {int(obj[CANDIDATE_PROPERTY]): obj for obj in bpy.data.objects
+            if obj.get(CANDIDATE_JOB_PROPERTY) == job_id and CANDIDATE_PROPERTY in obj}
+
+
+def candidate_name(prompt: str, index: int, seed: int) -> str:
+    return f"{object_name(prompt)} · candidate {index} (seed {seed})"
+
+
+def apply_candidate_mesh(scene: bpy.types.Scene, job_id: str, prompt: str, index: int, seed: int, mesh_data,
+                         step: int, frame=IDENTITY) -> bpy.types.Object:
+    """Write a candidate's mesh into its object, made on its first mesh in the row beside the job's place
+    (candidate i at (i + 1) CANDIDATE_SPACING along X of the job's frame), named with its index and seed."""
+    obj = candidate_objects(job_id).get(index)
+    if obj is None:
+        name = candidate_name(prompt, index, seed)
+        obj = bpy.data.objects.new(name, bpy.data.meshes.new(name))
+        obj[CANDIDATE_JOB_PROPERTY], obj[CANDIDATE_PROPERTY] = job_id, index
+        obj[CANDIDATE_SEED_PROPERTY] = str(seed)  # ID properties hold 32-bit signed integers; seeds go to 2^32 - 1
+        obj.matrix_world = _matrix(frame) @ Matrix.Translation(((index + 1) * CANDIDATE_SPACING, 0.0, 0.0))
+        ensure_collection(scene).objects.link(obj)
+        obj.data.materials.append(ensure_material())
+        _make_bases(scene)
+    set_geometry(obj.data, to_local(mesh_data.positions, frame), mesh_data.triangles, mesh_data.colors)
+    obj["dreamfusion_step"] = int(step)
+    return obj
+
+
+def settle_candidates(job_id: str, chosen: int, scores: list[float], keep: bool) -> bpy.types.Mesh | None:
+    """The choice is made: every candidate object learns its score; the unchosen ones are removed (or hidden,
+    when `keep`); the chosen one's object goes and its mesh is returned for the job's object to take."""
+    mesh = None
+    for index, obj in candidate_objects(job_id).items():
+        if index < len(scores):
+            obj[CANDIDATE_SCORE_PROPERTY] = float(scores[index])
+        if index == chosen:
+            mesh = obj.data
+            bpy.data.objects.remove(obj)
+        elif keep:
+            obj.hide_set(True)
+            obj.hide_render = True
+        else:
+            data = obj.data
+            bpy.data.objects.remove(obj)
+            if data.users == 0:
+                bpy.data.meshes.remove(data)
+    return mesh
+
+
+def take_mesh(obj: bpy.types.Object, mesh: bpy.types.Mesh) -> None:
+    """The job's object takes a chosen candidate's mesh datablock as its own (its old one goes when unused)."""
+    old = obj.data
+    mesh.name = obj.name
+    obj.data = mesh
+    if not mesh.materials:
+        mesh.materials.append(ensure_material())
+    if old is not None and old is not mesh and old.users == 0:
+        bpy.data.meshes.remove(old)
 
 
 def apply_colors(obj: bpy.types.Object, colors: np.ndarray, step: int, model: str = "", spec_json: str = "") -> bool:

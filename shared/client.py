@@ -29,7 +29,7 @@ from .framing import DEFAULT_MAX_MESSAGE_BYTES
 from .jobspec import JobSpec
 from .mesh import CornerUVs, MeshData
 from .messages import (SERVER_TYPES, Accepted, Ack, Bye, Cancel, Cancelled, Delete, Error, Failed, Finished,
-                       Heartbeat, Hello, JobInfo, List, ListReply, Message, Rejected, Result, Resume, Status,
+                       Heartbeat, Hello, JobInfo, List, ListReply, Message, Pick, Rejected, Result, Resume, Status,
                        StatusReply, Submit, Update, Watch, Welcome)
 from .transport import recv, send
 from .version import __version__
@@ -102,6 +102,11 @@ class BackendClient:
 
     def cancel(self, job_id: str) -> str:
         return self._send(Cancel(job_id=job_id))
+
+    def pick(self, job_id: str, candidate: int) -> str:
+        """Best of N: pick `candidate` of a job of this client before its choice (answered by `chosen`, or
+        `rejected`)."""
+        return self._send(Pick(job_id=job_id, candidate=candidate))
 
     def status(self, job_id: str | None = None, offset: int = 0) -> str:
         return self._send(Status(job_id=job_id, offset=offset))

@@ -50,6 +50,9 @@ MAX_FACE_COUNT = 2_000_000
 #: finished with an empty mesh and no word why).
 MIN_FACE_COUNT = 4
 MAX_SMOOTHING = 100
+#: Best of N (`candidates`): at most this many train side by side, chosen after `select_at` of the steps.
+MAX_CANDIDATES = 8
+MIN_SELECT_AT, MAX_SELECT_AT = 0.01, 0.99
 
 # A Hugging Face repo id: `owner/name`, each part of letters, digits, - _ .
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9_.-]{1,96}$")
@@ -94,6 +97,12 @@ class JobSpec:
                      help="Random seed; the same seed, spec and machine give the same result")
     steps: int = knob(5000, value_type="int", minimum=1, maximum=200_000, group="prompt", unit="steps",
                       help="Optimisation steps")
+    candidates: int = knob(1, value_type="int", minimum=1, maximum=MAX_CANDIDATES, group="prompt",
+                           help="Best of N: train this many candidates from different seeds (the job's seed and "
+                                "seeds derived from it) until select_at, keep the one the prior judges best (or "
+                                "the artist picks) and train it alone to the end (1: a single run)")
+    select_at: float = knob(0.25, value_type="float", minimum=MIN_SELECT_AT, maximum=MAX_SELECT_AT, group="prompt",
+                            help="With candidates: the share of the steps after which one candidate is chosen")
     # --- guidance -----------------------------------------------------------
     model: str = knob(DEFAULT_MODEL, value_type="text", max_len=MAX_PATH_CHARS, group="guidance",
                       help=f"Diffusion prior: {', '.join(BUILTIN_MODELS)}, a diffusers repo id or a local folder")
@@ -328,6 +337,13 @@ class JobSpec:
     @property
     def model_source(self) -> ModelSource:
         return model_source(self.model)
+
+    def select_step(self, start: int = 0) -> int:
+        """The step after which a best-of-N job chooses its candidate: select_at of the steps it takes from
+        `start` (a continuation's parent's step), and before the last."""
+        if self.steps <= start:
+            return start
+        return max(start, min(self.steps - 1, start + int(round(self.select_at * (self.steps - start)))))
 
     def shading_probabilities(self) -> dict[str, float]:
         weights = {"albedo": self.shading_albedo, "lambertian": self.shading_lambertian,

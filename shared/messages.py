@@ -15,8 +15,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from .errors import BadBuffer, BadDtype, ProtocolError, safe_text
-from .jobspec import JobSpec
+from .errors import BadBuffer, BadDtype, BadField, ProtocolError, SpecError, safe_text
+from .jobspec import MAX_CANDIDATES, SEED_MAX, JobSpec
 from .mesh import COLOR_DTYPE, CornerUVs, MeshData, Texture, VertexColors, check_init_mesh
 from .states import JOB_STATES, JobState
 from .version import PROTOCOL_VERSION
@@ -37,6 +37,8 @@ MAX_PAGE = 200
 MAX_PREVIEW_SIDE = 4096
 MAX_STEP = 10**9
 MAX_SECONDS = 10.0**9
+#: Who chose a best-of-N job's candidate (`chosen`).
+CHOOSERS = ("judge", "artist")
 
 
 @dataclass(frozen=True, eq=False)
@@ -211,6 +213,15 @@ class Watch(JobCommand):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Pick(JobCommand):
+    """Best of N: the artist's choice of candidate for a running job of this client, before the judge's choice;
+    answered by `chosen` (to every watcher) once the job takes it, or `rejected`."""
+
+    TYPE = "pick"
+    candidate: int = wire(minimum=0, maximum=MAX_CANDIDATES - 1)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Ack(Message):
     """The client has taken the mesh of `job_id` at `step` (an `update`, or a `finished`): grants the next one."""
 
@@ -301,11 +312,49 @@ class Update(Message):
     mesh: MeshData | None = None
     vertex_colors: VertexColors | None = None
     preview: Image | None = None
+    #: Best of N, before the choice: which candidate's mesh this is (0 ...), and its seed; None: the job's own.
+    candidate: int | None = wire(None, minimum=0, maximum=MAX_CANDIDATES - 1)
+    seed: int | None = wire(None, minimum=0, maximum=SEED_MAX)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if (self.candidate is None) != (self.seed is None):
+            raise BadField(str(SpecError("seed", self.seed, "a seed exactly when candidate is set",
+                                         "does not match candidate")))
         if (self.mesh is None) == (self.vertex_colors is None):
             raise BadBuffer("update needs exactly one of mesh (positions, triangles, colors) and vertex_colors")
+
+
+def describe_choice(seeds, scores, candidate: int, by: str) -> str:
+    """A best-of-N choice in one line for a terminal: every candidate's seed and score, the chosen one marked."""
+    rows = ", ".join(f"{'*' if i == candidate else ''}seed {seed} score {score:+.3f}"
+                     for i, (seed, score) in enumerate(zip(seeds, scores)))
+    return f"best of {len(seeds)}: candidate {candidate} (seed {seeds[candidate]}) chosen by the {by} ({rows})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Chosen(Message):
+    """Best of N: the candidate that goes on (its updates are the job's from here on; the others have stopped),
+    chosen by the prior's judge or picked by the artist (`pick`), with every candidate's seed and judged score."""
+
+    TYPE = "chosen"
+    SENDER = SERVER
+    job_id: str = wire(pattern=ID_PATTERN)
+    step: int = wire(minimum=0, maximum=MAX_STEP)
+    candidate: int = wire(minimum=0, maximum=MAX_CANDIDATES - 1)
+    by: str = wire(choices=CHOOSERS)
+    seeds: list[int] = wire(minimum=0, maximum=SEED_MAX, max_items=MAX_CANDIDATES)
+    #: The judge's scores (higher is better; positive: the prompt explains the candidate's renders best).
+    scores: list[float] = wire(max_items=MAX_CANDIDATES)
+
+    def describe(self) -> str:
+        return describe_choice(self.seeds, self.scores, self.candidate, self.by)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (len(self.seeds) == len(self.scores) > self.candidate):
+            raise BadField(str(SpecError("scores", self.scores, f"one score per seed, for at least "
+                                         f"{self.candidate + 1} candidates", "does not match seeds")))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -401,9 +450,9 @@ class ListReply(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
-    for cls in (Hello, Submit, Cancel, Status, List, Result, Resume, Watch, Delete, Ack, Bye, Heartbeat, Welcome,
-                Accepted, Rejected, Progress, Update, Finished, Failed, Cancelled, Deleted, Error, StatusReply,
-                ListReply)
+    for cls in (Hello, Submit, Cancel, Status, List, Result, Resume, Watch, Delete, Pick, Ack, Bye, Heartbeat,
+                Welcome, Accepted, Rejected, Progress, Update, Chosen, Finished, Failed, Cancelled, Deleted, Error,
+                StatusReply, ListReply)
 }
 CLIENT_TYPES = frozenset(t for t, c in MESSAGE_TYPES.items() if c.SENDER in (CLIENT, BOTH))
 SERVER_TYPES = frozenset(t for t, c in MESSAGE_TYPES.items() if c.SENDER in (SERVER, BOTH))

@@ -423,6 +423,54 @@ def test_remove_job_takes_it_off_the_list_and_can_delete_it_on_the_backend(addon
     assert doomed not in session.tracker.jobs
 
 
+def test_candidates_stand_in_a_row_and_the_unchosen_go_after_the_choice(addon):
+    from dreamfusion import scene_update
+
+    settings, prefs = bpy.context.scene.dreamfusion.settings, bpy.context.preferences.addons["dreamfusion"].preferences
+    settings.candidates, settings.select_at, settings.steps = 3, 0.5, 40
+    try:
+        assert bpy.ops.dreamfusion.generate() == {"FINISHED"}
+        tick_until(lambda: job() is not None and job().job_id
+                   and len(scene_update.candidate_objects(job().job_id)) == 3)
+        job_id = job().job_id
+        row = scene_update.candidate_objects(job_id)
+        view = _session().tracker.jobs[job_id]
+        for index, obj in row.items():  # beside the job's place, labelled with index and seed
+            assert f"candidate {index} (seed {view.candidates[index]})" in obj.name
+            assert obj.matrix_world.translation.x == pytest.approx((index + 1) * scene_update.CANDIDATE_SPACING)
+            assert len(obj.data.vertices) > 0 and obj.get(scene_update.JOB_PROPERTY) is None
+        tick_until(lambda: job().state in ("finished", "failed"))
+        assert job().state == "finished", job().reason
+        assert view.chosen_by == "judge" and len(view.scores) == 3
+        assert scene_update.candidate_objects(job_id) == {}  # the others went; the chosen one became the job's
+        with BackendClient(_session().client.address) as other:
+            final = other.request(other.result(job_id), timeout=30)
+        np.testing.assert_array_equal(_positions(job().object), final.mesh.positions)
+
+        # The artist's pick before the choice, with the unchosen kept hidden (a preference).
+        prefs.keep_candidates = True
+        settings.select_at, settings.steps = 0.9, 400
+        assert bpy.ops.dreamfusion.generate() == {"FINISHED"}
+        tick_until(lambda: job() is not None and job().job_id
+                   and len(scene_update.candidate_objects(job().job_id)) == 3)
+        job_id = job().job_id
+        assert bpy.ops.dreamfusion.pick_candidate(job_id=job_id, candidate=2) == {"FINISHED"}
+        view = _session().tracker.jobs[job_id]
+        tick_until(lambda: view.chosen is not None)
+        assert (view.chosen, view.chosen_by) == (2, "artist")
+        kept = scene_update.candidate_objects(job_id)
+        assert sorted(kept) == [0, 1] and all(obj.hide_get() for obj in kept.values())
+        assert all(scene_update.CANDIDATE_SCORE_PROPERTY in obj for obj in kept.values())
+        tick_until(lambda: job().object is not None and len(job().object.data.vertices) > 0)
+        assert bpy.ops.dreamfusion.cancel() == {"FINISHED"}
+        tick_until(lambda: job().state == "cancelled")
+        with pytest.raises(RuntimeError, match="has no candidates to pick from now"):  # reported, nothing sent
+            bpy.ops.dreamfusion.pick_candidate(job_id=job_id, candidate=0)
+    finally:
+        settings.candidates, settings.select_at, settings.steps = 1, 0.25, 40
+        prefs.keep_candidates = False
+
+
 def test_disable_removes_the_timer_and_stops_the_backend(addon):
     from dreamfusion import client_loop
 

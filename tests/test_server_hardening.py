@@ -24,7 +24,8 @@ from blender_dreamfusion.shared import (CLIENT_TYPES, MESSAGE_TYPES, Ack, Bye, D
 from blender_dreamfusion.shared.client import BackendClient, CurveKeys
 from blender_dreamfusion.shared.version import PROTOCOL_TAG
 from blender_dreamfusion.backend.server.service import Server, ServerConfig
-from tests.helpers.servers import SCRIPT, TEMP_ROOT, ServeProcess, ThreadServer, ended, events_until, tiny_spec
+from tests.helpers.servers import (SCRIPT, TEMP_ROOT, ServeProcess, ThreadServer, ended, events_until, tiny_spec,
+                                  two_clients_keys)
 
 FUZZ_EXAMPLES = 600
 
@@ -343,10 +344,8 @@ def test_a_second_dealer_with_a_victims_routing_id_receives_none_of_its_events(t
 
 def test_under_curve_jobs_belong_to_the_key_that_submitted_them(tmp_path, tiny_sd):
     keys = tmp_path / "keys"
-    assert main(["keys", "generate", str(keys), "--client", "alice", "--client", "bob"]) == 0
+    alice_keys, bob_keys = two_clients_keys(keys)
     running = ThreadServer(tmp_path / "data", curve_dir=keys)
-    alice_keys = CurveKeys.from_files(keys / "server.key", keys / "clients" / "alice.key_secret")
-    bob_keys = CurveKeys.from_files(keys / "server.key", keys / "clients" / "bob.key_secret")
     try:
         with BackendClient(running.endpoint, curve=alice_keys) as alice, \
                 BackendClient(running.endpoint, curve=bob_keys) as bob:

@@ -20,6 +20,13 @@ from ..cameras import Cameras
 from .perp_neg import PerpNeg, perp_neg_guidance, view_terms
 
 
+#: Noise levels (shares of the schedule) at which the judge compares prompts: coarse shape shows at the high
+#: ones, colour and detail at the low ones (Diffusion Classifier averages over many; a few fixed ones rank alike).
+JUDGE_TIMESTEPS = (0.1, 0.3, 0.5, 0.7)
+#: Renders per UNet batch when judging (classes are grouped to about this many).
+JUDGE_BATCH = 64
+
+
 @dataclass
 class SDSResult:
     loss: torch.Tensor       # differentiable surrogate; d loss / d input == w(t) * (eps_hat - eps)
@@ -83,6 +90,13 @@ class Guidance(ABC):
         """The prompt to score a render of the given shading against (e.g. drop colour when textureless)."""
         return prompt
 
+    def alternatives(self, prompt: str) -> list[str]:
+        """Prompts a result of `prompt` could be mistaken for, for the judge (`judge`): none for an open
+        vocabulary (the judge always weighs the unconditional and the negative prompt); a closed vocabulary names
+        its nearest neighbours (the toy priors: the same object in the other colours, the other objects in this
+        colour). View suffixes are added by the caller."""
+        return []
+
     # --- shared ---------------------------------------------------------------
 
     @torch.no_grad()
@@ -129,6 +143,39 @@ class Guidance(ABC):
             target = x.detach().float() - grad
         loss = 0.5 * ((x.float() - target) ** 2).sum()
         return SDSResult(loss=loss, value=float(0.5 * (grad**2).sum()), timesteps=t)
+
+    @torch.no_grad()
+    def judge(self, images: torch.Tensor, classes: list[list[str]], cameras: Cameras | None,
+              generator: torch.Generator, timesteps: tuple[float, ...] = JUDGE_TIMESTEPS) -> torch.Tensor:
+        """How much better the first of `classes` explains each render than the best of the others (B,): the
+        relative margin (min_c>0 E_c - E_0) / E_0 of the denoising errors E (`denoising_errors`), as Diffusion
+        Classifier (Li et al., ICCV 2023) tells classes apart. Positive: the prompt is the best explanation.
+        `classes`: C lists of B prompts (one per render: view suffixes differ), the prompt first. Best of N
+        ranks candidates by it; a prior may judge otherwise."""
+        errors = self.denoising_errors(images, classes, cameras, generator, timesteps)
+        return (errors[:, 1:].min(dim=1).values - errors[:, 0]) / errors[:, 0].clamp_min(1e-12)
+
+    @torch.no_grad()
+    def denoising_errors(self, images: torch.Tensor, classes: list[list[str]], cameras: Cameras | None,
+                         generator: torch.Generator, timesteps: tuple[float, ...] = JUDGE_TIMESTEPS) -> torch.Tensor:
+        """(B, C) mean squared error of the noise prediction for each render under each class of prompts, over
+        `timesteps` (shares of the schedule), each with one noise draw from `generator` shared by every class:
+        the same generator state gives every candidate the same noise."""
+        x = self.prepare(images).float()
+        b, n = x.shape[0], len(classes)
+        texts = [self.embed_text(prompts) for prompts in classes]
+        errors = torch.zeros(b, n, device=x.device)
+        group = max(1, JUDGE_BATCH // b)  # classes per UNet batch
+        for share in timesteps:
+            t = torch.full((b,), int(share * (self.num_train_timesteps - 1)), dtype=torch.long, device=self.device)
+            noise = torch.randn(x.shape, generator=generator).to(device=x.device)
+            alpha_bar = self.alphas_cumprod[t].view(-1, *([1] * (x.ndim - 1)))
+            x_t = alpha_bar.sqrt() * x + (1.0 - alpha_bar).sqrt() * noise
+            for first in range(0, n, group):
+                eps = self.noise_per_text(x_t, t, texts[first:first + group], cameras)
+                for c, predicted in enumerate(eps, start=first):
+                    errors[:, c] += ((predicted - noise) ** 2).flatten(1).mean(dim=1)
+        return errors / len(timesteps)
 
     def guided_noise(self, x_t: torch.Tensor, t: torch.Tensor, uncond: torch.Tensor, prompts: list[str],
                      guidance_scale: float, cameras: Cameras | None, generator: torch.Generator,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..toy import parse_builtin_prompt
+from ..toy import builtin_neighbours, parse_builtin_prompt
 from ..toy.vocab import VocabularyError
 from .camera_pixel import CameraAwarePixelGuidance
 from .registry import register_prior
@@ -19,6 +19,9 @@ class BuiltinToyGuidance(CameraAwarePixelGuidance):
         # Textureless renders show no colour (nor pattern), so they are scored against the prompt without it.
         parsed = parse_builtin_prompt(self.prior_name, prompt)
         return (parsed.unpainted() if shading == "textureless" else parsed).text()
+
+    def alternatives(self, prompt: str) -> list[str]:
+        return builtin_neighbours(self.prior_name, prompt)
 
 
 @register_prior

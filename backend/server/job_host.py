@@ -105,6 +105,7 @@ class JobHost:
         self._lock = threading.Lock()
         self._run = ""
         self._cancelled: set[str] = set()
+        self._picks: dict[str, int] = {}  # best of N: the artist's pick per run, which may also come first
         # Kept between runs: the next job on the same model skips the load.
         self.guidance = GuidanceCache()
 
@@ -117,7 +118,8 @@ class JobHost:
         record = JobRecord.from_json(payload["record"])
         with self._lock:
             self._run = payload["run"]
-            self.control = Control(cancel=self._run in self._cancelled)
+            pick = self._picks.pop(self._run, payload.get("pick"))
+            self.control = Control(cancel=self._run in self._cancelled, pick=pick if isinstance(pick, int) else None)
         with tempfile.TemporaryDirectory(prefix="dreamfusion-job-") as scratch:
             store = ReplicaStore(Path(scratch), reports.put)
             if payload.get("init_from") is not None:  # a start file of the service's: the host gets a copy
@@ -149,6 +151,15 @@ class JobHost:
             self._cancelled.add(run)
             if run == self._run:
                 self.control.cancel = True
+
+    def pick(self, run: str, candidate: int) -> None:
+        """Best of N: the artist's pick for the run `run`, taken between two of its candidates' steps (before its
+        choice; after it, the pick changes nothing)."""
+        with self._lock:
+            if run == self._run:
+                self.control.pick = candidate
+            elif len(self._picks) < 64:  # for a run yet to begin; bounded against a flood of stale tokens
+                self._picks[run] = candidate
 
     def stop(self) -> None:
         """The service is stopping: the job saves a checkpoint after its step and ends `interrupted`."""

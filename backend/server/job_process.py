@@ -6,8 +6,8 @@ minutes in native code that holds Python's GIL (libigl on a hostile start mesh, 
 library, or keep memory the allocator never gives back; in its own process none of that reaches the server's
 loop, and the server can always end it.
 
-What the server sends: ("run", payload), ("cancel", run), ("stop",), ("quit",). What it answers: ("hello",
-version, pid) once, then each run's reports and ("done", resident bytes after the run).
+What the server sends: ("run", payload), ("cancel", run), ("pick", run, candidate), ("stop",), ("quit",). What
+it answers: ("hello", version, pid) once, then each run's reports and ("done", resident bytes after the run).
 """
 
 from __future__ import annotations
@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> None:
             runner.start()
         elif kind == "cancel":
             host.cancel(str(command[1]))
+        elif kind == "pick":
+            host.pick(str(command[1]), int(command[2]))
         elif kind == "stop":
             host.stop()
         elif kind == "quit":

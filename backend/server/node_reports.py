@@ -16,8 +16,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from blender_dreamfusion.shared import (SERVER_TYPES, Cancelled, Failed, Finished, Message, MeshData, Progress,
-                                        ProtocolError, Texture, Update)
+from blender_dreamfusion.shared import (SERVER_TYPES, Cancelled, Chosen, Failed, Finished, Message, MeshData,
+                                        Progress, ProtocolError, Texture, Update)
 from blender_dreamfusion.shared.errors import safe_text
 from blender_dreamfusion.shared.formats import result_file_pattern
 from blender_dreamfusion.shared.framing import decode
@@ -29,7 +29,7 @@ from .job_host import CHECKPOINT, FILE, MESH, MESSAGE, TEXTURE, UPDATE
 #: Files a node may put into its job's folder: what `export_result` writes for the result.
 RESULT_FILES = result_file_pattern()
 #: What a node may say to its job's clients.
-_NODE_MESSAGES = (Progress, Update, Finished, Failed, Cancelled)
+_NODE_MESSAGES = (Progress, Update, Chosen, Finished, Failed, Cancelled)
 #: Record fields a node may change.
 _NODE_FIELDS = frozenset({"state", "step", "loss", "elapsed", "reason", "files"})
 

@@ -71,6 +71,8 @@ class JobRunner(Protocol):
     def enqueue(self, job_id: str) -> None: ...
     #: Ask a queued or running job to stop (the service answers for a queued one; the job for a running one).
     def cancel(self, job_id: str) -> None: ...
+    #: Best of N: the artist's pick of a candidate for a queued or running job (it takes it before its choice).
+    def pick(self, job_id: str, candidate: int) -> None: ...
     #: The job ended or is queued again (resume): forget any stop asked of its earlier run.
     def forget(self, job_id: str) -> None: ...
     #: Jobs waiting to start, first in line first.
@@ -86,6 +88,8 @@ class _Run:
 
     token: str
     cancel_asked: float | None = None
+    #: The artist's pick of a best-of-N candidate; its slot tells the process.
+    pick: int | None = None
 
 
 class ProcessRunner:
@@ -98,6 +102,7 @@ class ProcessRunner:
         self._lock = threading.Lock()
         self._cancelled: set[str] = set()  # asked to stop before or while they run
         self._running: dict[str, _Run] = {}
+        self._picks: dict[str, int] = {}  # best of N: picks of queued or running jobs
         self._slots = [_Slot(self, f"job-slot-{i}") for i in range(max(1, workers))]
         #: Diagnostics (tests, bench): processes started, and jobs that ran on a warm process.
         self.processes_started = 0
@@ -118,9 +123,17 @@ class ProcessRunner:
             if run is not None and run.cancel_asked is None:
                 run.cancel_asked = time.monotonic()  # its slot tells the process at its next tick
 
+    def pick(self, job_id: str, candidate: int) -> None:
+        with self._lock:
+            self._picks[job_id] = candidate
+            run = self._running.get(job_id)
+            if run is not None:
+                run.pick = candidate  # its slot tells the process at its next tick
+
     def forget(self, job_id: str) -> None:
         with self._lock:
             self._cancelled.discard(job_id)
+            self._picks.pop(job_id, None)
 
     def waiting(self) -> list[str]:
         with self._queue.mutex:  # the line is the queue's own order: slots take jobs from its front
@@ -142,7 +155,7 @@ class ProcessRunner:
         with self._lock:
             if job_id in self._cancelled:
                 return None
-            run = self._running[job_id] = _Run(token=uuid.uuid4().hex)
+            run = self._running[job_id] = _Run(token=uuid.uuid4().hex, pick=self._picks.get(job_id))
         record = self.store.transition(job_id, (QUEUED,), RUNNING, reason="")
         if record is None:  # cancelled while it waited, or queued twice
             with self._lock:
@@ -356,6 +369,7 @@ class _Slot(threading.Thread):
             self._fail(job_id, f"a file this job starts from can no longer be read ({exc.strerror or 'unreadable'})")
             return
         payload["run"] = run.token
+        payload["pick"] = run.pick
         outcome = _Outcome()
         try:
             if not process.wait_ready(lambda: run.cancel_asked is not None or self.runner.stopping.is_set()):
@@ -373,6 +387,7 @@ class _Slot(threading.Thread):
         """Apply the run's reports until it is done; ask it to stop when the service does, and end its process
         when it has not stopped within the grace."""
         told_cancel = told_stop = False
+        told_pick: int | None = None
         asked_at: float | None = None
         step_seconds = 0.0
         while True:
@@ -380,6 +395,9 @@ class _Slot(threading.Thread):
             if run.cancel_asked is not None and not told_cancel:
                 process.pipe.send(("cancel", run.token))
                 told_cancel, asked_at = True, asked_at or now
+            if run.pick is not None and run.pick != told_pick:
+                process.pipe.send(("pick", run.token, run.pick))
+                told_pick = run.pick
             if self.runner.stopping.is_set() and not told_stop:
                 process.pipe.send(("stop",))
                 told_stop, asked_at = True, asked_at or now

@@ -88,6 +88,8 @@ class _Job:
     actor: Any = None
     started: bool = False
     cancel: bool = False
+    #: Best of N: the artist's pick (its run's payload carries it, and a running actor is told).
+    pick: int | None = None
     #: Queued again (resumed) while its last run was still winding down: run it once more.
     again: bool = False
     node: str = ""
@@ -168,6 +170,20 @@ class RayRunner:
                 self.ray.kill(actor)  # still waiting for a node: leave Ray's queue now
         except Exception as exc:  # noqa: BLE001 - Ray unreachable: the job's coroutine settles it when Ray says
             _log(f"job {job_id}: could not reach its actor to cancel it: {_first_line(exc)}")
+
+    def pick(self, job_id: str, candidate: int) -> None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return
+            job.pick = candidate
+            actor, run = job.actor, job.run
+        if actor is None:
+            return  # its run's payload carries it
+        try:
+            actor.pick.remote(run, candidate)  # kept by the actor for that run, if the run has not begun
+        except Exception as exc:  # noqa: BLE001 - Ray unreachable: the judge chooses instead
+            _log(f"job {job_id}: could not reach its actor with the artist's pick: {_first_line(exc)}")
 
     def forget(self, job_id: str) -> None:
         pass  # a job's entry goes when its coroutine ends; a resume before that is refused by its state
@@ -278,6 +294,8 @@ class RayRunner:
             await self._loop.run_in_executor(self._files, self._started, job_id, job, node, version)
             payload = await self._loop.run_in_executor(self._files, self._payload, job_id)
             payload["run"] = job.run
+            with self._lock:
+                payload["pick"] = job.pick
             stream = actor.run.options(num_returns="streaming",
                                        _generator_backpressure_num_objects=BACKPRESSURE).remote(payload)
             async for ref in stream:

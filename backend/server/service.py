@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from blender_dreamfusion.shared import (CLIENT_TYPES, Ack, Accepted, Bye, Cancel, Cancelled, Delete, Deleted, Error,
-                                        Finished, Heartbeat, Hello, List, ListReply, Message, Progress, ProtocolError,
-                                        Rejected, Result, Resume, Status, StatusReply, Submit, Watch, Welcome,
-                                        __version__, decode)
+from blender_dreamfusion.shared import (CLIENT_TYPES, Ack, Accepted, Bye, Cancel, Cancelled, Chosen, Delete, Deleted,
+                                        Error, Finished, Heartbeat, Hello, List, ListReply, Message, Pick, Progress,
+                                        ProtocolError, Rejected, Result, Resume, Status, StatusReply, Submit, Watch,
+                                        Welcome, __version__, decode)
 from blender_dreamfusion.shared.errors import MAX_FIELD_NAME, BadJobSpec, safe_text
 from blender_dreamfusion.shared.messages import JobCommand
 from blender_dreamfusion.shared.transport import send_routed
@@ -125,6 +125,8 @@ class Server:
 
         #: job id -> (peer, request id) of each `delete` waiting for the running job to stop.
         self._deleting: dict[str, list[tuple[bytes, str | None]]] = {}
+        #: Best-of-N jobs whose candidate is chosen (`chosen` went out): a pick for them is refused.
+        self._chosen: set[str] = set()
         self.subscribers = Subscribers()
         self.sessions = Sessions(curve=self.curve)
         for record in self.store.load():
@@ -230,8 +232,11 @@ class Server:
                 self._offer_finished(peer, out.job_id, None, out)
             else:
                 self._send(peer, out)
+        if isinstance(message, Chosen):
+            self._chosen.add(message.job_id)
         if isinstance(message, ENDINGS):
             job_id = message.job_id  # type: ignore[attr-defined]
+            self._chosen.discard(job_id)
             self._runner.forget(job_id)
             for peer, request_id in self._deleting.pop(job_id, []):
                 self._send(peer, Deleted(job_id=job_id, freed_bytes=self.store.delete(job_id),
@@ -312,6 +317,8 @@ class Server:
                 self._send(peer, StatusReply(jobs=[record.info()], total=1, request_id=rid))
         elif isinstance(message, Cancel):
             self._cancel(peer, session, message)
+        elif isinstance(message, Pick):
+            self._pick(peer, session, message)
         elif isinstance(message, Result):
             self._result(peer, session, message)
         elif isinstance(message, Resume):
@@ -386,6 +393,32 @@ class Server:
             return
         self._subscribe(peer, record.job_id)  # the one who cancels hears that it happened
         self._stop_job(record)
+
+    def _pick(self, peer: bytes, session: Session, message: Pick) -> None:
+        """The artist's pick of a best-of-N candidate: passed to the job, which takes it before its choice and says
+        so in `chosen` (by "artist"). Refused for a job that trains no candidates, a candidate it does not have,
+        and a job that has chosen already (its own `chosen` went out, or it carries on from a checkpoint, which
+        only the chosen candidate has) or is no longer queued or running."""
+        record = self._known(peer, session, message, act="pick a candidate of")
+        if record is None:
+            return
+        count = record.spec.candidates
+        if count < 2:
+            self._refuse(peer, message, f"job {record.job_id} trains no candidates to pick from (candidates = "
+                                        f"{count})")
+        elif message.candidate >= count:
+            self._send(peer, Rejected(reason=f"candidate = {message.candidate} is out of range; allowed: an integer "
+                                             f"from 0 to {count - 1} (job {record.job_id} trains {count})",
+                                      field="candidate", job_id=record.job_id, request_id=message.request_id))
+        elif record.state not in ACTIVE:
+            self._refuse(peer, message, f"job {record.job_id} is {record.state}; a candidate is picked while it "
+                                        "trains its candidates")
+        elif record.job_id in self._chosen or self.store.checkpoints(record.job_id):
+            self._refuse(peer, message, f"job {record.job_id} has chosen its candidate already; a pick must come "
+                                        "before the choice")
+        else:
+            self._subscribe(peer, record.job_id)  # the one who picks hears the choice
+            self._runner.pick(record.job_id, message.candidate)
 
     def _stop_job(self, record: JobRecord) -> bool:
         """Ask a queued or running job to stop; True when it was still queued (it is cancelled now)."""

@@ -2,10 +2,13 @@
 
 Every subscription has one credit. An update goes out when the credit is
 there and uses it up; otherwise it is held, replacing any older held
-update. An `ack` gives the credit back and releases the held update. So the
-server holds at most one update per subscriber, however slow or absent the
-client is. Other events (progress, the end of a job) always go out: they
-are small, and losing one would leave a client with a wrong picture.
+update of the same mesh (the job's own, or one best-of-N candidate's). An
+`ack` gives the credit back and releases the oldest held update. So the
+server holds at most one update per mesh of a job per subscriber (1 + 8
+candidates), however slow or absent the client is. Other events (progress,
+a best-of-N choice, the end of a job) always go out: they are small, and
+losing one would leave a client with a wrong picture; after a choice no
+candidate's held update goes out.
 
 The other messages that carry a mesh (`finished`, pushed at a job's end or
 sent again for `result`) share one more credit per client: while one is
@@ -21,7 +24,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from blender_dreamfusion.shared import Cancelled, Failed, Finished, Message, Update
+from blender_dreamfusion.shared import Cancelled, Chosen, Failed, Finished, Message, Update
 
 ENDINGS = (Finished, Failed, Cancelled)
 #: `result` requests one client may have waiting for the mesh credit (pushed `finished` events always wait).
@@ -31,7 +34,8 @@ MAX_WAITING_RESULTS = 64
 @dataclass
 class Subscription:
     credit: bool = True
-    held: Update | None = None
+    #: Held updates by the mesh they carry (None: the job's own; a best-of-N candidate's index), oldest first.
+    held: OrderedDict[int | None, Update] = field(default_factory=OrderedDict)
 
 
 @dataclass
@@ -97,10 +101,15 @@ class Subscribers:
                     sub.credit = False
                     out.append((peer, message))
                 else:
-                    sub.held = message  # an older held update is dropped
+                    sub.held.pop(message.candidate, None)  # an older held update of that mesh is dropped
+                    sub.held[message.candidate] = message
                 continue
             if isinstance(message, ENDINGS):
-                sub.held, sub.credit = None, True  # the final message carries the newest state
+                sub.held.clear()  # the final message carries the newest state
+                sub.credit = True
+            elif isinstance(message, Chosen):  # the candidates' meshes are moot once one is chosen
+                for candidate in [c for c in sub.held if c is not None]:
+                    del sub.held[candidate]
             out.append((peer, message))
         return out
 
@@ -109,9 +118,8 @@ class Subscribers:
         sub = self._subs.get(job_id, {}).get(peer)
         if sub is None:
             return None
-        if sub.held is not None:
-            held, sub.held = sub.held, None
-            return held
+        if sub.held:
+            return sub.held.popitem(last=False)[1]
         sub.credit = True
         return None
 
@@ -159,5 +167,4 @@ class Subscribers:
 
     def held(self, peer: bytes | None = None) -> int:
         """Updates waiting for credit (for one peer, or in all)."""
-        return sum(1 for subs in self._subs.values() for p, s in subs.items()
-                   if s.held is not None and (peer is None or p == peer))
+        return sum(len(s.held) for subs in self._subs.values() for p, s in subs.items() if peer is None or p == peer)

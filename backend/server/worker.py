@@ -19,13 +19,14 @@ from typing import Callable
 
 import torch
 
-from blender_dreamfusion.shared import Cancelled, Failed, Finished, Message, Progress
+from blender_dreamfusion.shared import Cancelled, Chosen, Failed, Finished, Message, Progress
 from blender_dreamfusion.shared.formats import RESULT_FORMAT
 from blender_dreamfusion.shared.states import CANCELLED, FAILED, FINISHED, INTERRUPTED
 
+from ..candidates import Candidate, Choice
 from ..checkpoint import CheckpointError
 from ..guidance import Guidance, ModelLoadError, load_guidance
-from ..job_run import JobError, end_run, start_trainer, write_result
+from ..job_run import JobError, end_run, start_trainer, train_job, write_result
 from ..threads import ThreadGovernor
 from ..trainer import Snapshot, StepStats, Trainer
 from ..work_budget import Stopped
@@ -45,6 +46,8 @@ class Control:
     """What the server may ask of one job."""
 
     cancel: bool = False
+    #: Best of N: the candidate the artist picked (`pick`), until the choice is made.
+    pick: int | None = None
 
 
 class GuidanceCache:
@@ -104,25 +107,39 @@ class Worker:
             self._stopped(job_id, record.step, dict(step=record.step, elapsed=record.elapsed))
             return
         interval = spec.stream_every or CHECKPOINT_EVERY
+        resumed = bool(self.store.checkpoints(job_id))  # this job's own: it carries on, its choice made
         reporter = _ProgressReporter(job_id, trainer, self.emit, already=record.elapsed if trainer.step else 0.0)
+        # Best of N: until the choice there is no one trainer of the job to checkpoint (a job stopped before it
+        # starts its candidates again: they train the same way); the chosen one's checkpoints follow.
+        current: list[Trainer | None] = [None if spec.candidates > 1 and not resumed else trainer]
 
         def on_step(stats: StepStats) -> None:
             reporter.step(stats)
             if self.governor is not None:
                 self.governor.tick()
-            if stats.step % interval == 0 and stats.step < spec.steps:
-                self.store.save_checkpoint(job_id, trainer)
+            if stats.step % interval == 0 and stats.step < spec.steps and current[0] is not None:
+                self.store.save_checkpoint(job_id, current[0])
                 self.store.update(job_id, step=stats.step, loss=stats.loss, elapsed=reporter.elapsed())
 
         def on_stream(snapshot: Snapshot) -> None:
             self.store.save_mesh(job_id, snapshot.extraction.mesh)
             self.emit(snapshot.as_update(job_id))
 
+        def on_candidate(candidate: Candidate, snapshot: Snapshot) -> None:
+            self.emit(snapshot.as_update(job_id, candidate=candidate.index, seed=candidate.seed))
+
+        def on_choice(choice: Choice, chosen: Trainer) -> None:
+            current[0] = chosen
+            self.emit(Chosen(job_id=job_id, step=chosen.step, candidate=choice.index, by=choice.by,
+                             seeds=list(choice.seeds), scores=list(choice.scores)))
+
         try:
-            done = trainer.run(on_step, on_stream, should_stop=should_stop)
+            trainer, done = train_job(trainer, resumed, on_step, on_stream, should_stop, on_candidate, on_choice,
+                                      picked=lambda: control.pick)
         except Exception as exc:
             # Keep what was learnt: the checkpoint of the last good step lets the user resume.
-            self._fail(job_id, f"training stopped at step {trainer.step}: {type(exc).__name__}: {exc}")
+            step = current[0].step if current[0] is not None else trainer.step
+            self._fail(job_id, f"training stopped at step {step}: {type(exc).__name__}: {exc}")
             return
         self._finish(job_id, trainer, reporter, done, should_stop)
 

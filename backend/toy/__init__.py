@@ -22,3 +22,11 @@ def parse_builtin_prompt(model: str, prompt: str):
     if model not in _VOCABULARIES:
         raise ValueError(f"{model!r} is not a built-in prior; built-in: {', '.join(_VOCABULARIES)}")
     return importlib.import_module(f"{__name__}.{_VOCABULARIES[model]}").parse(prompt)
+
+
+def builtin_neighbours(model: str, prompt: str) -> list[str]:
+    """The prompts of the built-in `model`'s vocabulary nearest `prompt` (its module's `neighbours`), as text."""
+    import importlib
+
+    vocabulary = importlib.import_module(f"{__name__}.{_VOCABULARIES[model]}")
+    return [p.text() for p in vocabulary.neighbours(vocabulary.parse(prompt))]

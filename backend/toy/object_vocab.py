@@ -81,5 +81,27 @@ def parse_object_prompt(prompt: str) -> ObjectPrompt:
     return ObjectPrompt(name, colour, pattern, match["view"])
 
 
+def neighbours(prompt: ObjectPrompt) -> list[ObjectPrompt]:
+    """What a result of `prompt` could be mistaken for (the judge of best of N weighs the prompt against them):
+    its object with another colour or pattern where the prompt names one, and the other objects as it is
+    painted (those with colours of their own, as they are)."""
+    name = prompt.object
+    if name is None:
+        return []
+    out = []
+    if prompt.colour:  # another colour, the same pattern (or none)
+        out += [ObjectPrompt(name, c, prompt.pattern, prompt.view) for c in colours_with(prompt.pattern)
+                if c != prompt.colour]
+    if prompt.colour or prompt.pattern:  # another pattern (or none), the same colour
+        out += [ObjectPrompt(name, prompt.colour, p, prompt.view) for p in (None, *PATTERNS)
+                if p != prompt.pattern and prompt.colour in colours_with(p) and (p or prompt.colour)]
+    for other, kind in OBJECTS.items():
+        if other != name:
+            painted = kind.colourable
+            out.append(ObjectPrompt(other, prompt.colour if painted else None, prompt.pattern if painted else None,
+                                    prompt.view))
+    return out
+
+
 #: What `parse_builtin_prompt` calls.
 parse = parse_object_prompt

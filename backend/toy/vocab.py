@@ -63,5 +63,14 @@ def parse_prompt(prompt: str) -> ToyPrompt:
     return ToyPrompt(match["shape"], match["colour"], match["view"])
 
 
+def neighbours(prompt: ToyPrompt) -> list[ToyPrompt]:
+    """What a result of `prompt` could be mistaken for: its shape in the other colours, the other shapes in its
+    colour (uncoloured: the other shapes). The judge of best of N weighs the prompt against them."""
+    if prompt.shape is None:
+        return []
+    recoloured = [ToyPrompt(prompt.shape, c, prompt.view) for c in COLOURS if prompt.colour and c != prompt.colour]
+    return recoloured + [ToyPrompt(s, prompt.colour, prompt.view) for s in SHAPES if s != prompt.shape]
+
+
 #: What `parse_builtin_prompt` calls.
 parse = parse_prompt

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from ..shared.jobspec import JobSpec
 from ..shared.mesh import MeshData, Texture, VertexColors
-from ..shared.messages import (Accepted, Cancelled, Deleted, Error, Failed, Finished, JobInfo, ListReply, Message,
-                               Progress, Rejected, StatusReply, Update)
+from ..shared.messages import (Accepted, Cancelled, Chosen, Deleted, Error, Failed, Finished, JobInfo, ListReply,
+                               Message, Progress, Rejected, StatusReply, Update)
 from ..shared.states import ACTIVE, CANCELLED, FAILED, FINISHED, INTERRUPTED, JobState, QUEUED, RUNNING, TERMINAL
 from .refine import RefineTarget
 
@@ -45,6 +45,24 @@ class JobView:
     #: Step of the newest mesh handed out for this job (-1: none yet).
     mesh_step: int = -1
     files: dict[str, str] = field(default_factory=dict)
+    #: Best of N: the candidates streamed so far (index -> seed), and once one is chosen, which, by whom
+    #: ("judge" or "artist") and every candidate's judged score.
+    candidates: dict[int, int] = field(default_factory=dict)
+    chosen: int | None = None
+    chosen_by: str = ""
+    scores: list[float] = field(default_factory=list)
+
+    @property
+    def choosing(self) -> bool:
+        """Training candidates that the artist may still pick from."""
+        return self.state in ACTIVE and bool(self.candidates) and self.chosen is None
+
+    def candidate_text(self, index: int) -> str:
+        """'candidate 2 · seed 1013904227' (and its score once judged)."""
+        text = f"candidate {index} · seed {self.candidates.get(index, '?')}"
+        if index < len(self.scores):
+            text += f" · score {self.scores[index]:+.3f}"
+        return text
 
     @property
     def fraction(self) -> float:
@@ -124,10 +142,25 @@ class MeshToApply:
 
 
 @dataclass
+class CandidateMesh:
+    """The newest mesh of one best-of-N candidate of a job, before the choice."""
+
+    job_id: str
+    candidate: int
+    seed: int
+    step: int
+    mesh: MeshData
+
+
+@dataclass
 class Applied:
     """What one batch of events changed."""
 
     meshes: dict[str, MeshToApply] = field(default_factory=dict)
+    #: (job id, candidate) -> its newest mesh in this batch.
+    candidate_meshes: dict[tuple[str, int], CandidateMesh] = field(default_factory=dict)
+    #: job id -> the choice made among its candidates (the scene drops the others' objects).
+    chosen: dict[str, Chosen] = field(default_factory=dict)
     #: job id -> the request id of the submit (or resume) it answers.
     accepted: dict[str, str] = field(default_factory=dict)
     #: request id -> why the backend refused that submit (or resume).
@@ -235,6 +268,25 @@ class JobTracker:
                 if event.phase == "training":  # the other phases carry no rate
                     view.loss, view.it_per_s, view.eta = event.loss, event.it_per_s, event.eta
                     view.best_it_per_s = max(view.best_it_per_s, event.it_per_s)
+            elif isinstance(event, Update) and event.candidate is not None:
+                view = self._view(event.job_id)
+                if view.chosen is not None:
+                    continue  # a candidate's straggler behind the choice
+                view.state, view.step, view.steps = RUNNING, max(view.step, event.step), event.steps
+                view.phase, view.loss, view.elapsed = "training", event.loss, event.elapsed
+                view.candidates[event.candidate] = event.seed
+                key = (event.job_id, event.candidate)
+                if event.mesh is not None and (key not in out.candidate_meshes
+                                               or out.candidate_meshes[key].step <= event.step):
+                    out.candidate_meshes[key] = CandidateMesh(event.job_id, event.candidate, event.seed, event.step,
+                                                              event.mesh)
+            elif isinstance(event, Chosen):
+                view = self._view(event.job_id)
+                view.chosen, view.chosen_by, view.scores = event.candidate, event.by, list(event.scores)
+                view.candidates.update(enumerate(event.seeds))
+                out.chosen[event.job_id] = event
+                for key in [k for k in out.candidate_meshes if k[0] == event.job_id]:
+                    del out.candidate_meshes[key]
             elif isinstance(event, Update):
                 view = self._view(event.job_id)
                 view.state, view.step, view.steps = RUNNING, max(view.step, event.step), event.steps

@@ -188,6 +188,10 @@ class Session:
     def cancel(self, job_id: str) -> None:
         self._require_client().cancel(job_id)
 
+    def pick(self, job_id: str, candidate: int) -> None:
+        """Best of N: the artist's pick of a candidate, before the job's choice."""
+        self._require_client().pick(job_id, candidate)
+
     def resume(self, job_id: str) -> None:
         self._require_client().resume(job_id)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from blender_dreamfusion.backend.server.service import Server, ServerConfig
 from blender_dreamfusion.shared import JobSpec, Message
-from blender_dreamfusion.shared.client import BackendClient
+from blender_dreamfusion.shared.client import BackendClient, CurveKeys
 
 SCRIPT = Path(sys.executable).with_name("dreamfusion-backend")
 #: Tests keep their tiny models and checkpoints under the temp folder; the servers they start allow it.
@@ -24,6 +24,15 @@ def tiny_spec(model: Path, **overrides) -> JobSpec:
                   mesh_resolution=32, seed=1)
     values.update(overrides)
     return JobSpec(**values)
+
+
+def two_clients_keys(keys: Path) -> tuple[CurveKeys, CurveKeys]:
+    """Keys for a CURVE server in `keys` (`keys generate`) and its two clients, alice and bob."""
+    from blender_dreamfusion.backend.cli import main
+
+    assert main(["keys", "generate", str(keys), "--client", "alice", "--client", "bob"]) == 0
+    return tuple(CurveKeys.from_files(keys / "server.key", keys / "clients" / f"{name}.key_secret")
+                 for name in ("alice", "bob"))
 
 
 class ThreadServer:

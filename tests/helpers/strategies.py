@@ -14,8 +14,10 @@ import numpy as np
 from hypothesis import strategies as st
 
 from blender_dreamfusion.shared import JobSpec, MeshData, jobspec_knobs
-from blender_dreamfusion.shared.mesh import CornerUVs, Texture, VertexColors
-from blender_dreamfusion.shared.messages import Finished, Image, Message, Submit, Update
+from blender_dreamfusion.shared.errors import ProtocolError
+from blender_dreamfusion.shared.mesh import CornerUVs, Texture, VertexColors, check_init_mesh
+from blender_dreamfusion.shared.jobspec import MAX_CANDIDATES
+from blender_dreamfusion.shared.messages import CHOOSERS, ID_PATTERN, Chosen, Finished, Image, Message, Submit, Update
 from blender_dreamfusion.shared.wirefields import Rule, field_rule, resolved_hints
 
 # No control characters other than tab/newline, no lone surrogates.
@@ -85,9 +87,14 @@ def meshes(draw, max_vertices: int = 50) -> MeshData:
 
 @st.composite
 def init_meshes(draw) -> MeshData:
-    """A start mesh `Submit` accepts: at least one triangle, vertices not all at one point."""
+    """A start mesh `Submit` accepts (`check_init_mesh`): at least one triangle with area."""
     mesh = draw(meshes())
-    if mesh.triangle_count == 0 or mesh.vertex_count < 3:
+    try:
+        check_init_mesh(mesh)
+        usable = True
+    except ProtocolError:  # no triangles, or only degenerate ones (random corners may repeat an index)
+        usable = False
+    if not usable:
         positions = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
         mesh = MeshData(positions, np.array([[0, 1, 2]], np.int32), np.full((3, 4), 128, np.uint8))
     return mesh
@@ -174,6 +181,8 @@ def messages_of(cls: type[Message]):
         return _updates()
     if cls is Finished:  # a texture has one UV per corner of the mesh's triangles
         return _finisheds()
+    if cls is Chosen:  # one score per seed, and the chosen one among them
+        return _chosens()
     return dataclass_instances(cls)
 
 
@@ -196,10 +205,22 @@ def textures(draw, corners: int) -> Texture:
 
 
 @st.composite
+def _chosens(draw) -> Chosen:
+    count = draw(st.integers(1, MAX_CANDIDATES))
+    return Chosen(job_id=draw(st.from_regex(ID_PATTERN, fullmatch=True)), step=draw(st.integers(0, 10**9)),
+                  candidate=draw(st.integers(0, count - 1)), by=draw(st.sampled_from(CHOOSERS)),
+                  seeds=draw(st.lists(st.integers(0, 2**32 - 1), min_size=count, max_size=count)),
+                  scores=draw(st.lists(st.floats(-1e6, 1e6), min_size=count, max_size=count)),
+                  request_id=draw(st.none() | st.just("r-3")))
+
+
+@st.composite
 def _updates(draw) -> Update:
     hints = resolved_hints(Update)
     kwargs = {f.name: draw(_for_type(hints[f.name], field_rule(f))) for f in dataclasses.fields(Update)
-              if f.init and f.name not in ("mesh", "vertex_colors")}
+              if f.init and f.name not in ("mesh", "vertex_colors", "candidate", "seed")}
+    if draw(st.booleans()):  # a best-of-N candidate's update: its index and seed together
+        kwargs["candidate"], kwargs["seed"] = draw(st.integers(0, MAX_CANDIDATES - 1)), draw(st.integers(0, 2**32 - 1))
     if draw(st.booleans()):
         return Update(**kwargs, mesh=draw(meshes()))
     return Update(**kwargs, vertex_colors=draw(vertex_colors()))
