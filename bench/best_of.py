@@ -11,7 +11,8 @@ where the judge scores it (with the job's seed, as the job would), then on to th
 backend/toy/object_score.py says whether it is right (object and colour). Best of k for a pair takes its first k
 candidates and the judge's highest score among them. Runs go pair by pair for candidates 0-2, then 3-4, so a
 table cut short still has best of 3; `--worker i/n` runs every n-th run (several processes on one machine) and
-runs already in DIR/runs.jsonl are skipped (a bench stopped midway goes on).
+runs already in DIR/runs.jsonl are skipped (a bench stopped midway goes on). Each candidate's final mesh is
+written to DIR as PROMPT_sJOBSEED_cINDEX.glb, to look at them side by side.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import torch
 
 from blender_dreamfusion.backend.candidates import candidate_seeds, judge_candidate
+from blender_dreamfusion.backend.export import export_mesh
 from blender_dreamfusion.backend.generate import generate
 from blender_dreamfusion.backend.guidance import load_guidance
 from blender_dreamfusion.backend.job_run import end_run, start_trainer
@@ -45,7 +47,7 @@ def runs(count: int, first_seed: int, candidates: int, model: str) -> list[tuple
     return early + [(p, c) for p in range(count) for c in range(3, candidates)]
 
 
-def train_one(model: str, guidance, asked, job_seed: int, index: int) -> dict:
+def train_one(model: str, guidance, asked, job_seed: int, index: int, out: Path | None = None) -> dict:
     seed = candidate_seeds(job_seed, index + 1)[index]
     job = spec_for(model, asked.text(), job_seed)
     spec = job.replace(seed=seed)
@@ -58,6 +60,8 @@ def train_one(model: str, guidance, asked, job_seed: int, index: int) -> dict:
     trainer.run()
     mesh = end_run(trainer, finish=True, preview=False).mesh
     scored = object_score(mesh, asked.object, asked.colour) if mesh.vertex_count else None
+    if out is not None and mesh.vertex_count:  # to look at the candidates side by side
+        export_mesh(mesh, out / f"{asked.text().replace(' ', '_')}_s{job_seed}_c{index}.glb")
     return {"prompt": asked.text(), "job_seed": job_seed, "candidate": index, "seed": seed,
             "score": round(judged.score, 5), "coverage": round(judged.coverage, 4), "sane": judged.sane,
             "right": bool(scored and scored.right(asked.object, asked.colour, asked.pattern, HUE_RIGHT_DEG)),
@@ -84,9 +88,16 @@ def summarise(rows: list[dict]) -> dict:
             "first_candidate_right": f"{sum(c[0]['right'] for c in complete)} of {len(complete)}",
             "some_candidate_right": f"{sum(any_right)} of {len(complete)}",
             "judge_accuracy": f"{sum(judged)} of {len(judged)}",
+            # The pairs the judge could get wrong: some candidates right, some not.
+            "mixed_pairs": f"{sum(ch['right'] for ch, c in zip(chosen, complete) if _mixed(c, k))} right of "
+                           f"{sum(_mixed(c, k) for c in complete)}",
             "failures": [f"{ch['prompt']} (job seed {ch['job_seed']}): chose {ch['candidate']} -> {ch['nearest']}, "
                          f"colour error {ch['colour_error_deg']}" for ch in chosen if not ch["right"]]}
     return out
+
+
+def _mixed(candidates: dict[int, dict], k: int) -> bool:
+    return len({candidates[i]["right"] for i in range(k)}) == 2
 
 
 def timing(prompt: str, model: str, seed: int) -> dict:
@@ -129,7 +140,7 @@ def main() -> None:
     for n, (pair, index) in enumerate(runs(args.pairs, args.seed, args.candidates, args.model)):
         if n % workers != worker or (asked[pair].text(), args.seed + pair, index) in seen:
             continue
-        row = train_one(args.model, guidance, asked[pair], args.seed + pair, index)
+        row = train_one(args.model, guidance, asked[pair], args.seed + pair, index, args.out)
         with table.open("a") as f:  # several workers append to one table
             fcntl.flock(f, fcntl.LOCK_EX)
             f.write(json.dumps(row) + "\n")

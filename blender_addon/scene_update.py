@@ -227,6 +227,7 @@ def settle_candidates(job_id: str, chosen: int, scores: list[float], keep: bool)
     for index, obj in candidate_objects(job_id).items():
         if index < len(scores):
             obj[CANDIDATE_SCORE_PROPERTY] = float(scores[index])
+            obj.name = f"{obj.name} score {scores[index]:+.3f}"  # the label an artist sees in the outliner
         if index == chosen:
             mesh = obj.data
             bpy.data.objects.remove(obj)

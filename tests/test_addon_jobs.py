@@ -461,6 +461,7 @@ def test_candidates_stand_in_a_row_and_the_unchosen_go_after_the_choice(addon):
         kept = scene_update.candidate_objects(job_id)
         assert sorted(kept) == [0, 1] and all(obj.hide_get() for obj in kept.values())
         assert all(scene_update.CANDIDATE_SCORE_PROPERTY in obj for obj in kept.values())
+        assert all(obj.name.endswith(f"score {view.scores[i]:+.3f}") for i, obj in kept.items())
         tick_until(lambda: job().object is not None and len(job().object.data.vertices) > 0)
         assert bpy.ops.dreamfusion.cancel() == {"FINISHED"}
         tick_until(lambda: job().state == "cancelled")

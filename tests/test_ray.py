@@ -19,7 +19,7 @@ ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from blender_dreamfusion.backend.server.ray_runner import RayOptions  # noqa: E402
-from blender_dreamfusion.shared import Cancelled, Finished, JobInfo, Progress, StatusReply, Update  # noqa: E402
+from blender_dreamfusion.shared import Cancelled, Chosen, Finished, JobInfo, Progress, StatusReply, Update  # noqa: E402
 from blender_dreamfusion.shared.client import BackendClient  # noqa: E402
 from tests.helpers.servers import SCRIPT, ThreadServer, ended, events_until, tiny_spec, wait_for  # noqa: E402
 
@@ -132,7 +132,10 @@ def test_cancel_on_a_node_answers_within_seconds_and_the_node_takes_the_next_job
         # All three at once: Ray places pending actors in no set order, but jobs start in the order they came.
         first, second = (client.request(client.submit(tiny_spec(tiny_sd, seed=10 + i, **long))).job_id
                          for i in range(2))
-        waiting = client.request(client.submit(tiny_spec(tiny_sd, steps=8, stream_every=4, seed=12))).job_id
+        # The waiting one trains two candidates; the artist's pick, made while it waits, travels with its run.
+        waiting = client.request(client.submit(tiny_spec(tiny_sd, steps=8, stream_every=4, seed=12, candidates=2,
+                                                         select_at=0.9))).job_id
+        client.pick(waiting, 1)
         node = _running_on(client, first, workers)
         _running_on(client, second, workers)
         assert _status(client, waiting).state == "queued"
@@ -146,7 +149,8 @@ def test_cancel_on_a_node_answers_within_seconds_and_the_node_takes_the_next_job
         # The freed node takes the job that was waiting; the other is still busy with `second`.
         taken = wait_for(lambda: (i := _status(client, waiting)).node and i, SLOW, "the waiting job to start")
         assert _node_of(taken, workers) is node
-        events_until(client, ended(waiting), timeout=SLOW)
+        choices = [e for e in events_until(client, ended(waiting), timeout=SLOW) if isinstance(e, Chosen)]
+        assert [(c.job_id, c.candidate, c.by) for c in choices] == [(waiting, 1, "artist")]
         client.cancel(second)
         events_until(client, ended(second), timeout=30)
 
