@@ -9,6 +9,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy")
@@ -193,11 +194,14 @@ def _unlike(defaults: dict) -> dict:
             values[name] = next(v for v in knob.values if v != default)
         elif knob.value_type == "int":
             high = min(knob.maximum, 2**31 - 1)
-            values[name] = default + 8 if default + 8 <= high else default - 8
+            values[name] = default + 8 if default + 8 <= high else (default - 8 if default - 8 >= knob.minimum
+                                                                    else high)
         elif knob.value_type == "float":
             step = (knob.maximum - knob.minimum) * 0.37
-            values[name] = round((knob.minimum + step) * 4) / 4 if round((knob.minimum + step) * 4) / 4 != default \
-                else knob.minimum
+            quarter = round((knob.minimum + step) * 4) / 4
+            # Another value, exact in single precision (a panel property is a float): 0.01 is not, 0.5 is.
+            values[name] = next(v for v in (quarter, knob.minimum, knob.maximum, 0.5)
+                                if v != default and knob.minimum <= v <= knob.maximum and float(np.float32(v)) == v)
         elif knob.value_type == "range":
             low = round((knob.minimum + (knob.maximum - knob.minimum) * 0.3) * 4) / 4
             high = round((knob.minimum + (knob.maximum - knob.minimum) * 0.55) * 4) / 4
