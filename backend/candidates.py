@@ -5,8 +5,9 @@ prior judges them (or the artist picks one) and the chosen one trains on alone.
 - `start_candidates`: the trainers, the first started as a single run is, the others from it (a start mesh is
   fitted once).
 - `train_candidates`: the interleaved steps up to the choice, each candidate's stream, and the choice.
-- `judge_candidates`: the prior's own judgement (`Guidance.judge`: the denoising error of renders from fixed
-  views under the prompt against its alternatives), with a sanity check: an empty or exploded candidate loses.
+- `choose` and `judge_candidate`: the prior's own judgement (`Guidance.judge`: the denoising error of renders
+  from fixed views under the prompt against its alternatives), with a sanity check: an empty or exploded
+  candidate loses.
 
 On a CPU the candidates take their steps in turn, each with its own draws and its own prior evaluation, so a
 chosen candidate ends exactly where a single job of its seed would. On CUDA one round is one step of every
@@ -59,8 +60,6 @@ def candidate_seeds(seed: int, count: int) -> list[int]:
 class Candidate:
     index: int
     trainer: Trainer
-    #: The judge's score (`Judgement.score`), once judged.
-    judgement: "Judgement | None" = None
 
     @property
     def seed(self) -> int:
@@ -111,25 +110,25 @@ def start_candidates(first: Trainer) -> list[Candidate]:
 def train_candidates(candidates: list[Candidate], on_step: Callable[[StepStats], None] | None = None,
                      on_stream: Callable[[Candidate, Snapshot], None] | None = None,
                      should_stop: Callable[[], bool] | None = None,
-                     picked: Callable[[], int | None] | None = None, batched: bool | None = None) -> Choice | None:
+                     picked: Callable[[], int | None] | None = None,
+                     batched: bool | None = None) -> tuple[Choice, bool]:
     """Train every candidate to its spec's `select_step` (a step each in turn), then choose. `on_step` hears
     the first candidate's stats after each round; `on_stream` gets each candidate's mesh where the spec streams.
     `batched`: one prior evaluation per round for all (`batched_round`); by default on CUDA only.
     `picked()` is asked between rounds: an index the artist picked ends the round robin there and wins. Returns
-    the Choice, or None when `should_stop` asked to stop first (the caller chooses with `choose`: nothing learnt
-    is lost, the judge picks among them as they are)."""
+    the Choice and whether `should_stop` stopped the round robin first (then the choice is made among the
+    candidates as they are, so nothing learnt is lost)."""
     spec = candidates[0].trainer.spec
     end = spec.select_step(candidates[0].trainer.step)
     start = time.perf_counter()
     trainers = [c.trainer for c in candidates]
     if batched is None:
         batched = trainers[0].device.type == "cuda"
-    while candidates[0].trainer.step < end:
-        pick = valid_pick(picked, candidates)
-        if pick is not None:
-            return choose(candidates, pick)
+    stopped = False
+    while candidates[0].trainer.step < end and _pick(picked, candidates) is None:
         if should_stop is not None and should_stop():
-            return None
+            stopped = True
+            break
         stats = batched_round(trainers) if batched else [t.train_step() for t in trainers]
         if on_step is not None:
             on_step(stats[0])
@@ -137,10 +136,10 @@ def train_candidates(candidates: list[Candidate], on_step: Callable[[StepStats],
         if on_stream is not None and streams_at(step, spec.stream_every) and step < end:
             for candidate, stat in zip(candidates, stats):
                 on_stream(candidate, candidate.trainer.snapshot(stat.loss, time.perf_counter() - start))
-    return choose(candidates, valid_pick(picked, candidates))
+    return choose(candidates, _pick(picked, candidates)), stopped
 
 
-def valid_pick(picked: Callable[[], int | None] | None, candidates: list[Candidate]) -> int | None:
+def _pick(picked: Callable[[], int | None] | None, candidates: list[Candidate]) -> int | None:
     """The artist's pick, when there is one and it names a candidate (a server checks it; a stray one is not)."""
     pick = picked() if picked is not None else None
     return pick if isinstance(pick, int) and 0 <= pick < len(candidates) else None
@@ -178,14 +177,13 @@ def choose(candidates: list[Candidate], pick: int | None = None) -> Choice:
     """Judge every candidate and choose: the artist's `pick` when given, else the best judged (a sane one first:
     `Judgement.rank_key`)."""
     seed = candidates[0].seed  # the job's: every candidate is judged with the same draws
-    for candidate in candidates:
-        candidate.judgement = judge_candidate(candidate.trainer, seed)
+    judged = [judge_candidate(c.trainer, seed) for c in candidates]
     seeds = tuple(c.seed for c in candidates)
-    scores = tuple(c.judgement.score for c in candidates)
+    scores = tuple(j.score for j in judged)
     if pick is not None:
         return Choice(pick, "artist", seeds, scores)
-    best = max(candidates, key=lambda c: c.judgement.rank_key())
-    return Choice(best.index, "judge", seeds, scores)
+    best = max(range(len(candidates)), key=lambda i: judged[i].rank_key())
+    return Choice(candidates[best].index, "judge", seeds, scores)
 
 
 def judge_views(spec: JobSpec):
@@ -194,9 +192,8 @@ def judge_views(spec: JobSpec):
     full_turn = high - low >= 360.0
     count = JUDGE_VIEWS
     step = (high - low) / (count if full_turn else max(1, count - 1))
-    azimuths = [low + step * i for i in range(count)]
-    if full_turn:  # the front (azimuth 0) among them when the whole turn is allowed
-        azimuths = [step * i for i in range(count)]
+    first = 0.0 if full_turn else low  # the front (azimuth 0) among them when the whole turn is allowed
+    azimuths = [first + step * i for i in range(count)]
     lo_el, hi_el = spec.camera_elevation
     elevations = [min(hi_el, max(lo_el, JUDGE_ELEVATIONS[i % 2])) for i in range(count)]
     radius = sum(spec.camera_radius) / 2

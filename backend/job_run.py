@@ -25,7 +25,7 @@ from blender_dreamfusion.shared.formats import READABLE
 from blender_dreamfusion.shared.mesh import check_init_mesh
 
 from .asset import Asset, asks_for_asset
-from .candidates import Candidate, Choice, choose, start_candidates, train_candidates, valid_pick
+from .candidates import Candidate, Choice, start_candidates, train_candidates
 from .checkpoint import load_checkpoint
 from .export import export_result
 from .guidance import Guidance, load_guidance
@@ -126,10 +126,7 @@ def train_job(trainer: Trainer, resumed: bool = False, on_step: Callable[[StepSt
     asked to stop)."""
     if trainer.spec.candidates > 1 and not resumed:
         candidates = start_candidates(trainer)
-        choice = train_candidates(candidates, on_step, on_candidate, should_stop, picked)
-        stopped = choice is None
-        if stopped:
-            choice = choose(candidates, valid_pick(picked, candidates))
+        choice, stopped = train_candidates(candidates, on_step, on_candidate, should_stop, picked)
         trainer = candidates[choice.index].trainer
         if on_choice is not None:
             on_choice(choice, trainer)

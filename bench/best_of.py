@@ -41,7 +41,7 @@ def spec_for(model: str, prompt: str, seed: int, **fields) -> JobSpec:
     return JobSpec.from_dict({**recommendations(model), "model": model, "prompt": prompt, "seed": seed, **fields})
 
 
-def runs(count: int, first_seed: int, candidates: int, model: str) -> list[tuple[int, int]]:
+def runs(count: int, candidates: int) -> list[tuple[int, int]]:
     """(pair, candidate) in the order they are trained: candidates 0-2 of every pair, then the rest."""
     early = [(p, c) for p in range(count) for c in range(min(3, candidates))]
     return early + [(p, c) for p in range(count) for c in range(3, candidates)]
@@ -137,7 +137,7 @@ def main() -> None:
     asked = pairs(args.pairs, args.model)
     seen = {(r["prompt"], r["job_seed"], r["candidate"]) for r in done}
     guidance = load_guidance(args.model, torch.device("cpu"))
-    for n, (pair, index) in enumerate(runs(args.pairs, args.seed, args.candidates, args.model)):
+    for n, (pair, index) in enumerate(runs(args.pairs, args.candidates)):
         if n % workers != worker or (asked[pair].text(), args.seed + pair, index) in seen:
             continue
         row = train_one(args.model, guidance, asked[pair], args.seed + pair, index, args.out)

@@ -74,7 +74,8 @@ def test_on_one_batch_every_candidate_learns_its_own_shape_and_one_is_chosen(toy
                               "steps": 12, "candidates": 3, "select_at": 0.5, "stream_every": 0, "seed": 8})
     candidates = start_candidates(Trainer(spec, toy_shapes))
     before = [torch.cat([p.detach().flatten().clone() for p in c.trainer.field.parameters()]) for c in candidates]
-    choice = train_candidates(candidates, batched=True)
+    choice, stopped = train_candidates(candidates, batched=True)
+    assert not stopped
     after = [torch.cat([p.detach().flatten() for p in c.trainer.field.parameters()]) for c in candidates]
     assert [c.trainer.step for c in candidates] == [6, 6, 6]
     assert all(not torch.equal(b, a) for b, a in zip(before, after))
